@@ -1,0 +1,31 @@
+# The two commands of the quick start: `make demo` and `make test`.
+# Both create .venv if missing (idempotent `make setup`) and install everything in it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.hwmap-installed
+PLUGIN_PROJECTS := $(wildcard plugins/*/pyproject.toml)
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml $(PLUGIN_PROJECTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch: exactly the CPU wheel on disk; a newer or unpinned torch pulls a multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[torch,nir,test]' $(foreach p,$(PLUGIN_PROJECTS),-e $(dir $(p)))
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/hwmap demo
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,42 @@
+"""hwmap: what it costs to run a trained network on edge AI targets, side by side.
+
+The public API plugins and users import from. A target plugin writes::
+
+    from hwmap import hookimpl, TargetConfig, Legalized, Mapping, Artifacts, Simulation, KPIs
+"""
+
+from .errors import (
+    ConfigError,
+    DataError,
+    DoesNotFitError,
+    GraphError,
+    HwmapError,
+    ModelError,
+    PluginError,
+    TargetError,
+    UnsupportedOpError,
+)
+from .graph import Graph, Node, QuantAnnotation, Tensor
+from .hookspecs import hookimpl, hookspec
+from .kpi import KPIs, Fidelity
+from .source import ParseOptions, load_model
+from .target import (
+    Artifacts,
+    Diagnostic,
+    Legalized,
+    Mapping,
+    Simulation,
+    Target,
+    TargetConfig,
+    TargetSpec,
+)
+from .data import Dataset, load_data
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Artifacts", "ConfigError", "DataError", "Dataset", "Diagnostic", "DoesNotFitError", "Fidelity", "Graph",
+    "GraphError", "HwmapError", "KPIs", "Legalized", "Mapping", "ModelError", "Node", "ParseOptions",
+    "PluginError", "QuantAnnotation", "Simulation", "Target", "TargetConfig", "TargetError", "TargetSpec",
+    "Tensor", "UnsupportedOpError", "hookimpl", "hookspec", "load_data", "load_model", "__version__",
+]

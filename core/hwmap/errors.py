@@ -1,0 +1,68 @@
+"""The project's own error types.
+
+Every error a user can cause (a bad file, a wrong key, an unsupported op, a model too big for
+a target) is raised as one of these, with a message that names what and where. The CLI turns
+them into one line on stderr and an exit code; nothing else escapes as a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HwmapError",
+    "ModelError",
+    "UnsupportedOpError",
+    "GraphError",
+    "ConfigError",
+    "PluginError",
+    "TargetError",
+    "DataError",
+    "DoesNotFitError",
+]
+
+
+class HwmapError(Exception):
+    """Base class of every error hwmap raises on bad input. ``exit_code`` is the CLI's."""
+
+    exit_code: int = 2
+
+    def __init__(self, message: str, *, where: str | None = None) -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ModelError(HwmapError):
+    """A model source that cannot be read: missing, truncated, corrupt, unknown format."""
+
+
+class UnsupportedOpError(ModelError):
+    """A model uses an operation the neutral graph does not know."""
+
+
+class GraphError(HwmapError):
+    """A graph that is not well formed: dangling tensor, shape mismatch, cycle."""
+
+
+class ConfigError(HwmapError):
+    """A target configuration that is not valid TOML or does not match its schema."""
+
+
+class PluginError(HwmapError):
+    """A target kind that is not installed, failed to load, or was registered twice."""
+
+
+class TargetError(HwmapError):
+    """A target plugin could not complete a stage for a reason other than fit."""
+
+
+class DataError(HwmapError):
+    """Input data (``--data``) that cannot be read or does not match the model."""
+
+
+class DoesNotFitError(HwmapError):
+    """The model does not fit the target; ``violations`` lists the design rules it breaks."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, violations: list[str] | None = None, *, where: str | None = None) -> None:
+        self.violations = list(violations or [])
+        super().__init__(message, where=where)

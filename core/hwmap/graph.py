@@ -1,0 +1,392 @@
+"""The neutral model graph every frontend produces and every target consumes.
+
+A :class:`Graph` has named inputs and outputs, :class:`Node` s in topological order and
+:class:`Tensor` s with concrete shapes and dtypes. Ops are named as in ONNX where ONNX has
+them and as in NIR for neuromorphic ones (see :mod:`hwmap.ops`).
+
+Conventions
+-----------
+* ``Node.inputs`` are the *dynamic* inputs (tensors produced by another node or fed as a
+  graph input). Constant operands live in ``Node.params`` keyed by the name of the input slot
+  in the op's ONNX schema (Conv: ``W``, ``B``; Gemm: ``B``, ``C``; Add: ``B``; ...). The
+  dynamic inputs fill the slots not present in ``params``, in schema order.
+* Shapes are concrete tuples of ints; a symbolic batch dimension is fixed at parse time.
+* Quantization is an annotation: on a tensor (``Tensor.quant``) for activations and on a
+  node's parameter (``Node.param_quant[slot]``) for weights. ``params`` always hold the
+  real-valued (dequantized) numbers, so every consumer can ignore the annotation safely.
+* A fused node (``op`` starting with ``Fused``) keeps the nodes it replaced in ``fused``.
+
+Serialization: :meth:`Graph.save` writes ``graph.json`` and ``params.npz``;
+:meth:`Graph.load` reads them back exactly (arrays bit for bit, attributes as written).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .errors import GraphError
+
+__all__ = ["QuantAnnotation", "Tensor", "Node", "Graph", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class QuantAnnotation:
+    """Affine quantization: ``real = scale * (q - zero_point)``, ``q`` on ``bits`` bits.
+
+    ``scale`` and ``zero_point`` are scalars (per tensor) or 1-D along ``axis`` (per axis).
+    ``narrow`` excludes the most negative code (symmetric range, as QONNX ``narrow``).
+    """
+
+    scale: np.ndarray
+    zero_point: np.ndarray
+    bits: int
+    signed: bool
+    axis: int | None = None
+    narrow: bool = False
+
+    def __post_init__(self) -> None:
+        self.scale = np.asarray(self.scale, dtype=np.float64)
+        self.zero_point = np.asarray(self.zero_point, dtype=np.float64)
+
+    @property
+    def qmin(self) -> int:
+        if self.signed:
+            return -(2 ** (self.bits - 1)) + (1 if self.narrow else 0)
+        return 0
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1 - (1 if self.narrow else 0)
+
+    def _broadcast(self, a: np.ndarray, ndim: int) -> np.ndarray:
+        if a.ndim == 0 or self.axis is None:
+            return a
+        shape = [1] * ndim
+        shape[self.axis % ndim] = a.size
+        return a.reshape(shape)
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """Integer codes (as float64) of ``x``, rounded half to even and clipped."""
+        x = np.asarray(x, dtype=np.float64)
+        s = self._broadcast(self.scale, x.ndim)
+        z = self._broadcast(self.zero_point, x.ndim)
+        return np.clip(np.round(x / s) + z, self.qmin, self.qmax)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        q = np.asarray(q, dtype=np.float64)
+        s = self._broadcast(self.scale, q.ndim)
+        z = self._broadcast(self.zero_point, q.ndim)
+        return (q - z) * s
+
+    def fake_quantize(self, x: np.ndarray) -> np.ndarray:
+        return self.dequantize(self.quantize(x)).astype(np.asarray(x).dtype, copy=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scale": _array_to_json(self.scale),
+            "zero_point": _array_to_json(self.zero_point),
+            "bits": self.bits,
+            "signed": self.signed,
+            "axis": self.axis,
+            "narrow": self.narrow,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "QuantAnnotation":
+        return cls(
+            scale=_array_from_json(d["scale"]),
+            zero_point=_array_from_json(d["zero_point"]),
+            bits=int(d["bits"]),
+            signed=bool(d["signed"]),
+            axis=d.get("axis"),
+            narrow=bool(d.get("narrow", False)),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, QuantAnnotation):
+            return NotImplemented
+        return (
+            np.array_equal(self.scale, other.scale)
+            and np.array_equal(self.zero_point, other.zero_point)
+            and (self.bits, self.signed, self.axis, self.narrow)
+            == (other.bits, other.signed, other.axis, other.narrow)
+        )
+
+
+@dataclass
+class Tensor:
+    """A value flowing between nodes: its concrete shape, element type, quantization."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    quant: QuantAnnotation | None = None
+
+    def __post_init__(self) -> None:
+        self.shape = tuple(int(d) for d in self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.quant is not None:
+            d["quant"] = self.quant.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Tensor":
+        q = d.get("quant")
+        return cls(d["name"], tuple(d["shape"]), d.get("dtype", "float32"),
+                   QuantAnnotation.from_json(q) if q else None)
+
+
+@dataclass
+class Node:
+    """One operation: ``op`` applied to ``inputs`` (tensor names) giving ``outputs``.
+
+    ``attrs`` hold JSON-representable attributes (ints, floats, strings, bools and lists of
+    them); ``params`` hold constant operands as numpy arrays keyed by schema slot name.
+    """
+
+    name: str
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    param_quant: dict[str, QuantAnnotation] = field(default_factory=dict)
+    fused: list["Node"] = field(default_factory=list)
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.attrs.get(key, default)
+
+    def copy(self) -> "Node":
+        """A deep copy: a pass that changes a node changes its copy, never the original."""
+        return Node(
+            self.name, self.op, list(self.inputs), list(self.outputs),
+            json.loads(json.dumps(self.attrs)),
+            {k: v.copy() for k, v in self.params.items()},
+            {k: QuantAnnotation(v.scale.copy(), v.zero_point.copy(), v.bits, v.signed, v.axis, v.narrow)
+             for k, v in self.param_quant.items()},
+            [f.copy() for f in self.fused],
+        )
+
+    def walk(self) -> Iterator["Node"]:
+        """This node, then every node it fused (recursively)."""
+        yield self
+        for f in self.fused:
+            yield from f.walk()
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "op": self.op,
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "attrs": self.attrs,
+            "params": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in self.params.items()},
+        }
+        if self.param_quant:
+            d["param_quant"] = {k: q.to_json() for k, q in self.param_quant.items()}
+        if self.fused:
+            d["fused"] = [f.to_json() for f in self.fused]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], arrays: Any) -> "Node":
+        params = {}
+        for k in d.get("params", {}):
+            key = f"{d['name']}/{k}"
+            if key not in arrays:
+                raise GraphError(f"parameter array {key!r} missing from params.npz")
+            params[k] = arrays[key]
+        return cls(
+            d["name"], d["op"], list(d["inputs"]), list(d["outputs"]), d.get("attrs", {}), params,
+            {k: QuantAnnotation.from_json(q) for k, q in d.get("param_quant", {}).items()},
+            [cls.from_json(f, arrays) for f in d.get("fused", [])],
+        )
+
+
+@dataclass
+class Graph:
+    """A neutral model graph. Stages take one and return a new one; none mutates its input."""
+
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    nodes: list[Node]
+    tensors: dict[str, Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # -- queries -------------------------------------------------------------------------
+    def tensor(self, name: str) -> Tensor:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise GraphError(f"graph {self.name!r} has no tensor {name!r}") from None
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise GraphError(f"graph {self.name!r} has no node {name!r}")
+
+    def producers(self) -> dict[str, Node]:
+        """Tensor name -> the node that produces it."""
+        return {t: n for n in self.nodes for t in n.outputs}
+
+    def consumers(self) -> dict[str, list[Node]]:
+        """Tensor name -> the nodes that read it, in graph order."""
+        out: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            for t in n.inputs:
+                out.setdefault(t, []).append(n)
+        return out
+
+    def copy(self) -> "Graph":
+        return Graph(
+            self.name, list(self.inputs), list(self.outputs), [n.copy() for n in self.nodes],
+            {k: Tensor.from_json(v.to_json()) for k, v in self.tensors.items()},
+            json.loads(json.dumps(self.meta)),
+        )
+
+    # -- validation ----------------------------------------------------------------------
+    def validate(self) -> "Graph":
+        """Check the graph is well formed; raise :class:`GraphError` naming node and problem.
+
+        Checks: unique node names (fused ones included); every tensor declared; every input
+        produced earlier or a graph input (a dangling tensor, or a cycle when the producer
+        comes later); one producer per tensor; outputs produced; known ops; shapes agree with
+        each op's shape inference where the op defines one.
+        """
+        from .ops import get_op  # local: ops imports graph
+
+        seen_nodes: set[str] = set()
+        for n in self.nodes:
+            for sub in n.walk():
+                if sub.name in seen_nodes:
+                    raise GraphError(f"node name {sub.name!r} used twice", where=f"graph {self.name!r}")
+                seen_nodes.add(sub.name)
+        for t in self.inputs:
+            if t not in self.tensors:
+                raise GraphError(f"graph input {t!r} has no tensor declaration", where=f"graph {self.name!r}")
+        producers = self.producers()
+        available = set(self.inputs)
+        order = {n.name: i for i, n in enumerate(self.nodes)}
+        produced_by: dict[str, str] = {}
+        for n in self.nodes:
+            where = f"node {n.name!r} ({n.op})"
+            for t in n.inputs:
+                if t not in available:
+                    if t in producers:
+                        p = producers[t]
+                        if order[p.name] >= order[n.name]:
+                            raise GraphError(
+                                f"input {t!r} is produced by node {p.name!r} which comes later: a cycle "
+                                "or nodes out of topological order", where=where)
+                    raise GraphError(f"input {t!r} is dangling: no node produces it and it is not a graph input",
+                                     where=where)
+            for t in n.outputs:
+                if t in produced_by or t in self.inputs:
+                    raise GraphError(f"output {t!r} is already produced by {produced_by.get(t, 'the graph input')!r}",
+                                     where=where)
+                if t not in self.tensors:
+                    raise GraphError(f"output {t!r} has no tensor declaration", where=where)
+                produced_by[t] = n.name
+                available.add(t)
+            opdef = get_op(n.op, where=where)
+            in_shapes = [self.tensors[t].shape for t in n.inputs]
+            expected = opdef.infer(n, in_shapes)
+            if expected is not None:
+                for t, shp in zip(n.outputs, expected):
+                    if tuple(shp) != self.tensors[t].shape:
+                        raise GraphError(
+                            f"shape mismatch on output {t!r}: declared {list(self.tensors[t].shape)}, "
+                            f"{n.op} of inputs {[list(s) for s in in_shapes]} gives {list(shp)}", where=where)
+        for t in self.outputs:
+            if t not in available:
+                raise GraphError(f"graph output {t!r} is not produced by any node", where=f"graph {self.name!r}")
+        return self
+
+    # -- serialization -------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": "hwmap.graph",
+            "version": FORMAT_VERSION,
+            "name": self.name,
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "tensors": [t.to_json() for t in self.tensors.values()],
+            "nodes": [n.to_json() for n in self.nodes],
+            "meta": self.meta,
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every parameter array keyed ``node/slot`` (fused nodes included)."""
+        return {f"{sub.name}/{k}": v for n in self.nodes for sub in n.walk() for k, v in sub.params.items()}
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``graph.json`` and ``params.npz`` into ``directory`` (byte-deterministic)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "graph.json").write_text(json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n")
+        _save_npz_deterministic(directory / "params.npz", self.arrays())
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], arrays: Any) -> "Graph":
+        if d.get("format") != "hwmap.graph":
+            raise GraphError("not an hwmap graph (missing format marker)")
+        if d.get("version") != FORMAT_VERSION:
+            raise GraphError(f"graph format version {d.get('version')!r} is not {FORMAT_VERSION}")
+        tensors = {t["name"]: Tensor.from_json(t) for t in d["tensors"]}
+        return cls(d["name"], list(d["inputs"]), list(d["outputs"]),
+                   [Node.from_json(n, arrays) for n in d["nodes"]], tensors, d.get("meta", {}))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Graph":
+        directory = Path(directory)
+        try:
+            d = json.loads((directory / "graph.json").read_text())
+            with np.load(directory / "params.npz", allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise GraphError(f"cannot read graph: {e}", where=str(directory)) from None
+        return cls.from_json(d, arrays)
+
+
+def _array_to_json(a: np.ndarray) -> Any:
+    a = np.asarray(a, dtype=np.float64)
+    return {"shape": list(a.shape), "data": [float(x) for x in a.ravel()]}
+
+
+def _array_from_json(d: Any) -> np.ndarray:
+    if isinstance(d, dict):
+        return np.asarray(d["data"], dtype=np.float64).reshape(d["shape"])
+    return np.asarray(d, dtype=np.float64)
+
+
+def _save_npz_deterministic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` stores zip timestamps; write members with a fixed date so bytes repeat."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for key in sorted(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buf.getvalue())
+
+
+save_npz = _save_npz_deterministic

@@ -1,0 +1,82 @@
+"""The contract between hwmap and its plugins: one pluggy hook per stage.
+
+Plugins implement these with ``from hwmap import hookimpl``. The core's own frontends
+(ONNX, PyTorch, NIR) are plugins of ``hwmap_parse`` like anyone else's. Target hooks are
+routed: a call for target kind K reaches only the plugin that registered K, so an
+implementation never needs to test ``target.kind``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import pluggy
+
+if TYPE_CHECKING:
+    from .graph import Graph
+    from .kpi import KPIs
+    from .source import ParseOptions
+    from .target import Artifacts, Legalized, Mapping, Simulation, Target
+
+PROJECT = "hwmap"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def hwmap_register_targets(register: Callable[..., None]) -> None:
+    """Declare the target kinds this plugin provides.
+
+    Called once when the plugin is loaded. Call ``register(kind=..., config=...,
+    description=..., presets=...)`` once per kind: ``config`` is a pydantic model (subclass
+    :class:`hwmap.TargetConfig`), ``presets`` maps preset names to TOML files shipped in the
+    plugin's package (``default`` is the one ``compare`` and ``demo`` use).
+    """
+
+
+@hookspec(firstresult=True)
+def hwmap_parse(source: str, options: "ParseOptions") -> "Graph | None":
+    """Turn a model source (a path or a ``package.module:factory`` spec) into a Graph.
+
+    Called by the core for every model it loads; implementations are tried until one
+    returns a Graph. Return ``None`` when the source is not yours (wrong extension, wrong
+    form) and raise :class:`hwmap.ModelError` when it is yours but cannot be read.
+    """
+
+
+@hookspec(firstresult=True)
+def hwmap_legalize(graph: "Graph", target: "Target") -> "Legalized":
+    """Rewrite ``graph`` into what ``target`` supports and run its design-rule check.
+
+    Returns a :class:`hwmap.Legalized`: the new graph (fused, folded, quantized, converted)
+    and diagnostics. A violation is a named :class:`hwmap.Diagnostic`, never an exception.
+    ``target.calibration`` holds input data for quantization calibration, or ``None``.
+    """
+
+
+@hookspec(firstresult=True)
+def hwmap_map(graph: "Graph", target: "Target") -> "Mapping":
+    """Assign the legalized graph's resources to the target's hardware; return a Mapping."""
+
+
+@hookspec(firstresult=True)
+def hwmap_emit(mapping: "Mapping", target: "Target", outdir: Path) -> "Artifacts":
+    """Write the files the hardware would load into ``outdir`` (which exists and is empty).
+
+    The same mapping must give byte-identical files. Return what was written.
+    """
+
+
+@hookspec(firstresult=True)
+def hwmap_simulate(artifacts: "Artifacts", target: "Target", inputs: dict[str, np.ndarray]) -> "Simulation":
+    """Run the emitted artifacts, read back from ``artifacts.directory`` only, on ``inputs``
+    (one batch-first array per graph input) and return outputs and measured activity."""
+
+
+@hookspec(firstresult=True)
+def hwmap_estimate(mapping: "Mapping", target: "Target", activity: "dict[str, Any] | None") -> "KPIs":
+    """Estimate KPIs from the mapping and the config's constants; ``activity`` is what a
+    simulation measured (``None`` without data). Fill ``assumptions`` with every constant
+    and model used; the core fills ``target``, ``config``, ``model`` and ``fidelity``."""

@@ -1,0 +1,151 @@
+"""The records that flow between the core and a target plugin.
+
+A plugin registers a :class:`TargetSpec` (kind, pydantic config model, presets); the core
+hands each hook a :class:`Target` (the spec plus a validated config). The stages return
+:class:`Legalized`, a :class:`Mapping` subclass of the plugin's, :class:`Artifacts` and a
+:class:`Simulation`; ``estimate`` returns a :class:`~hwmap.kpi.KPIs`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from .graph import Graph
+
+__all__ = [
+    "TargetConfig",
+    "TargetSpec",
+    "Target",
+    "Diagnostic",
+    "Legalized",
+    "Mapping",
+    "Artifacts",
+    "Simulation",
+]
+
+
+class TargetConfig(BaseModel):
+    """Base of every plugin's config model: unknown keys are errors, values are validated
+    on assignment, so a ``--set`` override is checked like the file itself."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """What a plugin provides for one target kind (registered through
+    ``hwmap_register_targets``). ``presets`` maps a preset name to its TOML file."""
+
+    kind: str
+    config_model: type[BaseModel]
+    description: str
+    presets: dict[str, Path] = field(default_factory=dict)
+    plugin_name: str = ""
+    package: str = ""
+    version: str = ""
+
+
+@dataclass
+class Target:
+    """One configured target: the spec, the validated config and where it came from.
+
+    ``calibration`` is the input data the flow was given (``--data``), or ``None``: legalize
+    may use it to calibrate quantization.
+    """
+
+    spec: TargetSpec
+    config: BaseModel
+    name: str
+    source: str
+    calibration: np.ndarray | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, **self.config.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """A named design-rule finding: ``rule`` (a stable identifier), the node it concerns
+    (or ``None`` for the whole graph), and a message a user can act on."""
+
+    rule: str
+    message: str
+    node: str | None = None
+    severity: str = "error"  # "error" (does not fit) or "warning"
+
+    def __str__(self) -> str:
+        at = f" at node {self.node!r}" if self.node else ""
+        return f"{self.rule}{at}: {self.message}"
+
+
+@dataclass
+class Legalized:
+    """The legalized graph and the design-rule check's findings."""
+
+    graph: Graph
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def violations(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def fits(self) -> bool:
+        return not self.violations
+
+
+class Mapping:
+    """Base of a plugin's mapping: the legalized graph assigned to hardware resources.
+
+    Subclasses add their own fields and override :meth:`to_json`, which the flow writes to
+    ``mapping.json`` (it must be deterministic).
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+
+    def to_json(self) -> dict[str, Any]:
+        return {"graph": self.graph.name}
+
+
+@dataclass
+class Artifacts:
+    """What ``emit`` wrote: the directory and the files in it (relative paths, in the order
+    written), plus ``manifest`` facts the simulator needs to find its way (JSON-able)."""
+
+    directory: Path
+    files: list[str]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    def write_manifest(self) -> Path:
+        p = self.directory / "artifacts.json"
+        p.write_text(json.dumps({"files": self.files, "manifest": self.manifest}, indent=1, sort_keys=True) + "\n")
+        return p
+
+    @classmethod
+    def read(cls, directory: Path) -> "Artifacts":
+        d = json.loads((directory / "artifacts.json").read_text())
+        return cls(directory, list(d["files"]), d.get("manifest", {}))
+
+
+@dataclass
+class Simulation:
+    """Outputs of running the artifacts, one array per graph output (batch first), and the
+    activity the simulator measured (spike counts, MVMs, zero fractions...) for estimate."""
+
+    outputs: dict[str, np.ndarray]
+    activity: dict[str, Any] = field(default_factory=dict)
