@@ -119,6 +119,13 @@ class Registry:
         known = ", ".join(sorted(self.specs)) or "none installed"
         raise PluginError(f"unknown target kind {kind!r} (installed: {known}){hint}")
 
+    def hooks_of(self, plugin_name: str) -> list[str]:
+        """Names of the hooks a registered plugin implements."""
+        plugin = self.pm.get_plugin(plugin_name)
+        if plugin is None:
+            return []
+        return sorted(h.name for h in (self.pm.get_hookcallers(plugin) or []))
+
     def kinds(self) -> list[str]:
         return sorted(self.specs)
 
