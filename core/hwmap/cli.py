@@ -106,15 +106,18 @@ def cmd_targets(args: argparse.Namespace) -> int:
     table = Table(title="installed hwmap targets")
     for col in ("kind", "package", "version", "presets", "description"):
         table.add_column(col)
+    from rich.markup import escape  # plugin-supplied text may contain "[...]": not markup
+
     for r in rows:
-        table.add_row(r["kind"], r["package"], r["version"], ", ".join(r["presets"]), r["description"])
+        table.add_row(*(escape(x) for x in (r["kind"], r["package"], r["version"], ", ".join(r["presets"]),
+                                            r["description"])))
     con = _stdout_console()
     if rows:
         con.print(table)
     else:
         con.print("no target plugins installed (pip install a package that provides the 'hwmap.targets' entry point)")
     for e in errors:
-        con.print(f"[red]load error[/red] {e['plugin']}: {e['error']}")
+        con.print(f"[red]load error[/red] {escape(e['plugin'])}: {escape(e['error'])}")
     return 0
 
 
@@ -383,6 +386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # an output path that cannot be written (-o, --output, --plot): bad input
+        if os.environ.get("HWMAP_DEBUG"):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"hwmap: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except Exception as e:
         if os.environ.get("HWMAP_DEBUG"):
             raise

@@ -31,8 +31,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError("no such file", where=str(path)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read: {e}", where=str(path)) from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise ConfigError(f"cannot read: {e}", where=repr(str(path)) if "\x00" in str(path) else str(path)) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -110,7 +110,8 @@ def validate_config(model: type[BaseModel], body: dict[str, Any], where: str) ->
             parent = loc[:-1]
             allowed = _describe_allowed(model, parent + ("__none__",)) if parent else \
                 f"known keys: kind, name, {', '.join(sorted(model.model_fields))}"
-            msg = f"unknown key {key!r}; {allowed}"
+            shown = repr(value) if not isinstance(value, dict) else "a table"
+            msg = f"unknown key {key!r} = {shown}; {allowed}"
         else:
             allowed = _describe_allowed(model, loc)
             shown = repr(value) if not isinstance(value, dict) else "a table"

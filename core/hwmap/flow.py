@@ -22,6 +22,7 @@ import numpy as np
 from .data import Dataset
 from .errors import DataError, DoesNotFitError, HwmapError, TargetError
 from .graph import Graph
+from .jsonio import dumps
 from .kpi import Fidelity, KPIs
 from .registry import get_registry
 from .source import ParseOptions, load_model
@@ -139,17 +140,7 @@ def _commit_outdir(tmp: Path, outdir: Path) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_default) + "\n")
-
-
-def _default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+    path.write_text(dumps(obj))
 
 
 def compile_model(

@@ -8,7 +8,6 @@ A target that cannot take a model still yields a record: ``fits`` false and the 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -76,7 +75,9 @@ class KPIs:
         return asdict(self)
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=1, sort_keys=True, default=_json_default) + "\n"
+        from .jsonio import dumps
+
+        return dumps(self.to_json())
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "KPIs":
@@ -91,15 +92,6 @@ class KPIs:
     def not_fitting(cls, target: str, config: str, model: str, reasons: list[str]) -> "KPIs":
         return cls(target=target, config=config, model=model, fits=False, violations=list(reasons))
 
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
 KPI_COLUMNS = [f.name for f in fields(KPIs)]

@@ -1,0 +1,29 @@
+"""Reusable graph passes: small named rewrites run to a fixed point.
+
+Each pass is an object with a ``name`` and ``apply(graph) -> (new_graph, changed)`` that
+never mutates its input (QONNX style); :func:`run_passes` applies a list of them until
+nothing changes. Targets compose their legalization from these::
+
+    from hwmap.passes import FoldConstants, FoldBatchNorm, FuseComputeWithPostOps, run_passes
+    g = run_passes(graph, [FoldConstants(), FoldBatchNorm(), FuseComputeWithPostOps()])
+"""
+
+from .base import (
+    Pass,
+    constant_value,
+    prune_tensors,
+    remove_orphan_constants,
+    run_passes,
+    single_consumer,
+    slot_of_input,
+    unique_node_name,
+)
+from .bn_fold import FoldBatchNorm
+from .const_fold import FoldConstants
+from .fusion import COMPUTE_OPS, DEFAULT_POST_OPS, FuseComputeWithPostOps
+
+__all__ = [
+    "COMPUTE_OPS", "DEFAULT_POST_OPS", "FoldBatchNorm", "FoldConstants", "FuseComputeWithPostOps", "Pass",
+    "constant_value", "prune_tensors", "remove_orphan_constants", "run_passes", "single_consumer",
+    "slot_of_input", "unique_node_name",
+]

@@ -1,0 +1,184 @@
+"""The reference executor: run a neutral graph on numpy arrays with each op's own semantics.
+
+This is what "the reference model" means in fidelity numbers: ONNX semantics for ONNX ops
+(checked against onnxruntime in the tests) and forward-Euler NIR semantics for neurons
+(:mod:`hwmap.ops.neuron`).
+
+* Inputs are batch first. Their batch size ``N`` may differ from the batch ``B`` the graph
+  was parsed with: ops run on ``N``, and a Reshape whose constant target shape starts with
+  ``B`` (on a tensor whose batch is ``B``) is rebased to ``N`` for the run.
+* A graph with any stateful op (an op with ``step``: NIR neurons, Delay) runs over discrete
+  time: every input is ``(N, T, *features)``, the nodes run once per step in order, each
+  stateful node carrying its state, and outputs are ``(N, T, *features)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .errors import DataError, GraphError, HwmapError
+from .graph import Graph, Node
+from .ops import get_op
+
+__all__ = ["run", "run_batched", "is_stateful"]
+
+
+def is_stateful(graph: Graph) -> bool:
+    """Whether the graph holds an op that carries state over time steps."""
+    return any(get_op(n.op, where=f"node {n.name!r}").step is not None for n in graph.nodes)
+
+
+def run(graph: Graph, inputs: Mapping[str, np.ndarray], *, collect: bool = False) -> dict[str, np.ndarray]:
+    """Run ``graph`` on ``inputs`` (graph input name -> batch-first array).
+
+    Returns the graph outputs by name, or with ``collect`` every tensor computed (graph
+    inputs included). Stateful graphs take and return ``(N, T, *features)`` arrays.
+    Raises :class:`DataError` for a missing, unknown or mis-shaped input and
+    :class:`GraphError` (naming the node) when an op cannot evaluate.
+    """
+    stateful = is_stateful(graph)
+    arrays, n = _check_inputs(graph, inputs, stateful)
+    nodes = _rebase_batch(graph, n)
+    wanted = None if collect else list(graph.outputs)
+    if not stateful:
+        env = dict(arrays)
+        _forward(nodes, env, None)
+        return _select(env, wanted, graph)
+    steps = next(iter(arrays.values())).shape[1] if arrays else 1
+    states: dict[str, Any] = {}
+    frames: list[dict[str, np.ndarray]] = []
+    for t in range(steps):
+        env = {k: v[:, t] for k, v in arrays.items()}
+        _forward(nodes, env, states)
+        frames.append(_select(env, wanted, graph))
+    return {k: np.stack([f[k] for f in frames], axis=1) for k in frames[0]}
+
+
+def run_batched(graph: Graph, x: np.ndarray, batch_size: int = 256, *,
+                progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """Run a one-input graph over a large batch ``x`` in slices of ``batch_size``.
+
+    Returns the outputs concatenated along the batch axis. ``progress(done, total)`` is
+    called after each slice (for the CLI's progress bar).
+    """
+    if len(graph.inputs) != 1:
+        raise DataError(f"run_batched takes graphs with one input; {graph.name!r} has {len(graph.inputs)} "
+                        f"({', '.join(graph.inputs)})")
+    if batch_size < 1:
+        raise DataError(f"batch_size must be at least 1, got {batch_size}")
+    x = np.asarray(x)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise DataError(f"input {graph.inputs[0]!r} must be batch first with at least one sample, "
+                        f"got shape {list(x.shape)}")
+    total = x.shape[0]
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, total, batch_size):
+        out = run(graph, {graph.inputs[0]: x[start:start + batch_size]})
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v)
+        if progress is not None:
+            progress(min(start + batch_size, total), total)
+    return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
+
+
+# -- internals -----------------------------------------------------------------------------
+def _expected(shape: tuple[int, ...], stateful: bool) -> str:
+    """``[N, 3, 8, 8]`` (or ``[N, T, ...]`` for stateful graphs): what an input must look like."""
+    return "[" + ", ".join(["N", *(["T"] if stateful else []), *map(str, shape[1:])]) + "]"
+
+
+def _check_inputs(graph: Graph, inputs: Mapping[str, np.ndarray], stateful: bool) -> tuple[dict[str, np.ndarray], int]:
+    """Validate names and shapes; return the arrays in their declared dtypes and the batch size."""
+    if not isinstance(inputs, Mapping):
+        raise DataError(f"inputs must map input names to arrays, got {type(inputs).__name__}")
+    unknown = sorted(set(inputs) - set(graph.inputs))
+    if unknown:
+        raise DataError(f"unknown input {unknown[0]!r}; graph {graph.name!r} takes {', '.join(graph.inputs)}")
+    arrays: dict[str, np.ndarray] = {}
+    batch: tuple[int, ...] | None = None
+    for name in graph.inputs:
+        if name not in inputs:
+            raise DataError(f"missing input {name!r}; graph {graph.name!r} takes {', '.join(graph.inputs)}")
+        declared = graph.tensor(name)
+        a = np.asarray(inputs[name])
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+            raise DataError(f"input {name!r} has non-numeric dtype {a.dtype}")
+        lead = 2 if stateful else 1
+        want = declared.shape
+        if len(want) == 0:
+            raise DataError(f"input {name!r} is declared as a scalar; inputs must be batch first")
+        if a.ndim != len(want) - 1 + lead or a.shape[lead:] != want[1:] or min(a.shape[:lead]) < 1:
+            raise DataError(f"input {name!r} has shape {list(a.shape)}, the graph expects "
+                            f"{_expected(want, stateful)} (declared {list(want)})")
+        if batch is not None and a.shape[:lead] != batch:
+            raise DataError(f"input {name!r} has leading dims {list(a.shape[:lead])}, other inputs "
+                            f"{list(batch)}: all inputs share N" + (" and T" if stateful else ""))
+        batch = a.shape[:lead]
+        try:
+            dtype = np.dtype(declared.dtype)
+        except TypeError:
+            dtype = np.dtype(np.float32)
+        arrays[name] = a.astype(dtype, copy=False)
+    return arrays, (batch[0] if batch else 1)
+
+
+def _rebase_batch(graph: Graph, n: int) -> list[Node]:
+    """Nodes as they run at batch ``n``: constant Reshape targets starting with ``B`` get ``n``."""
+    if not graph.inputs:
+        return graph.nodes
+    b = graph.tensor(graph.inputs[0]).shape[0]
+    if b == n:
+        return graph.nodes
+    out = []
+    for node in graph.nodes:
+        target = node.params.get("shape") if node.op == "Reshape" else None
+        data = node.inputs[0] if node.inputs else None
+        if (target is not None and target.ndim == 1 and target.size and int(target[0]) == b
+                and data in graph.tensors and graph.tensors[data].shape[:1] == (b,)):
+            rebased = np.array(target, copy=True)
+            rebased[0] = n
+            node = dataclasses.replace(node, params={**node.params, "shape": rebased})
+        out.append(node)
+    return out
+
+
+_NUMPY_ERRORS = (ValueError, IndexError, TypeError, ZeroDivisionError, FloatingPointError)
+
+
+def _forward(nodes: list[Node], env: dict[str, np.ndarray], states: dict[str, Any] | None) -> None:
+    """Evaluate ``nodes`` in order into ``env``; ``states`` carries stateful ops across steps."""
+    for node in nodes:
+        where = f"node {node.name!r} ({node.op})"
+        opdef = get_op(node.op, where=where)
+        try:
+            args = [env[t] for t in node.inputs]
+        except KeyError as e:
+            raise GraphError(f"input {e.args[0]!r} has not been computed (graph out of order?)", where=where) from None
+        try:
+            if opdef.step is not None:
+                if states is None:
+                    raise GraphError("stateful op run outside a time loop", where=where)
+                outs, states[node.name] = opdef.step(node, args, states.get(node.name))
+            elif opdef.evaluate is not None:
+                outs = opdef.evaluate(node, args)
+            else:
+                raise GraphError("op has no reference semantics", where=where)
+        except HwmapError:
+            raise
+        except _NUMPY_ERRORS as e:
+            raise GraphError(f"evaluation failed: {e}", where=where) from None
+        if len(outs) != len(node.outputs):
+            raise GraphError(f"op gave {len(outs)} outputs for {len(node.outputs)} declared", where=where)
+        env.update(zip(node.outputs, outs))
+
+
+def _select(env: dict[str, np.ndarray], wanted: list[str] | None, graph: Graph) -> dict[str, np.ndarray]:
+    if wanted is None:
+        return dict(env)
+    missing = [t for t in wanted if t not in env]
+    if missing:
+        raise GraphError(f"graph output {missing[0]!r} is not produced by any node", where=f"graph {graph.name!r}")
+    return {t: env[t] for t in wanted}

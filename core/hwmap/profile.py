@@ -1,0 +1,653 @@
+"""The profiler: per-layer parameters, MACs, data volume, bandwidth and measured sparsity.
+
+This is the chapter's simulator/profiler (Section 3.5, Figures 3.16-3.18): for a topology
+and, optionally, representative data, it extracts what a hardware choice rests on: the
+parameters per layer (memory footprint, Fig. 3.16), the operations per layer (processing
+elements), the data volume per layer normalized to the input's (Fig. 3.17) and the data
+bandwidth per layer at a frame rate and activation bit width (Fig. 3.18). With data it also
+measures activation sparsity and temporal sparsity (the temporal delta layer's view,
+Section 3.3).
+
+Layers (rows)
+-------------
+The graph's nodes are grouped into rows in topological order, the way the chapter counts the
+layers of MobileNet V1 (stem conv, 13 × (depthwise, pointwise), pool, fc: 29 rows, layer 1
+being the stem):
+
+* a *compute* node (op category ``"compute"``: Conv, ConvTranspose, Gemm, MatMul and the
+  ``Fused*`` nodes) starts a row named after the node;
+* a node that only transforms its input element by element (BatchNormalization and the other
+  normalizations, activations, Add/Mul/..., neurons, quantizers) or only reinterprets its
+  shape without moving data (:data:`VIEW_OPS`: Flatten, Reshape, Squeeze, Unsqueeze,
+  Identity, Dropout) joins the row whose output it reads, as a post-op, when that output has
+  no other reader and is not a graph output. Of two candidate rows it joins the later one:
+  a residual ``Add`` joins the row of the branch's last conv (as the analog compiler fuses
+  it), or of the projection shortcut's conv when that comes later in the graph;
+* every other node (pooling, Concat, Transpose, Pad, Resize, ..., or an element-wise node
+  that cannot join a row) starts a row of its own, with 0 weights;
+* ``Constant`` nodes, and nodes that compute on constants only, are operands, not layers:
+  they form no row.
+
+A row's output is the output of its last member (e.g. the ReLU after conv + BN), its input
+the dynamic inputs of its first member.
+
+Counts (per sample: the batch dimension is excluded everywhere)
+---------------------------------------------------------------
+* ``weights``: elements of the compute node's constant operands except its bias (Conv ``W``,
+  Gemm ``B``, a MatMul's constant operand).
+* ``params``: weights + bias (Conv ``B``, Gemm ``C``) + the constant operands of the row's
+  post-ops, except BatchNormalization's running statistics (``input_mean``, ``input_var``
+  are buffers, not parameters, as in PyTorch's ``parameters()``): so a conv + BN row counts
+  the BN affine γ and β. MobileNet V1 gives 4,209,088 weights and 4,231,976 parameters
+  (REFERENCES.md, "Profiling: MobileNet V1").
+* ``macs``, by the convention ``macs=``:
+
+  - ``"conv_fc"`` (default): multiply-accumulates of the compute nodes only, as each op
+    defines them (:func:`hwmap.ops.get_op` ``.macs``; Conv = C_out·H_out·W_out·(C_in/group)·
+    K_h·K_w, Gemm = in·out). This is the convention of the published MobileNet V1 figure,
+    568,740,352 MACs at 224×224 (REFERENCES.md), and of fvcore for conv and linear layers.
+  - ``"fvcore"``: what fvcore 0.1.5's ``FlopCountAnalysis`` counts (one "flop" per MAC),
+    reproduced from its ``jit_handles``: conv_fc, plus BatchNormalization in inference at 2
+    per input element, LayerNormalization, GroupNormalization and InstanceNormalization at
+    5 per input element, GlobalAveragePool at 1 per input element
+    (``aten::adaptive_avg_pool2d``), Resize at 1 per output element (nearest) or 4
+    (linear). Activations, additions, max/average pooling and data movement count 0, as
+    fvcore ignores them. MobileNet V1: 578,875,904 (REFERENCES.md). One known difference:
+    fvcore counts a PyTorch norm built with ``affine=False`` at 1 (BN) or 4 per element, but
+    its ONNX export carries γ = 1 and β = 0 like any other, which cannot be told apart from
+    a freshly initialized affine norm: hwmap counts every norm as affine.
+  - ``"all"``: conv_fc, plus 1 per output element of every element-wise node (activations,
+    Add/Mul/..., normalizations as one multiply-add, neurons, quantizers), the window size
+    per output element of MaxPool/AveragePool/LpPool (K_h·K_w), 1 per input element of the
+    global pools and reductions (ReduceMean, ...); data movement counts 0.
+
+* ``input_elements``/``output_elements``: elements of the row's input and output tensors.
+* ``data_volume`` = ``output_elements`` (the row's output activation volume) and
+  ``data_volume_rel`` = ``data_volume`` / the network input's elements (Fig. 3.17).
+* ``bandwidth_bps`` = ``output_elements``·``act_bits``·``fps`` (Fig. 3.18): the output stream
+  of the row. ``act_bits`` is the profile's setting unless the output tensor carries a
+  quantization annotation, whose bit width wins (mixed precision); likewise ``weight_bits``
+  for a compute node whose weight is annotated and ``input_bits`` for an annotated graph
+  input. ``weight_bytes`` = ceil(weights·bits/8).
+* The network input stream is :attr:`Profile.input`: input elements·``input_bits``·``fps``;
+  at 1280×720, 30 FPS, 8-bit RGB that is 663.6 Mbit/s (REFERENCES.md).
+
+Sparsity (with ``data``)
+------------------------
+The graph runs (:func:`hwmap.execute.run`, the reference executor) on the first
+``max_samples`` samples, in order. ``activation_sparsity`` is the fraction of exact zeros in
+the row's output over all samples; ``temporal_sparsity`` the fraction of output elements
+exactly equal to the previous sample's (what a temporal delta layer would not transmit;
+needs two samples). A stateful graph (NIR neurons) takes ``(N, T, *features)`` data and
+each time step counts as a frame. Without data both are ``None``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ConfigError, DataError, GraphError
+from .graph import Graph, Node
+
+__all__ = [
+    "profile", "Profile", "LayerProfile", "InputProfile", "ProfileTotals", "ProfileSettings",
+    "MAC_CONVENTIONS", "VIEW_OPS",
+]
+
+MAC_CONVENTIONS = ("conv_fc", "fvcore", "all")
+
+#: Ops that reinterpret a tensor's shape without moving data: they join the row they follow.
+VIEW_OPS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
+
+#: Normalizations: element-wise at inference, never a compute row's MACs under conv_fc.
+NORM_OPS = frozenset({"BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization"})
+
+#: Categories (:class:`hwmap.ops.OpDef`) of nodes that can join the row they follow.
+_JOINING_CATEGORIES = frozenset({"elementwise", "norm", "neuron", "quant"})
+
+#: Bias slot of each compute op: counted in params, not in weights.
+_BIAS_SLOT = {"Conv": "B", "ConvTranspose": "B", "Gemm": "C"}
+
+#: BatchNormalization's running statistics: buffers, not parameters.
+_BN_BUFFERS = ("input_mean", "input_var")
+
+_WINDOW_POOLS = frozenset({"MaxPool", "AveragePool", "LpPool"})
+_GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
+
+
+# -- records -----------------------------------------------------------------------------
+@dataclass
+class LayerProfile:
+    """One row: a layer as the chapter counts them (see the module docstring).
+
+    ``index`` is 1-based (the chapter's layer numbers); ``kind`` is ``conv``, ``depthwise``,
+    ``pointwise``, ``fc``, ``matmul`` or the head op's name in lower case; ``nodes`` the graph
+    nodes of the row, head first; ``post_ops`` the ops of the nodes that joined it.
+    """
+
+    index: int
+    name: str
+    op: str
+    kind: str
+    nodes: list[str]
+    post_ops: list[str]
+    output: str
+    output_shape: list[int]
+    stride: list[int] | None
+    weights: int
+    params: int
+    macs: int
+    input_elements: int
+    output_elements: int
+    data_volume: int
+    data_volume_rel: float
+    act_bits: int
+    bandwidth_bps: float
+    weight_bits: int
+    weight_bytes: int
+    activation_sparsity: float | None = None
+    temporal_sparsity: float | None = None
+
+
+@dataclass
+class InputProfile:
+    """The network input stream: ``elements`` per sample over all graph inputs, at ``bits``."""
+
+    names: list[str]
+    shapes: list[list[int]]
+    elements: int
+    bits: int
+    bandwidth_bps: float
+
+
+@dataclass
+class ProfileTotals:
+    """Whole-network figures; ``peak_*`` name the row where the maximum occurs (first on ties)."""
+
+    layers: int
+    params: int
+    weights: int
+    weight_bytes: int
+    macs: int
+    macs_per_s: float
+    peak_bandwidth_layer: str
+    peak_bandwidth_bps: float
+    peak_data_volume_layer: str
+    peak_data_volume: int
+    peak_params_layer: str
+    peak_params: int
+    activation_sparsity: float | None = None
+    temporal_sparsity: float | None = None
+
+
+@dataclass
+class ProfileSettings:
+    """What the profile was computed with; ``samples`` is how many data samples ran."""
+
+    model: str
+    fps: float
+    act_bits: int
+    input_bits: int
+    weight_bits: int
+    macs: str
+    samples: int | None = None
+
+
+@dataclass
+class Profile:
+    """A network profile: per-layer ``rows``, the ``input`` stream, ``totals``, ``settings``."""
+
+    rows: list[LayerProfile]
+    input: InputProfile
+    totals: ProfileTotals
+    settings: ProfileSettings
+
+    def row(self, name: str) -> LayerProfile:
+        """The row named ``name`` (a compute node's name, or the head node of its row)."""
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise GraphError(f"profile of {self.settings.model!r} has no layer {name!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything, as plain JSON types in a fixed key order (same profile, same dict)."""
+        return {
+            "format": "hwmap.profile",
+            "settings": asdict(self.settings),
+            "input": asdict(self.input),
+            "totals": asdict(self.totals),
+            "layers": [asdict(r) for r in self.rows],
+        }
+
+    def to_csv(self) -> str:
+        """One line per row, the fields of :class:`LayerProfile` as columns (lists joined by ``;``)."""
+        names = [f.name for f in fields(LayerProfile)]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(names)
+        for r in self.rows:
+            w.writerow([_csv_cell(getattr(r, n)) for n in names])
+        return buf.getvalue()
+
+    def table(self) -> Any:
+        """A ``rich.table.Table`` of the rows, in human-readable units, totals as caption."""
+        from rich.table import Table
+
+        measured = self.settings.samples is not None
+        t = Table(title=f"profile of {self.settings.model} ({self.settings.macs} MACs, "
+                        f"{_num(self.settings.fps)} FPS, {self.settings.act_bits}-bit activations)",
+                  caption=self.summary())
+        for col in ("#", "layer", "kind", "stride", "params", "MACs", "output", "data vol ×in", "bandwidth"):
+            t.add_column(col, justify="left" if col in ("layer", "kind") else "right")
+        if measured:
+            t.add_column("act. sparsity", justify="right")
+            t.add_column("temp. sparsity", justify="right")
+        for r in self.rows:
+            cells = [str(r.index), r.name, r.kind, "×".join(map(str, r.stride)) if r.stride else "",
+                     si(r.params), si(r.macs), si(r.output_elements), f"{r.data_volume_rel:.3g}",
+                     bitrate(r.bandwidth_bps)]
+            if measured:
+                cells += [_pct(r.activation_sparsity), _pct(r.temporal_sparsity)]
+            t.add_row(*cells)
+        return t
+
+    def summary(self) -> str:
+        """The totals in one line of human-readable units."""
+        tt = self.totals
+        s = self.settings
+        text = (f"{tt.layers} layers · params {si(tt.params)} (weights {si(tt.weights)}, "
+                f"{si(tt.weight_bytes, 'B')} at {s.weight_bits} bits) · MACs {si(tt.macs)} "
+                f"({si(tt.macs_per_s, 'MAC/s')} at {_num(s.fps)} FPS) · input {bitrate(self.input.bandwidth_bps)} · "
+                f"peak bandwidth {tt.peak_bandwidth_layer} {bitrate(tt.peak_bandwidth_bps)} · "
+                f"peak data volume {tt.peak_data_volume_layer} {si(tt.peak_data_volume)} elements")
+        if tt.activation_sparsity is not None:
+            text += f" · activation sparsity {_pct(tt.activation_sparsity)} over {s.samples} samples"
+        if tt.temporal_sparsity is not None:
+            text += f", temporal {_pct(tt.temporal_sparsity)}"
+        return text
+
+    def render(self, console: Any) -> None:
+        """Print :meth:`table` on a ``rich.console.Console``."""
+        console.print(self.table())
+
+    def plot(self, path: str | Path) -> Path:
+        """Write a PNG of parameters, normalized data volume and bandwidth per layer
+        (Figs. 3.16-3.18); see :func:`hwmap.profile_plot.plot_profile`."""
+        from .profile_plot import plot_profile
+
+        return plot_profile(self, Path(path))
+
+
+# -- the profiler ------------------------------------------------------------------------
+def profile(graph: Graph, *, fps: float = 30.0, act_bits: int = 8, input_bits: int = 8, weight_bits: int = 8,
+            macs: str = "conv_fc", data: np.ndarray | None = None, max_samples: int = 256) -> Profile:
+    """Profile ``graph`` per layer (see the module docstring for rows and conventions).
+
+    ``fps`` frames (samples) per second for bandwidths; ``act_bits``/``input_bits``/
+    ``weight_bits`` the default bit widths of activations, the network input and weights;
+    ``macs`` the MAC convention (``conv_fc``, ``fvcore``, ``all``); ``data`` batch-first samples
+    for the single graph input, of which the first ``max_samples`` are run to measure
+    sparsity. Raises :class:`ConfigError` for bad settings, :class:`DataError` for data that
+    does not fit the graph's input.
+    """
+    _check_settings(fps, act_bits, input_bits, weight_bits, macs, max_samples)
+    batch = _batch(graph)
+    groups = group_layers(graph)
+    in_elems = sum(_per_sample(graph.tensor(t).shape, batch) for t in graph.inputs)
+    in_bits = _tensor_bits(graph, graph.inputs[0], input_bits) if graph.inputs else input_bits
+    inp = InputProfile(
+        names=list(graph.inputs), shapes=[list(graph.tensor(t).shape) for t in graph.inputs], elements=in_elems,
+        bits=in_bits, bandwidth_bps=float(in_elems * in_bits * fps))
+    rows = [_row(graph, i + 1, g, batch, in_elems, fps, act_bits, weight_bits, macs) for i, g in enumerate(groups)]
+    samples = None
+    if data is not None:
+        samples = _measure_sparsity(graph, rows, data, max_samples)
+    settings = ProfileSettings(graph.name, float(fps), act_bits, input_bits, weight_bits, macs, samples)
+    return Profile(rows, inp, _totals(rows, fps, samples is not None), settings)
+
+
+@dataclass
+class LayerGroup:
+    """The graph nodes of one row: ``members[0]`` is the head; ``outputs`` the row's output
+    tensors (its last member's)."""
+
+    members: list[Node] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+
+def group_layers(graph: Graph) -> list[LayerGroup]:
+    """Group ``graph``'s nodes into rows, as the module docstring describes."""
+    from .ops import get_op
+
+    consumers = graph.consumers()
+    graph_outputs = set(graph.outputs)
+    groups: list[LayerGroup] = []
+    tail_of: dict[str, int] = {}  # tensor -> row whose current (single) output it is
+    live = set(graph.inputs)  # tensors that depend on a graph input
+    for node in graph.nodes:
+        if not any(t in live for t in node.inputs):
+            continue  # Constant, or a computation on constants only: an operand, not a layer
+        live.update(node.outputs)
+        if _joins(node, get_op(node.op, where=f"node {node.name!r}").category):
+            candidates = [tail_of[t] for t in node.inputs
+                          if t in tail_of and len(consumers.get(t, [])) == 1 and t not in graph_outputs]
+            if candidates:
+                g = groups[max(candidates)]
+                for t in g.outputs:
+                    tail_of.pop(t, None)
+                g.members.append(node)
+                g.outputs = list(node.outputs)
+                tail_of[node.outputs[0]] = max(candidates)
+                continue
+        groups.append(LayerGroup([node], list(node.outputs)))
+        if len(node.outputs) == 1:
+            tail_of[node.outputs[0]] = len(groups) - 1
+    return groups
+
+
+def _joins(node: Node, category: str) -> bool:
+    """Whether ``node`` may join the row it reads from as a post-op."""
+    if len(node.outputs) != 1 or node.fused:
+        return False
+    if node.op in NORM_OPS or node.op in VIEW_OPS:
+        return True
+    return category in _JOINING_CATEGORIES
+
+
+# -- one row -----------------------------------------------------------------------------
+def _row(graph: Graph, index: int, g: LayerGroup, batch: int, in_elems: int, fps: float, act_bits: int,
+         weight_bits: int, convention: str) -> LayerProfile:
+    from .ops import get_op
+
+    head = g.members[0]
+    compute = _compute_part(head)
+    is_compute = compute is not None
+    weights = bias = extra = 0
+    w_bits = weight_bits
+    if compute is not None:
+        weights, bias = _weights_and_bias(compute)
+        bias_slot = _BIAS_SLOT.get(compute.op)
+        quants = [q for k, q in sorted(compute.param_quant.items()) if k != bias_slot]
+        if quants:  # an annotated weight: its own bit width (mixed precision)
+            w_bits = int(quants[0].bits)
+    # post-ops: the members after the head, and the sub-nodes a fused head carries
+    post: list[Node] = list(head.fused[1:]) if head.fused else []
+    post += g.members[1:]
+    if not is_compute:
+        post = [head] + post
+    for p in post:
+        extra += sum(int(v.size) for k, v in p.params.items()
+                     if not (p.op == "BatchNormalization" and k in _BN_BUFFERS))
+    out_elems = sum(_per_sample(graph.tensor(t).shape, batch) for t in g.outputs)
+    head_inputs = head.inputs[:len(head.fused[0].inputs)] if head.fused else head.inputs
+    row_in = sum(_per_sample(graph.tensor(t).shape, batch) for t in head_inputs)
+    bits = _tensor_bits(graph, g.outputs[0], act_bits) if len(g.outputs) == 1 else act_bits
+    macs = 0
+    if compute is not None:
+        macs += _op_macs(graph, head, compute, batch)
+    for p in post:
+        macs += _extra_macs(graph, p, head, batch, convention, get_op(p.op).category)
+    strides = (compute or head).attr("strides")
+    return LayerProfile(
+        index=index, name=head.name, op=head.op, kind=_kind(graph, head, compute),
+        nodes=[m.name for m in g.members], post_ops=[p.op for p in post if p is not head],
+        output=g.outputs[0] if g.outputs else "", output_shape=list(graph.tensor(g.outputs[0]).shape),
+        stride=[int(s) for s in strides] if strides else None,
+        weights=weights, params=weights + bias + extra, macs=int(macs), input_elements=row_in,
+        output_elements=out_elems, data_volume=out_elems, data_volume_rel=out_elems / in_elems if in_elems else 0.0,
+        act_bits=bits, bandwidth_bps=float(out_elems * bits * fps), weight_bits=w_bits,
+        weight_bytes=math.ceil(weights * w_bits / 8))
+
+
+def _compute_part(node: Node) -> Node | None:
+    """The node that carries the weights and MACs of a compute row, or ``None``."""
+    from .ops import get_op
+
+    if node.fused:
+        return node.fused[0]
+    if node.op in NORM_OPS:
+        return None
+    return node if get_op(node.op).category == "compute" else None
+
+
+def _weights_and_bias(node: Node) -> tuple[int, int]:
+    bias_slot = _BIAS_SLOT.get(node.op)
+    weights = sum(int(v.size) for k, v in node.params.items() if k != bias_slot)
+    bias = int(node.params[bias_slot].size) if bias_slot in node.params else 0
+    return weights, bias
+
+
+def _op_macs(graph: Graph, head: Node, compute: Node, batch: int) -> int:
+    """The compute node's MACs per sample, by its op's own definition.
+
+    Shapes are handed over with the batch dimension set to 1, so the count is per sample
+    whatever the graph's batch."""
+    from .ops import get_op
+
+    n_in = len(compute.inputs)
+    in_shapes = [_one(graph.tensor(t).shape, batch) for t in head.inputs[:n_in]]
+    out_shapes = [_one(graph.tensor(head.outputs[0]).shape, batch)] if head is not compute else \
+        [_one(graph.tensor(t).shape, batch) for t in compute.outputs]
+    opdef = get_op(compute.op, where=f"node {head.name!r}")
+    if opdef.macs is None:
+        return 0
+    return int(opdef.macs(compute, in_shapes, out_shapes))
+
+
+def _extra_macs(graph: Graph, node: Node, head: Node, batch: int, convention: str, category: str) -> int:
+    """MACs a non-compute node adds under ``convention`` (see the module docstring)."""
+    if convention == "conv_fc":
+        return 0
+    # a fused sub-node's own tensors may be gone from the graph: it keeps the fused node's shape
+    def shape(t: str) -> tuple[int, ...]:
+        return graph.tensors[t].shape if t in graph.tensors else graph.tensor(head.outputs[0]).shape
+
+    in_elems = _per_sample(shape(node.inputs[0]), batch) if node.inputs else 0
+    out_elems = _per_sample(shape(node.outputs[0]), batch) if node.outputs else 0
+    op = node.op
+    if convention == "fvcore":
+        if op == "BatchNormalization":
+            return 2 * in_elems
+        if op in NORM_OPS:
+            return 5 * in_elems
+        if op == "GlobalAveragePool":
+            return in_elems
+        if op == "Resize":
+            mode = node.attr("mode", "nearest")
+            return out_elems * (4 if mode == "linear" else 1 if mode == "nearest" else 0)
+        return 0
+    # "all"
+    if op in _WINDOW_POOLS:
+        return out_elems * math.prod(node.attr("kernel_shape", [1]))
+    if op in _GLOBAL_POOLS or op.startswith("Reduce"):
+        return in_elems
+    if op in NORM_OPS or category in _JOINING_CATEGORIES:
+        return out_elems
+    return 0
+
+
+def _kind(graph: Graph, head: Node, compute: Node | None) -> str:
+    if compute is None:
+        return head.op.lower()
+    if compute.op == "Conv":
+        group = int(compute.attr("group", 1))
+        w = compute.params.get("W")
+        cin = graph.tensor(head.inputs[0]).shape[1] if head.inputs else 0
+        if group > 1 and group == cin:
+            return "depthwise"
+        kernel = compute.attr("kernel_shape") or (list(w.shape[2:]) if w is not None else [])
+        return "pointwise" if kernel and all(int(k) == 1 for k in kernel) else "conv"
+    if compute.op == "Gemm" or compute.op == "MatMul" and compute.params:
+        return "fc"
+    return compute.op.lower()
+
+
+# -- sparsity ----------------------------------------------------------------------------
+def _measure_sparsity(graph: Graph, rows: list[LayerProfile], data: np.ndarray, max_samples: int) -> int:
+    """Run ``data`` through the graph; fill each row's sparsities; return the samples used.
+
+    A stateful graph (NIR neurons) takes ``(N, T, *features)`` data: each time step is then
+    a frame, and temporal sparsity compares consecutive steps."""
+    from .execute import is_stateful, run
+
+    if len(graph.inputs) != 1:
+        raise DataError(f"profiling with data needs a graph with one input, {graph.name!r} has "
+                        f"{len(graph.inputs)}", where="profile data")
+    name = graph.inputs[0]
+    want = graph.tensor(name).shape[1:]
+    stateful = is_stateful(graph)
+    lead = 2 if stateful else 1
+    x = np.asarray(data)
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise DataError(f"data has non-numeric dtype {x.dtype}", where="profile data")
+    if x.ndim != len(want) + lead or x.shape[lead:] != want:
+        layout = "(N, T, " if stateful else "(N, "
+        raise DataError(f"samples have shape {list(x.shape[1:])}, input {name!r} of {graph.name!r} takes "
+                        f"{list(want)}: data must be {layout}{', '.join(map(str, want))})", where="profile data")
+    n = min(int(x.shape[0]), max_samples)
+    if n == 0 or min(x.shape[:lead]) == 0:
+        raise DataError(f"need at least 1 sample, got data of shape {list(x.shape)}", where="profile data")
+    steps = int(x.shape[1]) if stateful else 1
+    zeros = [0] * len(rows)
+    same = [0] * len(rows)
+    prev: list[np.ndarray | None] = [None] * len(rows)
+    chunk = _chunk(graph, steps)
+    for start in range(0, n, chunk):
+        k = min(chunk, n - start)
+        values = run(graph, {name: x[start:start + k]}, collect=True)
+        for i, r in enumerate(rows):
+            if r.output not in values:
+                raise GraphError(f"execution gave no value for tensor {r.output!r}", where=f"layer {r.name!r}")
+            frames = np.asarray(values[r.output]).reshape(k * steps, -1)  # one frame per sample (or step)
+            zeros[i] += int(np.count_nonzero(frames == 0))
+            same[i] += int(np.count_nonzero(frames[1:] == frames[:-1]))
+            if prev[i] is not None:
+                same[i] += int(np.count_nonzero(frames[0] == prev[i]))
+            prev[i] = frames[-1].copy()
+    total_frames = n * steps
+    for i, r in enumerate(rows):
+        elems = int(prev[i].size) if prev[i] is not None else 0  # a row's first output is measured
+        r.activation_sparsity = zeros[i] / (elems * total_frames) if elems else None
+        r.temporal_sparsity = same[i] / (elems * (total_frames - 1)) if elems and total_frames > 1 else None
+    return n
+
+
+#: Bytes of activations one ``run`` call may hold (``collect`` keeps every tensor).
+_RUN_BUDGET_BYTES = 64 * 2**20
+
+
+def _chunk(graph: Graph, steps: int) -> int:
+    """Samples per run: as many as keep every collected tensor within the budget."""
+    batch = _batch(graph)
+    per_sample = sum(_per_sample(t.shape, batch) for t in graph.tensors.values()) * 8 * steps
+    return max(1, _RUN_BUDGET_BYTES // max(1, per_sample))
+
+
+# -- totals and helpers ------------------------------------------------------------------
+def _totals(rows: list[LayerProfile], fps: float, measured: bool) -> ProfileTotals:
+    if not rows:
+        raise GraphError("the graph has no layers to profile")
+    bw = max(rows, key=lambda r: r.bandwidth_bps)  # max() keeps the first on ties
+    dv = max(rows, key=lambda r: r.data_volume)
+    pp = max(rows, key=lambda r: r.params)
+    total_macs = sum(r.macs for r in rows)
+    act = temp = None
+    if measured:
+        act = _weighted([(r.activation_sparsity, r.output_elements) for r in rows])
+        temp = _weighted([(r.temporal_sparsity, r.output_elements) for r in rows])
+    return ProfileTotals(
+        layers=len(rows), params=sum(r.params for r in rows), weights=sum(r.weights for r in rows),
+        weight_bytes=sum(r.weight_bytes for r in rows), macs=total_macs, macs_per_s=float(total_macs * fps),
+        peak_bandwidth_layer=bw.name, peak_bandwidth_bps=bw.bandwidth_bps, peak_data_volume_layer=dv.name,
+        peak_data_volume=dv.data_volume, peak_params_layer=pp.name, peak_params=pp.params,
+        activation_sparsity=act, temporal_sparsity=temp)
+
+
+def _weighted(pairs: Sequence[tuple[float | None, int]]) -> float | None:
+    """Element-weighted mean of the known values (the network-wide fraction)."""
+    known = [(v, w) for v, w in pairs if v is not None]
+    total = sum(w for _, w in known)
+    return sum(v * w for v, w in known) / total if total else None
+
+
+def _check_settings(fps: float, act_bits: int, input_bits: int, weight_bits: int, macs: str,
+                    max_samples: int) -> None:
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ConfigError(f"fps must be a positive number, got {fps!r}", where="profile")
+    for key, v in (("act_bits", act_bits), ("input_bits", input_bits), ("weight_bits", weight_bits)):
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 64:
+            raise ConfigError(f"{key} must be an integer from 1 to 64, got {v!r}", where="profile")
+    if macs not in MAC_CONVENTIONS:
+        raise ConfigError(f"unknown MAC convention {macs!r} (known: {', '.join(MAC_CONVENTIONS)})", where="profile")
+    if not isinstance(max_samples, int) or isinstance(max_samples, bool) or max_samples < 1:
+        raise ConfigError(f"max_samples must be a positive integer, got {max_samples!r}", where="profile")
+
+
+def _batch(graph: Graph) -> int:
+    """The graph's batch size: the first dimension of its (first) input."""
+    if not graph.inputs:
+        raise GraphError(f"graph {graph.name!r} has no input to profile")
+    shape = graph.tensor(graph.inputs[0]).shape
+    return int(shape[0]) if shape else 1
+
+
+def _per_sample(shape: tuple[int, ...], batch: int) -> int:
+    """Elements of a tensor per sample: its size without a leading batch dimension."""
+    if shape and shape[0] == batch:
+        return math.prod(shape[1:])
+    return math.prod(shape)
+
+
+def _one(shape: tuple[int, ...], batch: int) -> tuple[int, ...]:
+    """``shape`` with its batch dimension set to 1."""
+    return (1,) + tuple(shape[1:]) if shape and shape[0] == batch else tuple(shape)
+
+
+def _tensor_bits(graph: Graph, name: str, default: int) -> int:
+    q = graph.tensor(name).quant
+    return int(q.bits) if q is not None else default
+
+
+def _csv_cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, list):
+        return ";".join(str(x) for x in v)
+    return v
+
+
+# -- human-readable units ----------------------------------------------------------------
+_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def si(x: float, unit: str = "") -> str:
+    """``x`` with an SI prefix, then ``unit``: si(4231976) -> '4.23 M', si(928, 'B') -> '928 B'."""
+    for scale, p in _PREFIXES:
+        if abs(x) >= scale:
+            v = x / scale
+            return f"{v:.3g} {p}{unit}" if abs(v) < 100 else f"{v:.1f} {p}{unit}"
+    v = f"{x:.3g}" if isinstance(x, float) else str(x)
+    return f"{v} {unit}" if unit else v
+
+
+def bitrate(bps: float) -> str:
+    """A bit rate in kbit/s, Mbit/s or Gbit/s: 663552000 -> '663.6 Mbit/s'."""
+    for scale, p in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if bps >= scale:
+            return f"{bps / scale:.2f} {p}bit/s" if p == "G" else f"{bps / scale:.1f} {p}bit/s"
+    return f"{bps:.0f} bit/s"
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.1f} %"

@@ -1,0 +1,172 @@
+"""The bundled model zoo: ``zoo:NAME`` models and data sets.
+
+Models are ONNX (opset 17, IR version 8) built with ``onnx.helper`` when asked for, never
+at import: MobileNet V1 alone is 4.2 M weights. Seeded models draw their weights from
+``numpy.random.default_rng(seed)`` (see :mod:`hwmap.zoo._builder`), so every build gives the
+same bytes; the digits models are built from the small trained weight files shipped in
+``hwmap/zoo/data`` (``scripts/train_digits.py`` reproduces them).
+
+Every model reads the graph input ``input`` and writes the graph output ``output``.
+
+===============  ===========  ==========================================================
+name             input        what
+===============  ===========  ==========================================================
+chapter_cnn      1×1×13×64    the chapter's Fig. 3.13 two-conv example, output 1×8×3×29
+mobilenet_v1     1×3×224×224  MobileNet V1 1.0, 1000 classes, seeded, BN as nodes
+resnet_small     1×3×32×32    three one-block residual stages, 10 classes, seeded
+digits_mlp       1×1×8×8      MLP 64-32-10 trained on scikit-learn digits
+digits_cnn       1×1×8×8      CNN conv8-conv16/2-fc10 trained on scikit-learn digits
+===============  ===========  ==========================================================
+
+Data: ``digits``, the held-out 20 % of scikit-learn's digits (360 images, N×1×8×8 in
+[0, 1], int64 labels).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from ..errors import DataError, ModelError
+
+if TYPE_CHECKING:  # onnx, the frontend and the graph load only when a model is built
+    import onnx
+
+    from ..data import Dataset
+    from ..graph import Graph
+    from ..source import ParseOptions
+
+__all__ = ["ZooModel", "list_models", "list_data", "load_onnx", "load_graph", "load_data"]
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One zoo model: ``build(input_shape)`` returns its ONNX model.
+
+    ``input_shape`` is the default, batch first with batch 1. ``data`` names the zoo data
+    set the model was trained for, if any.
+    """
+
+    name: str
+    description: str
+    input_shape: tuple[int, ...]
+    build: Callable[[tuple[int, ...]], "onnx.ModelProto"]
+    data: str | None = None
+
+
+def _chapter_cnn(shape: tuple[int, ...]) -> "onnx.ModelProto":
+    from .chapter import build_chapter_cnn
+
+    return build_chapter_cnn(shape)
+
+
+def _mobilenet_v1(shape: tuple[int, ...]) -> "onnx.ModelProto":
+    from .mobilenet import build_mobilenet_v1
+
+    return build_mobilenet_v1(shape)
+
+
+def _resnet_small(shape: tuple[int, ...]) -> "onnx.ModelProto":
+    from .resnet import build_resnet_small
+
+    return build_resnet_small(shape)
+
+
+def _digits_mlp(shape: tuple[int, ...]) -> "onnx.ModelProto":
+    from .digits import build_digits_mlp
+
+    return build_digits_mlp(shape)
+
+
+def _digits_cnn(shape: tuple[int, ...]) -> "onnx.ModelProto":
+    from .digits import build_digits_cnn
+
+    return build_digits_cnn(shape)
+
+
+_MODELS: dict[str, ZooModel] = {m.name: m for m in (
+    ZooModel("chapter_cnn", "the chapter's Fig. 3.13 example: 13x64 input, two convolutions, 3x29x8 output",
+             (1, 1, 13, 64), _chapter_cnn),
+    ZooModel("mobilenet_v1", "MobileNet V1 1.0, 1000 classes, seeded weights (4.2 M), BatchNorm as nodes",
+             (1, 3, 224, 224), _mobilenet_v1),
+    ZooModel("resnet_small", "small ResNet, 3 residual stages 16/32/64, 10 classes, seeded weights",
+             (1, 3, 32, 32), _resnet_small),
+    ZooModel("digits_mlp", "MLP 64-32-10 trained on scikit-learn digits", (1, 1, 8, 8), _digits_mlp, "digits"),
+    ZooModel("digits_cnn", "CNN conv8-conv16/2-fc10 trained on scikit-learn digits", (1, 1, 8, 8), _digits_cnn,
+             "digits"),
+)}
+
+_DATA: dict[str, str] = {
+    "digits": "held-out 20 % of scikit-learn digits: 360 images 1x8x8 in [0, 1], labels 0-9",
+}
+
+
+def list_models() -> list[ZooModel]:
+    """Every zoo model, in a fixed order."""
+    return list(_MODELS.values())
+
+
+def list_data() -> list[str]:
+    """Names of the zoo data sets."""
+    return list(_DATA)
+
+
+def _model(name: str) -> ZooModel:
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ModelError(f"no zoo model {name!r} (known: {', '.join(_MODELS)})", where=f"zoo:{name}") from None
+
+
+def _check_shape(model: ZooModel, input_shape: object) -> tuple[int, ...]:
+    where = f"zoo:{model.name}"
+    try:
+        shape = tuple(input_shape)  # type: ignore[call-overload]
+    except TypeError:
+        raise ModelError(f"input shape {input_shape!r} is not a sequence of ints", where=where) from None
+    if len(shape) != len(model.input_shape) or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise ModelError(f"input shape {list(shape)} must be {len(model.input_shape)} positive ints, batch first, "
+                         f"like the default {list(model.input_shape)}", where=where)
+    return tuple(int(d) for d in shape)
+
+
+def load_onnx(name: str, input_shape: tuple[int, ...] | None = None) -> "onnx.ModelProto":
+    """Build zoo model ``name`` as ONNX, at its default input shape or ``input_shape``.
+
+    Convolutional models with a global pool (``mobilenet_v1``, ``resnet_small``) and
+    ``chapter_cnn`` take any spatial size their layers leave positive; the digits models
+    take any batch of 1×8×8 images. Raises :class:`ModelError` on an unknown name or an
+    input shape the model cannot take.
+    """
+    model = _model(name)
+    shape = model.input_shape if input_shape is None else _check_shape(model, input_shape)
+    return model.build(shape)
+
+
+def load_graph(name: str, options: "ParseOptions") -> "Graph":
+    """Zoo model ``name`` as a neutral graph named ``zoo:NAME``, through the ONNX frontend.
+
+    The input shape is ``options.input_shape``, else the default with the batch set to
+    ``options.batch``.
+    """
+    model = _model(name)  # an unknown name is the user's error, whatever else is installed
+    from ..frontends.onnx import graph_from_onnx
+
+    shape = options.input_shape
+    if shape is None:
+        shape = (options.batch, *model.input_shape[1:])
+    return graph_from_onnx(load_onnx(name, shape), name=f"zoo:{name}", options=options)
+
+
+def load_data(name: str) -> "Dataset":
+    """Zoo data set ``name`` (see :func:`list_data`); :class:`DataError` if unknown."""
+    from ..data import Dataset
+
+    if name not in _DATA:
+        raise DataError(f"no zoo data set {name!r} (known: {', '.join(_DATA)})", where=f"zoo:{name}")
+    from .digits import digits_test_set
+
+    x, y = digits_test_set()
+    return Dataset(x, y, f"zoo:{name}")
