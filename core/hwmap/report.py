@@ -145,7 +145,10 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _fmt_resources(r: KPIs) -> list[str]:
-    flat = _flatten(r.resources)
+    # The plugin's own order: it lists its headline counts first; nested tables come last.
+    scalars = {k: v for k, v in r.resources.items() if not isinstance(v, dict)}
+    nested = _flatten({k: v for k, v in r.resources.items() if isinstance(v, dict)})
+    flat = {**scalars, **nested}
     if not flat:
         return []
     lines = [f"{k}={_fmt_scalar(v) if not isinstance(v, (list, tuple)) else len(v)}"

@@ -1,0 +1,160 @@
+"""Benchmark: the analog_imc target's compile time, mapping quality and simulator speed.
+
+Printed in one run, each next to its goal (issue 3, "Goals"):
+
+1. Compile time of ``zoo:mobilenet_v1`` and ``zoo:resnet_small`` on ``analog_imc:default``
+   (parse → legalize → map → emit → estimate, no data), per stage and in total. Goal:
+   MobileNet V1 under 2 s.
+2. Elements allocated over the capacity lower bound ``ceil(Σ M·N / element cells)`` on
+   MobileNet V1 for the ``greedy`` and ``packed`` mappers, next to a NeuroSim-style
+   allocation (every layer on its own whole crossbars, :func:`neurosim_style_elements`).
+   Goal: ``packed`` within 5 % of the bound.
+3. Simulator time over onnxruntime time for one inference (batch 1) of ``zoo:digits_cnn``
+   and ``zoo:resnet_small``: the analog_imc simulator reading the emitted artifacts against
+   ``onnxruntime.InferenceSession.run`` (one intra-op thread, CPU provider) on the zoo's ONNX
+   model. Goal: within 10×.
+
+Each time is the best (minimum) of ``--repeat`` runs. Exit code 0 whatever the numbers:
+this prints, it does not judge.
+
+    python bench/analog_imc.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """The shortest wall time of ``repeat`` calls of ``fn`` (seconds) and the last result."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def stage_times(model: str, preset: str, repeat: int) -> dict[str, float]:
+    """Best time of each stage of one compile (seconds)."""
+    from hwmap import load_model
+    from hwmap.config import load_target
+    from hwmap.registry import get_registry
+
+    reg = get_registry()
+    times: dict[str, float] = {}
+    target = load_target(preset)
+    times["parse"], graph = best_of(lambda: load_model(model), repeat)
+    times["legalize"], legal = best_of(lambda: reg.call("hwmap_legalize", target.kind, graph=graph, target=target),
+                                       repeat)
+    times["map"], mapping = best_of(lambda: reg.call("hwmap_map", target.kind, graph=legal.graph, target=target),
+                                    repeat)
+
+    def emit() -> Any:
+        with tempfile.TemporaryDirectory() as d:
+            return reg.call("hwmap_emit", target.kind, mapping=mapping, target=target, outdir=Path(d))
+
+    times["emit"], _ = best_of(emit, repeat)
+    times["estimate"], _ = best_of(lambda: reg.call("hwmap_estimate", target.kind, mapping=mapping, target=target,
+                                                    activity=None), repeat)
+    return times
+
+
+def compile_section(repeat: int) -> None:
+    from hwmap.config import load_target
+    from hwmap.flow import compile_model
+
+    print("1. compile time on analog_imc:default (no data), best of", repeat)
+    for model in ("zoo:mobilenet_v1", "zoo:resnet_small"):
+        total, res = best_of(lambda: compile_model(model, load_target("analog_imc:default"), None), repeat)
+        stages = stage_times(model, "analog_imc:default", repeat)
+        r = res.kpis.resources
+        goal = "   goal < 2 s: " + ("met" if total < 2.0 else "NOT met") if model == "zoo:mobilenet_v1" else ""
+        print(f"   {model:18s} compile {total:6.2f} s ({', '.join(f'{k} {v:.2f}' for k, v in stages.items())}); "
+              f"{r['computation_cycles']} computation cycles on {r['cores_used']} cores{goal}")
+
+
+def mapping_section() -> None:
+    from hwmap import load_model
+    from hwmap.config import load_target
+    from hwmap.registry import get_registry
+    from hwmap_analog_imc.hardware import Blueprint, columns_per_weight
+    from hwmap_analog_imc.layers import crossbar_layers
+    from hwmap_analog_imc.mapper import map_layers, neurosim_style_elements
+
+    print("2. MobileNet V1 on analog_imc:default: elements allocated / lower bound")
+    target = load_target("analog_imc:default")
+    legal = get_registry().call("hwmap_legalize", "analog_imc", graph=load_model("zoo:mobilenet_v1"), target=target)
+    bp = Blueprint.from_config(target.config)
+    layers = crossbar_layers(legal.graph, columns_per_weight(target.config.hardware))
+    bound = None
+    for strategy in ("greedy", "packed"):
+        t0 = time.perf_counter()
+        res = map_layers(layers, bp, strategy)
+        dt = time.perf_counter() - t0
+        bound = res.elements_lower_bound
+        ratio = res.elements_allocated / bound
+        goal = f"   goal ≤ 1.05: {'met' if ratio <= 1.05 else 'NOT met'}" if strategy == "packed" else ""
+        print(f"   {strategy:14s} {res.elements_allocated:8d} / {bound} = {ratio:.4f} "
+              f"({res.computation_cycles} cycles, {dt * 1e3:.0f} ms){goal}")
+    ns = neurosim_style_elements(layers, bp)
+    print(f"   {'NeuroSim-style':14s} {ns:8d} / {bound} = {ns / bound:.4f} (every layer on its own crossbars)")
+
+
+def simulator_section(repeat: int) -> None:
+    import onnxruntime as ort
+
+    from hwmap import Artifacts
+    from hwmap.config import load_target
+    from hwmap.flow import compile_model
+    from hwmap.registry import get_registry
+    from hwmap.zoo import load_onnx
+    from hwmap_analog_imc.program import read_program
+    from hwmap_analog_imc.simulator import run_program
+
+    print("3. one inference (batch 1): analog_imc simulator / onnxruntime, best of", repeat)
+    reg = get_registry()
+    for name in ("digits_cnn", "resnet_small"):
+        target = load_target("analog_imc:default")
+        with tempfile.TemporaryDirectory() as d:
+            res = compile_model(f"zoo:{name}", target, Path(d) / "out")
+            shape = res.graph.tensor(res.graph.inputs[0]).shape
+            x = np.random.default_rng(0).random(shape, dtype=np.float32)
+            inputs = {res.graph.inputs[0]: x}
+            art = Artifacts.read(Path(d) / "out" / "artifacts")
+            t_sim, _ = best_of(lambda: reg.call("hwmap_simulate", "analog_imc", artifacts=art, target=target,
+                                                inputs=inputs), repeat)
+            # where the time goes: reading program.bin back, and executing it
+            path = art.path(str(art.manifest.get("program", "program.bin")))
+            t_read, program = best_of(lambda: read_program(path), repeat)
+            t_run, _ = best_of(lambda: run_program(program, inputs), repeat)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        sess = ort.InferenceSession(load_onnx(name).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: x}
+        sess.run(None, feed)  # warm-up
+        t_ort, _ = best_of(lambda: sess.run(None, feed), max(repeat, 10))
+        ratio = t_sim / t_ort
+        print(f"   zoo:{name:14s} simulator {t_sim * 1e3:8.2f} ms (read {t_read * 1e3:.2f}, execute "
+              f"{t_run * 1e3:.2f}), onnxruntime {t_ort * 1e3:7.3f} ms: {ratio:8.1f}×   "
+              f"goal ≤ 10×: {'met' if ratio <= 10 else 'NOT met'}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    compile_section(args.repeat)
+    mapping_section()
+    simulator_section(args.repeat)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

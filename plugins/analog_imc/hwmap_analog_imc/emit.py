@@ -1,0 +1,608 @@
+"""The emitter: an analog mapping as the instructions the cores' FSMs decode (issue 3, part 4).
+
+:func:`write_program` turns an :class:`~hwmap_analog_imc.mapping.AnalogMapping` into a
+:class:`~hwmap_analog_imc.program.Program` and writes ``program.bin`` (the binary format,
+documented field by field in :mod:`hwmap_analog_imc.program`) and ``program.lst`` (the same
+instructions as text). :func:`read_program` and :func:`parse_listing` read them back.
+
+What is emitted, per crossbar layer (a Conv/Gemm/MatMul, fused or not):
+
+* **Weights.** Per output channel symmetric integers ``w = round(W/s_w)`` (the layer's
+  ``param_quant`` annotation, or max-abs scaling on ``weight_bits`` when it has none), in
+  ``[−(2^(b−1)−1), 2^(b−1)−1]``. *Differential*: ``|w|`` is sliced into ``bits_per_cell``-bit
+  digits, slice ``s`` stored in column ``2s`` (G+, when ``w > 0``) or ``2s+1`` (G−, when
+  ``w < 0``); *offset*: ``w + o`` (``o = 2^(b−1)``) sliced into columns ``s``. Each block's
+  cells are programmed where the mapper placed it (its element rectangle), row ``r`` of the
+  block being row ``row_start + r`` of the unrolled filter (ONNX W order, C_in major).
+* **Input (DAC) schedule.** Per core and computation cycle a READ per set of blocks sharing
+  word lines (same layer, copy, group, rows and element row): the input vectors the copy
+  handles (copy ``k`` of ``R`` takes positions ``k·⌈P/R⌉ ..``), one bit-plane of
+  ``dac_bits`` per read. An ACCUM per block sends its shift-and-added read-out to the layer's
+  home core with its digital corrections: ``c0·Σ_r w`` per filter (``c0 = q_min − z`` turns
+  unsigned codes back into signed inputs) and ``−o·Σ u`` for offset encoding.
+* **ADC full scale** per block, per bit-plane and per column of a filter, as a power of two
+  ``2^shift`` LSB (a shift): the smallest with ``(2^adc_bits − 1)·2^shift ≥ S_max``, where
+  ``S_max`` is, with calibration data (``target.calibration``), the largest column sum the
+  block produces on up to :data:`CAL_SAMPLES` samples (fewer when running them through the
+  reference model would exceed ``2^30`` multiply-adds: MobileNet V1 at 224×224 gets one), at
+  most :data:`CAL_VECTORS` input vectors per layer, evenly spaced (fewer for large layers, so
+  a layer's calibration stays near ``2^27`` multiply-adds), and otherwise the analytic worst case
+  ``max_f Σ_r G[r, f, j]·d_p`` (``d_p`` the largest DAC digit of plane ``p``; never clips; at most
+  ``rows·(2^dac_bits − 1)·(2^bits_per_cell − 1)``). Calibration runs the reference executor
+  on the legalized graph to get each layer's input.
+* **Post-ops and output.** Dequantization scales, bias, the fused post-ops with their
+  constants; the output's quantization is the next layer's DAC quantization (TENSORS).
+
+Digital ops (pooling, reshapes, residual adds...) keep their attributes and constants and run
+on the core legalization assigned (``mapping.digital``). NoC transfers, per inference: the
+read-outs of blocks off the layer's home core, where post-ops run (partial sums of
+``input_bits + weight_bits + ⌈log2 rows⌉ + 1`` bits: not yet scaled or requantized), in the
+block's cycle; and every tensor from the core producing it to each other core reading
+it, once, at its quantization's bits (``input_bits`` when it has none), in the first
+computation cycle that core reads it. Graph inputs are loaded from off chip into each
+reader's buffer: no NoC transfer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import hwmap
+from hwmap import Graph, HwmapError, Node, TargetError
+
+from .hardware import HardwareConfig
+from .layers import CROSSBAR_OPS, CrossbarLayer
+from .mapping import AnalogMapping
+from .program import (
+    ENC_DIFFERENTIAL, ENC_OFFSET, FLAG_AXIS, FLAG_INPUT, FLAG_OUTPUT, FLAG_QUANT, KIND_ACT, KIND_PSUM, NONE,
+    AccumRec, AdcRec, BlockRec, Config, DigitalRec, LayerRec, PostOpRec, Program, ReadRec, TensorRec, TransferRec,
+    WeightsRec, parse_listing, read_program,
+)
+from .simulator import PROGRAM_FILE, LayerKernel, input_codes
+
+__all__ = ["PROGRAM_FILE", "LISTING_FILE", "CAL_SAMPLES", "CAL_VECTORS", "write_program", "build_program",
+           "read_program", "parse_listing"]
+
+LISTING_FILE = "program.lst"
+#: Calibration samples used at most for the ADC full scale (the brief's "up to 64 samples").
+CAL_SAMPLES = 64
+#: Input vectors per layer the ADC calibration looks at, at most.
+CAL_VECTORS = 4096
+_CAL_MACS = 2**27  # per layer: bounds calibration time on large layers
+_CAL_NET_MACS = 2**30  # per calibration run of the reference model
+
+
+def write_program(mapping: AnalogMapping, target: hwmap.Target, outdir: Path) -> hwmap.Artifacts:
+    """Emit ``program.bin`` and ``program.lst`` for ``mapping`` into ``outdir``."""
+    outdir = Path(outdir)
+    program, notes = build_program(mapping, target.calibration)
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / PROGRAM_FILE).write_bytes(program.to_bytes())
+    (outdir / LISTING_FILE).write_bytes(program.to_listing().encode("utf-8"))
+    cfg = program.config
+    manifest = {
+        "program": PROGRAM_FILE, "listing": LISTING_FILE, "format": "hwmap-analog-imc", "version": 1,
+        "blocks": len(program.blocks), "computation_cycles": cfg.computation_cycles,
+        "adc_full_scale": (f"calibrated on {cfg.calibration_vectors} input vectors" if cfg.adc_calibration
+                           else "analytic worst case"),
+        "notes": notes,
+    }
+    return hwmap.Artifacts(outdir, [PROGRAM_FILE, LISTING_FILE], manifest)
+
+
+def build_program(mapping: AnalogMapping, calibration: np.ndarray | None = None) -> tuple[Program, list[str]]:
+    """The program for ``mapping``; ADC full scales calibrated on ``calibration`` when given.
+    Returns the program and notes on what the emitter decided."""
+    return _Builder(mapping).build(calibration)
+
+
+# ------------------------------------------------------------------------------ helpers
+def _attrs_json(attrs: dict[str, Any]) -> str:
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        raise TypeError(f"attribute value of type {type(o).__name__} is not JSON")
+
+    return json.dumps(attrs, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=default)
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _shift_for(s_max: np.ndarray, adc_bits: int) -> np.ndarray:
+    """Smallest ``shift ≥ 0`` with ``(2^adc_bits − 1)·2^shift ≥ s_max`` (elementwise)."""
+    top = 2**adc_bits - 1
+    ratio = np.maximum(np.asarray(s_max, dtype=np.float64), 0.0) / top
+    shift = np.where(ratio > 1.0, np.ceil(np.log2(np.maximum(ratio, 1.0))), 0.0).astype(np.int64)
+    # guard the float log2 at exact powers of two: step down while the smaller shift still fits
+    while True:
+        lower = (shift > 0) & (top * np.ldexp(1.0, np.maximum(shift - 1, 0)) >= s_max)
+        if not lower.any():
+            break
+        shift = shift - lower
+    if (shift > 255).any():
+        raise TargetError(f"a column sum of {float(np.max(s_max)):.3g} needs an ADC shift above 255")
+    return shift.astype(np.uint8)
+
+
+def encode_weights(w_int: np.ndarray, hw: HardwareConfig) -> tuple[np.ndarray, np.ndarray, int]:
+    """Cell levels ``(..., M, N·cols_per_filter)`` of integer weights ``(..., M, N)``, the
+    per-column coefficients of the shift-and-add and the encoding offset ``o``."""
+    bpc, wb = hw.bits_per_cell, hw.weight_bits
+    mask = 2**bpc - 1
+    w = w_int.astype(np.int64)
+    if hw.weight_encoding == "differential":
+        slices = _ceil(wb - 1, bpc)
+        mag = np.abs(w)
+        cols = []
+        coef = []
+        for s in range(slices):
+            digit = (mag >> (s * bpc)) & mask
+            cols += [np.where(w > 0, digit, 0), np.where(w < 0, digit, 0)]
+            coef += [2 ** (s * bpc), -(2 ** (s * bpc))]
+        offset = 0
+    else:
+        slices = _ceil(wb, bpc)
+        offset = 2 ** (wb - 1)
+        u = w + offset
+        cols = [(u >> (s * bpc)) & mask for s in range(slices)]
+        coef = [2 ** (s * bpc) for s in range(slices)]
+    levels = np.stack(cols, axis=-1)  # (..., M, N, cpf): a filter's columns side by side
+    levels = levels.reshape(*w.shape[:-1], w.shape[-1] * len(cols)).astype(np.uint8)
+    return levels, np.asarray(coef, dtype=np.int64), offset
+
+
+# ------------------------------------------------------------------------------ builder
+class _Builder:
+    def __init__(self, mapping: AnalogMapping) -> None:
+        self.m = mapping
+        self.g: Graph = mapping.graph
+        self.hw = mapping.config.hardware
+        self.notes: list[str] = []
+        self.tensor_id: dict[str, int] = {}
+        self.w_int: dict[int, np.ndarray] = {}  # program layer id -> (G, M, N) integer weights
+        self.levels: dict[int, np.ndarray] = {}  # program layer id -> (G, M, N·cpf) levels
+        self.tensor_home: dict[str, tuple[int, int]] = {}  # tensor -> (core, cycle) that produces it
+
+    # -- the whole program
+    def build(self, calibration: np.ndarray | None) -> tuple[Program, list[str]]:
+        m, hw, g = self.m, self.hw, self.g
+        bp = m.blueprint
+        res = m.result
+        batch = g.tensor(g.inputs[0]).shape[0] if g.inputs and g.tensor(g.inputs[0]).shape else 1
+        self.p = Program(Config(
+            cores=len(bp.cores), crossbar_rows=hw.crossbar_rows, crossbar_cols=hw.crossbar_cols,
+            element_rows=hw.element_rows, element_cols=hw.element_cols, bits_per_cell=hw.bits_per_cell,
+            weight_bits=hw.weight_bits,
+            encoding=ENC_DIFFERENTIAL if hw.weight_encoding == "differential" else ENC_OFFSET,
+            input_bits=hw.input_bits, dac_bits=hw.dac_bits, adc_bits=hw.adc_bits, columns_per_adc=hw.columns_per_adc,
+            mesh_cols=bp.mesh_cols, mesh_rows=bp.mesh_rows, link_width_bits=m.config.noc.link_width_bits,
+            hop_latency_cycles=m.config.noc.hop_latency_cycles, computation_cycles=res.computation_cycles,
+            batch=batch, input_buffer_bytes=hw.input_buffer_bytes, output_buffer_bytes=hw.output_buffer_bytes,
+            adc_calibration=0, calibration_vectors=0, clock_hz=hw.clock_hz, read_pulse_s=hw.read_pulse_s,
+            adc_conversion_s=hw.adc_conversion_s))
+        self._tensors()
+        by_index = {lay.index: lay for lay in m.layers}
+        layer_pid: dict[int, int] = {}
+        for order, node in enumerate(g.nodes):
+            if node.op in CROSSBAR_OPS:
+                try:
+                    cl = m.layer_of(node.name)
+                except KeyError:
+                    raise TargetError("crossbar node has no crossbar layer in the mapping",
+                                      where=f"node {node.name!r}") from None
+                layer_pid[cl.index] = self._layer(order, node, cl)
+            else:
+                self._digital(order, node)
+        missing = set(by_index) - set(layer_pid)
+        if missing:
+            raise TargetError(f"mapping has crossbar layers not in the graph: "
+                              f"{', '.join(by_index[i].node for i in sorted(missing))}")
+        self._blocks(layer_pid)
+        self._schedule()
+        self._noc()
+        self._adc(calibration)
+        return self.p.check("emitted program"), self.notes
+
+    # -- tensors
+    def _tensors(self) -> None:
+        g = self.g
+        names: list[str] = list(g.inputs)
+        for node in g.nodes:
+            names += node.inputs + node.outputs
+        names += g.outputs
+        for name in names:
+            if name in self.tensor_id:
+                continue
+            t = g.tensor(name)
+            flags = (FLAG_INPUT if name in g.inputs else 0) | (FLAG_OUTPUT if name in g.outputs else 0)
+            rec = TensorRec(name, t.dtype, tuple(t.shape), flags)
+            q = t.quant
+            if q is not None:
+                flags |= FLAG_QUANT | (FLAG_AXIS if q.axis is not None else 0)
+                rec = TensorRec(name, t.dtype, tuple(t.shape), flags, self.p.add_const(q.scale.astype(np.float64)),
+                                self.p.add_const(q.zero_point.astype(np.float64)), q.bits, int(q.signed),
+                                int(q.narrow), int(q.axis or 0))
+            self.tensor_id[name] = len(self.p.tensors)
+            self.p.tensors.append(rec)
+
+    # -- one crossbar layer
+    def _layer(self, order: int, node: Node, cl: CrossbarLayer) -> int:
+        hw = self.hw
+        where = f"node {node.name!r}"
+        comp = node.fused[0] if node.op.startswith("Fused") and node.fused else node
+        op = comp.op
+        if not node.inputs:
+            raise TargetError("a crossbar layer needs a dynamic input", where=where)
+        x_name = node.inputs[0]
+        x = self.g.tensor(x_name)
+        kernel: tuple[int, ...] = ()
+        geo: Any = None
+        if op == "Conv":
+            from hwmap.ops.conv import conv_geometry
+
+            if "W" not in node.params:
+                raise TargetError("Conv needs constant weights W to sit on a crossbar", where=where)
+            w = np.asarray(node.params["W"], dtype=np.float64)
+            b = node.params.get("B")
+            geo, groups = conv_geometry(node, x.shape, w.shape, None if b is None else np.shape(b))
+            c_out = w.shape[0]
+            wmat = w.reshape(groups, c_out // groups, -1).transpose(0, 2, 1)  # (G, M, N)
+            slot, out_axis, alpha = "W", 0, 1.0
+            bias = None if b is None else np.asarray(b, dtype=np.float64).reshape(-1)
+            kernel = geo.kernel
+            positions = math.prod(geo.out)
+        elif op in ("Gemm", "MatMul"):
+            if "B" not in node.params:
+                raise TargetError(f"{op} needs a constant right operand B to sit on a crossbar", where=where)
+            bm = np.asarray(node.params["B"], dtype=np.float64)
+            if bm.ndim != 2:
+                raise TargetError(f"{op} weight B of shape {list(bm.shape)} is not a matrix", where=where)
+            groups = 1
+            if op == "Gemm":
+                if node.attrs.get("transA", 0):
+                    raise TargetError("Gemm with transA = 1 cannot stream its input rows into a crossbar",
+                                      where=where)
+                trans_b = bool(node.attrs.get("transB", 0))
+                wmat = (bm.T if trans_b else bm)[None]
+                out_axis = 0 if trans_b else 1
+                alpha = float(node.attrs.get("alpha", 1.0))
+                c = node.params.get("C")
+                bias = None
+                if c is not None:
+                    c = np.asarray(c, dtype=np.float64) * float(node.attrs.get("beta", 1.0))
+                    n_out = wmat.shape[2]
+                    if c.size == n_out:
+                        bias = c.reshape(-1)
+                    elif c.size == 1:
+                        bias = np.full(n_out, float(c.reshape(-1)[0]))
+                    else:
+                        raise TargetError(f"Gemm bias C of shape {list(c.shape)} is not per output channel",
+                                          where=where)
+            else:
+                wmat, out_axis, alpha, bias = bm[None], 1, 1.0, None
+            slot = "B"
+            positions = math.prod(x.shape[1:-1]) if len(x.shape) > 2 else 1
+        else:
+            raise TargetError(f"op {op} is not a crossbar op", where=where)
+        if wmat.shape[1:] != (cl.rows, cl.filters) or groups != cl.groups or max(positions, 1) != cl.positions:
+            raise TargetError(f"weights {list(wmat.shape)} × {positions} positions disagree with the mapped layer "
+                              f"({cl.groups} groups of {cl.rows}×{cl.filters}, {cl.positions} positions)", where=where)
+        c_out = groups * cl.filters
+        s_w, w_int = self._quantize_weights(node, slot, out_axis, wmat, c_out, where)
+        levels, coef, offset = encode_weights(w_int, hw)
+        in_scale, zp, qmin, qmax, planes = self._input_quant(x, where)
+        pid = len(self.p.layers)
+        self.w_int[pid] = w_int
+        self.levels[pid] = levels
+        nsp = len(kernel)
+        self.p.layers.append(LayerRec(
+            order=order, name=node.name, op=op, input=self.tensor_id[x_name],
+            output=self.tensor_id[node.outputs[0]], home_core=0, groups=groups, rows=cl.rows, filters=cl.filters,
+            cols_per_filter=cl.cols_per_filter, positions=cl.positions, replicas=1, planes=planes,
+            kernel=tuple(kernel), strides=tuple(geo.strides) if nsp else (),
+            pads_begin=tuple(geo.pads_begin) if nsp else (), pads_end=tuple(geo.pads_end) if nsp else (),
+            dilations=tuple(geo.dilations) if nsp else (), out_spatial=tuple(geo.out) if nsp else (),
+            in_scale=in_scale, in_zero_point=zp, in_qmin=qmin, in_qmax=qmax, weight_offset=offset,
+            w_scale=self.p.add_const(s_w * alpha),
+            bias=NONE if bias is None else self.p.add_const(bias), coef=self.p.add_const(coef)))
+        if cl.cols_per_filter != coef.size:
+            raise TargetError(f"the mapped layer takes {cl.cols_per_filter} columns per filter, the encoding "
+                              f"{coef.size}", where=where)
+        if node.op.startswith("Fused"):
+            self._postops(pid, node)
+        return pid
+
+    def _quantize_weights(self, node: Node, slot: str, out_axis: int, wmat: np.ndarray, c_out: int,
+                          where: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per-output-channel scales ``(C_out,)`` and integer weights ``(G, M, N)``."""
+        wb = self.hw.weight_bits
+        top = 2 ** (wb - 1) - 1
+        q = node.param_quant.get(slot)
+        g, m, n = wmat.shape
+        per_channel = wmat.transpose(0, 2, 1).reshape(c_out, m)  # (C_out, M), channel = g·N + f
+        if q is None:
+            amax = np.abs(per_channel).max(axis=1) if m else np.zeros(c_out)
+            s_w = np.where(amax > 0, amax / top, 1.0)
+            if "unannotated" not in " ".join(self.notes):
+                self.notes.append(f"unannotated weights (first: {node.name}) quantized per output channel, "
+                                  f"max-abs, {wb} bits")
+        else:
+            if q.bits > wb:
+                raise TargetError(f"weights quantized to {q.bits} bits, the crossbar stores {wb}", where=where)
+            if np.any(q.zero_point != 0):
+                raise TargetError("weights with a nonzero zero point cannot be stored as signed cells", where=where)
+            scale = np.asarray(q.scale, dtype=np.float64).reshape(-1)
+            if scale.size == 1:
+                s_w = np.full(c_out, float(scale[0]))
+            elif scale.size == c_out and q.axis is not None and q.axis % np.ndim(node.params[slot]) == out_axis:
+                s_w = scale.copy()
+            else:
+                raise TargetError(f"weight scale of {scale.size} values along axis {q.axis} is not per output "
+                                  f"channel ({c_out} channels on axis {out_axis})", where=where)
+            if np.any(s_w <= 0) or not np.all(np.isfinite(s_w)):
+                raise TargetError("weight scales must be positive and finite", where=where)
+            top = min(top, q.qmax)
+        w_int = np.clip(np.round(per_channel / s_w[:, None]), -top, top)
+        return s_w, w_int.reshape(g, n, m).transpose(0, 2, 1).astype(np.int64)
+
+    def _input_quant(self, x: hwmap.Tensor, where: str) -> tuple[float, int, int, int, int]:
+        q = x.quant
+        if q is None:
+            raise TargetError(f"input tensor {x.name!r} has no quantization annotation: legalization must set the "
+                              "DAC scale (calibrate with --data)", where=where)
+        if q.scale.size != 1 or q.zero_point.size != 1:
+            raise TargetError(f"input tensor {x.name!r} is quantized per axis; the DACs take one scale per tensor",
+                              where=where)
+        span = q.qmax - q.qmin
+        bits = max(1, int(span).bit_length())
+        if bits > self.hw.input_bits:
+            raise TargetError(f"input tensor {x.name!r} is quantized to {bits} bits, the DAC path takes "
+                              f"input_bits = {self.hw.input_bits}", where=where)
+        scale = float(q.scale.reshape(-1)[0])
+        if not (scale > 0 and math.isfinite(scale)):
+            raise TargetError(f"input tensor {x.name!r} has scale {scale}, must be positive", where=where)
+        return scale, int(round(float(q.zero_point.reshape(-1)[0]))), int(q.qmin), int(q.qmax), \
+            _ceil(bits, self.hw.dac_bits)
+
+    def _params(self, node: Node) -> tuple[tuple[str, int], ...]:
+        return tuple((slot, self.p.add_const(np.asarray(v))) for slot, v in node.params.items())
+
+    def _postops(self, pid: int, node: Node) -> None:
+        from hwmap.ops.fused import plan
+
+        try:
+            fp = plan(node)
+        except HwmapError as e:
+            raise TargetError(f"fused node cannot be lowered: {e}", where=f"node {node.name!r}") from None
+        rest = list(node.inputs[fp.n_compute_inputs:])
+        for post in fp.posts:
+            extra, rest = rest[:post.extra], rest[post.extra:]
+            sub = post.node
+            self.p.postops.append(PostOpRec(pid, sub.name, sub.op, _attrs_json(sub.attrs), post.position,
+                                            tuple(self.tensor_id[t] for t in extra), self._params(sub)))
+
+    # -- digital ops
+    def _digital(self, order: int, node: Node) -> None:
+        """Record a digital op; its core and cycle are settled once the layers are placed."""
+        self.p.digital.append(DigitalRec(order, node.name, node.op, 0, 0, _attrs_json(node.attrs),
+                                         tuple(self.tensor_id[t] for t in node.inputs),
+                                         tuple(self.tensor_id[t] for t in node.outputs), self._params(node)))
+
+    # -- switches and weight programming
+    def _blocks(self, layer_pid: dict[int, int]) -> None:
+        res = self.m.result
+        er, ec = self.hw.element_rows, self.hw.element_cols
+        gr, gc = self.hw.crossbar_rows // er, self.hw.crossbar_cols // ec
+        replicas = res.replicas
+        for i, lm in enumerate(res.layers):
+            if lm.layer in layer_pid:
+                pid = layer_pid[lm.layer]
+                self.p.layers[pid] = _replace(self.p.layers[pid], replicas=max(1, replicas.get(lm.layer, 1)))
+        first: dict[int, tuple[int, int]] = {}
+        last_cycle: dict[int, int] = {}
+        cover = {pid: np.zeros((lay.replicas, lay.groups, lay.rows, lay.filters), dtype=np.int16)
+                 for pid, lay in enumerate(self.p.layers)}
+        for p in res.placements:
+            if p.layer not in layer_pid:
+                raise TargetError(f"placement of unknown layer {p.layer}", where="mapping")
+            pid = layer_pid[p.layer]
+            lay = self.p.layers[pid]
+            cpf = lay.cols_per_filter
+            where = f"layer {lay.name!r}, block {len(self.p.blocks)}"
+            if (p.replica >= lay.replicas or p.group >= lay.groups or p.row_start + p.row_count > lay.rows
+                    or p.filter_start + p.filter_count > lay.filters or min(p.row_count, p.filter_count) < 1):
+                raise TargetError("placement lies outside its layer", where=where)
+            if (p.elem_rows != _ceil(p.row_count, er) or p.elem_cols != _ceil(p.filter_count * cpf, ec)
+                    or p.elem_row + p.elem_rows > gr or p.elem_col + p.elem_cols > gc or p.core >= len(
+                        self.m.blueprint.cores)):
+                raise TargetError("placement's element rectangle does not fit its cells or the crossbar",
+                                  where=where)
+            cover[pid][p.replica, p.group, p.row_start:p.row_start + p.row_count,
+                       p.filter_start:p.filter_start + p.filter_count] += 1
+            bid = len(self.p.blocks)
+            self.p.blocks.append(BlockRec(pid, p.replica, p.group, p.row_start, p.row_count, p.filter_start,
+                                          p.filter_count, p.cycle, p.core, p.elem_row, p.elem_col, p.elem_rows,
+                                          p.elem_cols))
+            cells = self.levels[pid][p.group, p.row_start:p.row_start + p.row_count,
+                                     p.filter_start * cpf:(p.filter_start + p.filter_count) * cpf]
+            self.p.weights.append(WeightsRec(bid, p.cycle, p.core, p.elem_row, p.elem_col, self.hw.bits_per_cell,
+                                             np.ascontiguousarray(cells)))
+            self.p.adc.append(AdcRec(bid, self.hw.adc_bits, np.zeros((lay.planes, cpf), dtype=np.uint8)))
+            if p.replica == 0 and (pid not in first or (p.cycle, p.core) < first[pid]):
+                first[pid] = (p.cycle, p.core)
+            last_cycle[pid] = max(last_cycle.get(pid, 0), p.cycle)
+        for pid, c in cover.items():
+            if (c != 1).any():
+                raise TargetError("the mapping does not place every weight of every copy exactly once",
+                                  where=f"layer {self.p.layers[pid].name!r}")
+            lay = self.p.layers[pid]
+            self.p.layers[pid] = _replace(lay, home_core=first[pid][1])
+            self.tensor_home[self.p.tensors[lay.output].name] = (first[pid][1], last_cycle[pid])
+        self._settle_digital()
+
+    def _settle_digital(self) -> None:
+        """Each digital op runs on the core legalization gave it (else where its first input
+        was produced), in the cycle its last input is ready; in dataflow order."""
+        homes = dict(self.tensor_home)
+        steps = sorted([(lay.order, 0, i) for i, lay in enumerate(self.p.layers)]
+                       + [(d.order, 1, i) for i, d in enumerate(self.p.digital)])
+        for _, kind, i in steps:
+            if kind == 0:
+                continue
+            d = self.p.digital[i]
+            ins = [homes[self.p.tensors[t].name] for t in d.inputs if self.p.tensors[t].name in homes]
+            core = self.m.digital.get(d.name, ins[0][0] if ins else 0)
+            cycle = max((c for _, c in ins), default=0)
+            self.p.digital[i] = _replace(d, core=int(core), cycle=cycle)
+            for t in d.outputs:
+                homes[self.p.tensors[t].name] = (int(core), cycle)
+        self.tensor_home = homes
+
+    # -- schedule
+    def _schedule(self) -> None:
+        blocks = self.p.blocks
+        layers = self.p.layers
+
+        def key(b: int) -> tuple[int, ...]:
+            k = blocks[b]
+            return (k.cycle, k.core, layers[k.layer].order, k.replica, k.group, k.row_start, k.row_count, k.elem_row)
+
+        order = sorted(range(len(blocks)), key=lambda b: (key(b), blocks[b].filter_start, b))
+        i = 0
+        while i < len(order):
+            j = i
+            while j < len(order) and key(order[j]) == key(order[i]):
+                j += 1
+            group = order[i:j]
+            i = j
+            k = blocks[group[0]]
+            lay = layers[k.layer]
+            per = _ceil(lay.positions, lay.replicas)
+            p0 = k.replica * per
+            count = max(0, min(lay.positions, p0 + per) - p0)
+            if count == 0:
+                continue
+            self.p.schedule.append(ReadRec(k.cycle, k.core, k.layer, k.replica, k.group, k.row_start, k.row_count,
+                                           p0, count, tuple(group)))
+            c0 = lay.in_qmin - lay.in_zero_point
+            w = self.w_int[k.layer]
+            for b in group:
+                blk = blocks[b]
+                wsum = w[blk.group, blk.row_start:blk.row_start + blk.row_count,
+                         blk.filter_start:blk.filter_start + blk.filter_count].sum(axis=0)
+                self.p.schedule.append(AccumRec(blk.cycle, blk.core, b, lay.home_core,
+                                                self.p.add_const((c0 * wsum).astype(np.int64)),
+                                                -lay.weight_offset))
+
+    # -- network on chip
+    def _noc(self) -> None:
+        p, bp = self.p, self.m.blueprint
+        hw = self.hw
+        tensors = p.tensors
+
+        def tbits(t: int) -> int:
+            rec = tensors[t]
+            bits = rec.q_bits if rec.flags & FLAG_QUANT else hw.input_bits
+            n = math.prod(rec.shape[1:]) if rec.shape else 1
+            return n * bits
+
+        def add(cycle: int, src: int, dst: int, t: int, kind: int, bits: int) -> None:
+            if src != dst and bits > 0:
+                p.noc.append(TransferRec(cycle, src, dst, bp.hops(src, dst), t, kind, _ceil(bits, 8)))
+
+        consumers: list[tuple[int, int, tuple[int, ...], tuple[tuple[int, int], ...]]] = []
+        for lay in p.layers:
+            slots = sorted({(b.cycle, b.core) for b in p.blocks if p.layers[b.layer] is lay})
+            consumers.append((lay.order, 0, (lay.input,) + tuple(
+                t for po in p.postops if p.layers[po.layer] is lay for t in po.extra), tuple(slots)))
+        for d in p.digital:
+            consumers.append((d.order, 1, d.inputs, ((d.cycle, d.core),)))
+        consumers.sort()
+        lay_by_order = {lay.order: i for i, lay in enumerate(p.layers)}
+        sent: set[tuple[int, int]] = set()
+        for order, kind, ins, slots in consumers:
+            if kind == 0:  # partial sums of blocks off the home core
+                lid = lay_by_order[order]
+                lay = p.layers[lid]
+                psum_bits = hw.input_bits + hw.weight_bits + max(1, math.ceil(math.log2(max(lay.rows, 2)))) + 1
+                for r in (s for s in p.schedule if isinstance(s, ReadRec) and s.layer == lid):
+                    for b in r.blocks:
+                        blk = p.blocks[b]
+                        add(blk.cycle, blk.core, lay.home_core, lay.output, KIND_PSUM,
+                            r.pos_count * blk.filter_count * psum_bits)
+            for t in ins:
+                home = self.tensor_home.get(tensors[t].name)
+                if home is None:
+                    continue  # a graph input: loaded from off chip into each reader's buffer
+                first_cycle: dict[int, int] = {}
+                for cycle, core in slots:
+                    first_cycle.setdefault(core, cycle)
+                for core, cycle in sorted(first_cycle.items()):
+                    if (t, core) not in sent:
+                        sent.add((t, core))
+                        add(cycle, home[0], core, t, KIND_ACT, tbits(t))
+
+    # -- ADC full scale
+    def _adc(self, calibration: np.ndarray | None) -> None:
+        p = self.p
+        smax: dict[int, np.ndarray] | None = None
+        if calibration is not None:
+            try:
+                smax, vectors = self._calibrate(np.asarray(calibration))
+            except HwmapError as e:
+                self.notes.append(f"ADC calibration failed ({e}); analytic worst-case full scale used")
+                smax = None
+            else:
+                p.config = _replace(p.config, adc_calibration=1, calibration_vectors=vectors)
+        dac_top = 2**p.config.dac_bits - 1
+        for b, blk in enumerate(p.blocks):
+            lay = p.layers[blk.layer]
+            if smax is not None:
+                s = smax[b]
+            else:
+                umax = lay.in_qmax - lay.in_qmin
+                dmax = np.array([min(dac_top, umax >> (k * p.config.dac_bits)) for k in range(lay.planes)], float)
+                col = p.weights[b].cells.astype(np.int64).sum(axis=0).reshape(blk.filter_count, lay.cols_per_filter)
+                s = dmax[:, None] * col.max(axis=0)[None, :]
+            p.adc[b] = AdcRec(b, p.config.adc_bits, _shift_for(s, p.config.adc_bits))
+
+    def _calibrate(self, x: np.ndarray) -> tuple[dict[int, np.ndarray], int]:
+        from hwmap.execute import run
+
+        g, p = self.g, self.p
+        if len(g.inputs) != 1:
+            raise TargetError(f"calibration feeds one input, the graph has {len(g.inputs)}")
+        want = g.tensor(g.inputs[0]).shape[1:]
+        if x.ndim < 1 or tuple(x.shape[1:]) != tuple(want):
+            raise TargetError(f"calibration samples of shape {list(x.shape[1:])} do not fit input {list(want)}")
+        macs = sum(lay.groups * lay.rows * lay.filters * lay.positions for lay in p.layers) or 1
+        n = max(1, min(CAL_SAMPLES, x.shape[0], _CAL_NET_MACS // macs))
+        env = run(g, {g.inputs[0]: x[:n]}, collect=True)
+        smax: dict[int, np.ndarray] = {}
+        vectors = 0
+        for lid, lay in enumerate(p.layers):
+            kernel = LayerKernel(p, lid)
+            u = input_codes(lay, env[p.tensors[lay.input].name])  # (G, n, P, M)
+            total = u.shape[1] * u.shape[2]
+            cells = lay.groups * lay.rows * lay.filters * lay.cols_per_filter * lay.replicas
+            v = min(total, CAL_VECTORS, max(16, _CAL_MACS // max(1, lay.planes * cells)))
+            idx = (np.arange(v, dtype=np.int64) * total) // v
+            u = u.reshape(lay.groups, total, lay.rows)[:, idx][:, None]
+            smax.update(kernel.probe(u))
+            vectors += v
+        return smax, vectors
+
+
+def _replace(rec: Any, **changes: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(rec, **changes)

@@ -1,0 +1,195 @@
+"""analog_imc legalization: fusion (chapter Fig. 3.11), the design-rule check (every offending
+node named), quantization (per-channel weights, calibrated activations, QDQ kept)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hwmap import Graph, Node, ParseOptions, QuantAnnotation, Tensor, load_model
+from hwmap.config import load_target
+from hwmap.execute import run
+from hwmap.frontends.onnx import graph_from_onnx
+from hwmap_analog_imc.layers import crossbar_layers
+from hwmap_analog_imc.legalize import META_KEY, RULES, SYNTHETIC_SAMPLES, legalize, synthetic_samples
+
+
+def target(preset: str = "chapter-fig3.13", *sets: str, calibration: np.ndarray | None = None):  # noqa: ANN201
+    t = load_target(f"analog_imc:{preset}", list(sets))
+    t.calibration = calibration
+    return t
+
+
+def gemm_graph(tail_ops: list[str]) -> Graph:
+    """input (1, 4) → Gemm (4→3, constant weights) → each of ``tail_ops`` in turn."""
+    rng = np.random.default_rng(0)
+    nodes = [Node("fc", "Gemm", ["x"], ["h0"], {"transB": 0}, {"B": rng.standard_normal((4, 3)).astype(np.float32)})]
+    tensors = {"x": Tensor("x", (1, 4)), "h0": Tensor("h0", (1, 3))}
+    for i, op in enumerate(tail_ops):
+        nodes.append(Node(f"{op.lower()}{i}", op, [f"h{i}"], [f"h{i + 1}"]))
+        tensors[f"h{i + 1}"] = Tensor(f"h{i + 1}", (1, 3))
+    return Graph("hand", ["x"], [f"h{len(tail_ops)}"], nodes, tensors).validate()
+
+
+def snapshot(g: Graph) -> tuple[str, dict[str, bytes]]:
+    import json
+
+    return json.dumps(g.to_json(), sort_keys=True), {k: v.tobytes() for k, v in g.arrays().items()}
+
+
+# -- fusion -------------------------------------------------------------------------------------------
+def test_conv_relu_fused_into_one_node_residual_add_kept() -> None:
+    leg = legalize(load_model("zoo:chapter_cnn"), target())
+    assert leg.fits and [n.op for n in leg.graph.nodes] == ["FusedConv", "Conv"]
+    fused = leg.graph.nodes[0]
+    assert [(f.name, f.op) for f in fused.fused] == [("conv1", "Conv"), ("relu1", "Relu")]
+    # BN folded, residual Adds stay digital nodes with two dynamic operands
+    res = legalize(load_model("zoo:resnet_small"), target("default"))
+    ops = [n.op for n in res.graph.nodes]
+    assert "BatchNormalization" not in ops and ops.count("Add") == 3
+    assert all(len(n.inputs) == 2 for n in res.graph.nodes if n.op == "Add")
+    assert not any(f.op == "Add" for n in res.graph.nodes for f in n.fused)
+
+
+def test_legalize_does_not_mutate_its_input() -> None:
+    g = load_model("zoo:digits_cnn")
+    before = snapshot(g)
+    legalize(g, target("default", calibration=np.random.default_rng(1).random((5, 1, 8, 8), dtype=np.float32)))
+    assert snapshot(g) == before
+
+
+# -- design rules -------------------------------------------------------------------------------------
+def test_every_unsupported_node_is_named() -> None:
+    g = gemm_graph(["Exp", "Relu", "Erf", "Exp"])
+    leg = legalize(g, target())
+    assert not leg.fits
+    bad = [(d.rule, d.node) for d in leg.violations]
+    assert bad == [("unsupported_op", "exp0"), ("unsupported_op", "erf2"), ("unsupported_op", "exp3")]
+    assert all("Exp" in d.message or "Erf" in d.message for d in leg.violations)
+    assert set(d.rule for d in leg.violations) <= set(RULES)
+
+
+def test_dynamic_matmul_is_a_violation() -> None:
+    g = Graph("mm", ["a", "b"], ["y"], [Node("mm", "MatMul", ["a", "b"], ["y"])],
+              {"a": Tensor("a", (1, 4, 8)), "b": Tensor("b", (1, 8, 3)), "y": Tensor("y", (1, 4, 3))}).validate()
+    leg = legalize(g, target())
+    assert [(d.rule, d.node) for d in leg.violations] == [("dynamic_matmul", "mm")]
+
+
+def test_filter_wider_than_crossbar_named_per_layer() -> None:
+    # 16-bit weights in 1-bit cells, differential: 2 × 15 = 30 columns > a 16-column crossbar
+    t = target("chapter-fig3.13", "hardware.crossbar_cols=16", "hardware.weight_bits=16", "hardware.bits_per_cell=1",
+               'hardware.weight_encoding="differential"', "hardware.columns_per_adc=4")
+    leg = legalize(load_model("zoo:chapter_cnn"), t)
+    assert [(d.rule, d.node) for d in leg.violations] == [("filter_wider_than_crossbar", "conv1_fused"),
+                                                          ("filter_wider_than_crossbar", "conv2")]
+    assert "30" in leg.violations[0].message and "16" in leg.violations[0].message
+
+
+def test_buffer_overflow_checks_one_vector() -> None:
+    # Conv2's input vector is 144 rows × 8 bits = 144 bytes; Conv1's 16 bytes
+    leg = legalize(load_model("zoo:chapter_cnn"), target("chapter-fig3.13", "hardware.input_buffer_bytes=100"))
+    assert [(d.rule, d.node) for d in leg.violations] == [("buffer_overflow", "conv2")]
+    assert "144 bytes" in leg.violations[0].message
+    assert legalize(load_model("zoo:chapter_cnn"), target("chapter-fig3.13", "hardware.input_buffer_bytes=144")).fits
+    # output: Conv1 writes 16 filters × 8 bits = 16 bytes per read
+    leg = legalize(load_model("zoo:chapter_cnn"), target("chapter-fig3.13", "hardware.output_buffer_bytes=8"))
+    assert [(d.rule, d.node) for d in leg.violations] == [("buffer_overflow", "conv1_fused")]
+
+
+def test_grouped_conv_is_a_crossbar_layer_per_group() -> None:
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((8, 1, 3, 3)).astype(np.float32)  # depthwise over 8 channels
+    conv = Node("dw", "Conv", ["x"], ["y"], {"group": 8, "kernel_shape": [3, 3], "pads": [1, 1, 1, 1],
+                                              "strides": [1, 1], "dilations": [1, 1]}, {"W": w})
+    g = Graph("dw", ["x"], ["y"], [conv], {"x": Tensor("x", (1, 8, 6, 6)), "y": Tensor("y", (1, 8, 6, 6))}).validate()
+    leg = legalize(g, target())
+    assert leg.fits
+    (layer,) = crossbar_layers(leg.graph, 1)
+    assert (layer.groups, layer.rows, layer.filters, layer.positions) == (8, 9, 1, 36)
+
+
+# -- quantization --------------------------------------------------------------------------------------
+def test_weights_get_per_channel_symmetric_annotations() -> None:
+    g = load_model("zoo:chapter_cnn")
+    leg = legalize(g, target())
+    for node in leg.graph.nodes:
+        q = node.param_quant["W"]
+        w = node.params["W"]
+        assert (q.bits, q.signed, q.axis, q.narrow) == (8, True, 0, True)
+        np.testing.assert_allclose(q.scale, np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127)
+        assert np.all(np.abs(q.quantize(w)) <= 127)
+        # params keep the float weights: the emitter quantizes with the annotation
+        np.testing.assert_array_equal(w, g.node(node.fused[0].name if node.fused else node.name).params["W"])
+
+
+def test_calibration_on_data_unsigned_after_relu_signed_otherwise() -> None:
+    g = load_model("zoo:chapter_cnn")
+    x = (np.random.default_rng(3).standard_normal((20, 1, 13, 64)) * 2).astype(np.float32)
+    leg = legalize(g, target(calibration=x))
+    assert leg.notes == []
+    assert leg.graph.meta[META_KEY]["calibration"] == {"source": "data", "samples": 20, "method": "max-abs per tensor",
+                                                      "tensors": 2}
+    fused, conv2 = leg.graph.nodes
+    q_in = leg.graph.tensor(fused.inputs[0]).quant
+    assert q_in.signed and q_in.narrow and q_in.bits == 8
+    assert q_in.scale == pytest.approx(np.abs(x).max() / 127)
+    # Conv2 reads the ReLU's output: non-negative, unsigned, scale max/255 (reference executor)
+    relu_out = run(g, {"input": x}, collect=True)[conv2.inputs[0]]
+    q_mid = leg.graph.tensor(conv2.inputs[0]).quant
+    assert not q_mid.signed and float(q_mid.zero_point) == 0.0
+    assert q_mid.scale == pytest.approx(relu_out.max() / 255)
+
+
+def test_calibration_without_data_is_synthetic_and_says_so() -> None:
+    leg = legalize(load_model("zoo:chapter_cnn"), target())
+    assert any(n.startswith("calibrated on synthetic U(0,1) inputs: pass --data") for n in leg.notes)
+    calib = leg.graph.meta[META_KEY]["calibration"]
+    assert calib["source"] == "synthetic" and calib["samples"] == SYNTHETIC_SAMPLES
+    q = leg.graph.tensor("input").quant
+    assert not q.signed and q.scale <= 1 / 255 + 1e-12  # U(0,1): max just below 1
+    # deterministic: the same scales twice
+    again = legalize(load_model("zoo:chapter_cnn"), target())
+    assert snapshot(again.graph) == snapshot(leg.graph)
+    # large models get fewer synthetic samples, never none
+    assert synthetic_samples(600_000_000) == 1 and synthetic_samples(1000) == SYNTHETIC_SAMPLES
+
+
+def _qdq_conv_graph() -> Graph:
+    rng = np.random.default_rng(2)
+    wq = rng.integers(-127, 128, (4, 2, 3, 3)).astype(np.int8)
+    consts = {"x_s": np.array(0.05, np.float32), "x_z": np.array(128, np.uint8), "wq": wq,
+              "w_s": np.array([0.002, 0.004, 0.006, 0.008], np.float32), "w_z": np.zeros(4, np.int8)}
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"], name="q_in"),
+        helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xdq"], name="dq_in"),
+        helper.make_node("DequantizeLinear", ["wq", "w_s", "w_z"], ["w"], name="dq_w", axis=0),
+        helper.make_node("Conv", ["xdq", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 5])],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in consts.items()])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return graph_from_onnx(m, name="qdq", options=ParseOptions())
+
+
+def test_qdq_model_keeps_its_quantization() -> None:
+    g = _qdq_conv_graph()
+    w_before = g.nodes[0].param_quant["W"]
+    x_before = g.tensor("x").quant
+    assert x_before is not None and w_before.bits == 8
+    leg = legalize(g, target("default"))
+    assert leg.fits and leg.notes == []
+    (fused,) = leg.graph.nodes
+    assert fused.op == "FusedConv"
+    assert fused.param_quant["W"] == w_before
+    assert leg.graph.tensor("x").quant == x_before == QuantAnnotation(np.float32(0.05), 128, 8, False)
+    assert leg.graph.meta[META_KEY]["calibration"]["source"] == "model"
+
+
+def test_model_quantization_wider_than_hardware_is_a_violation() -> None:
+    leg = legalize(_qdq_conv_graph(), target("default", "hardware.weight_bits=6", "hardware.input_bits=4"))
+    assert sorted(d.rule for d in leg.violations) == ["quantization_exceeds_hardware"] * 2

@@ -1,0 +1,352 @@
+"""The analog IMC simulator against references no one here wrote (onnxruntime, hwmap's
+reference ops with fake-quantized operands): exactness without ADC rounding, the per-layer
+error bound with it, end-to-end fidelity on the zoo (conv, depthwise, Gemm, residual add;
+random and trained weights), ≥ 99 % top-1 on digits, activity, device noise, bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import hwmap
+from hwmap import DataError, Graph, ParseOptions, TargetError, load_model
+from hwmap.config import load_target
+from hwmap.frontends.onnx import graph_from_onnx
+from hwmap.ops import get_op
+from hwmap.ops.fused import plan
+from hwmap.zoo import load_data, load_onnx
+from hwmap_analog_imc import emit, plugin, simulator
+from hwmap_analog_imc.layers import CROSSBAR_OPS
+from hwmap_analog_imc.legalize import legalize, weight_slot
+from hwmap_analog_imc.program import read_program
+
+RESNET_SHAPE = (1, 3, 16, 16)
+
+
+# ------------------------------------------------------------------------------ helpers
+def depthwise_model(seed: int = 7) -> onnx.ModelProto:
+    """conv 3→8 + ReLU, depthwise 3×3/2 (group 8) + ReLU, pointwise 8→16 + ReLU, global pool,
+    Reshape (constant target starting with the batch), Gemm 16→5: seeded random weights."""
+    rng = np.random.default_rng(seed)
+
+    def init(name: str, shape: tuple[int, ...], scale: float) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    inits = [init("c1w", (8, 3, 3, 3), 0.4), init("c1b", (8,), 0.1), init("dww", (8, 1, 3, 3), 0.5),
+             init("dwb", (8,), 0.1), init("pww", (16, 8, 1, 1), 0.4), init("fcw", (5, 16), 0.5), init("fcb", (5,), 0.1),
+             numpy_helper.from_array(np.array([1, 16], dtype=np.int64), "shape")]
+    nodes = [
+        helper.make_node("Conv", ["input", "c1w", "c1b"], ["a"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["a1"], name="relu1"),
+        helper.make_node("Conv", ["a1", "dww", "dwb"], ["b"], name="dw", group=8, strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["b"], ["b1"], name="relu2"),
+        helper.make_node("Conv", ["b1", "pww"], ["c"], name="pw"),
+        helper.make_node("Relu", ["c"], ["c1"], name="relu3"),
+        helper.make_node("GlobalAveragePool", ["c1"], ["d"], name="pool"),
+        helper.make_node("Reshape", ["d", "shape"], ["e"], name="reshape"),
+        helper.make_node("Gemm", ["e", "fcw", "fcb"], ["output"], name="fc", transB=1),
+    ]
+    g = helper.make_graph(nodes, "depthwise",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 12, 12])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 5])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def matmul_model(seed: int = 11) -> onnx.ModelProto:
+    """MatMul of a (1, 4, 6) input by a 6×5 constant (4 positions) + bias + ReLU, Reshape to
+    (1, 20), Gemm with transB 0, alpha 0.5, beta 2: seeded random weights."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.5).astype(np.float32), n)
+             for n, s in (("w", (6, 5)), ("b", (5,)), ("g", (20, 3)), ("c", (3,)))]
+    inits.append(numpy_helper.from_array(np.array([1, 20], dtype=np.int64), "shape"))
+    nodes = [
+        helper.make_node("MatMul", ["input", "w"], ["a"], name="mm"),
+        helper.make_node("Add", ["a", "b"], ["a1"], name="bias"),
+        helper.make_node("Relu", ["a1"], ["a2"], name="relu"),
+        helper.make_node("Reshape", ["a2", "shape"], ["r"], name="reshape"),
+        helper.make_node("Gemm", ["r", "g", "c"], ["output"], name="fc", alpha=0.5, beta=2.0),
+    ]
+    g = helper.make_graph(nodes, "matmul", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4, 6])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def conv1d_model(seed: int = 13) -> onnx.ModelProto:
+    """1-D convolutions: 2→4, kernel 3, stride 2, dilation 2, padding 1 + ReLU; then 4→4
+    grouped by 2, kernel 2: seeded random weights."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.5).astype(np.float32), n)
+             for n, s in (("w1", (4, 2, 3)), ("b1", (4,)), ("w2", (4, 2, 2)))]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["a"], name="c1", strides=[2], pads=[1, 1], dilations=[2]),
+        helper.make_node("Relu", ["a"], ["a1"], name="relu"),
+        helper.make_node("Conv", ["a1", "w2"], ["output"], name="c2", group=2),
+    ]
+    g = helper.make_graph(nodes, "conv1d", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 15])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 6])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def zoo(name: str) -> tuple[Graph, onnx.ModelProto]:
+    shape = RESNET_SHAPE if name == "resnet_small" else None
+    if name in ("depthwise", "matmul", "conv1d"):
+        model = {"depthwise": depthwise_model, "matmul": matmul_model, "conv1d": conv1d_model}[name]()
+        return graph_from_onnx(model, name=name, options=ParseOptions()), model
+    return load_model(f"zoo:{name}", ParseOptions(input_shape=shape)), load_onnx(name, shape)
+
+
+def inputs_for(graph: Graph, n: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, *graph.tensor(graph.inputs[0]).shape[1:]), dtype=np.float32)
+
+
+def compile_to(tmp: Path, graph: Graph, preset: str = "default", overrides: tuple[str, ...] = (),
+               calibration: np.ndarray | None = None) -> tuple[hwmap.Target, hwmap.Legalized, hwmap.Artifacts]:
+    """legalize → map → emit, as the flow does; the artifacts are read back from disk."""
+    target = load_target(f"analog_imc:{preset}", list(overrides))
+    target.calibration = calibration
+    legal = legalize(graph, target)
+    assert legal.fits, legal.violations
+    mapping = plugin.hwmap_map(legal.graph, target)
+    emit.write_program(mapping, target, tmp).write_manifest()
+    return target, legal, hwmap.Artifacts.read(tmp)
+
+
+def onnxruntime_outputs(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def fake_quant_reference(legal: Graph, x: np.ndarray) -> np.ndarray:
+    """The legalized graph on hwmap's reference ops, with every crossbar layer's input and
+    weights replaced by their quantized values (what the crossbar computes without ADC error).
+    One sample at a time: the graph's constant Reshape targets hold its batch of 1."""
+    if len(x) > 1:
+        return np.concatenate([fake_quant_reference(legal, x[i:i + 1]) for i in range(len(x))])
+    vals = {legal.inputs[0]: x}
+    for node in legal.nodes:
+        args = [vals[t] for t in node.inputs]
+        if node.op in CROSSBAR_OPS:
+            node = node.copy()
+            slot = weight_slot(node)
+            node.params[slot] = node.param_quant[slot].fake_quantize(node.params[slot].astype(np.float64)).astype(
+                np.float32)
+            args[0] = legal.tensor(node.inputs[0]).quant.fake_quantize(args[0])
+        vals.update(zip(node.outputs, get_op(node.op).evaluate(node, args)))
+    return vals[legal.outputs[0]]
+
+
+# ------------------------------------------------------------------------------ exactness
+@pytest.mark.parametrize("name", ["chapter_cnn", "digits_mlp", "resnet_small", "depthwise", "matmul", "conv1d"])
+def test_without_adc_rounding_equals_fake_quantized_reference(tmp_path: Path, name: str) -> None:
+    """A 16-bit ADC never rounds a column sum here (shift 0): the crossbar result is exactly
+    Σ q_x·q_w, so the simulation is the fake-quantized reference up to float32 rounding."""
+    graph, _ = zoo(name)
+    x = inputs_for(graph, 6)
+    target, legal, art = compile_to(tmp_path, graph, overrides=("hardware.adc_bits=16",), calibration=x)
+    program = read_program(art.path("program.bin"))
+    assert all(not a.shifts.any() for a in program.adc)
+    sim = simulator.simulate(art, target, {graph.inputs[0]: x})
+    ref = fake_quant_reference(legal.graph, x)
+    out = sim.outputs[graph.outputs[0]]
+    assert out.shape == ref.shape and out.dtype == np.float32
+    assert np.max(np.abs(out - ref)) <= 1e-6 * max(1.0, float(np.max(np.abs(ref)))) * 4
+
+
+def _layer_bound_check(program, legal: Graph, env: dict[str, np.ndarray]) -> int:
+    """Check every crossbar layer against the error bound of the simulator's docstring, on
+    the inputs the simulation fed it; return how many output values were checked."""
+    checked = 0
+    for lid, rec in enumerate(program.layers):
+        node = legal.node(rec.name)
+        compute = plan(node).compute if node.op.startswith("Fused") else node
+        slot = weight_slot(node)
+        x = env[program.tensors[rec.input].name].astype(np.float64)
+        qx = legal.tensor(node.inputs[0]).quant
+        xhat = qx.dequantize(qx.quantize(x))
+        w = compute.params[slot].astype(np.float64)
+        what = node.param_quant[slot].dequantize(node.param_quant[slot].quantize(w))
+        opdef = get_op(compute.op)
+
+        def lin(a: np.ndarray, weights: np.ndarray) -> np.ndarray:
+            """The layer's linear map (no bias) with ``weights``, on ``a``."""
+            c = compute.copy()
+            c.params = {slot: weights}
+            return opdef.evaluate(c, [a])[0].astype(np.float64)
+
+        y_float = opdef.evaluate(compute, [x.astype(np.float32)])[0].astype(np.float64)
+        # Σ|x̂−x|·|ŵ| + Σ|x|·|ŵ−w|: the same linear map on absolute values, without bias
+        bound = lin(np.abs(xhat - x), np.abs(what)) + lin(np.abs(x), np.abs(what - w))
+        adc = simulator.adc_error_bound(program, lid)
+        adc = adc.reshape((1, -1) + (1,) * (y_float.ndim - 2)) if rec.kernel else adc
+        y = env[f"{rec.name}/acc"].astype(np.float64)
+        slack = 1e-6 * (np.abs(y_float) + 1.0)  # float32 rounding of the simulated value
+        assert np.all(np.abs(y - y_float) <= bound + adc + slack), rec.name
+        checked += y.size
+    return checked
+
+
+def test_error_bound_per_layer_analytic_full_scale(tmp_path: Path) -> None:
+    """Without calibration the ADC full scale is the worst case: nothing clips and every
+    layer stays within input + weight + ADC rounding (resnet_small: conv, residual add)."""
+    graph, _ = zoo("resnet_small")
+    x = inputs_for(graph, 4)
+    target, legal, art = compile_to(tmp_path, graph)
+    program = read_program(art.path("program.bin"))
+    assert any(a.shifts.any() for a in program.adc)  # the default 8-bit ADC does round here
+    _, activity, env = simulator.run_program(program, {graph.inputs[0]: x}, collect=True)
+    assert not any(activity["adc_clipped"].values())
+    assert _layer_bound_check(program, legal.graph, env) > 0
+
+
+def test_error_bound_per_layer_calibrated_full_scale(tmp_path: Path) -> None:
+    """Calibrated on the data it then runs (digits_cnn, trained): tighter full scales, still
+    within the bound wherever no conversion clipped."""
+    graph, _ = zoo("digits_cnn")
+    x = load_data("digits").x[:64]
+    _, legal, art = compile_to(tmp_path, graph, calibration=x)
+    program = read_program(art.path("program.bin"))
+    assert program.config.adc_calibration == 1
+    _, activity, env = simulator.run_program(program, {graph.inputs[0]: x}, collect=True)
+    assert not any(activity["adc_clipped"].values())
+    _layer_bound_check(program, legal.graph, env)
+
+
+# ------------------------------------------------------------------------------ onnxruntime
+@pytest.mark.parametrize(("name", "rel"), [("chapter_cnn", 0.05), ("digits_mlp", 0.05), ("digits_cnn", 0.05),
+                                           ("resnet_small", 0.08), ("depthwise", 0.05), ("matmul", 0.05),
+                                           ("conv1d", 0.05)])
+def test_matches_onnxruntime_on_the_zoo(tmp_path: Path, name: str, rel: float) -> None:
+    """Default preset (8-bit everything, bit-serial inputs, calibrated ADC) against
+    onnxruntime on the original model: small error, and the same top-1 for classifiers."""
+    graph, model = zoo(name)
+    x = load_data("digits").x[:32] if name.startswith("digits") else inputs_for(graph, 8)
+    target, _, art = compile_to(tmp_path, graph, calibration=x)
+    out = simulator.simulate(art, target, {graph.inputs[0]: x}).outputs[graph.outputs[0]]
+    ref = onnxruntime_outputs(model, x)
+    assert out.shape == ref.shape
+    assert np.max(np.abs(out - ref)) <= rel * np.max(np.abs(ref))
+    if ref.ndim == 2 and name not in ("depthwise", "matmul"):
+        assert np.mean(out.argmax(1) == ref.argmax(1)) >= 0.9
+
+
+def test_digits_cnn_top1_agreement_on_all_of_digits(tmp_path: Path) -> None:
+    """Issue 3: digits_cnn on the default preset, calibrated on zoo:digits, agrees with
+    onnxruntime on at least 99 % of the 360 samples."""
+    graph, model = zoo("digits_cnn")
+    data = load_data("digits")
+    target, _, art = compile_to(tmp_path, graph, calibration=data.x)
+    out = simulator.simulate(art, target, {graph.inputs[0]: data.x}).outputs[graph.outputs[0]]
+    sess = ort.InferenceSession(load_onnx("digits_cnn", (len(data.x), 1, 8, 8)).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"input": data.x})[0]
+    assert len(out) == 360
+    assert np.mean(out.argmax(1) == ref.argmax(1)) >= 0.99
+
+
+# ------------------------------------------------------------------------------ activity
+def test_activity_counts(tmp_path: Path) -> None:
+    """MVMs, ADC conversions and cell reads follow from the placements; DAC conversions are
+    the nonzero input bits driven (digits_mlp: fc1's inputs are the image's 8-bit codes)."""
+    graph, _ = zoo("digits_mlp")
+    x = load_data("digits").x[:20]
+    small = ("hardware.cores=2", "hardware.crossbar_rows=32", "hardware.crossbar_cols=64", "mapper.strategy=\"greedy\"")
+    target, legal, art = compile_to(tmp_path, graph, overrides=small, calibration=x)
+    program = read_program(art.path("program.bin"))
+    act = simulator.simulate(art, target, {graph.inputs[0]: x}).activity
+    assert act["samples"] == 20
+    for lid, rec in enumerate(program.layers):
+        blocks = [b for b in program.blocks if b.layer == lid]
+        reads = {(b.cycle, b.core, b.group, b.row_start, b.elem_row) for b in blocks}
+        assert act["mvms"][rec.name] == len(reads) * rec.planes * rec.positions
+        assert act["adc_conversions"][rec.name] == sum(b.filter_count * rec.cols_per_filter for b in blocks) * \
+            rec.planes * rec.positions
+        assert act["cell_reads"][rec.name] == sum(b.row_count * b.filter_count * rec.cols_per_filter
+                                                  for b in blocks) * rec.planes * rec.positions
+    # fc1 reads the flattened image: each read drives the set bits of its rows' 8-bit codes
+    fc1 = program.layers[0]
+    q = legal.graph.tensor(legal.graph.node(fc1.name).inputs[0]).quant
+    codes = q.quantize(x.reshape(20, -1)).astype(np.uint8)  # unsigned 8-bit: the image is never negative
+    bits = np.unpackbits(codes[..., None], axis=-1).sum(axis=(0, 2)) / 20
+    reads = {(b.cycle, b.core, b.row_start, b.row_count, b.elem_row) for b in program.blocks if b.layer == 0}
+    assert len({r[2] for r in reads}) == 2 and len(reads) > 2  # two row tiles, spilled over cores
+    expect = sum(bits[r0:r0 + rc].sum() for _, _, r0, rc, _ in reads)
+    assert act["dac_conversions"][fc1.name] == pytest.approx(expect)
+    assert len(act["cycle_time_s"]) == program.config.computation_cycles >= 2
+    assert all(t > 0 for t in act["cycle_time_s"])
+    assert act["noc_bits"] == sum(t.bytes * 8 for t in program.noc) > 0
+
+
+# ------------------------------------------------------------------------------ noise
+def test_noise_is_seeded_and_degrades_with_drift(tmp_path: Path) -> None:
+    graph, model = zoo("digits_cnn")
+    x = load_data("digits").x[:120]
+    ref = onnxruntime_outputs(model, x)
+    base, _, art = compile_to(tmp_path, graph, calibration=x)
+    quiet = [simulator.simulate(art, base, {graph.inputs[0]: x}).outputs["output"] for _ in range(2)]
+    assert np.array_equal(quiet[0], quiet[1])  # noise off: exact repeatability
+
+    def noisy(**noise: object) -> np.ndarray:
+        t = load_target("analog_imc:default", ["noise.enabled=true"] + [f"noise.{k}={v}" for k, v in noise.items()])
+        return simulator.simulate(art, t, {graph.inputs[0]: x}).outputs["output"]
+
+    a, b = noisy(seed=3), noisy(seed=3)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, noisy(seed=4))
+    assert not np.array_equal(a, quiet[0])
+    err = [np.mean(np.abs(noisy(seed=3, t_inference_s=t) - ref)) for t in (20.0, 3600.0, 3.15e7)]
+    assert err[0] < err[1] < err[2]
+
+
+# ------------------------------------------------------------------------------ disk, batch, bad input
+def test_runs_from_disk_only_and_any_batch(tmp_path: Path) -> None:
+    """The artifacts alone (moved away from where they were written) give the same result;
+    one sample at a time equals the whole batch (a constant Reshape target is rebased)."""
+    graph, model = zoo("depthwise")
+    x = inputs_for(graph, 5)
+    target, _, art = compile_to(tmp_path / "a", graph, calibration=x)
+    whole = simulator.simulate(art, target, {"input": x}).outputs["output"]
+    shutil.move(str(tmp_path / "a"), str(tmp_path / "b"))
+    moved = simulator.simulate(hwmap.Artifacts.read(tmp_path / "b"), target, {"input": x}).outputs["output"]
+    assert np.array_equal(whole, moved)
+    one = np.concatenate([simulator.simulate(hwmap.Artifacts.read(tmp_path / "b"), target,
+                                             {"input": x[i:i + 1]}).outputs["output"] for i in range(5)])
+    assert np.array_equal(whole, one)
+    assert np.max(np.abs(whole - onnxruntime_outputs(model, x))) <= 0.05 * np.max(np.abs(whole))
+
+
+def test_bad_inputs_and_corrupt_program(tmp_path: Path) -> None:
+    graph, _ = zoo("digits_mlp")
+    target, _, art = compile_to(tmp_path, graph)
+    good = inputs_for(graph, 2)
+    for bad, what in (({}, "missing input"), ({"input": good, "other": good}, "unknown input"),
+                      ({"input": good[:, :, :4]}, "shape"), ({"input": np.zeros((0, 1, 8, 8))}, "shape")):
+        with pytest.raises(DataError, match=what):
+            simulator.simulate(art, target, bad)
+    data = bytearray(art.path("program.bin").read_bytes())
+    data[len(data) // 2] ^= 0x40
+    art.path("program.bin").write_bytes(bytes(data))
+    with pytest.raises(TargetError, match="checksum"):
+        simulator.simulate(art, target, {"input": good})
+
+
+def test_pcm_noise_model_follows_the_published_formulas() -> None:
+    """REFERENCES.md (aihwkit PCM model): σ = 0.26348 + 1.9650·ĝ − 1.1731·ĝ² µS at g_max
+    25 µS, drift (t / 20 s)^−ν; the sampled cells have that spread, in level units."""
+    from hwmap_analog_imc.hardware import NoiseConfig
+    from hwmap_analog_imc.noise import drift_factor, noisy_levels, programming_sigma_us
+
+    assert programming_sigma_us(np.array([0.0, 1.0]), 25.0) == pytest.approx([0.26348, 1.05538])
+    assert drift_factor(20.0, 0.06) == 1.0 and drift_factor(2000.0, 0.06) == pytest.approx(100 ** -0.06)
+    levels = np.full((400, 500), 10, dtype=np.uint8)  # ĝ = 10/15
+    got = noisy_levels(levels, 15, NoiseConfig(enabled=True, seed=5), block=0)
+    sigma_levels = programming_sigma_us(np.array(10 / 15), 25.0) / 25.0 * 15
+    assert got.mean() == pytest.approx(10, abs=0.01) and got.std() == pytest.approx(sigma_levels, rel=0.02)
+    drifted = noisy_levels(levels, 15, NoiseConfig(enabled=True, seed=5, t_inference_s=2000.0), block=0)
+    np.testing.assert_allclose(drifted, got * 100 ** -0.06, rtol=1e-5)
+    assert not np.array_equal(got, noisy_levels(levels, 15, NoiseConfig(enabled=True, seed=5), block=1))
