@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 
 import hwmap
 from hwmap import ConfigError, DoesNotFitError
+from hwmap.config import load_target
+from hwmap_analog_imc import plugin
+from hwmap_analog_imc.estimate import estimate
 from hwmap_analog_imc.hardware import AnalogIMCConfig, Blueprint, columns_per_weight
 from hwmap_analog_imc.layers import CrossbarLayer, crossbar_layers
 from hwmap_analog_imc.mapper import (
@@ -37,6 +40,27 @@ def blueprint(cores: int, rows: int, cols: int, er: int = 16, ec: int = 4, **hw:
 
 def layer(i: int, rows: int, filters: int, f: int = 1, groups: int = 1, positions: int = 1) -> CrossbarLayer:
     return CrossbarLayer(i, f"l{i}", "Conv", groups, rows, filters, f, positions)
+
+
+def core_reads(res: MapResult, layers: list[CrossbarLayer]) -> dict[tuple[int, int], int]:
+    """Per (cycle, core), crossbar reads per input bit-plane, as the estimate counts them: blocks
+    sharing word lines (core, copy, group, row tile, element row) are one read per position of
+    their copy; copy k of R computes positions k·ceil(P/R) .. (k+1)·ceil(P/R), clipped to P."""
+    by_index = {lay.index: lay for lay in layers}
+    groups = {(p.cycle, p.core, p.layer, p.replica, p.group, p.row_start, p.row_count, p.elem_row)
+              for p in res.placements}
+    out: dict[tuple[int, int], int] = {}
+    for cycle, core, li, rep, *_ in groups:
+        lay, copies = by_index[li], res.replicas[li]
+        per = math.ceil(lay.positions / copies)
+        out[(cycle, core)] = out.get((cycle, core), 0) + max(0, min(lay.positions, (rep + 1) * per) - rep * per)
+    return out
+
+
+def busiest(res: MapResult, layers: list[CrossbarLayer]) -> tuple[int, int]:
+    """(most reads on one core, how many cores have that many)."""
+    reads = list(core_reads(res, layers).values())
+    return max(reads), reads.count(max(reads))
 
 
 def check_mapping(res: MapResult, layers: list[CrossbarLayer], bp: Blueprint) -> None:
@@ -69,6 +93,12 @@ def check_mapping(res: MapResult, layers: list[CrossbarLayer], bp: Blueprint) ->
                           p.filter_start:p.filter_start + p.filter_count] += 1
             assert (cover == 1).all(), f"layer {lay.node} copy {r} not covered exactly once"
         assert not any(p.replica >= replicas[lay.index] for p in res.placements if p.layer == lay.index)
+        # a copy never shares a core with another copy of its layer (it would queue behind it)
+        copies_on: dict[tuple[int, int], set[int]] = {}
+        for p in res.placements:
+            if p.layer == lay.index:
+                copies_on.setdefault((p.cycle, p.core), set()).add(p.replica)
+        assert all(len(c) == 1 for c in copies_on.values()), f"two copies of {lay.node} on one core"
     # layer order across computation cycles
     for a, b in zip(layers, layers[1:]):
         last_a = max(p.cycle for p in res.placements if p.layer == a.index)
@@ -257,7 +287,15 @@ def cases(draw: st.DrawFn) -> tuple[Blueprint, list[CrossbarLayer]]:
 @given(cases(), st.sampled_from(STRATEGIES))
 def test_no_count_below_its_bound(case: tuple[Blueprint, list[CrossbarLayer]], strategy: str) -> None:
     bp, layers = case
-    check_mapping(map_layers(layers, bp, strategy), layers, bp)
+    res = map_layers(layers, bp, strategy)
+    check_mapping(res, layers, bp)
+    if strategy == "duplicated":  # copies only ever relieve the busiest core
+        packed = map_layers(layers, bp, "packed")
+        assert tuple(p for p in res.placements if p.replica == 0) == packed.placements
+        if any(r > 1 for r in res.replicas.values()):
+            assert busiest(res, layers) < busiest(packed, layers)
+        else:
+            assert res == MapResult(**{**packed.__dict__, "strategy": "duplicated", "notes": res.notes})
 
 
 # --------------------------------------------------------------------------- packed against greedy
@@ -332,9 +370,51 @@ def test_duplicated_replicates_early_layers() -> None:
     ppr = {lm.layer: lm.positions_per_replica for lm in res.layers}
     assert max(ppr.values()) < 1024
     assert res.elements_allocated > packed.elements_allocated
-    assert res.crossbar_utilization > packed.crossbar_utilization
+    # packed put everything on core 0; the copies spread over the three idle cores, one copy of
+    # each layer per core (both cores' crossbars read in parallel)
+    assert packed.cores_used == 1 and res.cores_used == 4
+    assert {p.core for p in res.placements if p.layer == 0} == {0, 1, 2, 3}
+    # the busiest core reads 1024 + 2·256 + 2 times per bit-plane packed; 256 + 2·64 + 2 duplicated
+    assert busiest(packed, layers) == (1538, 1) and busiest(res, layers) == (386, 1)
+    assert "1538 → 386" in res.notes[0] and "fits" in res.notes[0]  # why it stopped: all cores hold both
     # the original copy is exactly the packed mapping
     assert tuple(p for p in res.placements if p.replica == 0) == packed.placements
+
+
+def test_duplicated_copies_go_to_idle_cores_first() -> None:
+    """A copy goes to the core with the fewest reads, never beside a block of its own layer,
+    and duplication stops when every core that could take a copy already holds the layer."""
+    bp = blueprint(3, 64, 64)  # 3 cores of 4×16 elements
+    layers = [layer(0, 64, 40, positions=90), layer(1, 16, 8, positions=30)]  # 4×10 and 1×2 elements
+    res = map_layers(layers, bp, "duplicated")
+    check_mapping(res, layers, bp)
+    # packed: both on core 0, 90 + 30 reads. Copies of l0 (the larger share) to the idle cores
+    # 1 then 2: core 0 reads 45 + 30, then 30 + 30; l0 is now on every core, so l1 is copied,
+    # to the least-read core not holding it (cores 1 and 2 tie at 30: the lower index), then to
+    # core 2: every core reads 30 + 10
+    assert res.replicas == {0: 3, 1: 3}
+    assert sorted((p.layer, p.replica, p.core) for p in res.placements) == [
+        (0, 0, 0), (0, 1, 1), (0, 2, 2), (1, 0, 0), (1, 1, 1), (1, 2, 2)]
+    assert core_reads(res, layers) == {(0, 0): 40, (0, 1): 40, (0, 2): 40}
+    assert "120 → 40" in res.notes[0] and "fits" in res.notes[0]
+    two = blueprint(2, 64, 64)
+    res = map_layers(layers[:1], two, "duplicated")
+    assert res.replicas == {0: 2} and {p.core for p in res.placements} == {0, 1}
+    assert "no whole copy fits" in res.notes[0]
+
+
+def test_duplicated_never_raises_the_bottleneck() -> None:
+    """A copy that would make its own core busier than the bottleneck is not placed: l0 (100
+    positions) fills the top half of core 0, l1 (90) sits on core 1; a copy of l0 fits only on
+    core 1, which would then read 90 + 2·50 (two element rows) > 100."""
+    bp = blueprint(2, 64, 64)  # 2 cores of 4×16 elements
+    layers = [layer(0, 32, 64, positions=100), layer(1, 64, 4, positions=90)]  # 2×16 and 4×1 elements
+    packed = map_layers(layers, bp, "packed")
+    assert core_reads(packed, layers) == {(0, 0): 100, (0, 1): 90}
+    res = map_layers(layers, bp, "duplicated")
+    check_mapping(res, layers, bp)
+    assert res.replicas == {0: 1, 1: 1} and res.placements == packed.placements
+    assert "no duplication" in res.notes[0] and "would not lower the busiest core's reads: l0" in res.notes[0]
 
 
 def test_duplicated_nothing_fits() -> None:
@@ -378,3 +458,33 @@ def test_deterministic() -> None:
         a = json.dumps(map_layers(SPILL_LAYERS, bp, strategy).to_json())
         b = json.dumps(map_layers(SPILL_LAYERS, bp, strategy).to_json())
         assert a == b
+    few = [layer(0, 48, 40, positions=300), layer(1, 64, 64, positions=75), layer(2, 30, 7, groups=3, positions=9)]
+    bp = blueprint(4, 64, 64)  # one cycle, room to spare: copies are made
+    a, b = (json.dumps(map_layers(few, bp, "duplicated").to_json()) for _ in range(2))
+    assert a == b and max(MapResult.from_json(json.loads(a)).replicas.values()) > 1
+
+
+# --------------------------------------------------------------------------- duplication, estimated
+
+
+@pytest.mark.parametrize("model", ["zoo:resnet_small", "zoo:digits_cnn", "zoo:chapter_cnn"])
+def test_duplicated_not_worse_than_packed_estimated(model: str) -> None:
+    """On the default chip, duplication never lowers the estimated throughput and never
+    raises the latency beyond what its extra NoC transfers take to serialize."""
+    graph = hwmap.load_model(model)
+    kpis, maps = {}, {}
+    for strategy in ("packed", "duplicated"):
+        t = load_target("analog_imc:default", [f"mapper.strategy={strategy}"])
+        leg = plugin.hwmap_legalize(graph, t)
+        maps[strategy] = plugin.hwmap_map(leg.graph, t)
+        kpis[strategy] = estimate(maps[strategy], t, None)
+    dup, packed = maps["duplicated"], maps["packed"]
+    check_mapping(dup.result, dup.layers, dup.blueprint)
+    assert max(dup.result.replicas.values()) > 1  # these models have idle cores to copy onto
+    assert busiest(dup.result, dup.layers) < busiest(packed.result, packed.layers)
+    k_d, k_p = kpis["duplicated"], kpis["packed"]
+    assert k_d.throughput_inf_per_s >= k_p.throughput_inf_per_s
+    noc = dup.config.noc
+    extra_noc_s = max(0.0, k_d.resources["noc_bits"] - k_p.resources["noc_bits"]) / (
+        noc.link_width_bits * dup.config.hardware.clock_hz)
+    assert k_d.latency_s <= k_p.latency_s + extra_noc_s

@@ -26,9 +26,12 @@ Three strategies (``[mapper] strategy``):
     when nothing fits does a new cycle start; layers keep their order across cycles.
 ``duplicated``
     ``packed``, then, if the whole network fits in one cycle, the space left over (and whole
-    unused cores) holds extra copies of the layers with the most positions (MVMs per
-    inference), largest first, one whole copy at a time, as ISAAC (Shafiee et al., ISCA 2016)
-    and NeuroSim replicate early convolutions to balance the pipeline.
+    unused cores) holds extra whole copies of layers, as ISAAC (Shafiee et al., ISCA 2016)
+    and NeuroSim replicate early convolutions onto spare arrays so they work in parallel. A
+    core performs one crossbar read at a time, so a copy only helps on a core holding no
+    other block of its layer: each copy goes to such cores, least loaded first. Which layer
+    to copy is chosen by the bottleneck: the busiest core's reads (Σ of positions per copy
+    over its read groups); a copy is kept only if it lowers that. Details: ``_duplicate``.
 
 Every result carries the lower bounds (REFERENCES.md, "Tile counts"): elements
 ``ceil(Σ M·N / element cells)`` (concatenable elements, capacity bound), cores
@@ -42,7 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from hwmap import ConfigError, DoesNotFitError, TargetError
 
@@ -304,6 +307,9 @@ class _Packer:
     def __init__(self, g: _Geom) -> None:
         self.g = g
         self.cycle = 0
+        # cores a block may go to, in order of preference: all, by index (greedy/packed); a
+        # duplicated copy restricts and reorders them (see _duplicate)
+        self.order: tuple[int, ...] = tuple(range(g.cores))
         self.sky: list[list[tuple[int, int, int]]] = []
         self.placements: list[Placement] = []
         self._fresh()
@@ -340,12 +346,12 @@ class _Packer:
                 yield sx, width, y, sum((y - segs[t][2]) * segs[t][1] for t in range(i, j + 1))
 
     def _find(self, h: int, wf: int) -> tuple[int, int, int, int] | None:
-        """Where a block ``h`` elements tall goes: the first core (in order) with room, on its
+        """Where a block ``h`` elements tall goes: the first core (in ``order``) with room, on its
         deepest flat stretch that still leaves ``h`` rows (best fit); stretches with holes
         only if no core has a flat one. Returns (core, x, width, y) or None."""
         gr = self.g.gr
         for allow_hole in (False, True):
-            for c in range(self.g.cores):
+            for c in self.order:
                 if self.full[c] or self.low[c] + h > gr:
                     continue
                 best: tuple[int, int, int, int] | None = None
@@ -363,7 +369,7 @@ class _Packer:
         """The stretch with the most free rows in the cycle (for a block no stretch can take
         whole): (core, x, width, y) or None when no element is left free."""
         best: tuple[int, int, int, int, int] | None = None  # (y, hole, core, x, width)
-        for c in range(self.g.cores):
+        for c in self.order:
             if self.full[c]:
                 continue
             for sx, sw, y, hole in self._spans(c, wf):
@@ -463,35 +469,138 @@ def _packed(layers: list[CrossbarLayer], g: _Geom) -> _Packer:
     return packer
 
 
-def _duplicate(layers: list[CrossbarLayer], packer: _Packer, notes: list[str]) -> dict[int, int]:
-    """Extra whole copies of the layers with the most positions per copy, into the one
-    cycle's free space; a copy that does not fit is rolled back and its layer left as is."""
+def _copy_positions(positions: int, replicas: int, replica: int) -> int:
+    """Positions copy ``replica`` of ``replicas`` computes: copy ``k`` takes positions
+    ``k·⌈P/R⌉ ..`` (the emitter's schedule; the estimate's ``replica_positions``)."""
+    per = _ceil(positions, replicas)
+    return max(0, min(positions, (replica + 1) * per) - replica * per)
+
+
+_ReadGroup = tuple[int, int, int, int, int, int]  # core, copy, group, row_start, row_count, elem_row
+
+
+def _read_groups(blocks: list[Placement]) -> set[_ReadGroup]:
+    """Blocks read together (one crossbar read per position): same core, copy, group, row tile
+    and element row share word lines and input vector (as the emitter's READ records and the
+    estimate group them); one computation cycle is assumed (duplication needs one)."""
+    return {(p.core, p.replica, p.group, p.row_start, p.row_count, p.elem_row) for p in blocks}
+
+
+def _reads(layer: CrossbarLayer, copies: int, groups: set[_ReadGroup], cores: int) -> list[int]:
+    """Per core, the crossbar reads per input bit-plane ``layer`` costs it: each read group
+    performs one read per position of its copy."""
+    out = [0] * cores
+    for core, replica, *_ in groups:
+        out[core] += _copy_positions(layer.positions, copies, replica)
+    return out
+
+
+def _busiest(load: list[int]) -> tuple[int, int]:
+    """(most reads on one core, how many cores have that many): smaller is a better balance."""
+    top = max(load)
+    return top, load.count(top)
+
+
+def _place_copy(packer: _Packer, layer: CrossbarLayer, replica: int, order: tuple[int, ...], *,
+                keep: bool) -> list[Placement] | None:
+    """Copy ``replica`` of ``layer`` on the cores ``order`` (in that preference), in the
+    current cycle: its blocks, or None when it does not fit whole. Rolled back unless ``keep``."""
+    snap = packer.snapshot()
+    packer.order = order
+    try:
+        packer.place_layer(layer, replica, new_cycles=False)
+        new: list[Placement] | None = packer.placements[snap[4]:]
+    except _NoRoom:
+        new = None
+    finally:
+        packer.order = tuple(range(packer.g.cores))
+    if new is None or not keep:
+        packer.restore(snap)
+    return new
+
+
+def _duplicate(layers: list[CrossbarLayer], packer: _Packer, hops: Callable[[int, int], int],
+               notes: list[str]) -> dict[int, int]:
+    """Extra whole copies of layers in the free space of the one computation cycle, each one
+    relieving the busiest core (ISAAC, Shafiee et al. ISCA 2016, and NeuroSim replicate early
+    layers onto spare arrays so they work in parallel).
+
+    The work model is the estimate's: a core performs one crossbar read at a time, blocks of a
+    layer on different cores read in parallel, and copy ``k`` of ``R`` computes positions
+    ``k·⌈P/R⌉ ..``. A core's load is its reads per input bit-plane: Σ over its read groups
+    (blocks sharing word lines) of the positions of their copy. Each round takes the busiest
+    core (the throughput bottleneck) and tries one more copy of each layer it holds; a copy
+    goes only on cores holding no block of that layer (a copy beside another block of its
+    layer would queue behind it on that core's one read port), least loaded first (empty
+    cores are load 0), nearer the layer's home core on ties. A copy is kept only if it lowers
+    the busiest load (or the number of cores at it); of several, the one leaving the lowest
+    loads, then the fewest elements. Duplication stops when no copy of the busiest core's
+    layers fits or helps; a note says which and why."""
     replicas = {layer.index: 1 for layer in layers}
+    if not layers:
+        return replicas
     if packer.cycle > 0:
         notes.append(f"no duplication: the network needs {packer.cycle + 1} computation cycles, so copies "
                      "would have to be reprogrammed every cycle")
         return replicas
-    blocked: set[int] = set()
+    cores = packer.g.cores
+    blocks: dict[int, list[Placement]] = {layer.index: [] for layer in layers}
+    for p in packer.placements:
+        blocks[p.layer].append(p)
+    groups = {i: _read_groups(b) for i, b in blocks.items()}
+    reads = {layer.index: _reads(layer, 1, groups[layer.index], cores) for layer in layers}
+    load = [sum(r[c] for r in reads.values()) for c in range(cores)]
+    start = max(load)
     while True:
-        best: CrossbarLayer | None = None
-        for layer in layers:
-            r = replicas[layer.index]
-            if layer.index in blocked or _ceil(layer.positions, r + 1) >= _ceil(layer.positions, r):
-                continue  # another copy would not shorten its MVM sequence
-            if best is None or _ceil(layer.positions, r) > _ceil(best.positions, replicas[best.index]):
-                best = layer
+        b = min(range(cores), key=lambda c: (-load[c], c))  # the busiest core, lowest index on ties
+        on_b = sorted((layer for layer in layers if reads[layer.index][b]),
+                      key=lambda layer: (-reads[layer.index][b], layer.index))
+        why: dict[str, list[str]] = {}
+        best: tuple[Any, ...] | None = None
+        for layer in on_b:
+            i, r = layer.index, replicas[layer.index]
+            if layer.positions == 1:
+                why.setdefault("one MVM per inference, a copy would not help", []).append(layer.node)
+                continue
+            if _ceil(layer.positions, r + 1) >= _ceil(layer.positions, r):
+                why.setdefault("another copy would not cut the MVMs per copy", []).append(layer.node)
+                continue
+            home = min(p.core for p in blocks[i] if p.replica == 0)
+            held = {p.core for p in blocks[i]}
+            order = tuple(sorted((c for c in range(cores) if c not in held),
+                                 key=lambda c: (load[c], hops(home, c), c)))
+            new = _place_copy(packer, layer, r, order, keep=False)
+            if new is None:
+                why.setdefault("no whole copy fits on the cores not holding the layer", []).append(layer.node)
+                continue
+            g_new = groups[i] | _read_groups(new)
+            r_new = _reads(layer, r + 1, g_new, cores)
+            trial = [load[c] - reads[i][c] + r_new[c] for c in range(cores)]
+            if _busiest(trial) >= _busiest(load):
+                why.setdefault("a copy would not lower the busiest core's reads", []).append(layer.node)
+                continue
+            key = (_busiest(trial), sorted(trial, reverse=True), sum(p.elements for p in new), i)
+            if best is None or key < best[0]:
+                best = (key, layer, order)
         if best is None:
             break
-        snap = packer.snapshot()
-        try:
-            packer.place_layer(best, replicas[best.index], new_cycles=False)
-            replicas[best.index] += 1
-        except _NoRoom:
-            packer.restore(snap)
-            blocked.add(best.index)
-    if layers and all(r == 1 for r in replicas.values()):
-        notes.append("no duplication: no layer's whole copy fits in the space left free" if blocked else
-                     "no duplication: every layer performs one MVM per inference, copies would not help")
+        _, layer, order = best
+        i = layer.index
+        new = _place_copy(packer, layer, replicas[i], order, keep=True) or []  # fitted in its trial: fits again
+        blocks[i].extend(new)
+        groups[i] |= _read_groups(new)
+        replicas[i] += 1
+        old = reads[i]
+        reads[i] = _reads(layer, replicas[i], groups[i], cores)
+        load = [load[c] - old[c] + reads[i][c] for c in range(cores)]
+    reason = "; ".join(f"{text}: {', '.join(nodes)}" for text, nodes in why.items())
+    copied = {layer.node: replicas[layer.index] for layer in layers if replicas[layer.index] > 1}
+    if not copied:
+        notes.append(f"no duplication: the busiest core {b} ({load[b]} crossbar reads per input bit-plane) "
+                     f"cannot be relieved ({reason})")
+    else:
+        notes.append(f"duplicated {', '.join(f'{k} ×{v}' for k, v in copied.items())}: the busiest core's crossbar "
+                     f"reads per input bit-plane {start} → {load[b]}; stopped at core {b} ({reason})")
     return replicas
 
 
@@ -575,7 +684,7 @@ def map_layers(layers: list[CrossbarLayer], blueprint: Blueprint, strategy: str)
     else:
         packer = _packed(layers, g)
         if strategy == "duplicated":
-            replicas = _duplicate(layers, packer, notes)
+            replicas = _duplicate(layers, packer, blueprint.hops, notes)
         placements = packer.placements
     if not layers:
         notes.append("no crossbar layers to map")
