@@ -189,7 +189,7 @@ def test_a_broken_import_is_reported_and_the_healthy_plugin_works(
     assert len(errs) == 1
     assert errs[0].plugin == "broken (hwmap_broken_target)"
     assert errs[0].error == "import failed: ImportError: needs the vendor SDK libfoo.so, which is not installed"
-    assert reg.kinds() == ["toy_cpu"]
+    assert "toy_cpu" in reg.kinds()  # beside whatever real targets are installed
     # asking for the broken plugin's kind points at the load error
     with pytest.raises(PluginError, match="a plugin failed to load: broken"):
         reg.spec("broken")
@@ -223,7 +223,7 @@ def test_a_plugin_that_is_not_a_plugin_is_reported(registry: reg_mod.Registry, t
     reg = _autoload(monkeypatch, tmp_path)
     errs = [e for e in reg.errors if e.plugin.startswith("typo")]
     assert len(errs) == 1 and errs[0].error.startswith("import failed: AttributeError")
-    assert reg.kinds() == ["toy_cpu"]
+    assert "toy_cpu" in reg.kinds()  # beside whatever real targets are installed
 
 
 def test_builtin_frontends_are_registered_without_autoload(registry: reg_mod.Registry) -> None:
