@@ -324,8 +324,11 @@ def test_bad_inputs_and_corrupt_program(tmp_path: Path) -> None:
     graph, _ = zoo("digits_mlp")
     target, _, art = compile_to(tmp_path, graph)
     good = inputs_for(graph, 2)
+    nan = good.copy()
+    nan[1, 0, 2, 3] = np.nan
     for bad, what in (({}, "missing input"), ({"input": good, "other": good}, "unknown input"),
-                      ({"input": good[:, :, :4]}, "shape"), ({"input": np.zeros((0, 1, 8, 8))}, "shape")):
+                      ({"input": good[:, :, :4]}, "shape"), ({"input": np.zeros((0, 1, 8, 8))}, "shape"),
+                      ({"input": nan}, "NaN")):
         with pytest.raises(DataError, match=what):
             simulator.simulate(art, target, bad)
     data = bytearray(art.path("program.bin").read_bytes())
@@ -350,3 +353,247 @@ def test_pcm_noise_model_follows_the_published_formulas() -> None:
     drifted = noisy_levels(levels, 15, NoiseConfig(enabled=True, seed=5, t_inference_s=2000.0), block=0)
     np.testing.assert_allclose(drifted, got * 100 ** -0.06, rtol=1e-5)
     assert not np.array_equal(got, noisy_levels(levels, 15, NoiseConfig(enabled=True, seed=5), block=1))
+
+
+# ------------------------------------------------------------------------------ a straightforward executor
+def straightforward_codes(lay, x: np.ndarray) -> np.ndarray:
+    """DAC codes ``(G, N, positions, rows)`` int64 by the documented formula, unrolled one
+    kernel offset at a time (rows C_in-major, then the kernel offsets)."""
+    q = np.clip(np.round(x.astype(np.float64) / lay.in_scale) + lay.in_zero_point, lay.in_qmin, lay.in_qmax)
+    u = (q - lay.in_qmin).astype(np.int64)
+    n = len(u)
+    if not lay.kernel:
+        return u.reshape(1, n, lay.positions, lay.rows)
+    pad = [(0, 0), (0, 0)] + list(zip(lay.pads_begin, lay.pads_end))
+    u = np.pad(u, pad, constant_values=lay.in_zero_point - lay.in_qmin)
+    c = u.shape[1]
+    cols = np.zeros((n, c, *lay.out_spatial, *lay.kernel), dtype=np.int64)
+    for k in np.ndindex(*lay.kernel):
+        window = tuple(slice(kk * d, kk * d + (o - 1) * s + 1, s)
+                       for kk, d, o, s in zip(k, lay.dilations, lay.out_spatial, lay.strides))
+        cols[(slice(None), slice(None)) + (slice(None),) * len(k) + k] = u[(slice(None), slice(None)) + window]
+    g = lay.groups
+    cols = cols.reshape(n, g, c // g, lay.positions, -1)  # (N, G, C/G, P, K)
+    return cols.transpose(1, 0, 3, 2, 4).reshape(g, n, lay.positions, lay.rows)
+
+
+def straightforward_run(program, x: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The program on ``x`` without any of the simulator's shortcuts: per READ, block, DAC
+    plane and column, integer column sums and the ADC as integer arithmetic
+    (``(S + 2^(s−1)) >> s``, clipped), shift-and-add in int64, then ACCUM, dequantization
+    and the post-ops and digital ops with hwmap's reference ops. Noise off. Returns the
+    first graph output and the activity (the counts, DAC conversions summed READ by READ)."""
+    from hwmap_analog_imc.program import FLAG_INPUT, FLAG_OUTPUT, NONE, AccumRec, ReadRec
+
+    cfg = program.config
+    names = [t.name for t in program.tensors]
+    n = len(x)
+    env = {next(i for i, t in enumerate(program.tensors) if t.flags & FLAG_INPUT): x.astype(np.float32)}
+    accum = {a.block: a for a in program.schedule if isinstance(a, AccumRec)}
+    amax = 2**cfg.adc_bits - 1
+    act = {"mvms": {}, "adc_conversions": {}, "cell_reads": {}, "dac_conversions": {}, "adc_clipped": {}}
+    time_of: dict[tuple[int, int], float] = {}
+
+    def node(rec, inputs, outputs):
+        import json
+        return hwmap.Node(rec.name, rec.op, inputs, outputs, json.loads(rec.attrs),
+                          {slot: program.const(r) for slot, r in rec.params})
+
+    steps = sorted([(lay.order, 0, i) for i, lay in enumerate(program.layers)]
+                   + [(d.order, 1, i) for i, d in enumerate(program.digital)])
+    for _, kind, i in steps:
+        if kind == 1:
+            d = program.digital[i]
+            nd = node(d, [names[t] for t in d.inputs], [names[t] for t in d.outputs])
+            if nd.op == "Reshape" and n != cfg.batch and int(nd.params["shape"][0]) == cfg.batch:
+                nd.params = {**nd.params, "shape": np.concatenate([[n], nd.params["shape"][1:]])}
+            env.update(zip(d.outputs, get_op(nd.op).evaluate(nd, [env[t] for t in d.inputs])))
+            continue
+        lay = program.layers[i]
+        u = straightforward_codes(lay, env[lay.input])
+        coef = program.const(lay.coef).astype(np.int64)
+        cpf = lay.cols_per_filter
+        acc = np.zeros((lay.groups, n, lay.positions, lay.filters), dtype=np.int64)
+        mvms = adc = cells = clipped = 0
+        dac = 0.0
+        for r in (s for s in program.schedule if isinstance(s, ReadRec) and s.layer == i):
+            sub = u[r.group, :, r.pos_start:r.pos_start + r.pos_count, r.row_start:r.row_start + r.row_count]
+            digits = [(sub >> (p * cfg.dac_bits)) & (2**cfg.dac_bits - 1) for p in range(lay.planes)]
+            dac += float(sum(int(np.count_nonzero(dg)) for dg in digits)) / n
+            mvms += r.pos_count * lay.planes
+            cols = []
+            for b in r.blocks:
+                blk, a = program.blocks[b], accum[b]
+                levels = program.weights[b].cells.astype(np.float64)
+                fc = blk.filter_count
+                y = np.zeros((n, r.pos_count, fc), dtype=np.int64)
+                for p, dg in enumerate(digits):
+                    s_sum = (dg.astype(np.float64) @ levels).astype(np.int64)  # exact: small integers
+                    shift = np.tile(program.adc[b].shifts[p].astype(np.int64), fc)
+                    half = np.where(shift > 0, 1 << np.maximum(shift - 1, 0), 0)
+                    code = (s_sum + half) >> shift
+                    clipped += int(np.count_nonzero(code > amax))
+                    code = np.minimum(code, amax)
+                    y += ((code << shift) * np.tile(coef, fc) << (p * cfg.dac_bits)).reshape(n, -1, fc, cpf).sum(3)
+                y += program.const(a.offset).astype(np.int64) + a.xsum_factor * sub.sum(axis=2, keepdims=True)
+                acc[blk.group, :, r.pos_start:r.pos_start + r.pos_count, blk.filter_start:blk.filter_start + fc] += y
+                cols.append(np.arange(blk.elem_col * cfg.element_cols, blk.elem_col * cfg.element_cols + fc * cpf))
+                cells += r.pos_count * lay.planes * blk.row_count * fc * cpf
+            col = np.concatenate(cols)
+            adc += r.pos_count * lay.planes * col.size
+            load = int(np.bincount(col // cfg.columns_per_adc).max())
+            key = (r.cycle, r.core)
+            time_of[key] = time_of.get(key, 0.0) + r.pos_count * lay.planes * (
+                cfg.read_pulse_s + load * cfg.adc_conversion_s)
+        g, f = lay.groups, lay.filters
+        yq = acc.transpose(1, 2, 0, 3).reshape(n, lay.positions, g * f).astype(np.float64)
+        yq = yq * (lay.in_scale * program.const(lay.w_scale).astype(np.float64))
+        if lay.bias != NONE:
+            yq = yq + program.const(lay.bias).astype(np.float64)
+        shape = program.tensors[lay.input].shape
+        yq = (yq.transpose(0, 2, 1).reshape(n, g * f, *lay.out_spatial) if lay.kernel
+              else yq.reshape(n, *shape[1:-1], g * f)).astype(np.float32)
+        for po in (p for p in program.postops if p.layer == i):
+            nd = node(po, [f"in{j}" for j in range(len(po.extra) + 1)], ["out"])
+            operands = [env[t] for t in po.extra]
+            operands.insert(po.position, yq)
+            yq = get_op(nd.op).evaluate(nd, operands)[0]
+        env[lay.output] = yq
+        act["mvms"][lay.name], act["adc_conversions"][lay.name], act["cell_reads"][lay.name] = mvms, adc, cells
+        act["dac_conversions"][lay.name], act["adc_clipped"][lay.name] = dac, clipped / n
+    cycles = [0.0] * cfg.computation_cycles
+    for (c, _), t in time_of.items():
+        cycles[c] = max(cycles[c], t)
+    for tr in program.noc:
+        cycles[tr.cycle] += (tr.hops * cfg.hop_latency_cycles + -(-tr.bytes * 8 // cfg.link_width_bits)) / cfg.clock_hz
+    act["cycle_time_s"] = cycles
+    out = next(i for i, t in enumerate(program.tensors) if t.flags & FLAG_OUTPUT)
+    return env[out], act
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+STRAIGHTFORWARD_CASES = {
+    # name: (model, preset, overrides, calibration samples (None: analytic full scale), samples
+    # run); see case_inputs for the inputs
+    "digits_cnn-calibrated-on-4": ("digits_cnn", "default", (), 4, 6),
+    "matmul-signed": ("matmul", "default", ("hardware.adc_bits=6",), 6, 4),
+    "conv1d-signed-offset-encoding": ("conv1d", "default", ('hardware.weight_encoding="offset"',), 6, 3),
+    "depthwise-signed": ("depthwise", "default", ("hardware.adc_bits=6",), 4, 2),
+    "resnet-saturated": ("resnet_small", "default", (), None, 1),
+    "resnet-row-tiles-packed": ("resnet_small", "default", (), None, 2),
+    "resnet-duplicated": ("resnet_small", "default", ('mapper.strategy="duplicated"',), 4, 2),
+    "resnet-isaac-offset": ("resnet_small", "isaac-like", (), 4, 1),
+    "depthwise-5bit-adc": ("depthwise", "default", ("hardware.adc_bits=5",), 4, 3),
+    "matmul": ("matmul", "default", (), 6, 4),
+    "conv1d-3bit-dac": ("conv1d", "default", ("hardware.dac_bits=3", "hardware.adc_bits=6"), 6, 5),
+    "chapter-8bit-dac": ("chapter_cnn", "chapter-fig3.13", (), 2, 2),
+}
+
+
+def case_inputs(case: str, graph: Graph) -> np.ndarray:
+    """Samples for a case: zoo:digits, else seeded uniform in [0, 1); "-signed": in [-1, 1)
+    (a zero point above q_min: nonzero ACCUM offsets); "-saturated": far above the input
+    range (every DAC digit 1: column sums reach their bound, the top of a packed field)."""
+    if case.startswith("digits"):
+        return load_data("digits").x
+    x = inputs_for(graph, 12, seed=4)
+    return 2 * x - 1 if "-signed" in case else x + 100 if "-saturated" in case else x
+
+
+@pytest.fixture(params=["as-tuned", "small-chunks-always-packed"])
+def tuning(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The simulator as tuned, and with every rounding layer packed and the ADC work and
+    GEMMs cut into many small chunks (the same numbers, through every loop)."""
+    if request.param != "as-tuned":
+        monkeypatch.setattr(simulator, "_PACK_WORK", 0)
+        monkeypatch.setattr(simulator, "_CHUNK", 2**10)
+        monkeypatch.setattr(simulator, "_CHUNK_GEMM_ROWS", 4)
+    return request.param
+
+
+@pytest.mark.parametrize("case", sorted(STRAIGHTFORWARD_CASES))
+def test_simulator_equals_straightforward_executor_bit_for_bit(tmp_path: Path, case: str, tuning: str) -> None:
+    """The simulator's reordered arithmetic (transparent slices folded into one GEMM,
+    packed planes, chunked ADC, im2col plans) against a per-plane, per-column executor
+    written from the module docstring: the same bits for outputs, and the same activity."""
+    model, preset, overrides, cal, runs = STRAIGHTFORWARD_CASES[case]
+    graph, _ = zoo(model)
+    data = case_inputs(case, graph)
+    _, _, art = compile_to(tmp_path, graph, preset, overrides, None if cal is None else data[:cal])
+    x = data[-runs:]
+    sim = simulator.simulate(art, load_target(f"analog_imc:{preset}", list(overrides)), {graph.inputs[0]: x})
+    ref, act = straightforward_run(read_program(art.path("program.bin")), x)
+    assert _same_bits(sim.outputs[graph.outputs[0]], ref)
+    for key, value in act.items():
+        assert sim.activity[key] == value, key
+    assert sim.activity["samples"] == runs
+
+
+def test_the_comparison_exercises_every_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cases above cover what they should: packed planes (two, and more when every
+    layer packs) and unpacked ones, units with per-plane shifts and with offsets, clipping
+    conversions, transposed, gathered and direct inputs, several position segments, float64
+    exact GEMMs."""
+    seen: set[str] = set()
+    for case, (model, preset, overrides, cal, runs) in sorted(STRAIGHTFORWARD_CASES.items()):
+        graph, _ = zoo(model)
+        data = case_inputs(case, graph)
+        _, _, art = compile_to(tmp_path / case, graph, preset, overrides, None if cal is None else data[:cal])
+        sim = simulator.Simulator(read_program(art.path("program.bin")))
+        act = sim.run({graph.inputs[0]: data[-runs:]}).activity
+        for lay in sim.layers:
+            assert isinstance(lay, simulator.FastLayer), (case, lay.rec.name)
+            seen |= {f"mode:{lay.mode}", f"k>1:{lay.k > 1}", f"exact:{lay.exact_dtype.__name__}"}
+            seen |= {"segments>1"} if len(lay.segments) > 1 else set()
+            seen |= {f"per-plane shifts:{u.weight is not None}" for u in lay.units}
+            seen |= {"offsets with units"} if lay.units and any(seg.offsets.any() for seg in lay.segments) else set()
+        seen |= {"clipped"} if any(act["adc_clipped"].values()) else set()
+        monkeypatch.setattr(simulator, "_PACK_WORK", 0)
+        seen |= {"k>2"} if any(lay.k > 2 for lay in simulator.Simulator(sim.program).layers) else set()
+        monkeypatch.undo()
+    assert seen >= {"mode:gather", "mode:transpose", "mode:direct", "k>1:True", "k>1:False", "exact:float32",
+                    "exact:float64", "segments>1", "per-plane shifts:True", "per-plane shifts:False", "clipped",
+                    "offsets with units", "k>2"}, seen
+
+
+def test_a_layer_whose_sums_could_leave_float_exactness_runs_the_reference_kernel(tmp_path: Path) -> None:
+    """An ADC shift of 60 makes the shift-and-add weights 2^60 and more: no float bound
+    holds, so that layer runs the per-plane kernel, with the same results as the
+    straightforward executor."""
+    from hwmap_analog_imc.program import AdcRec
+
+    graph, _ = zoo("digits_cnn")
+    x = load_data("digits").x[:3]
+    _, _, art = compile_to(tmp_path, graph)
+    program = read_program(art.path("program.bin"))
+    b = next(i for i, blk in enumerate(program.blocks) if blk.layer == 1)
+    shifts = program.adc[b].shifts.copy()
+    shifts[0, 0] = 60
+    program.adc[b] = AdcRec(b, program.adc[b].adc_bits, shifts)
+    sim = simulator.Simulator(program)
+    assert [type(lay).__name__ for lay in sim.layers] == ["FastLayer", "_ReferenceLayer", "FastLayer"]
+    out = sim.run({"input": x})
+    ref, act = straightforward_run(program, x)
+    assert _same_bits(out.outputs["output"], ref)
+    assert out.activity["dac_conversions"] == act["dac_conversions"]
+
+
+def test_session_load_then_run_equals_simulate(tmp_path: Path) -> None:
+    """Simulator.load reads and prepares once; every run equals a fresh simulate(), with
+    noise off and on (the noisy cells are drawn once, at load)."""
+    graph, _ = zoo("resnet_small")
+    x = inputs_for(graph, 3)
+    target, _, art = compile_to(tmp_path, graph, calibration=x)
+    noisy = load_target("analog_imc:default", ["noise.enabled=true", "noise.seed=2"])
+    for t in (target, noisy):
+        session = simulator.Simulator.load(art, t)
+        assert all(isinstance(lay, simulator.FastLayer) == (t is target) for lay in session.layers)
+        runs = [session.run({"input": x}) for _ in range(2)] + [simulator.simulate(art, t, {"input": x})]
+        for r in runs[1:]:
+            assert _same_bits(r.outputs["output"], runs[0].outputs["output"])
+            assert r.activity == runs[0].activity
+    w = simulator.Simulator.load(art, target).work()
+    assert w["model"] > 0 and w["exact"] == w["model"] and w["rounding"] > 0

@@ -548,14 +548,37 @@ def _unpack_cells(raw: bytes, rows: int, cols: int, bits: int) -> np.ndarray:
     if bits == 8:
         return np.frombuffer(raw, dtype=np.uint8, count=n).reshape(rows, cols).copy()
     if bits in (1, 2, 4):
-        per = 8 // bits
-        packed = np.frombuffer(raw, dtype=np.uint8)
-        lanes = np.stack([(packed >> np.uint8(k * bits)) & np.uint8(2**bits - 1) for k in range(per)], axis=1)
-        return lanes.reshape(-1)[:n].reshape(rows, cols).copy()
+        return _lanes(np.frombuffer(raw, dtype=np.uint8), bits)[:n].reshape(rows, cols).copy()
     stream = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")[: n * bits].reshape(n, bits)
     full = np.zeros((n, 8), dtype=np.uint8)
     full[:, :bits] = stream
     return np.packbits(full, axis=1, bitorder="little").reshape(rows, cols)
+
+
+def _lanes(packed: np.ndarray, bits: int) -> np.ndarray:
+    """The ``8/bits`` cells of ``bits`` bits (1, 2 or 4) in each byte, LSB first, flattened:
+    each byte is widened to ``8/bits`` bytes and cell ``k`` shifted into byte ``k`` (copy
+    ``k`` shifted by ``k·(8 − bits)``, then masked), so the wide word's bytes are the cells."""
+    if bits == 1:
+        return np.unpackbits(packed, bitorder="little")
+    per = 8 // bits
+    wide = packed.astype(np.uint16 if per == 2 else np.uint32)
+    spread = wide.copy()
+    for k in range(1, per):
+        spread |= wide << (k * (8 - bits))
+    spread &= sum((2**bits - 1) << (8 * k) for k in range(per))
+    return spread.astype(spread.dtype.newbyteorder("<"), copy=False).view(np.uint8)
+
+
+_STRUCTS: dict[str, struct.Struct] = {}
+
+
+def _struct(fmt: str) -> struct.Struct:
+    """The little-endian ``struct.Struct`` of ``fmt``, compiled once."""
+    st = _STRUCTS.get(fmt)
+    if st is None:
+        st = _STRUCTS[fmt] = struct.Struct("<" + fmt)
+    return st
 
 
 class _In:
@@ -564,16 +587,20 @@ class _In:
     def __init__(self, data: bytes, strings: list[str] | None) -> None:
         self.data, self.pos, self.strings = data, 0, strings
 
-    def take(self, n: int) -> bytes:
+    def skip(self, n: int) -> int:
+        """Advance over ``n`` bytes; their offset."""
         if n < 0 or self.pos + n > len(self.data):
             raise _Malformed(f"record runs past the end of the section ({len(self.data)} bytes)")
-        out = self.data[self.pos:self.pos + n]
         self.pos += n
-        return out
+        return self.pos - n
+
+    def take(self, n: int) -> bytes:
+        at = self.skip(n)
+        return self.data[at:at + n]
 
     def unpack(self, fmt: str) -> tuple[Any, ...]:
-        s = struct.Struct("<" + fmt)
-        return s.unpack(self.take(s.size))
+        st = _struct(fmt)
+        return st.unpack_from(self.data, self.skip(st.size))
 
     def get(self, kind: str) -> Any:
         if kind in ("u32", "ref"):
@@ -588,7 +615,7 @@ class _In:
             return self.string(self.unpack("I")[0])
         if kind == "u32s":
             (n,) = self.unpack("I")
-            return tuple(self.unpack(f"{n}I")) if n else ()
+            return self.unpack(f"{n}I") if n else ()
         if kind == "params":
             (n,) = self.unpack("I")
             vals = self.unpack(f"{2 * n}I") if n else ()
@@ -606,7 +633,7 @@ class _In:
         values: list[Any] = []
         for st, kind, _, _ in runs:
             if st is not None:
-                values.extend(st.unpack(self.take(st.size)))
+                values.extend(st.unpack_from(self.data, self.skip(st.size)))
             else:
                 values.append(self.get(kind))
         return cls(*values)
@@ -660,7 +687,7 @@ def _decode(data: bytes, where: str) -> Program:
                 continue
             count, raw = payloads[i]
             rd = _In(raw, strings)
-            results[name] = [_read_one(name, rd) for _ in range(count)]
+            results[name] = _read_section(name, rd, count)
             rd.done()
     except _Malformed as e:
         raise TargetError(f"malformed section {name}: {e}", where=where) from None
@@ -672,6 +699,126 @@ def _decode(data: bytes, where: str) -> Program:
                 results["WEIGHTS"], results["ADC"], results["SCHEDULE"], results["POSTOPS"], results["DIGITAL"],
                 results["NOC"])
     return p.check(where)
+
+
+def _read_section(name: str, rd: _In, count: int) -> list[Any]:
+    """The ``count`` records of one section (the bulky ones decoded in bulk)."""
+    if name == "WEIGHTS":
+        return _read_weights(rd, count)
+    if name == "ADC":
+        return _read_adc(rd, count)
+    if name == "SCHEDULE":
+        return _read_words(rd, count)
+    if name == "CONSTS":
+        return _read_consts(rd, count)
+    if name in ("SWITCHES", "NOC"):
+        return _read_fixed(rd, BlockRec if name == "SWITCHES" else TransferRec, count)
+    return [_read_one(name, rd) for _ in range(count)]
+
+
+def _read_consts(rd: _In, count: int) -> list[np.ndarray]:
+    """The CONSTS section: per array its dtype, shape and bytes."""
+    out = []
+    dtypes: dict[str, np.dtype] = {}
+    for _ in range(count):
+        name, ndim = rd.unpack("II")
+        name = rd.string(name)
+        dtype = dtypes.get(name)
+        if dtype is None:
+            dtype = dtypes[name] = np.dtype(name)
+            if dtype.kind not in "biuf":
+                raise _Malformed(f"constant of dtype {dtype} is not numeric")
+        dims = rd.unpack(f"{ndim}QQ")
+        dims, nbytes = dims[:-1], dims[-1]
+        if nbytes != math.prod(dims) * dtype.itemsize:
+            raise _Malformed(f"constant of shape {list(dims)} {dtype} declares {nbytes} bytes")
+        at = rd.skip(nbytes)
+        out.append(np.frombuffer(rd.data, dtype=dtype, count=nbytes // dtype.itemsize, offset=at).reshape(dims).copy())
+    return out
+
+
+def _read_fixed(rd: _In, cls: type, count: int) -> list[Any]:
+    """``count`` records of a class whose fields are all fixed-width, at once."""
+    (st, _, _, _), = _plan(cls)[1]
+    at = rd.skip(st.size * count)
+    return [cls(*v) for v in st.iter_unpack(rd.data[at:at + st.size * count])]
+
+
+def _read_adc(rd: _In, count: int) -> list[AdcRec]:
+    """The ADC section: per record its header, then its shifts (planes × cols_per_filter)."""
+    out = []
+    section = np.frombuffer(rd.data, dtype=np.uint8)
+    for _ in range(count):
+        block, adc_bits, planes, cpf = rd.unpack("4I")
+        at = rd.skip(planes * cpf)
+        out.append(AdcRec(block, adc_bits, section[at:at + planes * cpf].reshape(planes, cpf).copy()))
+    return out
+
+
+def _read_words(rd: _In, count: int) -> list[Instruction]:
+    """The SCHEDULE section, whose fields are all 4 bytes (an opcode, u32/ref/i32 fields and
+    a last u32s list for READ), from the section as one list of integers."""
+    words = np.frombuffer(rd.data, dtype="<u4", count=len(rd.data) // 4).tolist()
+    out: list[Instruction] = []
+    p = 0
+    for _ in range(count):
+        op = words[p] if p < len(words) else None
+        cls = _OPCODES.get(op) if op is not None else None
+        if cls is None:
+            if op is None:
+                rd.skip(4 * p + 4)  # raises: past the end
+            raise _Malformed(f"unknown opcode {op}")
+        nfix, signed, listed = _WORD_LAYOUT[cls]
+        end = p + 1 + nfix
+        values = words[p + 1:end]
+        for i in signed:
+            values[i] -= (values[i] >> 31) << 32
+        if listed:
+            n = words[end] if end < len(words) else 0
+            values.append(tuple(words[end + 1:end + 1 + n]))
+            end += 1 + n
+        if end > len(words):
+            rd.skip(4 * end)  # raises: past the end
+        out.append(cls(*values))
+        p = end
+    rd.skip(4 * p)
+    return out
+
+
+def _word_layout(cls: type) -> tuple[int, tuple[int, ...], bool]:
+    """How a record of 4-byte fields sits in the SCHEDULE words: fixed fields, which of
+    them are signed, and whether a u32s list ends it."""
+    spec = cls.SPEC
+    listed = spec[-1] == "u32s"
+    fixed = spec[:-1] if listed else spec
+    assert all(k in ("u32", "ref", "i32") for k in fixed), cls  # a SPEC change needs a new decoder
+    return len(fixed), tuple(i for i, k in enumerate(fixed) if k == "i32"), listed
+
+
+_WORD_LAYOUT = {cls: _word_layout(cls) for cls in _OPCODES.values()}
+
+
+def _read_weights(rd: _In, count: int) -> list[WeightsRec]:
+    """The WEIGHTS section: the records' headers one by one, then the cells of every block
+    with 1, 2 or 4 bits per cell unpacked from the whole section at once (the same numbers
+    as :func:`_unpack_cells` per block)."""
+    heads = []
+    for _ in range(count):
+        block, cycle, core, er, ec, rows, cols, bits, nbytes = rd.unpack("8IQ")
+        if not 1 <= bits <= 8 or nbytes != (rows * cols * bits + 7) // 8:
+            raise _Malformed(f"weights of block {block}: {rows}x{cols} cells of {bits} bits in {nbytes} bytes")
+        heads.append((block, cycle, core, er, ec, rows, cols, bits, rd.skip(nbytes), nbytes))
+    section = np.frombuffer(rd.data, dtype=np.uint8)
+    lanes = {bits: _lanes(section, bits) for bits in {h[7] for h in heads} if bits in (1, 2, 4)}
+    out = []
+    for block, cycle, core, er, ec, rows, cols, bits, at, nbytes in heads:
+        if bits in lanes:
+            first = at * (8 // bits)
+            cells = lanes[bits][first:first + rows * cols].reshape(rows, cols).copy()
+        else:
+            cells = _unpack_cells(rd.data[at:at + nbytes], rows, cols, bits)
+        out.append(WeightsRec(block, cycle, core, er, ec, bits, cells))
+    return out
 
 
 def _read_one(section: str, rd: _In) -> Any:
@@ -687,11 +834,6 @@ def _read_one(section: str, rd: _In) -> Any:
         if nbytes != math.prod(dims) * dtype.itemsize:
             raise _Malformed(f"constant of shape {list(dims)} {dtype} declares {nbytes} bytes")
         return np.frombuffer(rd.take(nbytes), dtype=dtype).reshape(dims).copy()
-    if section == "WEIGHTS":
-        block, cycle, core, er, ec, rows, cols, bits, nbytes = rd.unpack("8IQ")
-        if not 1 <= bits <= 8 or nbytes != (rows * cols * bits + 7) // 8:
-            raise _Malformed(f"weights of block {block}: {rows}x{cols} cells of {bits} bits in {nbytes} bytes")
-        return WeightsRec(block, cycle, core, er, ec, bits, _unpack_cells(rd.take(nbytes), rows, cols, bits))
     if section == "ADC":
         block, adc_bits, planes, cpf = rd.unpack("4I")
         shifts = np.frombuffer(rd.take(planes * cpf), dtype=np.uint8).reshape(planes, cpf).copy()
