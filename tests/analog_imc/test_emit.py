@@ -18,7 +18,7 @@ from hwmap.zoo import load_data
 from hwmap_analog_imc import emit, plugin
 from hwmap_analog_imc.legalize import legalize, output_axis, weight_slot
 from hwmap_analog_imc.mapping import AnalogMapping
-from hwmap_analog_imc.program import Program, parse_listing, read_program
+from hwmap_analog_imc.program import VERSION, Program, parse_listing, read_program
 
 SMALL_CHIP = ("hardware.cores=2", "hardware.crossbar_rows=64", "hardware.crossbar_cols=64")
 
@@ -62,7 +62,7 @@ def test_files_and_manifest(emitted) -> None:
     _, _, art = emitted
     assert art.files == ["program.bin", "program.lst"]
     assert all(art.path(f).is_file() for f in art.files)
-    assert art.manifest["program"] == "program.bin" and art.manifest["version"] == 1
+    assert art.manifest["program"] == "program.bin" and art.manifest["version"] == VERSION == 2
 
 
 def test_binary_round_trip_is_byte_identical(emitted) -> None:
@@ -131,9 +131,9 @@ def test_corrupt_binaries_are_rejected(good, tmp_path: Path) -> None:
     _raises_one_line(p, raw + b"\0", "trailing")
     _raises_one_line(p, b"NOTAPROG" + raw[8:], "bad magic")
     _raises_one_line(p, b"", "bad magic")
-    v2 = bytearray(raw[:-4])
-    struct.pack_into("<H", v2, 8, 2)
-    _raises_one_line(p, bytes(v2) + struct.pack("<I", zlib.crc32(v2)), "version 2")
+    v1 = bytearray(raw[:-4])  # a version-1 file (whole-tensor transfers, no NOC regions)
+    struct.pack_into("<H", v1, 8, 1)
+    _raises_one_line(p, bytes(v1) + struct.pack("<I", zlib.crc32(v1)), "program format version 1, this reader reads version 2")
     with pytest.raises(TargetError, match="cannot read"):
         read_program(tmp_path / "missing.bin")
 
@@ -159,7 +159,7 @@ def test_corrupt_listings_are_rejected(good) -> None:
         (text[:first_row] + "z" + text[first_row + 1:], "hex digit"),
         (text[:weights_at] + "\nWEIGHTS block=0 cycle=0 core=0 elem_row=0 elem_col=0 bits=4 cells=999x4\n",
          "truncated"),
-        (text.replace("HWMAP-IMC-LISTING version=1", "HWMAP-IMC-LISTING version=9"), "version"),
+        (text.replace("HWMAP-IMC-LISTING version=2", "HWMAP-IMC-LISTING version=1"), "version"),
         ("hello\n", "not an analog_imc program listing"),
         (text.replace("\nREAD ", "\nREAD bogus=1 ", 1), "line"),
         (text.replace("\nLAYER ", "\nLAYRE ", 1), "unknown keyword"),
@@ -271,3 +271,134 @@ def test_unquantized_crossbar_input_is_a_target_error() -> None:
     g.tensor(g.node(mapping.layers[0].node).inputs[0]).quant = None
     with pytest.raises(TargetError, match="no quantization annotation"):
         emit.build_program(mapping)
+
+
+# ------------------------------------------------------------------------------ dataflow
+def _elements(shape: tuple[int, ...], layout: int, c0: int, cc: int, p0: int, pc: int) -> set[int]:
+    """Flat element indices (per sample, C order) of a NOC region, enumerated from its definition."""
+    idx = np.arange(int(np.prod(shape[1:]))).reshape(shape[1:])
+    if layout == 0:
+        return set(idx.reshape(-1).tolist())
+    if layout == 1:
+        sub = idx.reshape(shape[1], -1)[c0:c0 + cc, p0:p0 + pc]
+    else:
+        sub = idx.reshape(-1, shape[-1])[p0:p0 + pc, c0:c0 + cc]
+    return set(sub.reshape(-1).tolist())
+
+
+def _read_needs(program: Program, read) -> set[int]:
+    """Input elements a READ drives, from the convolution's definition (every kernel tap of
+    every row of the tile at every position, padding excluded) or the Gemm's input rows."""
+    lay = program.layers[read.layer]
+    shape = program.tensors[lay.input].shape
+    pos = np.arange(read.pos_start, read.pos_start + read.pos_count)
+    rows = np.arange(read.row_start, read.row_start + read.row_count)
+    if not lay.kernel:
+        k = shape[-1]
+        return set((pos[:, None] * k + rows[None, :]).reshape(-1).tolist())
+    cg = shape[1] // lay.groups
+    taps = np.unravel_index(rows % int(np.prod(lay.kernel)), lay.kernel)
+    ch = read.group * cg + rows // int(np.prod(lay.kernel))
+    out = np.unravel_index(pos, lay.out_spatial)
+    ok = np.ones((pos.size, rows.size), dtype=bool)
+    flat = ch[None, :] * int(np.prod(shape[2:]))
+    for ax in range(len(lay.kernel)):
+        coord = (out[ax][:, None] * lay.strides[ax] - lay.pads_begin[ax] + taps[ax][None, :] * lay.dilations[ax])
+        ok &= (coord >= 0) & (coord < shape[2 + ax])
+        flat = flat + coord * int(np.prod(shape[3 + ax:]))
+    return set(flat[ok].tolist())
+
+
+def _sharing(program: Program, b: int) -> set[int]:
+    """Blocks linked to block ``b`` by shared filters (same layer, copy and group), transitively."""
+    blk = program.blocks[b]
+    mates = [o for o, ob in enumerate(program.blocks) if (ob.layer, ob.replica, ob.group) == (blk.layer, blk.replica,
+                                                                                              blk.group)]
+    out, todo = {b}, [b]
+    while todo:
+        x = program.blocks[todo.pop()]
+        for o in mates:
+            ob = program.blocks[o]
+            if o not in out and ob.filter_start < x.filter_start + x.filter_count and \
+                    x.filter_start < ob.filter_start + ob.filter_count:
+                out.add(o)
+                todo.append(o)
+    return out
+
+
+def _check_dataflow(program: Program) -> None:
+    """Independently of the emitter's planner: every core holds every input element its READs
+    drive and every operand its digital ops read, either made there (the layer filters its
+    ACCUMs finish there, a digital op's outputs, a graph input) or received by a NOC record;
+    partial sums move exactly for filters whose row tiles sit on several cores."""
+    held: dict[tuple[int, int], set[int]] = {}  # (tensor, core) -> elements
+    accum = {ins.block: ins for ins in program.schedule if not hasattr(ins, "blocks")}
+    for t in program.noc:
+        if t.kind == 0:
+            held.setdefault((t.tensor, t.dst), set()).update(
+                _elements(program.tensors[t.tensor].shape, t.layout, t.ch_start, t.ch_count, t.pos_start,
+                          t.pos_count))
+    for r in (ins for ins in program.schedule if hasattr(ins, "blocks")):
+        lay = program.layers[r.layer]
+        out_shape = program.tensors[lay.output].shape
+        for b in r.blocks:
+            blk = program.blocks[b]
+            dst = accum[b].dst_core
+            sharing = _sharing(program, b)
+            cores = {program.blocks[o].core for o in sharing}
+            if cores == {blk.core}:
+                assert dst == blk.core  # every row tile of these filters here: finished here
+            else:  # split: accumulated on one of the cores holding them, the same for every tile
+                assert dst in cores and all(accum[o].dst_core == dst for o in sharing if o in accum)
+            layout = 1 if lay.kernel else 2
+            held.setdefault((lay.output, dst), set()).update(_elements(
+                out_shape, layout, blk.group * lay.filters + blk.filter_start, blk.filter_count, r.pos_start,
+                r.pos_count))
+            psums = [t for t in program.noc if t.kind == 1 and t.src == blk.core and t.tensor == lay.output
+                     and (t.ch_start, t.pos_start) == (blk.group * lay.filters + blk.filter_start, r.pos_start)]
+            assert bool(psums) == (dst != blk.core)
+    for d in program.digital:
+        for t in d.outputs:
+            held.setdefault((t, d.core), set()).update(range(int(np.prod(program.tensors[t].shape[1:]))))
+    inputs = {i for i, t in enumerate(program.tensors) if t.flags & 1}
+    for r in (ins for ins in program.schedule if hasattr(ins, "blocks")):
+        x = program.layers[r.layer].input
+        if x not in inputs:
+            missing = _read_needs(program, r) - held.get((x, r.core), set())
+            assert not missing, (program.layers[r.layer].name, r.core, len(missing))
+    for d in program.digital:
+        for t in d.inputs:
+            if t not in inputs:
+                assert len(held.get((t, d.core), ())) == int(np.prod(program.tensors[t].shape[1:])), d.name
+
+
+@pytest.mark.parametrize(("model", "overrides"), [
+    ("zoo:chapter_cnn", ("hardware.cores=16", "mapper.strategy=\"duplicated\"")),
+    ("zoo:resnet_small", ("hardware.cores=16", "mapper.strategy=\"duplicated\"")),
+    ("zoo:resnet_small", SMALL_CHIP),  # row tiles over two cores, several cycles
+    ("zoo:digits_cnn", ("mapper.strategy=\"duplicated\"",)),
+])
+def test_every_core_holds_what_it_reads(model: str, overrides: tuple[str, ...]) -> None:
+    mapping, _ = mapping_for(model, overrides=overrides)
+    program, _ = emit.build_program(mapping)
+    _check_dataflow(program)
+
+
+def test_copies_finish_their_outputs_and_read_only_their_rows() -> None:
+    """chapter_cnn on 16 cores: copies of whole filters send finished 8-bit outputs, not
+    partial sums, and each copy's core receives only the input rows its positions cover."""
+    mapping, _ = mapping_for("zoo:chapter_cnn", overrides=("hardware.cores=16", "mapper.strategy=\"duplicated\""))
+    program, _ = emit.build_program(mapping)
+    copied = [i for i, lay in enumerate(program.layers) if lay.replicas > 1]
+    assert copied
+    for i in copied:
+        lay = program.layers[i]
+        assert not any(t.kind == 1 and t.tensor == lay.output for t in program.noc)
+        x = program.tensors[lay.input]
+        size = int(np.prod(x.shape[1:]))
+        to_copies = [t for t in program.noc if t.tensor == lay.input and t.kind == 0]
+        if to_copies:  # a graph input comes from off chip
+            assert all(t.ch_count * t.pos_count < size for t in to_copies)
+        out = program.tensors[lay.output]
+        assert all(t.bytes * 8 == t.ch_count * t.pos_count * out.q_bits for t in program.noc
+                   if t.tensor == lay.output and out.flags & 4)

@@ -22,10 +22,14 @@ takes positions ``k·⌈P/R⌉ ..``, as the emitter schedules them)
   per output value its bias, fused post-ops, re-quantization and, with offset encoding,
   the offset correction (plus ``Σx`` over each input vector); digital nodes one op per
   output element (pooling: one per window element, global pooling: one per input element);
-* NoC (the transfers the emitter writes): each block off its layer's home core sends its
-  read-out as partial sums (:func:`psum_bits` each); every tensor a node produced goes once,
-  whole, from its core to each other core reading it (at its quantization's bits); graph
-  inputs come from off chip. ``hops`` = XY-routing distance on the mesh.
+* NoC: exactly the transfers the emitter writes (:func:`~.emit.plan_transfers` on the same
+  blocks): a copy's filters are accumulated, post-processed and re-quantized on the core
+  holding all their row tiles (else on the core their partial sums go to, :func:`psum_bits`
+  each); each core reading a tensor receives only what it reads of it (a convolution copy:
+  its row tiles' channels on the input rows its positions cover; a Gemm/MatMul copy: its
+  rows; a digital op: all of it) from the cores holding those pieces, at the tensor's
+  quantization bits; graph inputs come from off chip. ``hops`` = XY-routing distance on
+  the mesh. The accumulation and post-op work counts on the accumulating core's logic.
 
 Time
 
@@ -77,6 +81,7 @@ from typing import Any
 
 from hwmap import Graph, KPIs, Node, Target
 
+from .emit import FlowBlock, FlowDigital, FlowLayer, accumulations, plan_transfers, psum_bits
 from .hardware import AnalogIMCConfig, Blueprint
 from .layers import CrossbarLayer
 from .legalize import META_KEY, SYNTHETIC_NOTE
@@ -123,11 +128,6 @@ def replica_positions(positions: int, replicas: int, replica: int) -> int:
     return max(0, min(positions, start + per) - start)
 
 
-def psum_bits(input_bits: int, weight_bits: int, rows: int) -> int:
-    """Bits of a partial sum of a layer with ``rows`` rows, as the emitter sends it:
-    ``input_bits + weight_bits + max(1, ceil(log2 rows)) + 1`` (an integer dot product's
-    width plus a sign bit)."""
-    return input_bits + weight_bits + max(1, math.ceil(math.log2(max(rows, 2)))) + 1
 
 
 def conv_fill_fraction(node: Node, in_shape: tuple[int, ...]) -> float:
@@ -207,6 +207,8 @@ class _Model:
             first = [p for p in self.blocks[lay.node] if p.replica == 0]
             self.home[lay.node] = first[0].core if first else 0
         self.costs: dict[str, _NodeCost] = {}
+        self.order = {node.name: i for i, node in enumerate(self.g.nodes)}
+        self.flow: dict[str, FlowLayer] = {}
         self.transfers: list[_Transfer] = []
         self.core_of_tensor: dict[str, int] = {t: 0 for t in self.g.inputs}
         self.cycle_of_tensor: dict[str, int] = {t: 0 for t in self.g.inputs}
@@ -218,7 +220,7 @@ class _Model:
                 self.producer[t] = node.name
                 self.core_of_tensor[t] = self.home.get(node.name, self.m.digital.get(node.name, 0))
                 self.cycle_of_tensor[t] = max(cost.cycles)
-        self._activation_transfers()
+        self._transfers()
 
     # per-inference element count of a tensor (the batch axis divided out)
     def _elements(self, tensor: str) -> float:
@@ -237,8 +239,7 @@ class _Model:
         cost = _NodeCost(node.name, True, sorted({p.cycle for p in blocks}) or [0], lay.positions)
         cost.fill = conv_fill_fraction(node, self.g.tensor(node.inputs[0]).shape) \
             if node.op.endswith("Conv") else (1.0 if lay.positions <= 1 else 1.0 / lay.positions)
-        home = self.home[node.name]
-        covering = {r: 0 for r in range(r_total)}
+        self.flow[node.name] = flow = self._flow_layer(node, lay, blocks, r_total)
         for key, group in _read_groups(blocks).items():
             cycle, core, replica, _, _, row_count, _ = key
             pos = replica_positions(lay.positions, r_total, replica)
@@ -259,27 +260,45 @@ class _Model:
                 cost.macs += pos * p.row_count * p.filter_count
                 width = self._out_width(lay, p)
                 cost.buffer_bits += pos * p.filter_count * width
-                covering[p.replica] += p.filter_count
-                if p.core != home:  # its read-out goes to the home core as partial sums
-                    bits = pos * p.filter_count * psum_bits(hw.input_bits, hw.weight_bits, lay.rows)
-                    self.transfers.append(_Transfer(node.name, p.cycle, p.core, home, bits,
-                                                    self.bp.hops(p.core, home)))
-        filters = lay.groups * lay.filters
-        psum_adds = sum(replica_positions(lay.positions, r_total, r) * (covering[r] - filters)
-                        for r in range(r_total))
+        # accumulation, post-ops and re-quantization run where each filter range of each copy is
+        # accumulated (the emitter's ACCUM destinations): on its own core when it holds all the
+        # range's row tiles, else on the core its partial sums go to
         post = self._post_ops_per_output(node)
-        out_ops = lay.positions * filters * post
         input_sums = 0.0
         if hw.weight_encoding == "offset":
             # one correction per output; Σx of each input vector is summed on the input path as
             # the vector is loaded into the DAC registers, so it costs energy but no lane time
-            out_ops += lay.positions * filters
+            post += 1
             input_sums = lay.positions * lay.groups * lay.rows
-        last_cycle = max(cost.cycles)
-        home_slot = (last_cycle, home)
-        cost.logic_ops[home_slot] = cost.logic_ops.get(home_slot, 0.0) + psum_adds + out_ops
+        psum_adds = out_ops = 0.0
+        for a in accumulations(flow):
+            covered = sum(flow.blocks[j].filter_count for j in a.blocks)
+            adds, outs = a.pos_count * (covered - a.filter_count), a.pos_count * a.filter_count * post
+            slot = (a.cycle, a.core)
+            cost.logic_ops[slot] = cost.logic_ops.get(slot, 0.0) + adds + outs
+            psum_adds += adds
+            out_ops += outs
         cost.digital_ops = cost.adc + psum_adds + out_ops + input_sums
         return cost
+
+    def _flow_layer(self, node: Node, lay: CrossbarLayer, blocks: list[Placement], replicas: int) -> FlowLayer:
+        """The layer as the emitter's dataflow planner sees it (same blocks, same order)."""
+        x = node.inputs[0]
+        geo: Any = None
+        if node.op.endswith("Conv"):
+            from hwmap.ops.conv import conv_geometry
+
+            b = node.params.get("B")
+            geo, _ = conv_geometry(node, self.g.tensor(x).shape, node.params["W"].shape,
+                                   None if b is None else b.shape)
+        return FlowLayer(
+            self.order[node.name], node.name, x, node.outputs[0], tuple(node.inputs[1:]), lay.groups, lay.rows,
+            lay.filters, lay.positions, replicas, psum_bits(self.hw.input_bits, self.hw.weight_bits, lay.rows),
+            tuple(geo.kernel) if geo else (), tuple(geo.strides) if geo else (),
+            tuple(geo.pads_begin) if geo else (), tuple(geo.dilations) if geo else (),
+            tuple(geo.out) if geo else (),
+            tuple(FlowBlock(p.replica, p.group, p.row_start, p.row_count, p.filter_start, p.filter_count, p.cycle,
+                            p.core) for p in blocks))
 
     @staticmethod
     def _post_ops_per_output(node: Node) -> int:
@@ -316,30 +335,19 @@ class _Model:
             cost.fill = conv_fill_fraction(node, self.g.tensor(node.inputs[0]).shape)
         return cost
 
-    def _activation_transfers(self) -> None:
-        """Every tensor a node produced goes once from its core to each other core that reads
-        it, in the first computation cycle that core reads it, whole, at its quantization's
-        bits (``input_bits`` without one); graph inputs are loaded from off chip into each
-        reader's buffer (the emitter's NOC records)."""
-        sent: set[tuple[str, int]] = set()
-        for node in self.g.nodes:
-            if node.name in self.layer_by_node:
-                slots = sorted({(p.cycle, p.core) for p in self.blocks[node.name]})
-            else:
-                slots = [(self.costs[node.name].cycles[0], self.m.digital.get(node.name, 0))]
-            first: dict[int, int] = {}
-            for cycle, core in slots:
-                first.setdefault(core, cycle)
-            for t in node.inputs:
-                if t not in self.producer:
-                    continue
-                src = self.core_of_tensor[t]
-                tensor = self.g.tensor(t)
-                bits = self._elements(t) * (tensor.quant.bits if tensor.quant is not None else self.hw.input_bits)
-                for core, cycle in sorted(first.items()):
-                    if core != src and (t, core) not in sent:
-                        sent.add((t, core))
-                        self.transfers.append(_Transfer(node.name, cycle, src, core, bits, self.bp.hops(src, core)))
+    def _transfers(self) -> None:
+        """The emitter's NOC records (:func:`~.emit.plan_transfers` on the same blocks, digital
+        cores and cycles): partial sums of filter ranges split over cores to the core
+        accumulating them; finished values, per copy, only the part of each tensor a core
+        reads, at the tensor's quantization bits (``input_bits`` without one)."""
+        shapes = {name: tuple(t.shape) for name, t in self.g.tensors.items()}
+        bits = {name: (t.quant.bits if t.quant is not None else self.hw.input_bits) for name, t in self.g.tensors.items()}
+        layers = [self.flow[node.name] for node in self.g.nodes if node.name in self.flow]
+        digital = [FlowDigital(self.order[node.name], node.name, tuple(node.inputs), tuple(node.outputs),
+                               self.m.digital.get(node.name, 0), self.costs[node.name].cycles[0])
+                   for node in self.g.nodes if node.name not in self.layer_by_node]
+        for tr in plan_transfers(shapes, bits, layers, digital):
+            self.transfers.append(_Transfer(tr.node, tr.cycle, tr.src, tr.dst, tr.bits, self.bp.hops(tr.src, tr.dst)))
 
 
 def _distinct_rows(tiles: set[tuple[int, int, int]]) -> int:
@@ -647,9 +655,11 @@ def _assumptions(model: _Model, activity: dict[str, Any] | None, samples: Any, i
     out["model.programming"] = ("several computation cycles: all used cells reprogrammed once per inference, in the "
                                 "per-inference energy and latency; one cycle: a one-time cost "
                                 "(resources.programming_one_time_j), not per inference")
-    out["model.noc"] = ("the emitter's transfers on an XY-routed mesh: read-outs of blocks off their layer's home "
-                        "core as partial sums of input_bits + weight_bits + max(1, ceil(log2 rows)) + 1 bits, every "
-                        "produced tensor once, whole, to each other core reading it; time bits / (link_width_bits × "
+    out["model.noc"] = ("the emitter's transfers on an XY-routed mesh: filters whose row tiles sit on several cores "
+                        "send partial sums of input_bits + weight_bits + max(1, ceil(log2 rows)) + 1 bits to the core "
+                        "accumulating them, every other copy finishes its outputs (post-ops, re-quantization) on its "
+                        "own core; each core reading a tensor receives only the part it reads (a copy: its input "
+                        "rows) from the cores holding it, at the tensor's bits; time bits / (link_width_bits × "
                         "clock_hz) + hops × hop_latency_cycles / clock_hz")
     out["model.digital_lanes"] = "one digital lane per ADC on each core, one op per lane per clock"
     calib = model.g.meta.get(META_KEY, {}).get("calibration", {})

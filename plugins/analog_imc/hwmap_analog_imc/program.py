@@ -8,7 +8,7 @@ weight programming (cell levels per element), the ADC read-out setting per block
 operations and the NoC transfers. Everything is plain data; nothing refers back to the
 graph or the mapping it came from.
 
-Binary format ``program.bin`` (version 1)
+Binary format ``program.bin`` (version 2)
 =========================================
 
 All integers and floats are little-endian, fixed width (``struct``): ``u8``/``u16``/``u32``/
@@ -18,7 +18,7 @@ the STRINGS table; ``u32s`` is a ``u32`` count followed by that many ``u32``.
 
 File layout::
 
-    header      24 bytes   magic "HWMAPIMC" (8 bytes), u16 version (= 1),
+    header      24 bytes   magic "HWMAPIMC" (8 bytes), u16 version (= 2),
                            u16 number of sections (= 12), u32 reserved (= 0),
                            u64 file length in bytes (CRC included)
     table       24 bytes per section: u32 type, u32 record count, u64 offset, u64 length
@@ -45,8 +45,9 @@ Sections, each present exactly once, in this order (type: name — one record's 
    i32 quant axis (meaningful with flag bit 3).
 5. LAYERS — per crossbar layer: u32 order (position in dataflow order, shared with
    DIGITAL), str name, str op (Conv, Gemm, MatMul: the compute op), u32 input tensor,
-   u32 output tensor (after the fused post-ops), u32 home core (where partial sums are
-   accumulated and post-ops run), u32 groups, u32 rows (M per group), u32 filters (N per
+   u32 output tensor (after the fused post-ops), u32 home core (the core of copy 0's first
+   block: where digital ops fed by the layer default to; partial sums are accumulated and
+   the post-ops run on each ACCUM's dst core), u32 groups, u32 rows (M per group), u32 filters (N per
    group), u32 cols_per_filter, u32 positions (input vectors per sample), u32 replicas,
    u32 planes (DAC bit-planes per input vector), u32s kernel, u32s strides, u32s pads_begin,
    u32s pads_end, u32s dilations, u32s out_spatial (all empty for Gemm/MatMul);
@@ -80,7 +81,12 @@ Sections, each present exactly once, in this order (type: name — one record's 
    (blocks sharing these word lines). ACCUM (2): u32 block, u32 dst core, ref offset (i64
    per filter of the block: the digital offset correction), i32 xsum factor — the block's
    shift-and-added read-out plus ``offset`` plus ``xsum factor × Σ driven input codes`` is
-   added to the layer's partial sums on ``dst``.
+   added to the layer's partial sums on ``dst``. Every block holding a row tile of a given
+   filter of a given copy and group has the same ``dst``: its own core when all of them sit
+   on one core (the outputs are finished there), else the core accumulating the partial
+   sums. The core ``dst`` then applies the scales, bias, fused post-ops (POSTOPS) and the
+   output quantization to those filters at the copy's positions, and sends the finished
+   outputs on (NOC).
 10. POSTOPS — per fused post-op, in order: u32 layer, str name, str op, str attrs (JSON,
     sorted keys), u32 position (where the chained value goes among the dynamic operands),
     u32s extra (the other dynamic operands: tensors), then params: u32 count and per param
@@ -88,8 +94,16 @@ Sections, each present exactly once, in this order (type: name — one record's 
 11. DIGITAL — per digital op: u32 order, str name, str op, u32 core, u32 cycle, str attrs
     (JSON), u32s inputs, u32s outputs (tensors), params as in POSTOPS.
 12. NOC — per transfer (per inference): u32 cycle, src core, dst core, hops, tensor, kind
-    (0 a tensor to a core that reads it, 1 block results — partial sums — to the layer's
-    home core), u64 bytes.
+    (0 finished values of a tensor to a core that reads them, at the tensor's quantization
+    bits; 1 a block's read-out — partial sums — to the core accumulating them), layout,
+    ch_start, ch_count, pos_start, pos_count, u64 bytes. The five region fields say which
+    part of ``tensor`` (every sample of the batch) moves: layout 0 (whole) the whole tensor
+    (``ch = 0, 1``, ``pos = 0, Π shape[1:]``); layout 1 (channels first, a convolution's
+    tensors ``(N, C, *spatial)``) channels ``ch_start..+ch_count`` at the flat spatial
+    positions ``pos_start..+pos_count`` (C-order over the spatial axes); layout 2 (channels
+    last, a Gemm/MatMul's ``(N, *rows, K)``) the last-axis entries ``ch_start..+ch_count``
+    of the flat rows ``pos_start..+pos_count`` (C-order over axes 1..−2). ``bytes`` =
+    ``ceil(ch_count · pos_count · bits / 8)`` per sample.
 
 Listing ``program.lst``
 =======================
@@ -101,7 +115,10 @@ NOC), values as integers, floats (Python ``repr``, exact), JSON strings (spaces 
 references (``-`` for none). A CONST line ends with ``:`` and its values; a WEIGHTS line is
 followed by one indented line of hexadecimal cell levels per cell row (one digit per cell up
 to 4 bits per cell, two above). Lines starting with ``;`` are comments. The first line is
-``HWMAP-IMC-LISTING version=1``, the last ``END``.
+``HWMAP-IMC-LISTING version=2``, the last ``END``.
+
+Version history: 1 — every transfer carried a whole tensor and all partial sums went to the
+layer's home core (no region fields in NOC); 2 — per-copy dataflow (region fields).
 """
 
 from __future__ import annotations
@@ -120,15 +137,17 @@ from hwmap import TargetError
 
 __all__ = [
     "MAGIC", "VERSION", "NONE", "ENC_DIFFERENTIAL", "ENC_OFFSET", "KIND_ACT", "KIND_PSUM",
+    "LAYOUT_WHOLE", "LAYOUT_CHANNELS_FIRST", "LAYOUT_CHANNELS_LAST", "region_elements",
     "Config", "TensorRec", "LayerRec", "BlockRec", "WeightsRec", "AdcRec", "ReadRec", "AccumRec",
     "PostOpRec", "DigitalRec", "TransferRec", "Program", "read_program", "parse_listing",
 ]
 
 MAGIC = b"HWMAPIMC"
-VERSION = 1
+VERSION = 2
 NONE = 0xFFFFFFFF
 ENC_DIFFERENTIAL, ENC_OFFSET = 0, 1
 KIND_ACT, KIND_PSUM = 0, 1
+LAYOUT_WHOLE, LAYOUT_CHANNELS_FIRST, LAYOUT_CHANNELS_LAST = 0, 1, 2
 FLAG_INPUT, FLAG_OUTPUT, FLAG_QUANT, FLAG_AXIS = 1, 2, 4, 8
 
 _HEADER = struct.Struct("<8sHHIQ")
@@ -331,9 +350,14 @@ class TransferRec:
     hops: int
     tensor: int
     kind: int
+    layout: int
+    ch_start: int
+    ch_count: int
+    pos_start: int
+    pos_count: int
     bytes: int
     KEYWORD: ClassVar[str] = "NOC"
-    SPEC: ClassVar[tuple[str, ...]] = ("u32",) * 6 + ("u64",)
+    SPEC: ClassVar[tuple[str, ...]] = ("u32",) * 11 + ("u64",)
 
 
 Instruction = Union[ReadRec, AccumRec]
@@ -933,11 +957,39 @@ def _check(p: Program, where: str) -> None:
     for k, t in enumerate(p.noc):
         if t.tensor >= nt or max(t.src, t.dst) >= c.cores:
             raise bad(f"NoC transfer {k} refers to a missing tensor or core")
+        if region_elements(p.tensors[t.tensor].shape, t.layout, t.ch_start, t.ch_count, t.pos_start,
+                           t.pos_count) is None:
+            raise bad(f"NoC transfer {k} moves a region outside tensor {p.tensors[t.tensor].name!r} "
+                      f"(layout {t.layout}, channels {t.ch_start}+{t.ch_count}, positions {t.pos_start}+{t.pos_count})")
     for k, r in enumerate(p.postops + p.digital):
         try:
             json.loads(r.attrs)
         except ValueError:
             raise bad(f"{r.KEYWORD} {r.name!r} has attributes that are not JSON") from None
+
+
+def region_extent(shape: tuple[int, ...], layout: int) -> tuple[int, int] | None:
+    """(channels, positions) of a tensor of batch-first ``shape`` in ``layout`` (see NOC in
+    the module docstring); None for an unknown layout or one the rank does not allow."""
+    if layout == LAYOUT_WHOLE:
+        return 1, math.prod(shape[1:])
+    if len(shape) < 2 or layout not in (LAYOUT_CHANNELS_FIRST, LAYOUT_CHANNELS_LAST):
+        return None
+    if layout == LAYOUT_CHANNELS_FIRST:
+        return shape[1], math.prod(shape[2:])
+    return shape[-1], math.prod(shape[1:-1])
+
+
+def region_elements(shape: tuple[int, ...], layout: int, ch_start: int, ch_count: int, pos_start: int,
+                    pos_count: int) -> int | None:
+    """Elements per sample of a NOC region of a tensor of ``shape``; None when the region
+    lies outside the tensor (or the layout does not apply)."""
+    ext = region_extent(shape, layout)
+    if ext is None or ch_start + ch_count > ext[0] or pos_start + pos_count > ext[1]:
+        return None
+    if layout == LAYOUT_WHOLE and (ch_start, ch_count, pos_start, pos_count) != (0, 1, 0, ext[1]):
+        return None
+    return ch_count * pos_count
 
 
 def _geometry_ok(lay: LayerRec, x: tuple[int, ...]) -> bool:

@@ -27,6 +27,11 @@ A crossbar layer (LAYERS, SWITCHES, WEIGHTS, ADC, SCHEDULE, POSTOPS):
 5. **Dequantize and post-ops.** ``y = s_x·s_w[f]·acc + bias[f]``, then the fused post-ops with
    hwmap's reference semantics (``hwmap.ops.get_op(op).evaluate``).
 
+An ACCUM's destination core, and the NOC records, say where this work happens and what moves
+between cores (a copy finishing its filters on its own core, partial sums only for filters
+split over cores); they enter the activity (``noc_bits``, ``noc_bit_hops``, ``cycle_time_s``),
+not the values computed.
+
 Digital ops run with the same reference semantics. Without noise and with an ADC that never
 rounds (shift 0), the crossbar result is exactly ``Σ q_x·q_w``: the simulator then equals the
 reference model with fake-quantized inputs and weights up to float32 rounding.
