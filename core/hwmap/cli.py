@@ -94,9 +94,10 @@ def cmd_targets(args: argparse.Namespace) -> int:
     from .registry import get_registry
 
     reg = get_registry()
-    rows = [{"kind": s.kind, "description": s.description, "plugin": s.plugin_name, "package": s.package,
-             "version": s.version, "presets": sorted(s.presets), "hooks": reg.hooks_of(s.plugin_name)}
-            for s in (reg.specs[k] for k in reg.kinds())]
+    rows: list[dict[str, Any]] = [
+        {"kind": s.kind, "description": s.description, "plugin": s.plugin_name, "package": s.package,
+         "version": s.version, "presets": sorted(s.presets), "hooks": reg.hooks_of(s.plugin_name)}
+        for s in (reg.specs[k] for k in reg.kinds())]
     errors = [{"plugin": e.plugin, "error": e.error} for e in reg.errors]
     if args.json:
         print(json.dumps({"targets": rows, "errors": errors}, indent=1))

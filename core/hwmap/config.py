@@ -147,13 +147,10 @@ def load_target(ref: str, overrides: Iterable[str] = ()) -> Target:
         raise ConfigError("missing required key 'kind' (the target kind, e.g. kind = \"analog_imc\")", where=where)
     if not isinstance(kind, str):
         raise ConfigError(f"key 'kind' = {kind!r}: must be a string", where=where)
-    spec = reg.spec(kind) if kind in reg.specs else None
-    if spec is None:
-        try:
-            reg.spec(kind)
-        except Exception as e:
-            raise ConfigError(str(e), where=where) from None
-    assert spec is not None
+    try:
+        spec = reg.spec(kind)
+    except Exception as e:
+        raise ConfigError(str(e), where=where) from None
     name = data.pop("name", None)
     if name is not None and not isinstance(name, str):
         raise ConfigError(f"key 'name' = {name!r}: must be a string", where=where)

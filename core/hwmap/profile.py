@@ -533,7 +533,8 @@ def _measure_sparsity(graph: Graph, rows: list[LayerProfile], data: np.ndarray, 
             prev[i] = frames[-1].copy()
     total_frames = n * steps
     for i, r in enumerate(rows):
-        elems = int(prev[i].size) if prev[i] is not None else 0  # a row's first output is measured
+        last = prev[i]
+        elems = int(last.size) if last is not None else 0  # a row's first output is measured
         r.activation_sparsity = zeros[i] / (elems * total_frames) if elems else None
         r.temporal_sparsity = same[i] / (elems * (total_frames - 1)) if elems and total_frames > 1 else None
     return n
@@ -633,8 +634,8 @@ def si(x: float, unit: str = "") -> str:
         if abs(x) >= scale:
             v = x / scale
             return f"{v:.3g} {p}{unit}" if abs(v) < 100 else f"{v:.1f} {p}{unit}"
-    v = f"{x:.3g}" if isinstance(x, float) else str(x)
-    return f"{v} {unit}" if unit else v
+    text = f"{x:.3g}" if isinstance(x, float) else str(x)
+    return f"{text} {unit}" if unit else text
 
 
 def bitrate(bps: float) -> str:

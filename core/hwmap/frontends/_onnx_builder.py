@@ -176,7 +176,7 @@ class GraphBuilder:
             onnx_shape = self.onnx_shapes.get(t)
             shape: tuple[int, ...] | None = None
             if onnx_shape is not None and all(d is not None for d in onnx_shape):
-                shape = tuple(int(d) for d in onnx_shape)
+                shape = tuple(int(d) for d in onnx_shape if d is not None)
             elif ours is not None and k < len(ours) and ours[k] is not None:
                 cand = tuple(int(d) for d in ours[k])
                 if onnx_shape is None or (len(onnx_shape) == len(cand)

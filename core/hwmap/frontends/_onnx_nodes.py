@@ -56,7 +56,7 @@ class Converter(GraphBuilder):
             shp = self.onnx_shapes.get(t)
             if shp is None or any(d is None for d in shp):
                 raise self.err(f"graph input {t!r} has no concrete shape")
-            self.declare(t, tuple(int(d) for d in shp), self.dtype_of(t))
+            self.declare(t, tuple(int(d) for d in shp if d is not None), self.dtype_of(t))
 
         for i, n in enumerate(onnx_nodes):
             if i in self.skip:

@@ -197,6 +197,7 @@ def dequantize_const(gb: GraphBuilder, n: onnx.NodeProto, name: str) -> bool:
     if zp is not None and zp.value.dtype != xc.value.dtype:
         raise gb.err(f"{what}: zero point type {zp.value.dtype} differs from data type {xc.value.dtype}")
     scale = gb.const(n.input[1])
+    assert scale is not None  # _qparams gave an annotation, so the scale is a constant
     # ONNX: the output has the scale's type; numpy lacks bfloat16, so that becomes float32.
     out_dt = scale.value.dtype if scale.value.dtype.name in ("float16", "float32", "float64") \
         else np.dtype(np.float32)

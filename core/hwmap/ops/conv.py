@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import OpDef, Shape, register_op
+from . import EvalFn, OpDef, Shape, register_op
 from ._operands import as_f32, bind, fail, shape_of
 from ._window import Window, axis_counts, sliding, window
 
@@ -140,7 +140,7 @@ def _global_infer(node: Any, shapes: Sequence[Shape]) -> list[Shape]:
     return [(*x[:2], *([1] * (len(x) - 2)))]
 
 
-def _global_eval(reduce: str):
+def _global_eval(reduce: str) -> EvalFn:
     def evaluate(node: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         x = np.asarray(bind(node, inputs, ("X",))["X"])
         _global_infer(node, [x.shape])

@@ -77,7 +77,13 @@ def _run(node: Any, values: Sequence[Any], infer: bool) -> tuple[list[Any], Any]
     p = plan(node)
     k = p.n_compute_inputs
     head_def = get_op(p.compute.op, where=f"node {node.name!r} ({node.op})")
-    out = head_def.infer(p.compute, values[:k]) if infer else head_def.evaluate(p.compute, values[:k])
+    out: list[Any] | None
+    if infer:
+        out = head_def.infer(p.compute, values[:k])
+    else:
+        if head_def.evaluate is None:
+            raise fail(node, f"compute node {p.compute.name!r} ({p.compute.op}) cannot be evaluated statelessly")
+        out = head_def.evaluate(p.compute, values[:k])
     if out is None:
         return [None], None
     compute_out = out[0]
@@ -87,6 +93,7 @@ def _run(node: Any, values: Sequence[Any], infer: bool) -> tuple[list[Any], Any]
         opdef = get_op(post.node.op, where=f"node {post.node.name!r} ({post.node.op}) in {node.name!r}")
         extra, rest = rest[:post.extra], rest[post.extra:]
         operands = extra[:post.position] + [y] + extra[post.position:]
+        res: list[Any] | None
         if infer:
             res = opdef.infer(post.node, operands)
             if res is None:

@@ -10,7 +10,7 @@ tensor its values are unknown at shape-inference time and ``infer`` returns ``No
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -218,7 +218,9 @@ def _pad_eval(node: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     x = np.asarray(ops["data"])
     widths = _pad_widths(node, ops, x.ndim)
     mode = str(node.attrs.get("mode", "constant"))
-    np_mode = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}.get(mode)
+    modes: dict[str, Literal["constant", "reflect", "edge", "wrap"]] = {
+        "constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+    np_mode = modes.get(mode)
     if np_mode is None:
         raise fail(node, f"pad mode {mode!r} is not one of constant, reflect, edge, wrap")
     # negative pads crop (ONNX): pad the positive part, then slice the negative part off

@@ -89,8 +89,9 @@ class FoldConstants:
             # not be evaluated stays as it is.
             if all(is_const) or not any(is_const):
                 continue
-            slots = [slot_of_input(n, i, opdef.slots) for i in range(len(n.inputs))]
-            if any(s is None for s in slots):
+            found = [slot_of_input(n, i, opdef.slots) for i in range(len(n.inputs))]
+            slots = [s for s in found if s is not None]
+            if len(slots) != len(found):
                 continue  # more inputs than schema slots: leave it for the validator to name
             keep: list[str] = []
             for t, const, slot in zip(n.inputs, is_const, slots):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 
 from ..errors import DataError, ModelError
 
@@ -122,11 +122,11 @@ def _model(name: str) -> ZooModel:
 def _check_shape(model: ZooModel, input_shape: object) -> tuple[int, ...]:
     where = f"zoo:{model.name}"
     try:
-        shape = tuple(input_shape)  # type: ignore[call-overload]
+        shape: tuple[Any, ...] = tuple(cast(Iterable[Any], input_shape))  # a TypeError is caught below
     except TypeError:
         raise ModelError(f"input shape {input_shape!r} is not a sequence of ints", where=where) from None
     if len(shape) != len(model.input_shape) or not all(
-            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape):
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) and int(d) > 0 for d in shape):
         raise ModelError(f"input shape {list(shape)} must be {len(model.input_shape)} positive ints, batch first, "
                          f"like the default {list(model.input_shape)}", where=where)
     return tuple(int(d) for d in shape)

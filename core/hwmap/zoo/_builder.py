@@ -24,7 +24,7 @@ the next layer's weights and declare the output shape; an input too small for a 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import onnx
@@ -78,7 +78,7 @@ class OnnxBuilder:
         bound = 1.0 / math.sqrt(fan_in)
         return self.rng.uniform(-bound, bound, shape)
 
-    def _emit(self, op: str, name: str, inputs: list[str], shape: Shape, **attrs: object) -> str:
+    def _emit(self, op: str, name: str, inputs: list[str], shape: Shape, **attrs: Any) -> str:
         if any(d < 1 for d in shape):
             raise ModelError(f"input {list(self.input_shape)} is too small: {op} would give shape {list(shape)}",
                              where=self._where(name))
@@ -143,10 +143,11 @@ class OnnxBuilder:
     def gemm(self, x: str, name: str, out_features: int, *, weights: dict[str, np.ndarray] | None = None) -> str:
         """Fully connected layer ``x · Wᵀ + b`` (ONNX Gemm, transB = 1, W shaped out×in as torch Linear)."""
         n, k = self.shapes[x]
-        if weights is not None and np.ndim(weights.get("W")) == 2 and np.shape(weights["W"])[1] != k:
+        trained = weights.get("W") if weights is not None else None
+        if trained is not None and np.ndim(trained) == 2 and np.shape(trained)[1] != k:
             # trained weights fix the input resolution: say so rather than "wrong shape"
             raise ModelError(f"input {list(self.input_shape)} gives {k} features, the trained layer takes "
-                             f"{np.shape(weights['W'])[1]}", where=self._where(name))
+                             f"{np.shape(trained)[1]}", where=self._where(name))
         wt = self._weight(name, weights, "W", (out_features, k), k, "he")
         b = self._weight(name, weights, "B", (out_features,), k, "uniform")
         return self._emit("Gemm", name, [x, self._const(name, "W", wt), self._const(name, "B", b)],

@@ -57,7 +57,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable
+from typing import Any, Hashable, cast
 
 import numpy as np
 
@@ -536,13 +536,15 @@ class _Builder:
     # -- network on chip
     def _noc(self) -> None:
         p, bp, hw = self.p, self.m.blueprint, self.hw
-        shapes = {t: rec.shape for t, rec in enumerate(p.tensors)}
-        bits = {t: rec.q_bits if rec.flags & FLAG_QUANT else hw.input_bits for t, rec in enumerate(p.tensors)}
+        shapes: dict[Hashable, tuple[int, ...]] = {t: rec.shape for t, rec in enumerate(p.tensors)}
+        bits: dict[Hashable, int] = {t: rec.q_bits if rec.flags & FLAG_QUANT else hw.input_bits
+                                     for t, rec in enumerate(p.tensors)}
         digital = [FlowDigital(d.order, d.name, d.inputs, d.outputs, d.core, d.cycle) for d in p.digital]
         for tr in plan_transfers(shapes, bits, self.flow, digital):
             r = tr.region
-            p.noc.append(TransferRec(tr.cycle, tr.src, tr.dst, bp.hops(tr.src, tr.dst), int(tr.tensor), tr.kind,
-                                     r.layout, r.ch_start, r.ch_count, r.pos_start, r.pos_count, _ceil(tr.bits, 8)))
+            tensor = int(cast(int, tr.tensor))  # this program's tensors are keyed by index
+            p.noc.append(TransferRec(tr.cycle, tr.src, tr.dst, bp.hops(tr.src, tr.dst), tensor, tr.kind, r.layout,
+                                     r.ch_start, r.ch_count, r.pos_start, r.pos_count, _ceil(tr.bits, 8)))
 
     # -- ADC full scale
     def _adc(self, calibration: np.ndarray | None) -> None:

@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Hashable
 
 from hwmap import Graph, KPIs, Node, Target
 
@@ -340,8 +340,9 @@ class _Model:
         cores and cycles): partial sums of filter ranges split over cores to the core
         accumulating them; finished values, per copy, only the part of each tensor a core
         reads, at the tensor's quantization bits (``input_bits`` without one)."""
-        shapes = {name: tuple(t.shape) for name, t in self.g.tensors.items()}
-        bits = {name: (t.quant.bits if t.quant is not None else self.hw.input_bits) for name, t in self.g.tensors.items()}
+        shapes: dict[Hashable, tuple[int, ...]] = {name: tuple(t.shape) for name, t in self.g.tensors.items()}
+        bits: dict[Hashable, int] = {name: (t.quant.bits if t.quant is not None else self.hw.input_bits)
+                                     for name, t in self.g.tensors.items()}
         layers = [self.flow[node.name] for node in self.g.nodes if node.name in self.flow]
         digital = [FlowDigital(self.order[node.name], node.name, tuple(node.inputs), tuple(node.outputs),
                                self.m.digital.get(node.name, 0), self.costs[node.name].cycles[0])
@@ -399,8 +400,8 @@ def _times(model: _Model) -> tuple[dict[tuple[str, int], float], dict[tuple[int,
             a = cost.array_s.get((c, k), 0.0)
             lg = cost.logic_ops.get((c, k), 0.0) / (hw.clock_hz * lanes[k])
             s = ser.get((name, c, k), 0.0)
-            t = max(a, lg, s) + hop.get((name, c, k), 0.0)
-            per_node[(name, c)] = max(per_node.get((name, c), 0.0), t)
+            span = max(a, lg, s) + hop.get((name, c, k), 0.0)
+            per_node[(name, c)] = max(per_node.get((name, c), 0.0), span)
             b = busy.setdefault((c, k), {"crossbar reads": 0.0, "digital logic": 0.0, "NoC link": 0.0})
             b["crossbar reads"] += a
             b["digital logic"] += lg

@@ -101,11 +101,13 @@ class NoiseConfig(_Section):
 
 
 class AnalogIMCConfig(TargetConfig):
-    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
-    noc: NocConfig = Field(default_factory=NocConfig)
-    energy: EnergyConfig = Field(default_factory=EnergyConfig)
-    mapper: MapperConfig = Field(default_factory=MapperConfig)
-    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    # The ignores: without pydantic's mypy plugin, mypy reads ``Field(4, ...)`` (a positional
+    # default) as a required field, so it thinks the sections cannot be built without arguments.
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)  # type: ignore[arg-type]
+    noc: NocConfig = Field(default_factory=NocConfig)  # type: ignore[arg-type]
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)  # type: ignore[arg-type]
+    mapper: MapperConfig = Field(default_factory=MapperConfig)  # type: ignore[arg-type]
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)  # type: ignore[arg-type]
 
 
 def columns_per_weight(hw: HardwareConfig) -> int:

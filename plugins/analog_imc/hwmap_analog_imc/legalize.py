@@ -308,6 +308,6 @@ def _calibrate_activations(g: Graph, cfg: AnalogIMCConfig, calibration: np.ndarr
         unsigned = lo[t] >= 0.0
         qmax = 2**bits - 1 if unsigned else 2 ** (bits - 1) - 1
         scale = hi[t] / qmax if hi[t] > 0 else 1.0
-        g.tensors[t].quant = QuantAnnotation(np.float64(scale), np.float64(0.0), bits, signed=not unsigned,
-                                             narrow=not unsigned)
+        g.tensors[t].quant = QuantAnnotation(np.asarray(scale, dtype=np.float64), np.asarray(0.0), bits,
+                                             signed=not unsigned, narrow=not unsigned)
     return {"source": source, "samples": int(n), "method": "max-abs per tensor", "tensors": len(wanted)}

@@ -82,7 +82,8 @@ def plot_mapping(result: MapResult, layers: list[CrossbarLayer], blueprint: Blue
                 grid = [[(0, y * er), (width, y * er)] for y in range(gr + 1)]
                 grid += [[(x * ec, 0), (x * ec, height)] for x in range(gc + 1)]
                 ax.add_collection(LineCollection(grid, colors="0.55", linewidths=0.3))
-                alloc, used, labels = [], [], {}
+                alloc, used = [], []
+                labels: dict[int, tuple[int, float, float]] = {}  # layer -> (area, label x, label y)
                 for p in blocks[(cycle, core)]:
                     c = colour[p.layer]
                     x0, y0 = p.elem_col * ec, p.elem_row * er

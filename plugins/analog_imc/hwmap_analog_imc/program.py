@@ -469,17 +469,18 @@ def _plan(cls: type) -> tuple[tuple[str, ...], list[tuple[struct.Struct | None, 
     fixed-width fields packed at once, ``(None, kind, i, i + 1)`` for a variable-length one."""
     if cls not in _PLANS:
         names = tuple(f.name for f in fields(cls))
+        spec: tuple[str, ...] = getattr(cls, "SPEC")
         runs: list[tuple[struct.Struct | None, str, int, int]] = []
         i = 0
-        while i < len(cls.SPEC):
+        while i < len(spec):
             j = i
-            while j < len(cls.SPEC) and cls.SPEC[j] in _FIXED:
+            while j < len(spec) and spec[j] in _FIXED:
                 j += 1
             if j > i:
-                runs.append((struct.Struct("<" + "".join(_FIXED[k] for k in cls.SPEC[i:j])), "", i, j))
+                runs.append((struct.Struct("<" + "".join(_FIXED[k] for k in spec[i:j])), "", i, j))
                 i = j
             else:
-                runs.append((None, cls.SPEC[i], i, i + 1))
+                runs.append((None, spec[i], i, i + 1))
                 i += 1
         _PLANS[cls] = (names, runs)
     return _PLANS[cls]
@@ -507,6 +508,7 @@ def _encode(p: Program) -> bytes:
         b += struct.pack(f"<{a.ndim}QQ", *a.shape, a.nbytes)
         b += a.tobytes()
     sections.append((3, len(p.consts), bytes(b)))
+    recs: list[Any]
     for typ, recs in ((4, p.tensors), (5, p.layers), (6, p.blocks)):
         b = bytearray()
         for r in recs:
@@ -520,9 +522,9 @@ def _encode(p: Program) -> bytes:
         b += packed
     sections.append((7, len(p.weights), bytes(b)))
     b = bytearray()
-    for a in p.adc:
-        b += struct.pack("<4I", a.block, a.adc_bits, a.shifts.shape[0], a.shifts.shape[1])
-        b += np.ascontiguousarray(a.shifts, dtype=np.uint8).tobytes()
+    for adc in p.adc:
+        b += struct.pack("<4I", adc.block, adc.adc_bits, adc.shifts.shape[0], adc.shifts.shape[1])
+        b += np.ascontiguousarray(adc.shifts, dtype=np.uint8).tobytes()
     sections.append((8, len(p.adc), bytes(b)))
     b = bytearray()
     for ins in p.schedule:
@@ -531,8 +533,8 @@ def _encode(p: Program) -> bytes:
     sections.append((9, len(p.schedule), bytes(b)))
     for typ, recs in ((10, p.postops), (11, p.digital), (12, p.noc)):
         b = bytearray()
-        for r in recs:
-            _put_record(b, r, strings)
+        for rec in recs:
+            _put_record(b, rec, strings)
         sections.append((typ, len(recs), bytes(b)))
     b = bytearray()
     for s in strings.index:
@@ -586,7 +588,7 @@ def _lanes(packed: np.ndarray, bits: int) -> np.ndarray:
     if bits == 1:
         return np.unpackbits(packed, bitorder="little")
     per = 8 // bits
-    wide = packed.astype(np.uint16 if per == 2 else np.uint32)
+    wide: np.ndarray[Any, np.dtype[np.unsignedinteger[Any]]] = packed.astype(np.uint16 if per == 2 else np.uint32)
     spread = wide.copy()
     for k in range(1, per):
         spread |= wide << (k * (8 - bits))
@@ -764,6 +766,7 @@ def _read_consts(rd: _In, count: int) -> list[np.ndarray]:
 def _read_fixed(rd: _In, cls: type, count: int) -> list[Any]:
     """``count`` records of a class whose fields are all fixed-width, at once."""
     (st, _, _, _), = _plan(cls)[1]
+    assert st is not None  # all fields fixed-width: one packed run
     at = rd.skip(st.size * count)
     return [cls(*v) for v in st.iter_unpack(rd.data[at:at + st.size * count])]
 
@@ -812,7 +815,7 @@ def _read_words(rd: _In, count: int) -> list[Instruction]:
 def _word_layout(cls: type) -> tuple[int, tuple[int, ...], bool]:
     """How a record of 4-byte fields sits in the SCHEDULE words: fixed fields, which of
     them are signed, and whether a u32s list ends it."""
-    spec = cls.SPEC
+    spec: tuple[str, ...] = getattr(cls, "SPEC")
     listed = spec[-1] == "u32s"
     fixed = spec[:-1] if listed else spec
     assert all(k in ("u32", "ref", "i32") for k in fixed), cls  # a SPEC change needs a new decoder
@@ -954,18 +957,20 @@ def _check(p: Program, where: str) -> None:
             raise bad(f"digital op {k} ({d.name}) refers to a missing tensor or core")
         for _, r in d.params:
             ref(r, f"digital op {k} ({d.name}) param")
-    for k, t in enumerate(p.noc):
-        if t.tensor >= nt or max(t.src, t.dst) >= c.cores:
+    for k, tr in enumerate(p.noc):
+        if tr.tensor >= nt or max(tr.src, tr.dst) >= c.cores:
             raise bad(f"NoC transfer {k} refers to a missing tensor or core")
-        if region_elements(p.tensors[t.tensor].shape, t.layout, t.ch_start, t.ch_count, t.pos_start,
-                           t.pos_count) is None:
-            raise bad(f"NoC transfer {k} moves a region outside tensor {p.tensors[t.tensor].name!r} "
-                      f"(layout {t.layout}, channels {t.ch_start}+{t.ch_count}, positions {t.pos_start}+{t.pos_count})")
-    for k, r in enumerate(p.postops + p.digital):
+        if region_elements(p.tensors[tr.tensor].shape, tr.layout, tr.ch_start, tr.ch_count, tr.pos_start,
+                           tr.pos_count) is None:
+            raise bad(f"NoC transfer {k} moves a region outside tensor {p.tensors[tr.tensor].name!r} "
+                      f"(layout {tr.layout}, channels {tr.ch_start}+{tr.ch_count}, "
+                      f"positions {tr.pos_start}+{tr.pos_count})")
+    named: list[PostOpRec | DigitalRec] = [*p.postops, *p.digital]
+    for op in named:
         try:
-            json.loads(r.attrs)
+            json.loads(op.attrs)
         except ValueError:
-            raise bad(f"{r.KEYWORD} {r.name!r} has attributes that are not JSON") from None
+            raise bad(f"{op.KEYWORD} {op.name!r} has attributes that are not JSON") from None
 
 
 def region_extent(shape: tuple[int, ...], layout: int) -> tuple[int, int] | None:
@@ -1084,9 +1089,10 @@ def _to_listing(p: Program) -> str:
         if rows and cols:
             parts.append(_hex_rows(w.cells, 1 if w.bits <= 4 else 2))
     out = ["; --- ADC: shifts (LSB = 2^shift column-sum units) per plane × filter column"]
-    for a in p.adc:
-        out.append(f"ADC block={a.block} adc_bits={a.adc_bits} planes={a.shifts.shape[0]} cols={a.shifts.shape[1]} "
-                   f"shifts={','.join(str(int(s)) for s in a.shifts.reshape(-1)) or '-'}")
+    for adc in p.adc:
+        out.append(f"ADC block={adc.block} adc_bits={adc.adc_bits} planes={adc.shifts.shape[0]} "
+                   f"cols={adc.shifts.shape[1]} "
+                   f"shifts={','.join(str(int(s)) for s in adc.shifts.reshape(-1)) or '-'}")
     out.append("; --- SCHEDULE: per computation cycle and core, READ (DAC + ADC) then ACCUM (partial sums)")
     last: tuple[int, int] | None = None
     for ins in p.schedule:

@@ -645,10 +645,10 @@ class FastLayer(_LayerBase):
         inv = np.ones((k, rows, 1, gu, 1, r, nf), dtype=np.float64)
         weight = np.zeros_like(inv)
         plane_w = np.zeros((k, rows), dtype=np.float64)
-        for q, p in enumerate(self.active):
-            inv[q % k, q // k, 0, :, 0] = np.ldexp(1.0, -shift[:, p])
-            weight[q % k, q // k, 0, :, 0] = np.ldexp(1.0, p * self.dac + shift[:, p])
-            plane_w[q % k, q // k] = np.ldexp(1.0, p * self.dac)
+        for q, plane in enumerate(self.active):
+            inv[q % k, q // k, 0, :, 0] = np.ldexp(1.0, -shift[:, plane])
+            weight[q % k, q // k, 0, :, 0] = np.ldexp(1.0, plane * self.dac + shift[:, plane])
+            plane_w[q % k, q // k] = np.ldexp(1.0, plane * self.dac)
         coef = self.coef[rounding].astype(np.float64)
         top = self.amax * weight.sum(axis=(0, 1))  # (1, G_u, 1, r, F_u): per column, over planes
         bound = float((top * np.abs(coef)[:, None]).sum(axis=-2).max(initial=0.0))
@@ -711,6 +711,7 @@ class FastLayer(_LayerBase):
             mult = np.zeros(shape, dtype=np.float64)
             (mult.T if self.mode == "transpose" else mult)[positions, rows] = 1.0
             return mult.reshape(-1), 0.0
+        assert self.idx is not None  # mode "gather" always has its index
         slots = np.bincount(self.idx[positions, rows].ravel(), minlength=self.group_size + self.channels)
         slots = slots.reshape(self.channels, -1).astype(np.float64)
         return slots[:, :-1].reshape(-1), float(slots[:, -1].sum())
@@ -779,6 +780,7 @@ class FastLayer(_LayerBase):
         n, g, size = t.shape
         rows = 1 + self.rows_packed
         if self.mode == "gather":  # one channel per row, then its padding slot
+            assert self.idx is not None
             table = np.empty((rows, n, g, self.channels, size // self.channels + 1), dtype=self.gemm_dtype)
             np.add(t.reshape(n, g, self.channels, -1), self.pad_code, out=table[0, ..., :-1])
             table[0, ..., -1] = self.pad_code
