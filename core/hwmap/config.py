@@ -113,9 +113,15 @@ def validate_config(model: type[BaseModel], body: dict[str, Any], where: str) ->
             shown = repr(value) if not isinstance(value, dict) else "a table"
             msg = f"unknown key {key!r} = {shown}; {allowed}"
         else:
-            allowed = _describe_allowed(model, loc)
-            shown = repr(value) if not isinstance(value, dict) else "a table"
-            msg = f"key {key!r} = {shown}: {err.get('msg', 'invalid')}" + (f"; {allowed}" if allowed else "")
+            text = str(err.get("msg", "invalid"))
+            if err.get("type") == "value_error" and isinstance(value, dict):
+                # a check across a table's keys (e.g. an element that does not divide its
+                # crossbar): the plugin's message names the keys and what is allowed
+                msg = f"table {key!r}: {text.removeprefix('Value error, ')}"
+            else:
+                allowed = _describe_allowed(model, loc)
+                shown = repr(value) if not isinstance(value, dict) else "a table"
+                msg = f"key {key!r} = {shown}: {text}" + (f"; {allowed}" if allowed else "")
         more = len(e.errors()) - 1
         if more:
             msg += f" (and {more} more problem{'s' if more > 1 else ''})"
