@@ -199,6 +199,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .flow import simulate_dir
     from .graph import save_npz
 
+    if args.output and not Path(args.output).parent.is_dir():
+        raise HwmapError("no such folder for the output file", where=args.output)
     data = load_data(args.data)
     outdir = Path(args.dir)
     with _progress(args.quiet) as say:
