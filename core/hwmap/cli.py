@@ -283,8 +283,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         con.print(prof.table())
         return 0
     con.print(f"{DEMO_MODEL} with {DEMO_DATA} ({len(data)} held-out samples) on every installed target's default preset")
-    for r in records:
-        r.model = DEMO_MODEL
     _emit_records(records, args)
     return 0
 

@@ -108,6 +108,27 @@ def fidelity(reference: dict[str, np.ndarray], simulated: dict[str, np.ndarray])
     return Fidelity(metric=metric, value=value, samples=samples, detail=detail)
 
 
+def _samples(inputs: dict[str, np.ndarray]) -> int:
+    return len(next(iter(inputs.values())))
+
+
+def _simulate_and_compare(target: Target, artifacts_dir: Path, graph: Graph, inputs: dict[str, np.ndarray],
+                          labels: np.ndarray | None, reference: dict[str, np.ndarray] | None,
+                          say: Progress) -> tuple[Simulation, Fidelity, float | None]:
+    """Run the artifacts on ``inputs`` and judge them against the reference model (run
+    here unless the caller already has its outputs)."""
+    from .execute import run
+
+    say(f"simulating {_samples(inputs)} samples on {target.name}")
+    sim = get_registry().call("hwmap_simulate", target.kind, artifacts=Artifacts.read(artifacts_dir),
+                              target=target, inputs=inputs)
+    if reference is None:
+        say("running the reference model")
+        reference = run(graph, inputs)
+    y = labels[: _samples(inputs)] if labels is not None else None
+    return sim, fidelity(reference, sim.outputs), _accuracy(sim.outputs, graph, y)
+
+
 def _accuracy(outputs: dict[str, np.ndarray], graph: Graph, y: np.ndarray | None) -> float | None:
     if y is None or len(graph.outputs) != 1:
         return None
@@ -151,13 +172,15 @@ def compile_model(
     data: Dataset | None = None,
     options: ParseOptions | None = None,
     progress: Progress | None = None,
+    reference: dict[str, np.ndarray] | None = None,
 ) -> CompileResult:
     """Run the whole flow for one model on one target.
 
     Raises :class:`DoesNotFitError` (exit code 1) with the named violations when the model
     does not fit; any other :class:`HwmapError` for bad input. With ``outdir`` the result is
     written there: ``graph/`` (as parsed), ``legalized/``, ``mapping.json``, ``target.json``,
-    ``artifacts/`` and ``kpis.json``.
+    ``artifacts/`` and ``kpis.json``. ``reference``: the reference model's outputs on
+    ``data``, when the caller already computed them (``compare`` does, once for all targets).
     """
     say = progress or (lambda msg: None)
     reg = get_registry()
@@ -186,16 +209,8 @@ def compile_model(
         sim = None
         fid = None
         acc = None
-        if inputs is not None:
-            from .execute import run
-
-            say(f"simulating {len(next(iter(inputs.values())))} samples")
-            sim = reg.call("hwmap_simulate", kind, artifacts=Artifacts.read(art_dir), target=target, inputs=inputs)
-            say("running the reference model")
-            reference = run(graph, inputs)
-            fid = fidelity(reference, sim.outputs)
-            y = data.y[: len(next(iter(inputs.values())))] if data is not None and data.y is not None else None
-            acc = _accuracy(sim.outputs, graph, y)
+        if inputs is not None and data is not None:
+            sim, fid, acc = _simulate_and_compare(target, art_dir, graph, inputs, data.y, reference, say)
         say("estimating")
         kpis: KPIs = reg.call("hwmap_estimate", kind, mapping=mapping, target=target,
                               activity=sim.activity if sim is not None else None)
@@ -235,20 +250,12 @@ def load_compiled_target(outdir: Path) -> Target:
 
 def simulate_dir(outdir: Path, data: Dataset, progress: Progress | None = None) -> tuple[Simulation, Fidelity, float | None]:
     """Run a compile directory's artifacts on ``data``; compare with its parsed graph."""
-    from .execute import run
-
     say = progress or (lambda msg: None)
     if not (outdir / "artifacts" / "artifacts.json").exists():
         raise DataError("not an hwmap compile directory (no artifacts/artifacts.json)", where=str(outdir))
     target = load_compiled_target(outdir)
     graph = Graph.load(outdir / "graph")
-    inputs = model_inputs(graph, data)
-    say(f"simulating {len(next(iter(inputs.values())))} samples on {target.name}")
-    sim = get_registry().call("hwmap_simulate", target.kind, artifacts=Artifacts.read(outdir / "artifacts"),
-                              target=target, inputs=inputs)
-    reference = run(graph, inputs)
-    y = data.y[: len(next(iter(inputs.values())))] if data.y is not None else None
-    return sim, fidelity(reference, sim.outputs), _accuracy(sim.outputs, graph, y)
+    return _simulate_and_compare(target, outdir / "artifacts", graph, model_inputs(graph, data), data.y, None, say)
 
 
 def compare(
@@ -264,10 +271,16 @@ def compare(
     record with ``fits`` false and the reason."""
     graph = load_model(model, options) if isinstance(model, str) else model
     model_name = model if isinstance(model, str) else graph.name
+    reference = None
+    if data is not None:  # the reference model's outputs are the same for every target
+        from .execute import run
+
+        reference = run(graph, model_inputs(graph, data))
     records = []
     for target in targets:
         try:
-            res = compile_model(graph, target, None, data=data, options=options, progress=progress)
+            res = compile_model(graph, target, None, data=data, options=options, progress=progress,
+                                reference=reference)
             res.kpis.model = model_name
             records.append(res.kpis)
         except DoesNotFitError as e:
