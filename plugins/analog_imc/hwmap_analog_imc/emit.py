@@ -20,7 +20,7 @@ What is emitted, per crossbar layer (a Conv/Gemm/MatMul, fused or not):
   ``dac_bits`` per read. An ACCUM per block adds its shift-and-added read-out, with its
   digital corrections ``c0·Σ_r w`` per filter (``c0 = q_min − z`` turns unsigned codes back
   into signed inputs) and ``−o·Σ u`` for offset encoding, to the partial sums of the core
-  that finishes its filters (:func:`accumulations`): its own core when every row tile of
+  that finishes its filters (:func:`.dataflow.accumulations`): its own core when every row tile of
   those filters of its copy sits there, else the core holding most of their cells.
 * **ADC full scale** per block, per bit-plane and per column of a filter, as a power of two
   ``2^shift`` LSB (a shift): the smallest with ``(2^adc_bits − 1)·2^shift ≥ S_max``, where
@@ -39,7 +39,7 @@ Digital ops (pooling, reshapes, residual adds...) keep their attributes and cons
 on the core legalization assigned (``mapping.digital``). The scales, bias, fused post-ops and
 output quantization of a copy's filters run on the core that finishes them (the ACCUM
 destination), so a copy holding whole filters sends finished values, not partial sums.
-NoC transfers, per inference (:func:`plan_transfers`): the read-outs of blocks whose filters
+NoC transfers, per inference (:func:`.dataflow.plan_transfers`): the read-outs of blocks whose filters
 are finished on another core (partial sums of ``input_bits + weight_bits + ⌈log2 rows⌉ + 1``
 bits: not yet scaled or requantized), in the block's cycle; and, of every tensor a node
 produced, from each core holding a piece of it (a copy's filters at its positions, a digital
@@ -55,7 +55,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import replace
+from itertools import groupby
 from pathlib import Path
 from typing import Any, Hashable, cast
 
@@ -63,13 +64,17 @@ import numpy as np
 
 import hwmap
 from hwmap import Graph, HwmapError, Node, TargetError
+from hwmap.jsonio import json_default
 
+from .dataflow import (
+    Accumulation, FlowBlock, FlowDigital, FlowLayer, FlowTransfer, Region, accumulations, copy_positions,
+    input_region, plan_transfers, psum_bits, whole_region,
+)
 from .hardware import HardwareConfig
 from .layers import CROSSBAR_OPS, CrossbarLayer
 from .mapping import AnalogMapping
 from .program import (
-    ENC_DIFFERENTIAL, ENC_OFFSET, FLAG_AXIS, FLAG_INPUT, FLAG_OUTPUT, FLAG_QUANT, KIND_ACT, KIND_PSUM,
-    LAYOUT_CHANNELS_FIRST, LAYOUT_CHANNELS_LAST, LAYOUT_WHOLE, NONE, VERSION,
+    ENC_DIFFERENTIAL, ENC_OFFSET, FLAG_AXIS, FLAG_INPUT, FLAG_OUTPUT, FLAG_QUANT, NONE, VERSION,
     AccumRec, AdcRec, BlockRec, Config, DigitalRec, LayerRec, PostOpRec, Program, ReadRec, TensorRec, TransferRec,
     WeightsRec, parse_listing, read_program,
 )
@@ -77,7 +82,8 @@ from .simulator import PROGRAM_FILE, LayerKernel, input_codes
 
 __all__ = ["PROGRAM_FILE", "LISTING_FILE", "CAL_SAMPLES", "CAL_VECTORS", "write_program", "build_program",
            "read_program", "parse_listing", "Region", "FlowBlock", "FlowLayer", "FlowDigital", "FlowTransfer",
-           "Accumulation", "accumulations", "copy_positions", "input_region", "plan_transfers", "psum_bits"]
+           "Accumulation", "accumulations", "copy_positions", "input_region", "plan_transfers", "psum_bits",
+           "whole_region"]
 
 LISTING_FILE = "program.lst"
 #: Calibration samples used at most for the ADC full scale (the brief's "up to 64 samples").
@@ -114,14 +120,7 @@ def build_program(mapping: AnalogMapping, calibration: np.ndarray | None = None)
 
 # ------------------------------------------------------------------------------ helpers
 def _attrs_json(attrs: dict[str, Any]) -> str:
-    def default(o: Any) -> Any:
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        raise TypeError(f"attribute value of type {type(o).__name__} is not JSON")
-
-    return json.dumps(attrs, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=default)
+    return json.dumps(attrs, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=json_default)
 
 
 def _ceil(a: int, b: int) -> int:
@@ -414,10 +413,10 @@ class _Builder:
         er, ec = self.hw.element_rows, self.hw.element_cols
         gr, gc = self.hw.crossbar_rows // er, self.hw.crossbar_cols // ec
         replicas = res.replicas
-        for i, lm in enumerate(res.layers):
+        for lm in res.layers:
             if lm.layer in layer_pid:
                 pid = layer_pid[lm.layer]
-                self.p.layers[pid] = _replace(self.p.layers[pid], replicas=max(1, replicas.get(lm.layer, 1)))
+                self.p.layers[pid] = replace(self.p.layers[pid], replicas=max(1, replicas.get(lm.layer, 1)))
         first: dict[int, tuple[int, int]] = {}
         last_cycle: dict[int, int] = {}
         cover = {pid: np.zeros((lay.replicas, lay.groups, lay.rows, lay.filters), dtype=np.int16)
@@ -456,7 +455,7 @@ class _Builder:
                 raise TargetError("the mapping does not place every weight of every copy exactly once",
                                   where=f"layer {self.p.layers[pid].name!r}")
             lay = self.p.layers[pid]
-            self.p.layers[pid] = _replace(lay, home_core=first[pid][1])
+            self.p.layers[pid] = replace(lay, home_core=first[pid][1])
             self.tensor_home[self.p.tensors[lay.output].name] = (first[pid][1], last_cycle[pid])
         self._settle_digital()
 
@@ -473,31 +472,31 @@ class _Builder:
             ins = [homes[self.p.tensors[t].name] for t in d.inputs if self.p.tensors[t].name in homes]
             core = self.m.digital.get(d.name, ins[0][0] if ins else 0)
             cycle = max((c for _, c in ins), default=0)
-            self.p.digital[i] = _replace(d, core=int(core), cycle=cycle)
+            self.p.digital[i] = replace(d, core=int(core), cycle=cycle)
             for t in d.outputs:
                 homes[self.p.tensors[t].name] = (int(core), cycle)
         self.tensor_home = homes
 
     # -- schedule
-    def _flow_layer(self, lid: int) -> FlowLayer:
-        """Layer ``lid`` of the program as the dataflow planner sees it."""
+    def _flow_layer(self, lid: int, ids: list[int]) -> FlowLayer:
+        """Layer ``lid`` of the program, blocks ``ids``, as the dataflow planner sees it."""
         p, lay = self.p, self.p.layers[lid]
-        ids = [b for b, blk in enumerate(p.blocks) if blk.layer == lid]
         return FlowLayer(
             lay.order, lay.name, lay.input, lay.output,
             tuple(t for po in p.postops if po.layer == lid for t in po.extra), lay.groups, lay.rows, lay.filters,
             lay.positions, lay.replicas, psum_bits(self.hw.input_bits, self.hw.weight_bits, lay.rows),
             lay.kernel, lay.strides, lay.pads_begin, lay.dilations, lay.out_spatial,
-            tuple(FlowBlock(b.replica, b.group, b.row_start, b.row_count, b.filter_start, b.filter_count, b.cycle,
-                            b.core) for b in (p.blocks[i] for i in ids)))
+            tuple(p.blocks[i] for i in ids))
 
     def _schedule(self) -> None:
         blocks = self.p.blocks
         layers = self.p.layers
-        self.flow = [self._flow_layer(lid) for lid in range(len(layers))]
+        ids_of: list[list[int]] = [[] for _ in layers]  # layer id -> its block ids, in program order
+        for b, blk in enumerate(blocks):
+            ids_of[blk.layer].append(b)
+        self.flow = [self._flow_layer(lid, ids) for lid, ids in enumerate(ids_of)]
         acc_core: dict[int, int] = {}  # block id -> the core its partial sums go to
-        for lid, fl in enumerate(self.flow):
-            ids = [b for b, blk in enumerate(blocks) if blk.layer == lid]
+        for fl, ids in zip(self.flow, ids_of):
             for a in accumulations(fl):
                 for j in a.blocks:
                     acc_core[ids[j]] = a.core
@@ -507,18 +506,11 @@ class _Builder:
             return (k.cycle, k.core, layers[k.layer].order, k.replica, k.group, k.row_start, k.row_count, k.elem_row)
 
         order = sorted(range(len(blocks)), key=lambda b: (key(b), blocks[b].filter_start, b))
-        i = 0
-        while i < len(order):
-            j = i
-            while j < len(order) and key(order[j]) == key(order[i]):
-                j += 1
-            group = order[i:j]
-            i = j
+        for _, same in groupby(order, key=key):  # blocks sharing word lines: one READ
+            group = list(same)
             k = blocks[group[0]]
             lay = layers[k.layer]
-            per = _ceil(lay.positions, lay.replicas)
-            p0 = k.replica * per
-            count = max(0, min(lay.positions, p0 + per) - p0)
+            p0, count = copy_positions(lay.positions, lay.replicas, k.replica)
             if count == 0:
                 continue
             self.p.schedule.append(ReadRec(k.cycle, k.core, k.layer, k.replica, k.group, k.row_start, k.row_count,
@@ -557,7 +549,7 @@ class _Builder:
                 self.notes.append(f"ADC calibration failed ({e}); analytic worst-case full scale used")
                 smax = None
             else:
-                p.config = _replace(p.config, adc_calibration=1, calibration_vectors=vectors)
+                p.config = replace(p.config, adc_calibration=1, calibration_vectors=vectors)
         dac_top = 2**p.config.dac_bits - 1
         for b, blk in enumerate(p.blocks):
             lay = p.layers[blk.layer]
@@ -595,328 +587,3 @@ class _Builder:
             smax.update(kernel.probe(u))
             vectors += v
         return smax, vectors
-
-
-# ------------------------------------------------------------------------------ dataflow
-# Where each output is finished and what moves over the NoC. Pure functions on plain data, so
-# that the estimate (from the mapping) follows exactly the transfers written here (from the
-# program's records).
-
-@dataclass(frozen=True)
-class Region:
-    """Part of a tensor, every sample (the NOC record's region fields; :mod:`.program`)."""
-
-    layout: int
-    ch_start: int
-    ch_count: int
-    pos_start: int
-    pos_count: int
-
-    @property
-    def elements(self) -> int:
-        return self.ch_count * self.pos_count
-
-
-def whole_region(shape: tuple[int, ...]) -> Region:
-    return Region(LAYOUT_WHOLE, 0, 1, 0, math.prod(shape[1:]))
-
-
-@dataclass(frozen=True)
-class FlowBlock:
-    """A block as the dataflow sees it (a placement, or a SWITCHES record)."""
-
-    replica: int
-    group: int
-    row_start: int
-    row_count: int
-    filter_start: int
-    filter_count: int
-    cycle: int
-    core: int
-
-
-@dataclass(frozen=True)
-class FlowLayer:
-    """A crossbar layer: tensors (any hashable keys), shape counts, convolution geometry
-    (``kernel`` empty for Gemm/MatMul) and its blocks in program order."""
-
-    order: int
-    name: str
-    input: Hashable
-    output: Hashable
-    extra: tuple[Hashable, ...]  # dynamic operands of the fused post-ops
-    groups: int
-    rows: int
-    filters: int
-    positions: int
-    replicas: int
-    psum_bits: int
-    kernel: tuple[int, ...]
-    strides: tuple[int, ...]
-    pads_begin: tuple[int, ...]
-    dilations: tuple[int, ...]
-    out_spatial: tuple[int, ...]
-    blocks: tuple[FlowBlock, ...]
-
-
-@dataclass(frozen=True)
-class FlowDigital:
-    order: int
-    name: str
-    inputs: tuple[Hashable, ...]
-    outputs: tuple[Hashable, ...]
-    core: int
-    cycle: int
-
-
-@dataclass(frozen=True)
-class Accumulation:
-    """Filters ``filter_start..+filter_count`` of group ``group`` of copy ``replica``: the
-    blocks holding their row tiles (indices into the layer's blocks), the core where they
-    are accumulated, post-processed and finished (``core``) in computation cycle ``cycle``
-    (the last of the blocks'), for the copy's positions ``pos_start..+pos_count``."""
-
-    replica: int
-    group: int
-    filter_start: int
-    filter_count: int
-    blocks: tuple[int, ...]
-    core: int
-    cycle: int
-    pos_start: int
-    pos_count: int
-
-
-@dataclass(frozen=True)
-class FlowTransfer:
-    """One NOC record: ``node`` is the step it serves (the consumer, or the layer whose
-    partial sums move); ``bits`` per inference before rounding to bytes."""
-
-    node: str
-    cycle: int
-    src: int
-    dst: int
-    tensor: Hashable
-    kind: int
-    region: Region
-    bits: int
-
-
-def copy_positions(positions: int, replicas: int, replica: int) -> tuple[int, int]:
-    """(first position, count) copy ``replica`` of ``replicas`` computes: copy ``k`` takes
-    positions ``k·⌈P/R⌉ ..`` (the last copies possibly fewer or none)."""
-    per = _ceil(positions, replicas)
-    start = replica * per
-    return start, max(0, min(positions, start + per) - start)
-
-
-def accumulations(layer: FlowLayer) -> list[Accumulation]:
-    """The layer's blocks grouped by the filters they share (per copy and group: blocks whose
-    filter ranges overlap hold row tiles of the same filters). A group on one core is
-    finished there; a group spread over cores sends partial sums to the core holding most
-    of its cells (the lowest such core on ties). Copies with no positions are left out."""
-    by_key: dict[tuple[int, int], list[int]] = {}
-    for i, b in enumerate(layer.blocks):
-        by_key.setdefault((b.replica, b.group), []).append(i)
-    out: list[Accumulation] = []
-    for (replica, group), ids in sorted(by_key.items()):
-        p0, pc = copy_positions(layer.positions, layer.replicas, replica)
-        if pc == 0:
-            continue
-        ids.sort(key=lambda i: (layer.blocks[i].filter_start, i))
-        runs: list[list[int]] = []
-        end = -1
-        for i in ids:
-            b = layer.blocks[i]
-            if runs and b.filter_start < end:
-                runs[-1].append(i)
-                end = max(end, b.filter_start + b.filter_count)
-            else:
-                runs.append([i])
-                end = b.filter_start + b.filter_count
-        for run in runs:
-            blocks = [layer.blocks[i] for i in run]
-            cells: dict[int, int] = {}
-            for b in blocks:
-                cells[b.core] = cells.get(b.core, 0) + b.row_count * b.filter_count
-            core = min(cells, key=lambda c: (-cells[c], c))
-            f0 = min(b.filter_start for b in blocks)
-            f1 = max(b.filter_start + b.filter_count for b in blocks)
-            out.append(Accumulation(replica, group, f0, f1 - f0, tuple(sorted(run)), core,
-                                    max(b.cycle for b in blocks), p0, pc))
-    return out
-
-
-def _output_region(layer: FlowLayer, group: int, f0: int, fc: int, p0: int, pc: int) -> Region:
-    layout = LAYOUT_CHANNELS_FIRST if layer.kernel else LAYOUT_CHANNELS_LAST
-    return Region(layout, group * layer.filters + f0, fc, p0, pc)
-
-
-def input_region(layer: FlowLayer, in_shape: tuple[int, ...], group: int, row_start: int, row_count: int,
-                 pos_start: int, pos_count: int) -> Region | None:
-    """The part of a layer's input one read group needs for positions ``pos_start..+pos_count``
-    of its rows ``row_start..+row_count``: a Gemm/MatMul those input rows and entries; a
-    convolution the channels its rows unroll (``row = c·ΠK + ...``, ONNX W order) on the
-    input rows (first spatial axis) its output rows' receptive fields cover — ``o·s − p_b
-    .. o·s − p_b + (k − 1)·d``, clipped to the tensor — all of every other spatial axis.
-    None when they cover padding only."""
-    if not layer.kernel:
-        return Region(LAYOUT_CHANNELS_LAST, row_start, row_count, pos_start, pos_count)
-    per_ch = math.prod(layer.kernel)
-    cg = in_shape[1] // layer.groups
-    c0 = group * cg + row_start // per_ch
-    c1 = group * cg + (row_start + row_count - 1) // per_ch + 1
-    inner_out = math.prod(layer.out_spatial[1:])
-    o0, o1 = pos_start // inner_out, (pos_start + pos_count - 1) // inner_out
-    s, pb, k, d = layer.strides[0], layer.pads_begin[0], layer.kernel[0], layer.dilations[0]
-    lo = max(0, o0 * s - pb)
-    hi = min(in_shape[2] - 1, o1 * s - pb + (k - 1) * d)
-    if hi < lo:
-        return None
-    inner_in = math.prod(in_shape[3:])
-    return Region(LAYOUT_CHANNELS_FIRST, c0, c1 - c0, lo * inner_in, (hi - lo + 1) * inner_in)
-
-
-def _merge(regions: list[Region], shape: tuple[int, ...]) -> Region:
-    """One region covering ``regions``: their bounding box in a common layout, else the whole."""
-    if any(r.layout == LAYOUT_WHOLE for r in regions) or len({r.layout for r in regions}) > 1:
-        return whole_region(shape)
-    c0 = min(r.ch_start for r in regions)
-    p0 = min(r.pos_start for r in regions)
-    c1 = max(r.ch_start + r.ch_count for r in regions)
-    p1 = max(r.pos_start + r.pos_count for r in regions)
-    return Region(regions[0].layout, c0, c1 - c0, p0, p1 - p0)
-
-
-def _intersect(piece: Region, need: Region) -> Region | None:
-    """What of ``piece`` (held by one core) ``need`` takes: the overlap in a common layout;
-    all of the piece when their layouts differ (a reshaping reader)."""
-    if need.layout == LAYOUT_WHOLE:
-        return piece
-    if piece.layout == LAYOUT_WHOLE:
-        return need
-    if piece.layout != need.layout:
-        return piece
-    c0, c1 = max(piece.ch_start, need.ch_start), min(piece.ch_start + piece.ch_count, need.ch_start + need.ch_count)
-    p0, p1 = (max(piece.pos_start, need.pos_start),
-              min(piece.pos_start + piece.pos_count, need.pos_start + need.pos_count))
-    if c1 <= c0 or p1 <= p0:
-        return None
-    return Region(piece.layout, c0, c1 - c0, p0, p1 - p0)
-
-
-def _joined(pieces: list[tuple[int, Region]]) -> list[tuple[int, Region]]:
-    """Pieces on one core at the same positions with adjacent channels joined into one."""
-    out: list[tuple[int, Region]] = []
-    for core, r in sorted(pieces, key=lambda cr: (cr[0], cr[1].layout, cr[1].pos_start, cr[1].pos_count,
-                                                    cr[1].ch_start)):
-        if out:
-            c, q = out[-1]
-            if (c, q.layout, q.pos_start, q.pos_count) == (core, r.layout, r.pos_start, r.pos_count) and \
-                    q.ch_start + q.ch_count == r.ch_start:
-                out[-1] = (c, Region(q.layout, q.ch_start, q.ch_count + r.ch_count, q.pos_start, q.pos_count))
-                continue
-        out.append((core, r))
-    return out
-
-
-def plan_transfers(shapes: dict[Hashable, tuple[int, ...]], bits: dict[Hashable, int], layers: list[FlowLayer],
-                   digital: list[FlowDigital]) -> list[FlowTransfer]:
-    """The NoC transfers per inference, in dataflow order of the steps they serve.
-
-    * Partial sums: each block whose filters are accumulated on another core sends its
-      read-out (``psum_bits`` per value) for its copy's positions there, in its cycle.
-    * Finished values: every tensor a step produced is held in pieces (a layer's
-      :func:`accumulations` each hold their filters at their copy's positions; a digital op
-      its whole outputs). Each core reading a tensor needs one region of it (the bounding
-      box of what its reads take, :func:`input_region`; a digital op, and a fused post-op's
-      extra operand on each accumulating core, the whole tensor); every piece on another
-      core sends the part of that region it holds, once, at ``bits[tensor]`` per value, in
-      the first cycle the core reads it. Graph inputs (no producer) are loaded from off
-      chip into each reader's buffer: no transfer."""
-    steps = sorted([(lay.order, 0, i) for i, lay in enumerate(layers)] + [(d.order, 1, i) for i, d in enumerate(digital)])
-    pieces: dict[Hashable, list[tuple[int, Region]]] = {}
-    accs = [accumulations(lay) for lay in layers]
-    for i, lay in enumerate(layers):
-        pieces[lay.output] = _joined([(a.core, _output_region(lay, a.group, a.filter_start, a.filter_count,
-                                                              a.pos_start, a.pos_count)) for a in accs[i]])
-    for d in digital:
-        for t in d.outputs:
-            pieces[t] = [(d.core, whole_region(shapes[t]))]
-    # what each core reads of each tensor: (first step, its name, first cycle, regions)
-    needs: dict[tuple[Hashable, int], tuple[tuple[int, int, int], str, int, list[Region]]] = {}
-
-    def need(t: Hashable, core: int, cycle: int, region: Region | None, step: tuple[int, int, int], name: str) -> None:
-        if t not in pieces or region is None:
-            return
-        cur = needs.get((t, core))
-        if cur is None:
-            needs[(t, core)] = (step, name, cycle, [region])
-        else:
-            cur[3].append(region)
-            needs[(t, core)] = (min(cur[0], step), cur[1] if cur[0] <= step else name, min(cur[2], cycle), cur[3])
-
-    for step in steps:
-        _, kind, i = step
-        if kind == 1:
-            d = digital[i]
-            for t in d.inputs:
-                need(t, d.core, d.cycle, whole_region(shapes[t]), step, d.name)
-            continue
-        lay = layers[i]
-        x_shape = shapes[lay.input]
-        for b in lay.blocks:
-            p0, pc = copy_positions(lay.positions, lay.replicas, b.replica)
-            if pc:
-                need(lay.input, b.core, b.cycle,
-                     input_region(lay, x_shape, b.group, b.row_start, b.row_count, p0, pc), step, lay.name)
-        for a in accs[i]:
-            for t in lay.extra:
-                need(t, a.core, a.cycle, whole_region(shapes[t]), step, lay.name)
-    out: list[FlowTransfer] = []
-    for step in steps:
-        _, kind, i = step
-        if kind == 0:
-            lay = layers[i]
-            for a in accs[i]:
-                for j in a.blocks:
-                    b = lay.blocks[j]
-                    if b.core != a.core:
-                        region = _output_region(lay, b.group, b.filter_start, b.filter_count, a.pos_start,
-                                                a.pos_count)
-                        out.append(FlowTransfer(lay.name, b.cycle, b.core, a.core, lay.output, KIND_PSUM, region,
-                                                region.elements * lay.psum_bits))
-            ins = (lay.input,) + lay.extra
-        else:
-            ins = digital[i].inputs
-        seen: set[Hashable] = set()
-        for t in ins:
-            if t in seen:
-                continue
-            seen.add(t)
-            for (tt, core), (first, _, cycle, regions) in sorted(
-                    ((k, v) for k, v in needs.items() if k[0] == t), key=lambda kv: kv[0][1]):
-                if first != step:
-                    continue
-                want = _merge(regions, shapes[t])
-                for src, piece in pieces.get(t, []):
-                    if src == core:
-                        continue
-                    part = _intersect(piece, want)
-                    if part is not None and part.elements:
-                        out.append(FlowTransfer(needs[(tt, core)][1], cycle, src, core, t, KIND_ACT, part,
-                                                part.elements * bits[t]))
-    return out
-
-
-def psum_bits(input_bits: int, weight_bits: int, rows: int) -> int:
-    """Bits of a partial sum of a layer with ``rows`` rows as it goes over the NoC:
-    ``input_bits + weight_bits + max(1, ceil(log2 rows)) + 1`` (an integer dot product's
-    width plus a sign bit)."""
-    return input_bits + weight_bits + max(1, math.ceil(math.log2(max(rows, 2)))) + 1
-
-
-def _replace(rec: Any, **changes: Any) -> Any:
-    from dataclasses import replace
-
-    return replace(rec, **changes)

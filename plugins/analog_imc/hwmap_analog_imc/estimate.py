@@ -22,7 +22,7 @@ takes positions ``k·⌈P/R⌉ ..``, as the emitter schedules them)
   per output value its bias, fused post-ops, re-quantization and, with offset encoding,
   the offset correction (plus ``Σx`` over each input vector); digital nodes one op per
   output element (pooling: one per window element, global pooling: one per input element);
-* NoC: exactly the transfers the emitter writes (:func:`~.emit.plan_transfers` on the same
+* NoC: exactly the transfers the emitter writes (:func:`~.dataflow.plan_transfers` on the same
   blocks): a copy's filters are accumulated, post-processed and re-quantized on the core
   holding all their row tiles (else on the core their partial sums go to, :func:`psum_bits`
   each); each core reading a tensor receives only what it reads of it (a convolution copy:
@@ -81,7 +81,7 @@ from typing import Any, Hashable
 
 from hwmap import Graph, KPIs, Node, Target
 
-from .emit import FlowBlock, FlowDigital, FlowLayer, accumulations, plan_transfers, psum_bits
+from .dataflow import FlowDigital, FlowLayer, accumulations, copy_positions, plan_transfers, psum_bits
 from .hardware import AnalogIMCConfig, Blueprint
 from .layers import CrossbarLayer
 from .legalize import META_KEY, SYNTHETIC_NOTE
@@ -123,11 +123,7 @@ def _read_groups(blocks: list[Placement]) -> dict[tuple[int, ...], list[Placemen
 def replica_positions(positions: int, replicas: int, replica: int) -> int:
     """Positions copy ``replica`` of ``replicas`` computes: copy ``k`` takes positions
     ``k·⌈P/R⌉ ..`` (as the emitter schedules them), the last copies possibly fewer or none."""
-    per = -(-positions // replicas)
-    start = replica * per
-    return max(0, min(positions, start + per) - start)
-
-
+    return copy_positions(positions, replicas, replica)[1]
 
 
 def conv_fill_fraction(node: Node, in_shape: tuple[int, ...]) -> float:
@@ -202,15 +198,10 @@ class _Model:
         self.blocks: dict[str, list[Placement]] = {lay.node: [] for lay in mapping.layers}
         for p in self.res.placements:
             self.blocks[self.layer_by_index[p.layer].node].append(p)
-        self.home = {}
-        for lay in mapping.layers:
-            first = [p for p in self.blocks[lay.node] if p.replica == 0]
-            self.home[lay.node] = first[0].core if first else 0
         self.costs: dict[str, _NodeCost] = {}
         self.order = {node.name: i for i, node in enumerate(self.g.nodes)}
         self.flow: dict[str, FlowLayer] = {}
         self.transfers: list[_Transfer] = []
-        self.core_of_tensor: dict[str, int] = {t: 0 for t in self.g.inputs}
         self.cycle_of_tensor: dict[str, int] = {t: 0 for t in self.g.inputs}
         self.producer: dict[str, str] = {}
         for node in self.g.nodes:
@@ -218,7 +209,6 @@ class _Model:
             self.costs[node.name] = cost
             for t in node.outputs:
                 self.producer[t] = node.name
-                self.core_of_tensor[t] = self.home.get(node.name, self.m.digital.get(node.name, 0))
                 self.cycle_of_tensor[t] = max(cost.cycles)
         self._transfers()
 
@@ -296,9 +286,7 @@ class _Model:
             lay.filters, lay.positions, replicas, psum_bits(self.hw.input_bits, self.hw.weight_bits, lay.rows),
             tuple(geo.kernel) if geo else (), tuple(geo.strides) if geo else (),
             tuple(geo.pads_begin) if geo else (), tuple(geo.dilations) if geo else (),
-            tuple(geo.out) if geo else (),
-            tuple(FlowBlock(p.replica, p.group, p.row_start, p.row_count, p.filter_start, p.filter_count, p.cycle,
-                            p.core) for p in blocks))
+            tuple(geo.out) if geo else (), tuple(blocks))
 
     @staticmethod
     def _post_ops_per_output(node: Node) -> int:
@@ -336,14 +324,14 @@ class _Model:
         return cost
 
     def _transfers(self) -> None:
-        """The emitter's NOC records (:func:`~.emit.plan_transfers` on the same blocks, digital
+        """The emitter's NOC records (:func:`~.dataflow.plan_transfers` on the same blocks, digital
         cores and cycles): partial sums of filter ranges split over cores to the core
         accumulating them; finished values, per copy, only the part of each tensor a core
         reads, at the tensor's quantization bits (``input_bits`` without one)."""
         shapes: dict[Hashable, tuple[int, ...]] = {name: tuple(t.shape) for name, t in self.g.tensors.items()}
         bits: dict[Hashable, int] = {name: (t.quant.bits if t.quant is not None else self.hw.input_bits)
                                      for name, t in self.g.tensors.items()}
-        layers = [self.flow[node.name] for node in self.g.nodes if node.name in self.flow]
+        layers = list(self.flow.values())  # filled in graph order
         digital = [FlowDigital(self.order[node.name], node.name, tuple(node.inputs), tuple(node.outputs),
                                self.m.digital.get(node.name, 0), self.costs[node.name].cycles[0])
                    for node in self.g.nodes if node.name not in self.layer_by_node]
