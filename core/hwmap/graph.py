@@ -357,8 +357,7 @@ class Graph:
         directory = Path(directory)
         try:
             d = json.loads((directory / "graph.json").read_text())
-            with np.load(directory / "params.npz", allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
+            arrays = load_npz(directory / "params.npz")
         except (OSError, ValueError) as e:
             raise GraphError(f"cannot read graph: {e}", where=str(directory)) from None
         return cls.from_json(d, arrays)
@@ -390,3 +389,11 @@ def _save_npz_deterministic(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 save_npz = _save_npz_deterministic
+
+
+def load_npz(source: Any) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (a path or a binary file object), by key; pickles refused.
+
+    Raises what ``np.load`` raises (``OSError``, ``ValueError``, ...): callers word it."""
+    with np.load(source, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

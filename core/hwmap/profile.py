@@ -12,21 +12,9 @@ Layers (rows)
 -------------
 The graph's nodes are grouped into rows in topological order, the way the chapter counts the
 layers of MobileNet V1 (stem conv, 13 × (depthwise, pointwise), pool, fc: 29 rows, layer 1
-being the stem):
-
-* a *compute* node (op category ``"compute"``: Conv, ConvTranspose, Gemm, MatMul and the
-  ``Fused*`` nodes) starts a row named after the node;
-* a node that only transforms its input element by element (BatchNormalization and the other
-  normalizations, activations, Add/Mul/..., neurons, quantizers) or only reinterprets its
-  shape without moving data (:data:`VIEW_OPS`: Flatten, Reshape, Squeeze, Unsqueeze,
-  Identity, Dropout) joins the row whose output it reads, as a post-op, when that output has
-  no other reader and is not a graph output. Of two candidate rows it joins the later one:
-  a residual ``Add`` joins the row of the branch's last conv (as the analog compiler fuses
-  it), or of the projection shortcut's conv when that comes later in the graph;
-* every other node (pooling, Concat, Transpose, Pad, Resize, ..., or an element-wise node
-  that cannot join a row) starts a row of its own, with 0 weights;
-* ``Constant`` nodes, and nodes that compute on constants only, are operands, not layers:
-  they form no row.
+being the stem): a compute node starts a row, the element-wise and view nodes that follow it
+join it as post-ops, every other node is a row of its own, constants form none. The rules
+are :mod:`hwmap.profile_rows`'s (:func:`group_layers`).
 
 A row's output is the output of its last member (e.g. the ReLU after conv + BN), its input
 the dynamic inputs of its first member.
@@ -87,7 +75,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -95,6 +83,9 @@ import numpy as np
 
 from .errors import ConfigError, DataError, GraphError
 from .graph import Graph, Node
+from .profile_rows import _JOINING_CATEGORIES, NORM_OPS, VIEW_OPS, LayerGroup, group_layers
+from .profile_table import summary as _summary
+from .profile_table import table as _table
 
 __all__ = [
     "profile", "Profile", "LayerProfile", "InputProfile", "ProfileTotals", "ProfileSettings",
@@ -102,15 +93,6 @@ __all__ = [
 ]
 
 MAC_CONVENTIONS = ("conv_fc", "fvcore", "all")
-
-#: Ops that reinterpret a tensor's shape without moving data: they join the row they follow.
-VIEW_OPS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
-
-#: Normalizations: element-wise at inference, never a compute row's MACs under conv_fc.
-NORM_OPS = frozenset({"BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization"})
-
-#: Categories (:class:`hwmap.ops.OpDef`) of nodes that can join the row they follow.
-_JOINING_CATEGORIES = frozenset({"elementwise", "norm", "neuron", "quant"})
 
 #: Bias slot of each compute op: counted in params, not in weights.
 _BIAS_SLOT = {"Conv": "B", "ConvTranspose": "B", "Gemm": "C"}
@@ -237,41 +219,13 @@ class Profile:
         return buf.getvalue()
 
     def table(self) -> Any:
-        """A ``rich.table.Table`` of the rows, in human-readable units, totals as caption."""
-        from rich.table import Table
-
-        measured = self.settings.samples is not None
-        t = Table(title=f"profile of {self.settings.model} ({self.settings.macs} MACs, "
-                        f"{_num(self.settings.fps)} FPS, {self.settings.act_bits}-bit activations)",
-                  caption=self.summary())
-        for col in ("#", "layer", "kind", "stride", "params", "MACs", "output", "data vol ×in", "bandwidth"):
-            t.add_column(col, justify="left" if col in ("layer", "kind") else "right")
-        if measured:
-            t.add_column("act. sparsity", justify="right")
-            t.add_column("temp. sparsity", justify="right")
-        for r in self.rows:
-            cells = [str(r.index), r.name, r.kind, "×".join(map(str, r.stride)) if r.stride else "",
-                     si(r.params), si(r.macs), si(r.output_elements), f"{r.data_volume_rel:.3g}",
-                     bitrate(r.bandwidth_bps)]
-            if measured:
-                cells += [_pct(r.activation_sparsity), _pct(r.temporal_sparsity)]
-            t.add_row(*cells)
-        return t
+        """A ``rich.table.Table`` of the rows, in human-readable units, totals as caption
+        (:func:`hwmap.profile_table.table`)."""
+        return _table(self)
 
     def summary(self) -> str:
         """The totals in one line of human-readable units."""
-        tt = self.totals
-        s = self.settings
-        text = (f"{tt.layers} layers · params {si(tt.params)} (weights {si(tt.weights)}, "
-                f"{si(tt.weight_bytes, 'B')} at {s.weight_bits} bits) · MACs {si(tt.macs)} "
-                f"({si(tt.macs_per_s, 'MAC/s')} at {_num(s.fps)} FPS) · input {bitrate(self.input.bandwidth_bps)} · "
-                f"peak bandwidth {tt.peak_bandwidth_layer} {bitrate(tt.peak_bandwidth_bps)} · "
-                f"peak data volume {tt.peak_data_volume_layer} {si(tt.peak_data_volume)} elements")
-        if tt.activation_sparsity is not None:
-            text += f" · activation sparsity {_pct(tt.activation_sparsity)} over {s.samples} samples"
-        if tt.temporal_sparsity is not None:
-            text += f", temporal {_pct(tt.temporal_sparsity)}"
-        return text
+        return _summary(self)
 
     def render(self, console: Any) -> None:
         """Print :meth:`table` on a ``rich.console.Console``."""
@@ -311,54 +265,6 @@ def profile(graph: Graph, *, fps: float = 30.0, act_bits: int = 8, input_bits: i
         samples = _measure_sparsity(graph, rows, data, max_samples)
     settings = ProfileSettings(graph.name, float(fps), act_bits, input_bits, weight_bits, macs, samples)
     return Profile(rows, inp, _totals(rows, fps, samples is not None), settings)
-
-
-@dataclass
-class LayerGroup:
-    """The graph nodes of one row: ``members[0]`` is the head; ``outputs`` the row's output
-    tensors (its last member's)."""
-
-    members: list[Node] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=list)
-
-
-def group_layers(graph: Graph) -> list[LayerGroup]:
-    """Group ``graph``'s nodes into rows, as the module docstring describes."""
-    from .ops import get_op
-
-    consumers = graph.consumers()
-    graph_outputs = set(graph.outputs)
-    groups: list[LayerGroup] = []
-    tail_of: dict[str, int] = {}  # tensor -> row whose current (single) output it is
-    live = set(graph.inputs)  # tensors that depend on a graph input
-    for node in graph.nodes:
-        if not any(t in live for t in node.inputs):
-            continue  # Constant, or a computation on constants only: an operand, not a layer
-        live.update(node.outputs)
-        if _joins(node, get_op(node.op, where=f"node {node.name!r}").category):
-            candidates = [tail_of[t] for t in node.inputs
-                          if t in tail_of and len(consumers.get(t, [])) == 1 and t not in graph_outputs]
-            if candidates:
-                g = groups[max(candidates)]
-                for t in g.outputs:
-                    tail_of.pop(t, None)
-                g.members.append(node)
-                g.outputs = list(node.outputs)
-                tail_of[node.outputs[0]] = max(candidates)
-                continue
-        groups.append(LayerGroup([node], list(node.outputs)))
-        if len(node.outputs) == 1:
-            tail_of[node.outputs[0]] = len(groups) - 1
-    return groups
-
-
-def _joins(node: Node, category: str) -> bool:
-    """Whether ``node`` may join the row it reads from as a post-op."""
-    if len(node.outputs) != 1 or node.fused:
-        return False
-    if node.op in NORM_OPS or node.op in VIEW_OPS:
-        return True
-    return category in _JOINING_CATEGORIES
 
 
 # -- one row -----------------------------------------------------------------------------
@@ -622,33 +528,3 @@ def _csv_cell(v: Any) -> Any:
     if isinstance(v, list):
         return ";".join(str(x) for x in v)
     return v
-
-
-# -- human-readable units ----------------------------------------------------------------
-_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
-
-
-def si(x: float, unit: str = "") -> str:
-    """``x`` with an SI prefix, then ``unit``: si(4231976) -> '4.23 M', si(928, 'B') -> '928 B'."""
-    for scale, p in _PREFIXES:
-        if abs(x) >= scale:
-            v = x / scale
-            return f"{v:.3g} {p}{unit}" if abs(v) < 100 else f"{v:.1f} {p}{unit}"
-    text = f"{x:.3g}" if isinstance(x, float) else str(x)
-    return f"{text} {unit}" if unit else text
-
-
-def bitrate(bps: float) -> str:
-    """A bit rate in kbit/s, Mbit/s or Gbit/s: 663552000 -> '663.6 Mbit/s'."""
-    for scale, p in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if bps >= scale:
-            return f"{bps / scale:.2f} {p}bit/s" if p == "G" else f"{bps / scale:.1f} {p}bit/s"
-    return f"{bps:.0f} bit/s"
-
-
-def _num(x: float) -> str:
-    return f"{x:g}"
-
-
-def _pct(x: float | None) -> str:
-    return "" if x is None else f"{100 * x:.1f} %"

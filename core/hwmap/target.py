@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from .graph import Graph
+from .jsonio import dumps
 
 __all__ = [
     "TargetConfig",
@@ -133,7 +134,7 @@ class Artifacts:
 
     def write_manifest(self) -> Path:
         p = self.directory / "artifacts.json"
-        p.write_text(json.dumps({"files": self.files, "manifest": self.manifest}, indent=1, sort_keys=True) + "\n")
+        p.write_text(dumps({"files": self.files, "manifest": self.manifest}))
         return p
 
     @classmethod

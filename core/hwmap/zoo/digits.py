@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from ..errors import DataError, ModelError
+from ..graph import load_npz
 from ._builder import OnnxBuilder
 
 __all__ = [
@@ -81,8 +82,7 @@ def load_weights(model: str, layers: dict[str, tuple[int, ...]]) -> dict[str, np
     where = f"zoo:{model}"
     try:
         blob = (resources.files(__package__) / "data" / f"{model}.npz").read_bytes()
-        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = load_npz(io.BytesIO(blob))
     except FileNotFoundError:
         raise ModelError(f"trained weights data/{model}.npz are not installed; run scripts/train_digits.py",
                          where=where) from None

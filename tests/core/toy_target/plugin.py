@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from hwmap import Artifacts, Diagnostic, Graph, KPIs, Legalized, Mapping, Simulation, Target, TargetError, hookimpl
-from hwmap.graph import save_npz
+from hwmap import (Artifacts, Diagnostic, Graph, KPIs, Legalized, Mapping, Node, Simulation, Target, TargetError,
+                   hookimpl)
+from hwmap.graph import load_npz, save_npz
+from hwmap.jsonio import dumps
 from hwmap.ops import get_op
 
 from .hardware import ToyConfig
@@ -68,7 +70,13 @@ def _decode(stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def stored_bytes(graph: Graph) -> int:
     """Bytes of SRAM the graph's constants take once encoded."""
-    return sum(v.nbytes for key, a in graph.arrays().items() for v in _encode(key, a).values())
+    return sum(_node_bytes(n) for n in graph.nodes)
+
+
+def _node_bytes(node: Node) -> int:
+    """Bytes of SRAM one node's constants (its fused sub-nodes' included) take once encoded."""
+    return sum(v.nbytes for sub in node.walk() for k, a in sub.params.items()
+               for v in _encode(f"{sub.name}/{k}", a).values())
 
 
 # -- legalize -------------------------------------------------------------------------------------
@@ -121,9 +129,7 @@ def hwmap_map(graph: Graph, target: Target) -> Mapping:
         ins = [graph.tensor(t).shape for t in n.inputs]
         outs = [graph.tensor(t).shape for t in n.outputs]
         macs = int(opdef.macs(n, ins, outs)) if opdef.macs is not None else 0
-        wbytes = sum(v.nbytes for sub in n.walk() for k, a in sub.params.items()
-                     for v in _encode(f"{sub.name}/{k}", a).values())
-        layers.append(Layer(n.name, n.op, macs, wbytes, sum(math.prod(s) for s in ins),
+        layers.append(Layer(n.name, n.op, macs, _node_bytes(n), sum(math.prod(s) for s in ins),
                             sum(math.prod(s) for s in outs)))
     return ToyMapping(graph, layers)
 
@@ -137,7 +143,7 @@ def hwmap_emit(mapping: Mapping, target: Target, outdir: Path) -> Artifacts:
         stored.update(_encode(key, a))
     program = {"format": PROGRAM_FORMAT, "version": 1, "graph": mapping.graph.to_json(),
                "layers": [asdict(x) for x in mapping.layers]}
-    (outdir / "program.json").write_text(json.dumps(program, indent=1, sort_keys=True) + "\n")
+    (outdir / "program.json").write_text(dumps(program))
     save_npz(outdir / "weights.npz", stored)
     return Artifacts(outdir, ["program.json", "weights.npz"], {"format": PROGRAM_FORMAT, "version": 1})
 
@@ -146,8 +152,7 @@ def load_program(directory: Path) -> Graph:
     """The graph the artifacts describe, weights decoded from their stored int8 form."""
     try:
         program = json.loads((directory / "program.json").read_text())
-        with np.load(directory / "weights.npz", allow_pickle=False) as z:
-            stored = {k: z[k] for k in z.files}
+        stored = load_npz(directory / "weights.npz")
     except (OSError, ValueError) as e:
         raise TargetError(f"cannot read the toy_cpu program: {e}", where=str(directory)) from None
     if not isinstance(program, dict) or program.get("format") != PROGRAM_FORMAT:

@@ -1,0 +1,84 @@
+"""The profiler in human-readable form: a :class:`hwmap.profile.Profile` as a rich table,
+its totals as one line, and the SI and bit-rate units both print in.
+
+The machine-readable forms (``Profile.to_json``, ``Profile.to_csv``) stay with the records in
+:mod:`hwmap.profile`; rich is imported here, on use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .profile import Profile
+
+__all__ = ["table", "summary", "si", "bitrate"]
+
+
+def table(prof: "Profile") -> Any:
+    """A ``rich.table.Table`` of the rows, in human-readable units, totals as caption."""
+    from rich.table import Table
+
+    measured = prof.settings.samples is not None
+    t = Table(title=f"profile of {prof.settings.model} ({prof.settings.macs} MACs, "
+                    f"{_num(prof.settings.fps)} FPS, {prof.settings.act_bits}-bit activations)",
+              caption=summary(prof))
+    for col in ("#", "layer", "kind", "stride", "params", "MACs", "output", "data vol ×in", "bandwidth"):
+        t.add_column(col, justify="left" if col in ("layer", "kind") else "right")
+    if measured:
+        t.add_column("act. sparsity", justify="right")
+        t.add_column("temp. sparsity", justify="right")
+    for r in prof.rows:
+        cells = [str(r.index), r.name, r.kind, "×".join(map(str, r.stride)) if r.stride else "",
+                 si(r.params), si(r.macs), si(r.output_elements), f"{r.data_volume_rel:.3g}",
+                 bitrate(r.bandwidth_bps)]
+        if measured:
+            cells += [_pct(r.activation_sparsity), _pct(r.temporal_sparsity)]
+        t.add_row(*cells)
+    return t
+
+
+def summary(prof: "Profile") -> str:
+    """The totals in one line of human-readable units."""
+    tt = prof.totals
+    s = prof.settings
+    text = (f"{tt.layers} layers · params {si(tt.params)} (weights {si(tt.weights)}, "
+            f"{si(tt.weight_bytes, 'B')} at {s.weight_bits} bits) · MACs {si(tt.macs)} "
+            f"({si(tt.macs_per_s, 'MAC/s')} at {_num(s.fps)} FPS) · input {bitrate(prof.input.bandwidth_bps)} · "
+            f"peak bandwidth {tt.peak_bandwidth_layer} {bitrate(tt.peak_bandwidth_bps)} · "
+            f"peak data volume {tt.peak_data_volume_layer} {si(tt.peak_data_volume)} elements")
+    if tt.activation_sparsity is not None:
+        text += f" · activation sparsity {_pct(tt.activation_sparsity)} over {s.samples} samples"
+    if tt.temporal_sparsity is not None:
+        text += f", temporal {_pct(tt.temporal_sparsity)}"
+    return text
+
+
+# -- human-readable units ----------------------------------------------------------------
+_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def si(x: float, unit: str = "") -> str:
+    """``x`` with an SI prefix, then ``unit``: si(4231976) -> '4.23 M', si(928, 'B') -> '928 B'."""
+    for scale, p in _PREFIXES:
+        if abs(x) >= scale:
+            v = x / scale
+            return f"{v:.3g} {p}{unit}" if abs(v) < 100 else f"{v:.1f} {p}{unit}"
+    text = f"{x:.3g}" if isinstance(x, float) else str(x)
+    return f"{text} {unit}" if unit else text
+
+
+def bitrate(bps: float) -> str:
+    """A bit rate in kbit/s, Mbit/s or Gbit/s: 663552000 -> '663.6 Mbit/s'."""
+    for scale, p in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if bps >= scale:
+            return f"{bps / scale:.2f} {p}bit/s" if p == "G" else f"{bps / scale:.1f} {p}bit/s"
+    return f"{bps:.0f} bit/s"
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.1f} %"
