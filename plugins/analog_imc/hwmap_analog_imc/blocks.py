@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .hardware import Blueprint
 from .layers import CrossbarLayer
 
-__all__ = ["Placement", "Geom", "ceil_div", "row_tiles"]
+__all__ = ["Placement", "Geom", "ceil_div", "copy_positions", "row_tiles"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +84,10 @@ def row_tiles(layer: CrossbarLayer, g: Geom) -> list[tuple[int, int]]:
     tallest blocks come first and only the last tile has a ragged element row."""
     return [(r, min(g.rows, layer.rows - r)) for r in range(0, layer.rows, g.rows)]
 
+
+def copy_positions(positions: int, replicas: int, replica: int) -> tuple[int, int]:
+    """(first position, count) copy ``replica`` of ``replicas`` computes: copy ``k`` takes
+    positions ``k·⌈P/R⌉ ..`` (the last copies possibly fewer or none)."""
+    per = -(-positions // replicas)
+    start = replica * per
+    return start, max(0, min(positions, start + per) - start)

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Hashable, Union
 
+from .blocks import copy_positions
 from .mapper import Placement
 from .program import KIND_ACT, KIND_PSUM, LAYOUT_CHANNELS_FIRST, LAYOUT_CHANNELS_LAST, LAYOUT_WHOLE, BlockRec
 
@@ -114,13 +115,6 @@ class FlowTransfer:
     region: Region
     bits: int
 
-
-def copy_positions(positions: int, replicas: int, replica: int) -> tuple[int, int]:
-    """(first position, count) copy ``replica`` of ``replicas`` computes: copy ``k`` takes
-    positions ``k·⌈P/R⌉ ..`` (the last copies possibly fewer or none)."""
-    per = -(-positions // replicas)
-    start = replica * per
-    return start, max(0, min(positions, start + per) - start)
 
 
 def accumulations(layer: FlowLayer) -> list[Accumulation]:

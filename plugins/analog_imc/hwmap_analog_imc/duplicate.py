@@ -5,18 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .blocks import Placement, ceil_div
+from .blocks import Placement, ceil_div, copy_positions
 from .layers import CrossbarLayer
 from .packer import NoRoom, Packer
 
 __all__ = ["duplicate"]
-
-
-def _copy_positions(positions: int, replicas: int, replica: int) -> int:
-    """Positions copy ``replica`` of ``replicas`` computes: copy ``k`` takes positions
-    ``k·⌈P/R⌉ ..`` (the emitter's schedule; the estimate's ``replica_positions``)."""
-    per = ceil_div(positions, replicas)
-    return max(0, min(positions, (replica + 1) * per) - replica * per)
 
 
 _ReadGroup = tuple[int, int, int, int, int, int]  # core, copy, group, row_start, row_count, elem_row
@@ -32,7 +25,7 @@ def _read_groups(blocks: list[Placement]) -> set[_ReadGroup]:
 def _reads(layer: CrossbarLayer, copies: int, groups: set[_ReadGroup], cores: int) -> list[int]:
     """Per core, the crossbar reads per input bit-plane ``layer`` costs it: each read group
     performs one read per position of its copy."""
-    per_copy = [_copy_positions(layer.positions, copies, k) for k in range(copies)]
+    per_copy = [copy_positions(layer.positions, copies, k)[1] for k in range(copies)]
     out = [0] * cores
     for core, replica, *_ in groups:
         out[core] += per_copy[replica]

@@ -70,15 +70,15 @@ from .dataflow import (
     Accumulation, FlowBlock, FlowDigital, FlowLayer, FlowTransfer, Region, accumulations, copy_positions,
     input_region, plan_transfers, psum_bits, whole_region,
 )
+from .crossbar import LayerKernel, ScheduleIndex, input_codes, max_digits
 from .hardware import HardwareConfig
 from .layers import CROSSBAR_OPS, CrossbarLayer
 from .mapping import AnalogMapping
 from .program import (
-    ENC_DIFFERENTIAL, ENC_OFFSET, FLAG_AXIS, FLAG_INPUT, FLAG_OUTPUT, FLAG_QUANT, NONE, VERSION,
+    ENC_DIFFERENTIAL, ENC_OFFSET, FLAG_AXIS, FLAG_INPUT, FLAG_OUTPUT, FLAG_QUANT, NONE, PROGRAM_FILE, VERSION,
     AccumRec, AdcRec, BlockRec, Config, DigitalRec, LayerRec, PostOpRec, Program, ReadRec, TensorRec, TransferRec,
     WeightsRec, parse_listing, read_program,
 )
-from .simulator import PROGRAM_FILE, LayerKernel, input_codes
 
 __all__ = ["PROGRAM_FILE", "LISTING_FILE", "CAL_SAMPLES", "CAL_VECTORS", "write_program", "build_program",
            "read_program", "parse_listing", "Region", "FlowBlock", "FlowLayer", "FlowDigital", "FlowTransfer",
@@ -550,14 +550,12 @@ class _Builder:
                 smax = None
             else:
                 p.config = replace(p.config, adc_calibration=1, calibration_vectors=vectors)
-        dac_top = 2**p.config.dac_bits - 1
         for b, blk in enumerate(p.blocks):
             lay = p.layers[blk.layer]
             if smax is not None:
                 s = smax[b]
             else:
-                umax = lay.in_qmax - lay.in_qmin
-                dmax = np.array([min(dac_top, umax >> (k * p.config.dac_bits)) for k in range(lay.planes)], float)
+                dmax = max_digits(lay, p.config.dac_bits).astype(float)
                 col = p.weights[b].cells.astype(np.int64).sum(axis=0).reshape(blk.filter_count, lay.cols_per_filter)
                 s = dmax[:, None] * col.max(axis=0)[None, :]
             p.adc[b] = AdcRec(b, p.config.adc_bits, _shift_for(s, p.config.adc_bits))
@@ -576,8 +574,9 @@ class _Builder:
         env = run(g, {g.inputs[0]: x[:n]}, collect=True)
         smax: dict[int, np.ndarray] = {}
         vectors = 0
+        index = ScheduleIndex.of(p)  # one index of the schedule for every layer's kernel
         for lid, lay in enumerate(p.layers):
-            kernel = LayerKernel(p, lid)
+            kernel = LayerKernel(p, lid, index=index)
             u = input_codes(lay, env[p.tensors[lay.input].name])  # (G, n, P, M)
             total = u.shape[1] * u.shape[2]
             cells = lay.groups * lay.rows * lay.filters * lay.cols_per_filter * lay.replicas

@@ -139,6 +139,7 @@ import numpy as np
 from hwmap import TargetError
 
 __all__ = [
+    "PROGRAM_FILE",
     "MAGIC", "VERSION", "NONE", "ENC_DIFFERENTIAL", "ENC_OFFSET", "KIND_ACT", "KIND_PSUM",
     "LAYOUT_WHOLE", "LAYOUT_CHANNELS_FIRST", "LAYOUT_CHANNELS_LAST", "region_elements",
     "Config", "TensorRec", "LayerRec", "BlockRec", "WeightsRec", "AdcRec", "ReadRec", "AccumRec",
@@ -146,6 +147,8 @@ __all__ = [
 ]
 
 MAGIC = b"HWMAPIMC"
+#: The binary program's file name inside an artifacts directory.
+PROGRAM_FILE = "program.bin"
 VERSION = 2
 NONE = 0xFFFFFFFF
 ENC_DIFFERENTIAL, ENC_OFFSET = 0, 1

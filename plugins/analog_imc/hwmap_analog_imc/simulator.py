@@ -50,12 +50,11 @@ from hwmap.ops import get_op
 from .crossbar import LayerBase, LayerKernel, ScheduleIndex, adc_error_bound, input_codes, nonzero_digits
 from .fast_layer import FastLayer, NotExact, Tuning
 from .hardware import NoiseConfig
-from .program import FLAG_INPUT, FLAG_OUTPUT, Program, ReadRec, read_program
+from .program import FLAG_INPUT, FLAG_OUTPUT, PROGRAM_FILE, Program, ReadRec, read_program
 
 __all__ = ["PROGRAM_FILE", "Simulator", "simulate", "run_program", "adc_error_bound", "input_codes",
            "LayerKernel", "FastLayer"]
 
-PROGRAM_FILE = "program.bin"
 #: Bytes of working arrays one simulation slice may hold; larger batches run in slices.
 _SLICE_BYTES = 256 * 2**20
 #: How the fast kernel cuts its work (:class:`~hwmap_analog_imc.fast_layer.Tuning`), read when
