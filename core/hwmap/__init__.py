@@ -18,7 +18,8 @@ from .errors import (
 )
 from .graph import Graph, Node, QuantAnnotation, Tensor
 from .hookspecs import hookimpl, hookspec
-from .kpi import KPIs, Fidelity
+from .kpi import Assumption, Bottleneck, Fidelity, KPIs, LayerCost, Provenance
+from .constants import constant
 from .source import ParseOptions, load_model
 from .target import (
     Artifacts,
@@ -27,6 +28,7 @@ from .target import (
     Mapping,
     Simulation,
     Target,
+    FidelityClaim,
     TargetConfig,
     TargetSpec,
 )
@@ -35,6 +37,7 @@ from .data import Dataset, load_data
 __version__ = "0.1.0"
 
 __all__ = [
+    "Assumption", "Bottleneck", "FidelityClaim", "LayerCost", "Provenance", "constant",
     "Artifacts", "ConfigError", "DataError", "Dataset", "Diagnostic", "DoesNotFitError", "Fidelity", "Graph",
     "GraphError", "HwmapError", "KPIs", "Legalized", "Mapping", "ModelError", "Node", "ParseOptions",
     "PluginError", "QuantAnnotation", "Simulation", "Target", "TargetConfig", "TargetError", "TargetSpec",

@@ -380,7 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HwmapError as e:
-        print(f"hwmap: error: {e}", file=sys.stderr)
+        for line in e.lines():
+            print(f"hwmap: error: {line}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("hwmap: interrupted", file=sys.stderr)

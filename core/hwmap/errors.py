@@ -29,6 +29,10 @@ class HwmapError(Exception):
         self.where = where
         super().__init__(f"{where}: {message}" if where else message)
 
+    def lines(self) -> list[str]:
+        """The error as one line per problem (the CLI prints each on its own line)."""
+        return [str(self).replace("\n", " ")]
+
 
 class ModelError(HwmapError):
     """A model source that cannot be read: missing, truncated, corrupt, unknown format."""
@@ -43,7 +47,21 @@ class GraphError(HwmapError):
 
 
 class ConfigError(HwmapError):
-    """A target configuration that is not valid TOML or does not match its schema."""
+    """A target configuration that is not valid TOML or does not match its schema.
+
+    ``problems`` lists every problem found (the message is the first); each is reported on
+    its own line, prefixed with ``where``.
+    """
+
+    def __init__(self, message: str, *, where: str | None = None, problems: list[str] | None = None) -> None:
+        self.problems = list(problems) if problems else [message]
+        super().__init__(message if len(self.problems) == 1 else
+                         f"{message} (and {len(self.problems) - 1} more problem"
+                         f"{'s' if len(self.problems) > 2 else ''})", where=where)
+
+    def lines(self) -> list[str]:
+        prefix = f"{self.where}: " if self.where else ""
+        return [f"{prefix}{p}".replace("\n", " ") for p in self.problems]
 
 
 class PluginError(HwmapError):

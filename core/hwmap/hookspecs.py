@@ -32,9 +32,12 @@ def hwmap_register_targets(register: Callable[..., None]) -> None:
     """Declare the target kinds this plugin provides.
 
     Called once when the plugin is loaded. Call ``register(kind=..., config=...,
-    description=..., presets=...)`` once per kind: ``config`` is a pydantic model (subclass
-    :class:`hwmap.TargetConfig`), ``presets`` maps preset names to TOML files shipped in the
-    plugin's package (``default`` is the one ``compare`` and ``demo`` use).
+    description=..., presets=..., fidelity=...)`` once per kind: ``config`` is a pydantic
+    model (subclass :class:`hwmap.TargetConfig`), ``presets`` maps preset names to TOML files
+    shipped in the plugin's package (``default`` is the one ``compare`` and ``demo`` use),
+    ``fidelity`` an optional :class:`hwmap.FidelityClaim`: what the target promises about its
+    simulator beyond the conformance suite's floor (a top-1 agreement, a maximum relative
+    error, bit-exactness against the shared quantized reference).
     """
 
 
@@ -74,11 +77,21 @@ def hwmap_emit(mapping: "Mapping", target: "Target", outdir: Path) -> "Artifacts
 @hookspec(firstresult=True)
 def hwmap_simulate(artifacts: "Artifacts", target: "Target", inputs: dict[str, np.ndarray]) -> "Simulation":
     """Run the emitted artifacts, read back from ``artifacts.directory`` only, on ``inputs``
-    (one batch-first array per graph input) and return outputs and measured activity."""
+    (one batch-first array per graph input) and return outputs and measured activity.
+
+    A simulator that works through the samples in slices calls
+    ``target.report_progress(done, total)`` after each (the CLI's progress bar and ETA)."""
 
 
 @hookspec(firstresult=True)
 def hwmap_estimate(mapping: "Mapping", target: "Target", activity: "dict[str, Any] | None") -> "KPIs":
     """Estimate KPIs from the mapping and the config's constants; ``activity`` is what a
-    simulation measured (``None`` without data). Fill ``assumptions`` with every constant
-    and model used; the core fills ``target``, ``config``, ``model`` and ``fidelity``."""
+    simulation measured (``None`` without data).
+
+    Fill the figures, ``layers`` (per layer or fused group: latency or cycles, energy by
+    kind, resources), ``bottleneck``, ``energy_breakdown`` (summing to the energy per
+    inference), ``provenance.kpis`` (each figure ``simulated``, ``modelled`` or
+    ``counted``) and ``assumptions``: every constant and model used, each an
+    :class:`hwmap.Assumption` with value, unit and source (``target.constants()`` gives the
+    config's). The core fills ``target``, ``config``, ``model``, ``fidelity``, the
+    accuracies and the rest of ``provenance``."""

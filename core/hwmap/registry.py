@@ -20,7 +20,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, TargetError
-from .target import TargetSpec
+from .target import FidelityClaim, TargetSpec
 
 __all__ = ["Registry", "LoadError", "get_registry", "reset_registry", "ENTRY_POINT_GROUP", "AUTOLOAD_ENV"]
 
@@ -82,9 +82,12 @@ class Registry:
             return name
         declared: list[TargetSpec] = []
 
-        def register(kind: str, config: type, description: str, presets: dict[str, Any] | None = None) -> None:
+        def register(kind: str, config: type, description: str, presets: dict[str, Any] | None = None,
+                     fidelity: FidelityClaim | None = None) -> None:
             presets_paths = {k: Path(str(v)) for k, v in (presets or {}).items()}
-            declared.append(TargetSpec(kind, config, description, presets_paths, name, package, version))
+            if fidelity is not None and not isinstance(fidelity, FidelityClaim):
+                raise TypeError(f"fidelity for kind {kind!r} must be a hwmap.FidelityClaim, not {type(fidelity).__name__}")
+            declared.append(TargetSpec(kind, config, description, presets_paths, name, package, version, fidelity))
 
         try:
             impl(register=register)

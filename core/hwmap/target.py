@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -19,8 +19,12 @@ from pydantic import BaseModel, ConfigDict
 from .graph import Graph
 from .jsonio import dumps
 
+if TYPE_CHECKING:
+    from .kpi import Assumption
+
 __all__ = [
     "TargetConfig",
+    "FidelityClaim",
     "TargetSpec",
     "Target",
     "Diagnostic",
@@ -39,9 +43,28 @@ class TargetConfig(BaseModel):
 
 
 @dataclass(frozen=True)
+class FidelityClaim:
+    """What a target promises about its simulated outputs, checked by the conformance suite
+    on top of the floor the suite sets for every target (which no claim can lower).
+
+    ``top1_agreement``: at least this share of samples with the reference's arg-max (on
+    classifier outputs); ``max_rel_error``: at most this largest absolute error over the
+    reference's largest magnitude, per output; ``bit_exact``: outputs identical to the shared
+    quantized reference (the legalized graph run by ``hwmap.execute.run(...,
+    quantized=True)``, its quantization annotations applied).
+    """
+
+    top1_agreement: float | None = None
+    max_rel_error: float | None = None
+    bit_exact: bool = False
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     """What a plugin provides for one target kind (registered through
-    ``hwmap_register_targets``). ``presets`` maps a preset name to its TOML file."""
+    ``hwmap_register_targets``). ``presets`` maps a preset name to its TOML file;
+    ``fidelity`` is what the target claims about its simulator (``None``: only the suite's
+    floor)."""
 
     kind: str
     config_model: type[BaseModel]
@@ -50,14 +73,18 @@ class TargetSpec:
     plugin_name: str = ""
     package: str = ""
     version: str = ""
+    fidelity: FidelityClaim | None = None
 
 
 @dataclass
 class Target:
     """One configured target: the spec, the validated config and where it came from.
 
-    ``calibration`` is the input data the flow was given (``--data``), or ``None``: legalize
-    may use it to calibrate quantization.
+    ``calibration`` is the calibration part of the data the flow was given (the first
+    ``--calibrate`` samples of ``--data``), or ``None``: legalize may use it to calibrate
+    quantization or conversion; it is never scored. ``sources`` maps the dotted path of
+    every value the config files or ``--set`` gave to where it came from (see
+    :meth:`constants`); ``description`` is the config's one-line description.
     """
 
     spec: TargetSpec
@@ -65,6 +92,14 @@ class Target:
     name: str
     source: str
     calibration: np.ndarray | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    progress: Callable[[int, int], None] | None = field(default=None, repr=False, compare=False)
+
+    def report_progress(self, done: int, total: int) -> None:
+        """Tell the flow how far a long stage (a simulation over many samples) has come."""
+        if self.progress is not None:
+            self.progress(done, total)
 
     @property
     def kind(self) -> str:
@@ -72,6 +107,25 @@ class Target:
 
     def config_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, **self.config.model_dump(mode="json")}
+
+    def constants(self) -> "dict[str, Assumption]":
+        """Every value of the effective config by dotted path, as an
+        :class:`~hwmap.kpi.Assumption` with its unit and source: the source the config file
+        gave it (``{ value = ..., source = "..." }``), ``--set`` on the command line, or the
+        schema field's documented default source (:func:`hwmap.config.constant`).
+        ``estimate`` puts these in ``assumptions``."""
+        from .constants import config_constants
+
+        return config_constants(self)
+
+    def constant(self, path: str) -> "Assumption":
+        """One entry of :meth:`constants` (``"energy.adc_pj_per_conversion"``)."""
+        from .constants import config_constants
+
+        found = config_constants(self)
+        if path not in found:
+            raise KeyError(f"{self.kind} config has no value {path!r}")
+        return found[path]
 
 
 @dataclass(frozen=True)

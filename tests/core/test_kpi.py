@@ -8,24 +8,33 @@ import math
 import numpy as np
 import pytest
 
-from hwmap import Fidelity, KPIs
-from hwmap.kpi import KPI_COLUMNS
+from hwmap import Assumption, Bottleneck, Fidelity, KPIs, LayerCost, Provenance
+from hwmap.kpi import HEADLINE_KPIS, KPI_COLUMNS
 
 
 def complete() -> KPIs:
+    layers = [LayerCost("conv1", "Conv", latency_s=4e-5, cycles=4000, energy_j={"compute": 5e-9, "memory": 4e-9},
+                        ops=16000),
+              LayerCost("fc", "Gemm", latency_s=2.66e-5, cycles=2656, energy_j={"compute": 3e-9, "memory": 3.4e-9},
+                        ops=9600)]
     return KPIs(target="toy_cpu", config="toy-default", model="zoo:digits_cnn", latency_s=6.66e-5,
                 throughput_inf_per_s=15015.0, energy_per_inference_j=1.54e-8, power_w=2.31e-4,
                 weight_memory_bytes=3932, activation_memory_bytes=1024, ops_per_inference=25600, ops_kind="MAC",
                 utilization=0.962, resources={"layers": 6, "cycles": 6656},
                 fidelity=Fidelity("top1_agreement", 1.0, 360, {"bit_exact": 0.0}), accuracy=0.978,
-                assumptions={"mac_pj": 0.23})
+                layers=layers, bottleneck=Bottleneck("layers run one at a time; conv1 is the longest", "MAC unit",
+                                                     "conv1"),
+                energy_breakdown={"compute": 8e-9, "memory": 7.4e-9},
+                provenance=Provenance(kpis={k: "modelled" for k in HEADLINE_KPIS}),
+                assumptions={"mac_pj": Assumption(0.23, "pJ", "Horowitz, ISSCC 2014")})
 
 
 def test_the_columns_are_those_of_the_design() -> None:
     assert KPI_COLUMNS == ["target", "config", "model", "fits", "violations", "latency_s", "throughput_inf_per_s",
                            "energy_per_inference_j", "power_w", "weight_memory_bytes", "activation_memory_bytes",
                            "ops_per_inference", "ops_kind", "utilization", "resources", "fidelity", "accuracy",
-                           "assumptions"]
+                           "reference_accuracy", "layers", "bottleneck", "energy_breakdown", "provenance",
+                           "assumptions", "sensitivity"]
 
 
 def test_a_complete_record_has_no_problems() -> None:
@@ -34,6 +43,8 @@ def test_a_complete_record_has_no_problems() -> None:
     k.ops_kind = "SynOp"
     k.utilization = 0.0
     k.energy_per_inference_j = 0  # an int zero is a number too
+    k.energy_breakdown = {"compute": 0}
+    k.layers = [LayerCost("conv1", energy_j={})]
     assert k.check() == []
 
 
@@ -87,6 +98,6 @@ def test_json_round_trip_is_exact_and_deterministic() -> None:
 
 def test_not_serializable_values_are_an_error() -> None:
     k = complete()
-    k.assumptions["callback"] = object()
+    k.assumptions["callback"] = Assumption(object(), "", "a test")
     with pytest.raises(TypeError, match="not JSON serializable: object"):
         k.dumps()

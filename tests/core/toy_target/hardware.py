@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hwmap import TargetConfig
+from hwmap import TargetConfig, constant
 
 __all__ = ["Hardware", "Energy", "ToyConfig"]
 
@@ -24,9 +24,10 @@ class Energy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    mac_pj: float = Field(0.23, ge=0, description="energy of one 8-bit MAC in pJ (Horowitz 2014: 0.2 + 0.03)")
-    sram_read_pj_per_64bit: float = Field(10.0, ge=0, description="energy of one 64-bit SRAM access in pJ "
-                                                                   "(Horowitz 2014, 8 KB SRAM)")
+    mac_pj: float = constant(0.23, "pJ", "Horowitz, ISSCC 2014, 45 nm: 8-bit multiply 0.2 pJ + 8-bit add 0.03 pJ",
+                             ge=0, description="energy of one 8-bit MAC")
+    sram_read_pj_per_64bit: float = constant(10.0, "pJ", "Horowitz, ISSCC 2014, 45 nm: 64-bit read from an 8 KB SRAM",
+                                             ge=0, description="energy of one 64-bit SRAM access")
 
 
 class ToyConfig(TargetConfig):

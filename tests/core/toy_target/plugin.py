@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from hwmap import (Artifacts, Diagnostic, Graph, KPIs, Legalized, Mapping, Node, Simulation, Target, TargetError,
-                   hookimpl)
+from hwmap import (Artifacts, Assumption, Bottleneck, Diagnostic, Graph, KPIs, LayerCost, Legalized, Mapping, Node,
+                   Provenance, Simulation, Target, TargetError, hookimpl)
 from hwmap.graph import load_npz, save_npz
 from hwmap.jsonio import dumps
 from hwmap.ops import get_op
@@ -176,14 +176,29 @@ def hwmap_estimate(mapping: Mapping, target: Target, activity: dict[str, Any] | 
     assert isinstance(mapping, ToyMapping)
     cfg: ToyConfig = target.config  # type: ignore[assignment]
     lanes = cfg.hardware.macs_per_cycle
-    cycles = sum(math.ceil((x.macs or x.out_elements) / lanes) for x in mapping.layers)
-    cycles = max(cycles, 1)
+    layers = []
+    for x in mapping.layers:
+        cycles = math.ceil((x.macs or x.out_elements) / lanes)
+        act_bytes = (x.in_elements + x.out_elements) * ACT_BYTES
+        energy = {"compute": x.macs * cfg.energy.mac_pj * 1e-12,
+                  "memory": (math.ceil(x.weight_bytes / 8) + math.ceil(act_bytes / 8))
+                  * cfg.energy.sram_read_pj_per_64bit * 1e-12}
+        layers.append(LayerCost(x.name, x.op, latency_s=cycles / cfg.hardware.clock_hz, cycles=cycles,
+                                energy_j=energy, ops=x.macs,
+                                resources={"weight_bytes": x.weight_bytes, "activation_bytes": act_bytes}))
+    cycles = max(sum(layer.cycles or 0 for layer in layers), 1)
     latency = cycles / cfg.hardware.clock_hz
     weight_bytes = sum(x.weight_bytes for x in mapping.layers)
-    act_bytes = sum((x.in_elements + x.out_elements) * ACT_BYTES for x in mapping.layers)
-    words = math.ceil(weight_bytes / 8) + math.ceil(act_bytes / 8)
     macs = mapping.total_macs
-    energy = (macs * cfg.energy.mac_pj + words * cfg.energy.sram_read_pj_per_64bit) * 1e-12
+    breakdown = {kind: sum(layer.energy_j[kind] for layer in layers) for kind in ("compute", "memory")}
+    energy = sum(breakdown.values())
+    slowest = max(layers, key=lambda layer: layer.cycles or 0)
+    assumptions = dict(target.constants())
+    assumptions["activation_bytes_per_element"] = Assumption(ACT_BYTES, "B", "assumed: an 8-bit datapath")
+    assumptions["model"] = Assumption(
+        "layers run one after another, each ceil(MACs / macs_per_cycle) cycles (or one per output without "
+        "MACs); weights and activations read once per inference in 64-bit words", "",
+        "Horowitz, ISSCC 2014 (energy per access); the toy CPU's own timing")
     return KPIs(
         latency_s=latency,
         throughput_inf_per_s=1.0 / latency,
@@ -196,13 +211,13 @@ def hwmap_estimate(mapping: Mapping, target: Target, activity: dict[str, Any] | 
         utilization=macs / (cycles * lanes),
         resources={"layers": len(mapping.layers), "cycles": cycles, "sram_bytes": cfg.hardware.sram_bytes,
                    "sram_used_bytes": weight_bytes},
-        assumptions={
-            "clock_hz": cfg.hardware.clock_hz,
-            "macs_per_cycle": lanes,
-            "mac_pj": cfg.energy.mac_pj,
-            "sram_read_pj_per_64bit": cfg.energy.sram_read_pj_per_64bit,
-            "activation_bytes_per_element": ACT_BYTES,
-            "model": "layers run one after another; weights and activations read once per inference "
-                     "in 64-bit words (Horowitz, ISSCC 2014)",
-        },
+        layers=layers,
+        bottleneck=Bottleneck(f"layers run one at a time: {slowest.name} takes {slowest.cycles} of {cycles} cycles",
+                              "MAC unit", slowest.name),
+        energy_breakdown=breakdown,
+        provenance=Provenance(kpis={k: "modelled" for k in ("latency_s", "throughput_inf_per_s",
+                                                            "energy_per_inference_j", "power_w", "utilization")}
+                              | {"weight_memory_bytes": "counted", "activation_memory_bytes": "counted",
+                                 "ops_per_inference": "counted"}),
+        assumptions=assumptions,
     )
