@@ -1,7 +1,9 @@
-"""The ``hwmap`` command line (DESIGN.md, Command line).
+"""The ``hwmap`` command line: the commands (the parser and its help texts are in
+:mod:`hwmap.cli_parser`).
 
 Exit codes: 0 done, 1 the model does not fit the target (compile), 2 bad input, 3 an
-internal error (a bug: set HWMAP_DEBUG=1 for the traceback). Errors are one line on stderr.
+internal error (a bug: set HWMAP_DEBUG=1 for the traceback). Errors are one line on stderr
+per problem.
 """
 
 from __future__ import annotations
@@ -10,23 +12,19 @@ import argparse
 import json
 import os
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
+from .cli_progress import make_progress
 from .errors import HwmapError
 
-__all__ = ["main"]
+__all__ = ["main", "DEMO_MODEL", "DEMO_DATA"]
+
+DEMO_MODEL = "zoo:digits_cnn"
+DEMO_DATA = "zoo:digits"
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _stderr_console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)
-
-
 def _stdout_console() -> Any:
     from rich.console import Console
 
@@ -40,23 +38,8 @@ def _terminal_width() -> int:
         return 160
 
 
-@contextmanager
-def _progress(quiet: bool = False) -> Iterator[Any]:
-    """A status line on stderr for work over a second (only on a terminal)."""
-    console = _stderr_console()
-    if quiet or not console.is_terminal:
-        start = time.perf_counter()
-        last = [start]
-
-        def say(msg: str) -> None:
-            now = time.perf_counter()
-            if not quiet and now - last[0] > 1.0:
-                print(f"hwmap: {msg} ({now - start:.1f} s)", file=sys.stderr)
-                last[0] = now
-        yield say
-        return
-    with console.status("working") as status:
-        yield lambda msg: status.update(msg)
+def _warn(message: str) -> None:
+    print(f"hwmap: warning: {message}", file=sys.stderr)
 
 
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -77,16 +60,22 @@ def _options(args: argparse.Namespace) -> Any:
     return ParseOptions(input_shape=_parse_shape(getattr(args, "input_shape", None)), dt=getattr(args, "dt", None))
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input-shape", metavar="N,C,H,W", help="input shape for a torch factory or another resolution")
-    p.add_argument("--dt", type=float, help="time step in seconds for NIR graphs")
-
-
 def _write_output(text: str, path: str | None) -> None:
     if path is None or path == "-":
         sys.stdout.write(text)
     else:
         Path(path).write_text(text)
+
+
+def _data(args: argparse.Namespace) -> Any:
+    from .data import load_data
+
+    return load_data(args.data) if getattr(args, "data", None) else None
+
+
+def _check_calibrate(args: argparse.Namespace, data: Any) -> None:
+    if args.calibrate is not None and data is None:
+        raise HwmapError("--calibrate needs --data: it sets how many of its samples calibrate")
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -123,11 +112,30 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .config import load_target
+    from .config import default_fallbacks, load_target
 
     target = load_target(args.config, args.set or [])
-    print(f"{args.config}: valid {target.kind} config {target.name!r}")
+    if not args.set:
+        for line in default_fallbacks(args.config):
+            _warn(f"{args.config}: {line}")
+    if args.show:
+        sys.stdout.write(show_config(target))
+    else:
+        print(f"{args.config}: valid {target.kind} config {target.name!r}")
     return 0
+
+
+def show_config(target: Any) -> str:
+    """The effective config as TOML, each value followed by its unit and source."""
+    from .tomlwrite import dumps_toml
+
+    constants = target.constants()
+    comments = {path: "; ".join(x for x in (a.unit, a.source) if x) for path, a in constants.items()}
+    head = {"kind": target.kind, "name": target.name}
+    if target.description:
+        head["description"] = target.description
+    text = f"# effective config of {target.source}: every value with its unit and source\n"
+    return text + dumps_toml({**head, **target.config.model_dump(mode="json")}, comments)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -138,21 +146,18 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from .data import load_data
     from .flow import model_inputs
     from .profile import profile
     from .source import load_model
 
-    with _progress(args.quiet) as say:
-        say(f"parsing {args.model}")
-        graph = load_model(args.model, _options(args))
-        x = None
-        if args.data:
-            data = load_data(args.data)
-            x = next(iter(model_inputs(graph, data).values()))
-        say("profiling")
-        prof = profile(graph, fps=args.fps, act_bits=args.act_bits, input_bits=args.input_bits,
-                       weight_bits=args.weight_bits, macs=args.macs, data=x)
+    with make_progress(args.quiet) as progress:
+        with progress.stage(f"parsing {args.model}"):
+            graph = load_model(args.model, _options(args))
+        data = _data(args)
+        x = next(iter(model_inputs(graph, data).values())) if data is not None else None
+        with progress.stage("profiling"):
+            prof = profile(graph, fps=args.fps, act_bits=args.act_bits, input_bits=args.input_bits,
+                           weight_bits=args.weight_bits, macs=args.macs, data=x)
     if args.plot:
         prof.plot(Path(args.plot))
     if args.json:
@@ -168,31 +173,39 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from .config import load_target
-    from .data import load_data
     from .flow import compile_model
+    from .report import table
+    from .report_detail import layers_table, sensitivity_table
 
     target = load_target(args.target, args.set or [])
-    data = load_data(args.data) if args.data else None
+    data = _data(args)
+    _check_calibrate(args, data)
     outdir = Path(args.output)
-    with _progress(args.quiet) as say:
-        res = compile_model(args.model, target, outdir, data=data, options=_options(args), progress=say)
+    with make_progress(args.quiet) as progress:
+        res = compile_model(args.model, target, outdir, data=data, calibrate=args.calibrate, options=_options(args),
+                            progress=progress, sensitivity=args.sensitivity)
     if args.plot:
         from .registry import get_registry
 
         plotter = getattr(get_registry().owners[target.kind], "plot_mapping", None)
         if plotter is None:
-            print(f"hwmap: target {target.kind!r} draws no mapping picture; --plot ignored", file=sys.stderr)
+            _warn(f"target {target.kind!r} draws no mapping picture; --plot ignored")
         else:
             plotter(res.mapping, target, Path(args.plot))
             print(f"wrote {args.plot}", file=sys.stderr)
-    from .report import table
-
-    _stdout_console().print(table([res.kpis]))
+    con = _stdout_console()
+    con.print(table([res.kpis]))
+    if res.kpis.layers:
+        con.print(layers_table(res.kpis))
+    if res.kpis.sensitivity:
+        con.print(sensitivity_table(res.kpis))
     print(f"wrote {outdir}", file=sys.stderr)
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    import tempfile
+
     import numpy as np
 
     from .data import load_data
@@ -203,20 +216,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise HwmapError("no such folder for the output file", where=args.output)
     data = load_data(args.data)
     outdir = Path(args.dir)
-    with _progress(args.quiet) as say:
-        sim, fid, acc = simulate_dir(outdir, data, progress=say)
+    with make_progress(args.quiet) as progress:
+        scored = simulate_dir(outdir, data, progress=progress)
     if args.output:
         out = Path(args.output)
-        tmp = out.with_name(f".{out.name}.tmp")
-        save_npz(tmp, {k: np.asarray(v) for k, v in sim.outputs.items()})
-        os.replace(tmp, out)
-    summary = {"fidelity": vars(fid), "accuracy": acc, "samples": fid.samples}
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        try:
+            save_npz(Path(tmp_name), {k: np.asarray(v) for k, v in scored.simulation.outputs.items()})
+            os.replace(tmp_name, out)
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+    summary = {"fidelity": vars(scored.fidelity), "accuracy": scored.accuracy,
+               "reference_accuracy": scored.reference_accuracy, "samples": scored.samples,
+               "calibration_samples": 0}
     print(json.dumps(summary, indent=1, sort_keys=True))
     return 0
 
 
 def _emit_records(records: list[Any], args: argparse.Namespace) -> None:
     from . import report
+    from .report_detail import layers_csv, sensitivity_table
 
     if args.plot:
         report.plot(records, Path(args.plot))
@@ -224,11 +245,21 @@ def _emit_records(records: list[Any], args: argparse.Namespace) -> None:
     if args.json:
         _write_output(report.to_json(records), args.output)
     elif args.csv:
-        _write_output(report.to_csv(records), args.output)
+        _write_output(layers_csv(records) if args.layers else report.to_csv(records), args.output)
     elif args.markdown:
         _write_output(report.to_markdown(records), args.output)
     else:
-        _stdout_console().print(report.table(records))
+        con = _stdout_console()
+        con.print(report.table(records))
+        if args.layers:
+            from .report_detail import layers_table
+
+            for r in records:
+                if r.layers:
+                    con.print(layers_table(r))
+        for r in records:
+            if r.sensitivity:
+                con.print(sensitivity_table(r))
 
 
 def _default_targets() -> list[str]:
@@ -240,143 +271,58 @@ def _default_targets() -> list[str]:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .config import load_target
-    from .data import load_data
     from .flow import compare
 
     refs = args.configs or _default_targets()
     if not refs:
         raise HwmapError("no target plugins installed and no CONFIG given: nothing to compare")
     targets = [load_target(r, args.set or []) for r in refs]
-    data = load_data(args.data) if args.data else None
-    with _progress(args.quiet) as say:
-        records = compare(args.model, targets, data=data, options=_options(args), progress=say)
+    data = _data(args)
+    _check_calibrate(args, data)
+    with make_progress(args.quiet) as progress:
+        records = compare(args.model, targets, data=data, calibrate=args.calibrate, options=_options(args),
+                          progress=progress, sensitivity=args.sensitivity)
     _emit_records(records, args)
     return 0
-
-
-DEMO_MODEL = "zoo:digits_cnn"
-DEMO_DATA = "zoo:digits"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .config import load_target
     from .data import load_data
-    from .flow import compare
+    from .flow import compare, split_data
     from .profile import profile
     from .source import load_model
 
     refs = _default_targets()
     con = _stdout_console()
-    with _progress(args.quiet) as say:
-        say(f"parsing {DEMO_MODEL}")
-        graph = load_model(DEMO_MODEL)
+    with make_progress(args.quiet) as progress:
+        with progress.stage(f"parsing {DEMO_MODEL}"):
+            graph = load_model(DEMO_MODEL)
         data = load_data(DEMO_DATA)
         if not refs:
             from .flow import model_inputs
 
-            prof = profile(graph, data=next(iter(model_inputs(graph, data).values())))
+            with progress.stage("profiling"):
+                prof = profile(graph, data=next(iter(model_inputs(graph, data).values())))
         else:
-            records = compare(graph, [load_target(r) for r in refs], data=data, progress=say)
+            records = compare(graph, [load_target(r) for r in refs], data=data, progress=progress)
     if not refs:
         con.print("no target plugins are installed: profiling the demo model instead "
                   f"({DEMO_MODEL} on {DEMO_DATA})")
         con.print(prof.table())
         return 0
-    con.print(f"{DEMO_MODEL} with {DEMO_DATA} ({len(data)} held-out samples) on every installed target's default preset")
+    calib, scored = split_data(data)
+    con.print(f"{DEMO_MODEL} with {DEMO_DATA} on every installed target's default preset: the first "
+              f"{len(calib) if calib is not None else 0} of its {len(data)} held-out samples calibrate, "
+              f"the other {len(scored)} are scored")
     _emit_records(records, args)
     return 0
 
 
-# -- parser ------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (``hwmap: error: ...``) and exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog.split()[0]} --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    p = _Parser(prog="hwmap", description="Map trained networks onto edge AI targets and compare "
-                                                          "what they cost.")
-    p.add_argument("--version", action="version", version=f"hwmap {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    s = sub.add_parser("targets", help="installed target kinds, presets and load errors")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_targets)
-
-    s = sub.add_parser("check", help="validate a target config (TOML path or KIND:PRESET)")
-    s.add_argument("config")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE")
-    s.set_defaults(func=cmd_check)
-
-    s = sub.add_parser("schema", help="print the JSON Schema of a target kind's config")
-    s.add_argument("kind")
-    s.set_defaults(func=cmd_schema)
-
-    s = sub.add_parser("profile", help="per-layer params, MACs, data volume, bandwidth, sparsity")
-    s.add_argument("model")
-    s.add_argument("--fps", type=float, default=30.0)
-    s.add_argument("--act-bits", type=int, default=8)
-    s.add_argument("--input-bits", type=int, default=8)
-    s.add_argument("--weight-bits", type=int, default=8)
-    s.add_argument("--macs", default="conv_fc", choices=["conv_fc", "fvcore", "all"],
-                   help="MAC counting convention (default: conv + fc only)")
-    s.add_argument("--data", help="zoo:NAME or .npz with x: measure activation and temporal sparsity")
-    _add_output_options(s, markdown=False)
-    _add_model_options(s)
-    s.set_defaults(func=cmd_profile)
-
-    s = sub.add_parser("compile", help="parse, legalize, map, emit and estimate one model on one target")
-    s.add_argument("model")
-    s.add_argument("--target", required=True, help="TOML config or KIND:PRESET")
-    s.add_argument("-o", "--output", required=True, help="output directory")
-    s.add_argument("--data", help="zoo:NAME or .npz: calibrate quantization, simulate, measure activity")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config key (dotted path)")
-    s.add_argument("--plot", metavar="FILE.png", help="draw the mapping, where the target can")
-    s.add_argument("-q", "--quiet", action="store_true")
-    _add_model_options(s)
-    s.set_defaults(func=cmd_compile)
-
-    s = sub.add_parser("simulate", help="run a compile directory's artifacts on data")
-    s.add_argument("dir")
-    s.add_argument("--data", required=True)
-    s.add_argument("-o", "--output", help="OUT.npz: one array per graph output")
-    s.add_argument("-q", "--quiet", action="store_true")
-    s.set_defaults(func=cmd_simulate)
-
-    s = sub.add_parser("compare", help="one model on several targets, KPIs side by side")
-    s.add_argument("model")
-    s.add_argument("configs", nargs="*", help="TOML configs or KIND:PRESET (default: every target's default)")
-    s.add_argument("--data")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE")
-    _add_output_options(s, markdown=True)
-    _add_model_options(s)
-    s.set_defaults(func=cmd_compare)
-
-    s = sub.add_parser("demo", help=f"{DEMO_MODEL} with {DEMO_DATA} on every installed target")
-    _add_output_options(s, markdown=True)
-    s.set_defaults(func=cmd_demo)
-    return p
-
-
-def _add_output_options(s: argparse.ArgumentParser, markdown: bool) -> None:
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true")
-    g.add_argument("--csv", action="store_true")
-    if markdown:
-        g.add_argument("--markdown", action="store_true")
-    s.add_argument("--plot", metavar="FILE.png")
-    s.add_argument("--output", metavar="FILE", help="write --json/--csv/--markdown here instead of stdout")
-    s.add_argument("-q", "--quiet", action="store_true")
-    s.set_defaults(markdown=False)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from .cli_parser import build_parser, parse
+
+    args = parse(build_parser(), argv)
     try:
         return int(args.func(args) or 0)
     except HwmapError as e:

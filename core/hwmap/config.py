@@ -183,10 +183,10 @@ def read_config(ref: str, _chain: tuple[Path, ...] = ()) -> ConfigDoc:
                 raise ConfigError(f"key 'extends' = {extends!r}: a file to extend must end in .toml "
                                   "(or name a preset as KIND:PRESET)", where=where)
             parent_ref = str(local if local.is_absolute() else path.parent / local)
-        parent_path = _resolve(parent_ref)[0]
-        if parent_path.exists() and parent_path.resolve() in (*_chain, key):
-            raise ConfigError(f"extends {extends!r} forms a cycle", where=where)
         try:
+            parent_path = _resolve(parent_ref)[0]
+            if parent_path.exists() and parent_path.resolve() in (*_chain, key):
+                raise ConfigError("forms a cycle")
             parent = read_config(parent_ref, (*_chain, key))
         except ConfigError as e:
             raise ConfigError(f"extends {extends!r}: {e}", where=where) from None
@@ -226,7 +226,7 @@ def split_variant(ref: str) -> tuple[str, list[str]]:
 
 def load_target(ref: str, overrides: Iterable[str] = ()) -> Target:
     """Load a target config from a TOML path, ``KIND:PRESET`` or ``CONFIG@KEY=VALUE...``
-    and apply ``--set`` items (the variant's first, then ``overrides``)."""
+    and apply ``--set`` items (``overrides`` first, then the variant's own, which win)."""
     from .registry import get_registry
 
     base, variant = split_variant(ref)
@@ -234,7 +234,7 @@ def load_target(ref: str, overrides: Iterable[str] = ()) -> Target:
     where = doc.where
     data = doc.data
     sources = dict(doc.sources)
-    for keypath, value in parse_overrides([*variant, *overrides]):
+    for keypath, value in parse_overrides([*overrides, *variant]):  # a variant's own keys win
         _apply_override(data, keypath, value, where)
         dotted = ".".join(keypath)
         sources = {k: v for k, v in sources.items() if not k.startswith(dotted + ".")}
@@ -332,7 +332,8 @@ def validate_config(model: type[BaseModel], body: dict[str, Any], where: str) ->
     try:
         return model.model_validate(body)
     except ValidationError as e:
-        problems = [_problem(model, err) for err in e.errors()]
+        errors = sorted(e.errors(), key=lambda err: [str(p) for p in err.get("loc", ())])  # by key path
+        problems = [_problem(model, err) for err in errors]
         raise ConfigError(problems[0], where=where, problems=problems) from None
 
 

@@ -1,21 +1,27 @@
-"""The tool flow: parse → legalize → map → emit → simulate → estimate (DESIGN.md, Data flow).
+"""The tool flow: parse → legalize → map → emit → simulate → estimate.
 
 ``compile_model`` runs one model on one target and writes the output directory atomically:
 everything is built in a hidden sibling folder and renamed into place at the end, so a
 failure leaves nothing half-written. ``simulate_dir`` re-runs the artifacts of such a
 directory. ``compare`` runs one model on several targets; a target that cannot take the
 model becomes a record that says why.
+
+Data (``--data``) is split: the first ``--calibrate N`` samples calibrate (quantization
+ranges, conversion scales: ``Target.calibration``), the rest are scored (simulated and
+compared with the reference model); ``simulate`` calibrates nothing and scores all the data
+it is given. The KPI record says how many samples each side had (``provenance.data``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -24,25 +30,44 @@ from .errors import DataError, DoesNotFitError, HwmapError, TargetError
 from .graph import Graph
 from .jsonio import dumps
 from .kpi import Fidelity, KPIs
+from .progress import NullProgress, Progress
 from .registry import get_registry
 from .source import ParseOptions, load_model
 from .target import Artifacts, Legalized, Mapping, Simulation, Target
 
 __all__ = [
     "CompileResult",
+    "Scored",
     "compile_model",
     "simulate_dir",
     "compare",
     "fidelity",
     "model_inputs",
+    "split_data",
+    "calibration_size",
     "MAX_SIM_SAMPLES",
+    "MAX_CALIBRATION_SAMPLES",
 ]
 
-#: Samples of ``--data`` simulated for fidelity and activity (the rest are not needed for
-#: a stable top-1 agreement and keep slow simulators usable).
+#: Samples of ``--data`` scored (simulated for fidelity and activity); the rest are not
+#: needed for a stable top-1 agreement and keep slow simulators usable.
 MAX_SIM_SAMPLES = 512
+#: The default calibration split: the first quarter of the data, at most this many samples.
+MAX_CALIBRATION_SAMPLES = 512
+#: The smallest data set the default split accepts (one sample calibrates, the rest score).
+MIN_SPLIT_SAMPLES = 4
 
-Progress = Callable[[str], None]
+
+@dataclass
+class Scored:
+    """The artifacts run on scored data and judged: the simulation, its fidelity to the
+    reference model, and with labels the target's and the reference's accuracy."""
+
+    simulation: Simulation
+    fidelity: Fidelity
+    accuracy: float | None
+    reference_accuracy: float | None
+    samples: int
 
 
 @dataclass
@@ -54,6 +79,34 @@ class CompileResult:
     simulation: Simulation | None
     kpis: KPIs
     outdir: Path | None
+
+
+def calibration_size(n: int, calibrate: int | None) -> int:
+    """How many of ``n`` samples calibrate: ``calibrate`` if given, else the first quarter
+    (at most :data:`MAX_CALIBRATION_SAMPLES`). At least one sample must remain to score."""
+    if calibrate is None:
+        if n < MIN_SPLIT_SAMPLES:
+            raise DataError(f"{n} sample{'s' if n != 1 else ''} are too few to split into calibration and "
+                            f"scoring (the default calibrates the first quarter; at least {MIN_SPLIT_SAMPLES} "
+                            "samples); pass --calibrate 0 to score them all without calibrating")
+        return min(n // 4, MAX_CALIBRATION_SAMPLES)
+    if calibrate < 0:
+        raise DataError(f"--calibrate {calibrate}: must be 0 or more samples")
+    if calibrate >= n:
+        raise DataError(f"--calibrate {calibrate} leaves none of the {n} samples to score; "
+                        f"use at most {n - 1}")
+    return calibrate
+
+
+def split_data(data: Dataset, calibrate: int | None = None) -> tuple[Dataset | None, Dataset]:
+    """``(calibration part or None, scored part)`` of ``data`` (see :func:`calibration_size`);
+    the scored part is cut at :data:`MAX_SIM_SAMPLES`."""
+    k = calibration_size(len(data), calibrate)
+    x, y = data.x, data.y
+    calib = Dataset(x[:k], None if y is None else y[:k], data.name) if k else None
+    end = k + MAX_SIM_SAMPLES
+    scored = Dataset(x[k:end], None if y is None else y[k:end], data.name)
+    return calib, scored
 
 
 def model_inputs(graph: Graph, data: Dataset, max_samples: int = MAX_SIM_SAMPLES) -> dict[str, np.ndarray]:
@@ -81,8 +134,10 @@ def fidelity(reference: dict[str, np.ndarray], simulated: dict[str, np.ndarray])
     """Compare simulated outputs with the reference model's.
 
     A classifier-shaped output (batch × classes, classes > 1) is judged by top-1 agreement;
-    any other by the maximum absolute error. ``detail`` always carries both where defined,
-    and ``bit_exact`` (1.0 when every output is identical).
+    any other by the maximum absolute error. ``detail`` always carries, per output, the
+    maximum absolute error, the relative errors ``max |sim − ref| / max |ref|``
+    (``rel_max_error``) and ``‖sim − ref‖ / ‖ref‖`` (``rel_rms_error``), top-1 agreement where
+    defined, and ``bit_exact`` (1.0 when every output is identical).
     """
     detail: dict[str, float] = {}
     metric, value, samples = "max_abs_error", 0.0, 0
@@ -95,8 +150,14 @@ def fidelity(reference: dict[str, np.ndarray], simulated: dict[str, np.ndarray])
         if sim.shape != ref.shape:
             raise TargetError(f"simulated output {name!r} has shape {list(sim.shape)}, the reference {list(ref.shape)}")
         samples = int(ref.shape[0]) if ref.ndim else 1
-        err = float(np.max(np.abs(sim.astype(np.float64) - ref.astype(np.float64)))) if ref.size else 0.0
+        diff = sim.astype(np.float64) - ref.astype(np.float64)
+        err = float(np.max(np.abs(diff))) if ref.size else 0.0
         detail[f"{name}.max_abs_error"] = err
+        peak = float(np.max(np.abs(ref))) if ref.size else 0.0
+        norm = float(np.linalg.norm(ref.astype(np.float64)))
+        detail[f"{name}.rel_max_error"] = err / peak if peak > 0 else (0.0 if err == 0 else float("inf"))
+        dnorm = float(np.linalg.norm(diff))
+        detail[f"{name}.rel_rms_error"] = dnorm / norm if norm > 0 else (0.0 if dnorm == 0 else float("inf"))
         exact = exact and bool(np.array_equal(sim, ref))
         if ref.ndim == 2 and ref.shape[1] > 1:
             agree = float(np.mean(np.argmax(sim, axis=1) == np.argmax(ref, axis=1)))
@@ -112,21 +173,32 @@ def _samples(inputs: dict[str, np.ndarray]) -> int:
     return len(next(iter(inputs.values())))
 
 
-def _simulate_and_compare(target: Target, artifacts_dir: Path, graph: Graph, inputs: dict[str, np.ndarray],
-                          labels: np.ndarray | None, reference: dict[str, np.ndarray] | None,
-                          say: Progress) -> tuple[Simulation, Fidelity, float | None]:
-    """Run the artifacts on ``inputs`` and judge them against the reference model (run
-    here unless the caller already has its outputs)."""
-    from .execute import run
+def _reference(graph: Graph, inputs: dict[str, np.ndarray], progress: Progress) -> dict[str, np.ndarray]:
+    from .execute import run_batched
 
-    say(f"simulating {_samples(inputs)} samples on {target.name}")
-    sim = get_registry().call("hwmap_simulate", target.kind, artifacts=Artifacts.read(artifacts_dir),
-                              target=target, inputs=inputs)
+    name = graph.inputs[0]
+    with progress.stage(f"running the reference model on {_samples(inputs)} samples"):
+        return run_batched(graph, inputs[name], progress=progress.update)
+
+
+def _simulate_and_compare(target: Target, artifacts_dir: Path, graph: Graph, scored: Dataset,
+                          reference: dict[str, np.ndarray] | None, progress: Progress) -> Scored:
+    """Run the artifacts on the scored data and judge them against the reference model (run
+    here unless the caller already has its outputs)."""
+    inputs = model_inputs(graph, scored)
+    n = _samples(inputs)
+    target.progress = progress.update
+    try:
+        with progress.stage(f"simulating {n} samples on {target.name}"):
+            sim = get_registry().call("hwmap_simulate", target.kind, artifacts=Artifacts.read(artifacts_dir),
+                                      target=target, inputs=inputs)
+    finally:
+        target.progress = None
     if reference is None:
-        say("running the reference model")
-        reference = run(graph, inputs)
-    y = labels[: _samples(inputs)] if labels is not None else None
-    return sim, fidelity(reference, sim.outputs), _accuracy(sim.outputs, graph, y)
+        reference = _reference(graph, inputs, progress)
+    y = scored.y[:n] if scored.y is not None else None
+    return Scored(sim, fidelity(reference, sim.outputs), _accuracy(sim.outputs, graph, y),
+                  _accuracy(reference, graph, y), n)
 
 
 def _accuracy(outputs: dict[str, np.ndarray], graph: Graph, y: np.ndarray | None) -> float | None:
@@ -136,6 +208,44 @@ def _accuracy(outputs: dict[str, np.ndarray], graph: Graph, y: np.ndarray | None
     if out.ndim != 2 or out.shape[0] != y.shape[0]:
         return None
     return float(np.mean(np.argmax(out, axis=1) == y))
+
+
+# -- provenance ---------------------------------------------------------------------------------------
+def data_digest(data: Dataset) -> str:
+    """SHA-256 of a data set's arrays (dtype, shape and bytes of ``x`` and ``y``)."""
+    h = hashlib.sha256()
+    for key, a in (("x", data.x), ("y", data.y)):
+        if a is None:
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"\0{key}\0{a.dtype.str}\0{list(a.shape)}\0".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _provenance(kpis: KPIs, graph: Graph, target: Target, data: Dataset | None, calibrated: int,
+                scored: int) -> None:
+    """Fill what the flow knows of where the record comes from."""
+    from . import __version__
+
+    p = kpis.provenance
+    p.versions = {"hwmap": __version__}
+    if target.spec.package:
+        p.versions[target.spec.package] = target.spec.version
+    p.sha256 = {"model": graph.digest(),
+                "config": hashlib.sha256(dumps(target.config_dict()).encode()).hexdigest()}
+    if data is not None:
+        p.sha256["data"] = data_digest(data)
+        p.data = {"name": data.name, "samples": len(data), "calibration_samples": calibrated,
+                  "scored_samples": scored}
+    else:
+        p.data = {"name": None, "samples": 0, "calibration_samples": 0, "scored_samples": 0}
+    if kpis.fidelity is not None:
+        p.kpis["fidelity"] = "simulated"
+    if kpis.accuracy is not None:
+        p.kpis["accuracy"] = "simulated"
+    if kpis.reference_accuracy is not None:
+        p.kpis["reference_accuracy"] = "simulated"
 
 
 def _prepare_outdir(outdir: Path) -> Path:
@@ -170,55 +280,71 @@ def compile_model(
     outdir: Path | None,
     *,
     data: Dataset | None = None,
+    calibrate: int | None = None,
     options: ParseOptions | None = None,
     progress: Progress | None = None,
     reference: dict[str, np.ndarray] | None = None,
+    sensitivity: bool = False,
 ) -> CompileResult:
     """Run the whole flow for one model on one target.
 
-    Raises :class:`DoesNotFitError` (exit code 1) with the named violations when the model
-    does not fit; any other :class:`HwmapError` for bad input. With ``outdir`` the result is
-    written there: ``graph/`` (as parsed), ``legalized/``, ``mapping.json``, ``target.json``,
-    ``artifacts/`` and ``kpis.json``. ``reference``: the reference model's outputs on
-    ``data``, when the caller already computed them (``compare`` does, once for all targets).
+    ``data`` is split by :func:`split_data` (``calibrate`` samples calibrate, the rest are
+    scored). Raises :class:`DoesNotFitError` (exit code 1) with the named violations when
+    the model does not fit; any other :class:`HwmapError` for bad input. With ``outdir``
+    the result is written there: ``graph/`` (as parsed), ``legalized/``, ``mapping.json``,
+    ``target.json``, ``artifacts/`` and ``kpis.json``. ``reference``: the reference model's
+    outputs on the scored samples, when the caller already computed them (``compare`` does,
+    once for all targets). ``sensitivity``: also vary every assumed constant
+    (:func:`hwmap.sensitivity.sensitivity`) into ``kpis.sensitivity``.
     """
-    say = progress or (lambda msg: None)
+    prog = progress or NullProgress()
     reg = get_registry()
     kind = target.kind
     model_name = model if isinstance(model, str) else model.name
-    say(f"parsing {model_name}")
-    graph = load_model(model, options) if isinstance(model, str) else model
-    inputs = model_inputs(graph, data) if data is not None else None
-    if inputs is not None:
-        target.calibration = next(iter(inputs.values()))
-    say(f"legalizing for {target.name}")
-    legal: Legalized = reg.call("hwmap_legalize", kind, graph=graph, target=target)
+    if isinstance(model, str):
+        with prog.stage(f"parsing {model_name}"):
+            graph = load_model(model, options)
+    else:
+        graph = model
+    calib, scored = split_data(data, calibrate) if data is not None else (None, None)
+    if scored is not None:
+        model_inputs(graph, scored)  # the data fits the model before any work is done
+    target.calibration = next(iter(model_inputs(graph, calib, len(calib)).values())) if calib is not None else None
+    with prog.stage(f"legalizing for {target.name}"):
+        legal: Legalized = reg.call("hwmap_legalize", kind, graph=graph, target=target)
     if not legal.fits:
         raise DoesNotFitError(f"{model_name} does not fit target {target.name!r}: "
                               + "; ".join(str(v) for v in legal.violations),
                               [str(v) for v in legal.violations])
-    say(f"mapping onto {target.name}")
-    mapping: Mapping = reg.call("hwmap_map", kind, graph=legal.graph, target=target)
+    with prog.stage(f"mapping onto {target.name}"):
+        mapping: Mapping = reg.call("hwmap_map", kind, graph=legal.graph, target=target)
     tmp = _prepare_outdir(outdir) if outdir is not None else Path(tempfile.mkdtemp(prefix="hwmap-"))
     try:
         art_dir = tmp / "artifacts"
         art_dir.mkdir()
-        say("emitting artifacts")
-        artifacts: Artifacts = reg.call("hwmap_emit", kind, mapping=mapping, target=target, outdir=art_dir)
-        artifacts.write_manifest()
-        sim = None
-        fid = None
-        acc = None
-        if inputs is not None and data is not None:
-            sim, fid, acc = _simulate_and_compare(target, art_dir, graph, inputs, data.y, reference, say)
-        say("estimating")
-        kpis: KPIs = reg.call("hwmap_estimate", kind, mapping=mapping, target=target,
-                              activity=sim.activity if sim is not None else None)
+        with prog.stage(f"emitting artifacts for {target.name}"):
+            artifacts: Artifacts = reg.call("hwmap_emit", kind, mapping=mapping, target=target, outdir=art_dir)
+            artifacts.write_manifest()
+        result = None
+        if scored is not None:
+            result = _simulate_and_compare(target, art_dir, graph, scored, reference, prog)
+        with prog.stage(f"estimating {target.name}"):
+            kpis: KPIs = reg.call("hwmap_estimate", kind, mapping=mapping, target=target,
+                                  activity=result.simulation.activity if result is not None else None)
         kpis.target = kind
         kpis.config = target.name
         kpis.model = model_name
-        kpis.fidelity = fid
-        kpis.accuracy = acc
+        if sensitivity:
+            from .sensitivity import sensitivity as vary
+
+            with prog.stage(f"varying the assumed constants of {target.name}"):
+                kpis.sensitivity = vary(graph, target, result.simulation.activity if result is not None else None,
+                                        kpis)
+        if result is not None:
+            kpis.fidelity, kpis.accuracy = result.fidelity, result.accuracy
+            kpis.reference_accuracy = result.reference_accuracy
+        _provenance(kpis, graph, target, data, len(calib) if calib is not None else 0,
+                    result.samples if result is not None else 0)
         if outdir is not None:
             graph.save(tmp / "graph")
             legal.graph.save(tmp / "legalized")
@@ -229,7 +355,8 @@ def compile_model(
             (tmp / "kpis.json").write_text(kpis.dumps())
             _commit_outdir(tmp, outdir)
             artifacts = Artifacts.read(outdir / "artifacts")
-        return CompileResult(graph, legal, mapping, artifacts if outdir is not None else None, sim, kpis, outdir)
+        return CompileResult(graph, legal, mapping, artifacts if outdir is not None else None,
+                             result.simulation if result is not None else None, kpis, outdir)
     finally:
         if tmp.exists() and (outdir is None or tmp != outdir):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -248,14 +375,15 @@ def load_compiled_target(outdir: Path) -> Target:
     return Target(spec=spec, config=config, name=d["name"], source=d.get("source", str(outdir)))
 
 
-def simulate_dir(outdir: Path, data: Dataset, progress: Progress | None = None) -> tuple[Simulation, Fidelity, float | None]:
-    """Run a compile directory's artifacts on ``data``; compare with its parsed graph."""
-    say = progress or (lambda msg: None)
+def simulate_dir(outdir: Path, data: Dataset, progress: Progress | None = None) -> Scored:
+    """Run a compile directory's artifacts on all of ``data`` (up to
+    :data:`MAX_SIM_SAMPLES`; nothing calibrates) and compare with its parsed graph."""
     if not (outdir / "artifacts" / "artifacts.json").exists():
         raise DataError("not an hwmap compile directory (no artifacts/artifacts.json)", where=str(outdir))
     target = load_compiled_target(outdir)
     graph = Graph.load(outdir / "graph")
-    return _simulate_and_compare(target, outdir / "artifacts", graph, model_inputs(graph, data), data.y, None, say)
+    return _simulate_and_compare(target, outdir / "artifacts", graph, data.head(MAX_SIM_SAMPLES), None,
+                                 progress or NullProgress())
 
 
 def compare(
@@ -263,24 +391,30 @@ def compare(
     targets: Sequence[Target],
     *,
     data: Dataset | None = None,
+    calibrate: int | None = None,
     options: ParseOptions | None = None,
     progress: Progress | None = None,
+    sensitivity: bool = False,
 ) -> list[KPIs]:
     """One KPI record per target, in the order given. The model is parsed once; a target
     that cannot take it (design-rule violation, unsupported op, plugin failure) yields a
     record with ``fits`` false and the reason."""
-    graph = load_model(model, options) if isinstance(model, str) else model
+    prog = progress or NullProgress()
+    if isinstance(model, str):
+        with prog.stage(f"parsing {model}"):
+            graph = load_model(model, options)
+    else:
+        graph = model
     model_name = model if isinstance(model, str) else graph.name
     reference = None
     if data is not None:  # the reference model's outputs are the same for every target
-        from .execute import run
-
-        reference = run(graph, model_inputs(graph, data))
+        _, scored = split_data(data, calibrate)
+        reference = _reference(graph, model_inputs(graph, scored), prog)
     records = []
     for target in targets:
         try:
-            res = compile_model(graph, target, None, data=data, options=options, progress=progress,
-                                reference=reference)
+            res = compile_model(graph, target, None, data=data, calibrate=calibrate, options=options,
+                                progress=prog, reference=reference, sensitivity=sensitivity)
             res.kpis.model = model_name
             records.append(res.kpis)
         except DoesNotFitError as e:

@@ -22,6 +22,7 @@ Serialization: :meth:`Graph.save` writes ``graph.json`` and ``params.npz``;
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -334,6 +335,16 @@ class Graph:
     def arrays(self) -> dict[str, np.ndarray]:
         """Every parameter array keyed ``node/slot`` (fused nodes included)."""
         return {f"{sub.name}/{k}": v for n in self.nodes for sub in n.walk() for k, v in sub.params.items()}
+
+    def digest(self) -> str:
+        """SHA-256 of the graph as saved (structure, attributes, annotations and every
+        parameter's dtype, shape and bytes): equal graphs give equal digests."""
+        h = hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode())
+        for key, a in sorted(self.arrays().items()):
+            a = np.ascontiguousarray(a)
+            h.update(f"\0{key}\0{a.dtype.str}\0{list(a.shape)}\0".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
 
     def save(self, directory: str | Path) -> None:
         """Write ``graph.json`` and ``params.npz`` into ``directory`` (byte-deterministic)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +25,15 @@ def hwmap(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.C
                           timeout=timeout)
 
 
+#: A finished stage's progress line (printed without a terminal for stages over a second).
+STAGE_LINE = re.compile(r"^hwmap: [^:]+(:[^:]+)*: \d+\.\d\d s$")
+
+
 def one_error_line(p: subprocess.CompletedProcess, code: int = 2) -> str:
-    """The process failed with ``code`` and said why in exactly one line, no traceback."""
+    """The process failed with ``code`` and said why in exactly one line, no traceback
+    (progress lines of stages that finished before are not errors)."""
     assert p.returncode == code, (p.returncode, p.stdout, p.stderr)
-    lines = p.stderr.splitlines()
+    lines = [line for line in p.stderr.splitlines() if not STAGE_LINE.match(line)]
     assert len(lines) == 1, p.stderr
     assert lines[0].startswith("hwmap: error: "), p.stderr
     assert "Traceback" not in p.stderr + p.stdout
@@ -174,7 +180,9 @@ def test_compile_writes_the_directory(compiled: tuple[Path, subprocess.Completed
     kpis = json.loads((out / "kpis.json").read_text())
     assert kpis["fits"] and kpis["target"] == "toy_cpu" and kpis["config"] == "toy-default"
     assert kpis["model"] == MODEL and kpis["fidelity"]["metric"] == "top1_agreement"
-    assert kpis["fidelity"]["value"] >= 0.95 and kpis["fidelity"]["samples"] == 360
+    assert kpis["fidelity"]["value"] >= 0.95 and kpis["fidelity"]["samples"] == 270
+    assert kpis["provenance"]["data"] == {"name": "zoo:digits", "samples": 360, "calibration_samples": 90,
+                                          "scored_samples": 270}
     assert "toy-default" in p.stdout and "25.6k MAC" in p.stdout
     assert [x.name for x in out.parent.iterdir()] == [out.name]  # no leftovers of the atomic write
 
@@ -330,7 +338,8 @@ def test_compare_bad_input(env: dict[str, str], tmp_path: Path) -> None:
 def test_demo_with_the_toy_target(env: dict[str, str]) -> None:
     p = hwmap("demo", env=env)
     assert p.returncode == 0, p.stderr
-    assert "zoo:digits_cnn with zoo:digits (360 held-out samples)" in p.stdout
+    assert ("zoo:digits_cnn with zoo:digits on every installed target's default preset: the first 90 of its 360 "
+            "held-out samples calibrate, the other 270 are scored") in p.stdout
     assert "toy-default" in p.stdout and "top1_agreement" in p.stdout
 
 
@@ -339,3 +348,78 @@ def test_demo_without_targets_profiles(site: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert "no target plugins are installed: profiling the demo model instead" in p.stdout
     assert "conv1" in p.stdout
+
+
+# -- reading the cost: per-layer table, sensitivity, variants, config views ------------------------------
+def test_compile_prints_the_per_layer_table_and_the_split(compiled: tuple[Path, subprocess.CompletedProcess]) -> None:
+    out, p = compiled
+    assert "per layer" in p.stdout and "bottleneck: layers run one at a time" in p.stdout
+    assert "90 cal. / 270 scored" in p.stdout and "reference accuracy" in p.stdout
+    kpis = json.loads((out / "kpis.json").read_text())
+    assert [x["name"] for x in kpis["layers"]][:2] == ["conv1", "relu1"]
+    assert kpis["bottleneck"]["layer"] in {x["name"] for x in kpis["layers"]}
+    assert sum(kpis["energy_breakdown"].values()) == pytest.approx(kpis["energy_per_inference_j"])
+    assert all(a["source"] for a in kpis["assumptions"].values())
+
+
+def test_compile_calibrate_and_sensitivity(env: dict[str, str], tmp_path: Path) -> None:
+    p = hwmap("compile", MODEL, "--target", "toy_cpu:default", "-o", str(tmp_path / "o"), "--data", DATA,
+              "--calibrate", "0", "--sensitivity", env=env)
+    assert p.returncode == 0, p.stderr
+    kpis = json.loads((tmp_path / "o" / "kpis.json").read_text())
+    assert kpis["provenance"]["data"]["scored_samples"] == 360
+    assert "sensitivity to assumed constants" in p.stdout and "hardware.clock_hz" in p.stdout
+    assert kpis["sensitivity"]["hardware.clock_hz"]["x2"]["latency_s"] == pytest.approx(0.5)
+    line = one_error_line(hwmap("compile", MODEL, "--target", "toy_cpu:default", "-o", str(tmp_path / "p"),
+                                "--data", DATA, "--calibrate", "400", env=env))
+    assert "--calibrate 400 leaves none of the 360 samples to score" in line
+    assert not (tmp_path / "p").exists()
+    assert "--calibrate needs --data" in one_error_line(
+        hwmap("compile", MODEL, "--target", "toy_cpu:default", "-o", str(tmp_path / "q"), "--calibrate", "3",
+              env=env))
+
+
+def test_compare_variants_and_set_anywhere(env: dict[str, str]) -> None:
+    p = hwmap("compare", "zoo:chapter_cnn", "toy_cpu:default", "--set", "energy.mac_pj=0.5",
+              "toy_cpu:default@hardware.macs_per_cycle=64", "--json", env=env)
+    assert p.returncode == 0, p.stderr
+    a, b = json.loads(p.stdout)
+    assert (a["config"], b["config"]) == ("toy-default", "toy_cpu:default@hardware.macs_per_cycle=64")
+    assert b["latency_s"] < a["latency_s"]
+    assert a["assumptions"]["energy.mac_pj"] == {"value": 0.5, "unit": "pJ", "source": "--set on the command line"}
+    assert b["assumptions"]["energy.mac_pj"]["value"] == 0.5  # --set applies to every config
+
+
+def test_compare_layers_csv_and_table(env: dict[str, str]) -> None:
+    p = hwmap("compare", "zoo:chapter_cnn", "toy_cpu:default", "--csv", "--layers", env=env)
+    assert p.returncode == 0, p.stderr
+    rows = list(csv.DictReader(io.StringIO(p.stdout)))
+    assert [r["layer"] for r in rows][:1] == ["conv1"] and all(r["config"] == "toy-default" for r in rows)
+    p = hwmap("compare", "zoo:chapter_cnn", "toy_cpu:default", "--layers", env=env)
+    assert p.returncode == 0 and "per layer" in p.stdout and "energy" in p.stdout
+
+
+def test_check_show_and_fallback_warnings(env: dict[str, str], tmp_path: Path) -> None:
+    p = hwmap("check", "toy_cpu:default", "--show", env=env)
+    assert p.returncode == 0, p.stderr
+    assert "# pJ; Horowitz, ISSCC 2014" in p.stdout and p.stdout.startswith("# effective config of toy_cpu:default")
+    shown = tmp_path / "shown.toml"
+    shown.write_text(p.stdout)
+    assert hwmap("check", str(shown), env=env).returncode == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('kind = "toy_cpu"\n[hardware]\nclock_hx = 1\nmacs_per_cycle = 0\n[energy]\nmac_pj = -1\n')
+    p = hwmap("check", str(bad), env=env)
+    assert p.returncode == 2
+    lines = p.stderr.splitlines()
+    assert len(lines) == 3 and all(line.startswith(f"hwmap: error: {bad}: ") for line in lines)
+    assert "did you mean 'hardware.clock_hz'?" in p.stderr
+
+
+@pytest.mark.parametrize("command", ["targets", "check", "schema", "profile", "compile", "simulate", "compare",
+                                     "demo"])
+def test_every_help_ends_with_an_example(env: dict[str, str], command: str) -> None:
+    p = hwmap(command, "--help", env=env)
+    assert p.returncode == 0, p.stderr
+    assert re.search(r"example:\n  hwmap " + command + r"\b", p.stdout), p.stdout[-300:]
+    options = re.findall(r"^  (-[-\w, ]+?)(?:  +|\n)(.*)$", p.stdout, flags=re.M)
+    assert options and all(text.strip() or "help" in flag for flag, text in options), options

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hwmap import ConfigError, PluginError
+from hwmap import Assumption, ConfigError, PluginError
 from hwmap import registry as reg_mod
-from hwmap.config import load_target, parse_overrides, schema_for
+from hwmap.config import default_fallbacks, load_target, parse_overrides, schema_for
 
 pytestmark = pytest.mark.usefixtures("toy_registry")
 
@@ -330,3 +330,114 @@ def test_fuzz_references(ref: str) -> None:
 
 def test_registry_fixture_is_isolated() -> None:
     assert reg_mod.get_registry().kinds() == ["toy_cpu"]
+
+
+# -- sources, extends, variants, every problem at once -------------------------------------------------
+def test_sourced_values_and_where_every_value_comes_from(tmp_path: Path) -> None:
+    p = _write(tmp_path, 'kind = "toy_cpu"\n[hardware]\nclock_hz = { value = 5e7, source = "datasheet X, p. 3" }\n'
+                         "macs_per_cycle = 8\n")
+    t = load_target(str(p), ["energy.mac_pj=0.5"])
+    assert t.config.hardware.clock_hz == 5e7
+    c = t.constants()
+    assert c["hardware.clock_hz"] == Assumption(5e7, "Hz", "datasheet X, p. 3")
+    assert c["hardware.macs_per_cycle"].source == "set in cfg.toml without a source"
+    assert c["energy.mac_pj"] == Assumption(0.5, "pJ", "--set on the command line")
+    # not set anywhere: the field's documented default source
+    assert c["energy.sram_read_pj_per_64bit"].source.startswith("Horowitz, ISSCC 2014")
+    assert c["hardware.sram_bytes"].unit == "B" and c["hardware.sram_bytes"].source.startswith("schema default")
+
+
+def test_a_source_must_be_text(tmp_path: Path) -> None:
+    msg, p = _error(tmp_path, 'kind = "toy_cpu"\n[energy]\nmac_pj = { value = 0.2, source = 3 }\n')
+    assert msg == f"{p}: key 'energy.mac_pj': 'source' must be a non-empty string, got 3"
+
+
+def test_extends_a_preset_and_overrides_only_what_it_names(tmp_path: Path) -> None:
+    p = _write(tmp_path, 'extends = "toy_cpu:default"\nname = "faster"\n[hardware]\nclock_hz = 2e8\n')
+    t = load_target(str(p))
+    base = load_target("toy_cpu:default")
+    assert (t.kind, t.name, t.description) == ("toy_cpu", "faster", "")
+    assert t.config.hardware.clock_hz == 2e8
+    assert t.config.hardware.sram_bytes == base.config.hardware.sram_bytes == 262144
+    c = t.constants()
+    assert c["hardware.clock_hz"].source == "set in cfg.toml without a source"
+    assert c["hardware.sram_bytes"].source == base.constants()["hardware.sram_bytes"].source
+    assert c["hardware.sram_bytes"].source.startswith("assumed:")
+
+
+def test_extends_a_file_relative_to_the_extending_one_in_a_chain(tmp_path: Path) -> None:
+    (tmp_path / "base").mkdir()
+    _write(tmp_path / "base", 'extends = "toy_cpu:small"\n[energy]\nmac_pj = 0.5\n', "mid.toml")
+    p = _write(tmp_path, 'extends = "base/mid.toml"\n[hardware]\nmacs_per_cycle = 2\n', "top.toml")
+    t = load_target(str(p))
+    assert (t.config.hardware.macs_per_cycle, t.config.energy.mac_pj, t.config.hardware.sram_bytes) == (2, 0.5, 1024)
+    assert t.name == "top"  # names are not inherited
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('extends = "me.toml"\n', "forms a cycle"),
+    ('extends = "/etc/passwd"\n', "a file to extend must end in .toml"),
+    ('extends = 3\n', "key 'extends' = 3: must be"),
+    ('extends = "toy_cpu:nope"\n', "has no preset 'nope'"),
+    ('extends = "missing.toml"\n', "missing.toml: no such file"),
+    ('extends = "toy_cpu:default"\nkind = "other"\n', "key 'kind' = 'other' but it extends 'toy_cpu:default'"),
+])
+def test_bad_extends(tmp_path: Path, text: str, needle: str) -> None:
+    p = _write(tmp_path, text, "me.toml")
+    with pytest.raises(ConfigError) as info:
+        load_target(str(p))
+    assert str(info.value).startswith(str(p)) and needle in str(info.value), str(info.value)
+
+
+def test_every_problem_at_once_with_did_you_mean(tmp_path: Path) -> None:
+    p = _write(tmp_path, 'kind = "toy_cpu"\n[hardware]\nclock_hx = 1e6\nmacs_per_cycle = 0\n'
+                         "[energy]\nmac_pj = -1\n")
+    with pytest.raises(ConfigError) as info:
+        load_target(str(p))
+    lines = info.value.lines()
+    assert len(lines) == 3 and all(line.startswith(f"{p}: ") for line in lines)
+    assert "key 'energy.mac_pj' = -1" in lines[0]
+    assert "unknown key 'hardware.clock_hx' = 1000000.0; did you mean 'hardware.clock_hz'?" in lines[1]
+    assert "key 'hardware.macs_per_cycle' = 0: Input should be greater than or equal to 1" in lines[2]
+    assert str(info.value).endswith("(and 2 more problems)")
+
+
+def test_variants_of_a_preset(tmp_path: Path) -> None:
+    t = load_target("toy_cpu:default@hardware.macs_per_cycle=16@energy.mac_pj=0.1", ["hardware.macs_per_cycle=2"])
+    assert t.name == "toy_cpu:default@hardware.macs_per_cycle=16@energy.mac_pj=0.1"
+    assert (t.config.hardware.macs_per_cycle, t.config.energy.mac_pj) == (16, 0.1)  # the variant's own key wins
+    assert t.constants()["hardware.macs_per_cycle"].source == "--set on the command line"
+    with pytest.raises(ConfigError, match="a config variant is CONFIG@KEY=VALUE"):
+        load_target("toy_cpu:default@nonsense")
+    # a path that exists is never split
+    p = _write(tmp_path, GOOD, "at@home.toml")
+    assert load_target(str(p)).name == "mine"
+
+
+def test_fallbacks_to_schema_defaults_are_named(tmp_path: Path, toy_registry: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    default = _write(tmp_path, 'kind = "toy_cpu"\n[hardware]\nclock_hz = { value = 2e8, source = "datasheet" }\n'
+                               "macs_per_cycle = 4\n", "default.toml")
+    monkeypatch.setitem(toy_registry.spec("toy_cpu").presets, "default", default)
+    mine = _write(tmp_path, 'kind = "toy_cpu"\n[hardware]\nmacs_per_cycle = 8\n', "mine.toml")
+    lines = default_fallbacks(str(mine))
+    assert lines == ["hardware.clock_hz is not set: the schema default 100000000.0 is used (schema default (no "
+                     "source given)), while toy_cpu:default sets 200000000.0; set it, or start the file with "
+                     "extends = \"toy_cpu:default\""]
+    assert default_fallbacks(str(_write(tmp_path, 'extends = "toy_cpu:default"\n', "e.toml"))) == []
+    assert default_fallbacks("toy_cpu:default") == []
+
+
+def test_show_prints_toml_that_reads_back_with_units_and_sources(tmp_path: Path) -> None:
+    import tomllib
+
+    from hwmap.cli import show_config
+
+    t = load_target("toy_cpu:default")
+    text = show_config(t)
+    assert "mac_pj = 0.23" in text and "# pJ; Horowitz, ISSCC 2014, 45 nm" in text
+    assert "clock_hz = 100000000.0" in text and "# Hz; assumed: a microcontroller-class clock" in text
+    back = tomllib.loads(text)
+    p = _write(tmp_path, text, "shown.toml")
+    again = load_target(str(p))
+    assert back["kind"] == "toy_cpu" and again.config == t.config

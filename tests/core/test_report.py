@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from hwmap import Fidelity, KPIs
+from hwmap import Assumption, Bottleneck, Fidelity, KPIs, LayerCost, Provenance
 from hwmap import report
+from hwmap.report_detail import layers_csv, layers_table, sensitivity_table
 
 LONG = ("weight_memory: weights need 3,932 bytes but the SRAM holds 1,024 bytes; "
         "reduce the model or choose a preset with more SRAM | pipe")
@@ -22,7 +23,16 @@ def fits(config: str, scale: float = 1.0, **kw: object) -> KPIs:
              throughput_inf_per_s=15015.0 / scale, energy_per_inference_j=1.54e-8 * scale, power_w=2.31e-4,
              weight_memory_bytes=3932, activation_memory_bytes=1024, ops_per_inference=25600, ops_kind="MAC",
              utilization=0.962, resources={"layers": 6, "cycles": 6656, "tiles": {"used": 3, "free": 1}},
-             fidelity=Fidelity("top1_agreement", 0.9972, 360), accuracy=0.978, assumptions={"mac_pj": 0.23})
+             fidelity=Fidelity("top1_agreement", 0.9972, 360), accuracy=0.978, reference_accuracy=0.981,
+             layers=[LayerCost("conv1", "Conv", latency_s=4e-5 * scale, cycles=4000,
+                               energy_j={"compute": 5e-9 * scale, "memory": 4e-9 * scale}, ops=16000),
+                     LayerCost("fc", "Gemm", latency_s=2.66e-5 * scale, cycles=2656,
+                               energy_j={"compute": 3e-9 * scale, "memory": 3.4e-9 * scale}, ops=9600)],
+             bottleneck=Bottleneck("layers run one at a time; conv1 takes the longest", "MAC unit", "conv1"),
+             energy_breakdown={"compute": 8e-9 * scale, "memory": 7.4e-9 * scale},
+             provenance=Provenance(data={"name": "zoo:digits", "samples": 360, "calibration_samples": 90,
+                                         "scored_samples": 270}),
+             assumptions={"mac_pj": Assumption(0.23, "pJ", "Horowitz, ISSCC 2014")})
     d.update(kw)
     return KPIs(**d)  # type: ignore[arg-type]
 
@@ -75,8 +85,19 @@ def test_table_has_one_column_per_target() -> None:
                    "top1_agreement=0.997", "97.8 %", "layers=6", "tiles.used=3", "does not fit", "• weight_memory"):
         assert needle in text, needle
     rows = [name for name, _ in report.rows(recs)]
-    assert rows == ["fits", "violations", "latency", "throughput", "energy/inference", "power", "weight memory",
-                    "activation memory", "ops", "utilization", "fidelity", "accuracy", "key resources"]
+    assert rows == ["fits", "violations", "latency", "throughput", "energy/inference", "  compute", "  memory", "power",
+                    "weight memory", "activation memory", "ops", "utilization", "fidelity", "accuracy",
+                    "reference accuracy", "samples", "bottleneck", "key resources"]
+    cells = dict(report.rows(recs))
+    assert cells["  compute"][0] == ["8 nJ (51.9 %)"] and cells["samples"][0] == ["90 cal. / 270 scored"]
+    assert cells["reference accuracy"][0] == ["98.1 %"]
+    assert cells["bottleneck"][0] == ["layers run one at a time; conv1 takes the", "longest", "layer: conv1"]
+
+
+def test_rows_nobody_has_are_left_out() -> None:
+    bare = fits("x", reference_accuracy=None, provenance=Provenance(), energy_breakdown={"compute": 1.54e-8})
+    names = [name for name, _ in report.rows([bare])]
+    assert "reference accuracy" not in names and "samples" not in names and "  memory" not in names
 
 
 def test_labels_are_not_rich_markup() -> None:
@@ -123,6 +144,9 @@ def test_csv_is_one_flat_row_per_target() -> None:
     head = text.splitlines()[0].split(",")
     assert head[:4] == ["target", "config", "model", "fits"]
     assert head[-1] == "violations"
+    assert [h for h in head if h.startswith("energy_j.")] == ["energy_j.compute", "energy_j.converters",
+                                                              "energy_j.memory", "energy_j.communication",
+                                                              "energy_j.reprogramming", "energy_j.static"]
     assert [h for h in head if h.startswith("resources.")] == ["resources.cycles", "resources.layers",
                                                                 "resources.tiles.free", "resources.tiles.used"]
     a, b, c = rows
@@ -130,6 +154,8 @@ def test_csv_is_one_flat_row_per_target() -> None:
     assert (a["fits"], a["fidelity_metric"], a["fidelity_value"], a["ops_kind"]) == \
         ("true", "top1_agreement", "0.9972", "MAC")
     assert a["resources.tiles.used"] == "3" and a["violations"] == ""
+    assert (a["energy_j.compute"], a["energy_j.static"], a["bottleneck_layer"], a["scored_samples"],
+            a["reference_accuracy"]) == ("8e-09", "", "conv1", "270", "0.981")
     assert b["fits"] == "false" and b["latency_s"] == ""
     assert b["violations"] == f"{LONG}; unsupported_op at node 'lif': x"
     assert c["fidelity_metric"] == "" and c["resources.layers"] == ""
@@ -187,3 +213,27 @@ def test_empty_and_all_failing(tmp_path: Path) -> None:
         report.to_csv(recs)
         report.plot(recs, tmp_path / "p.png")
     assert json.loads(report.to_json([])) == []
+
+
+def test_the_per_layer_table_and_csv() -> None:
+    rec = fits("toy-default")
+    text = render(layers_table(rec))
+    for needle in ("conv1", "Gemm", "40 µs", "4,000", "9 nJ", "58.4 %", "16k MAC", "total", "15.4 nJ", "100 %",
+                   "bottleneck: layers run one at a time; conv1 takes the longest (layer conv1)"):
+        assert needle in text, needle
+    rows = list(csv.DictReader(io.StringIO(layers_csv([rec, fits("toy-slow", scale=2.0)]))))
+    assert [(r["config"], r["layer"]) for r in rows] == [("toy-default", "conv1"), ("toy-default", "fc"),
+                                                         ("toy-slow", "conv1"), ("toy-slow", "fc")]
+    assert float(rows[0]["energy_j"]) == pytest.approx(9e-9) and rows[0]["energy_j.converters"] == ""
+    assert layers_csv([rec]) == layers_csv([fits("toy-default")])
+
+
+def test_the_sensitivity_table() -> None:
+    rec = fits("toy-default", sensitivity={
+        "energy.noc_pj_per_bit_hop": {"value": 0.5, "unit": "pJ/bit/hop", "source": "assumed: order of magnitude",
+                                      "x0.5": {"value": 0.25, "latency_s": 1.0, "throughput_inf_per_s": 1.0,
+                                               "energy_per_inference_j": 0.9, "power_w": 0.9},
+                                      "x2": {"value": 1.0, "error": "out of range"}}})
+    text = render(sensitivity_table(rec), width=240)
+    assert "energy.noc_pj_per_bit_hop" in text and "0.5 pJ/bit/hop" in text and "0.9× → n/a" in text
+    assert "assumed: order of magnitude" in text

@@ -1,0 +1,193 @@
+"""The ``hwmap`` command line's parser: every subcommand, every option with what it does,
+its default and its unit, and an example at the end of each subcommand's help.
+
+Options may stand anywhere on the line (``hwmap compare MODEL A --set k=v B`` is MODEL with
+the configs A and B and one override): each subcommand's arguments are parsed intermixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+__all__ = ["build_parser", "parse"]
+
+_MODEL_HELP = ("the model: an .onnx or .nir file, zoo:NAME (hwmap zoo lists them), a saved hwmap graph folder, "
+               "or module:factory / path/to/file.py:factory returning a torch.nn.Module (with --input-shape)")
+_DATA_HELP = ("zoo:NAME or an .npz holding x (samples, batch first) and optionally y (integer labels); "
+              "the first --calibrate samples calibrate, the rest are scored")
+_CALIBRATE_HELP = ("how many of the first --data samples calibrate (quantization ranges, conversion scales); "
+                   "the rest are scored. Default: the first quarter, at most 512 samples; 0 scores everything")
+_SET_HELP = ("override one config key by its dotted path, e.g. hardware.cores=16 (VALUE read as TOML: 8, 2.5, "
+             "true, \"text\", [1, 2]); repeatable; applies to every config given")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``hwmap: error: ...``) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog.split()[0]} --help)\n")
+
+
+def _sub(sub: "argparse._SubParsersAction[_Parser]", name: str, help: str, description: str,
+         example: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=description, epilog=f"example:\n  {example}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-shape", metavar="N,C,H,W",
+                   help="input shape, batch first, for a torch factory or to run a model at another resolution "
+                        "(default: the model's own)")
+    p.add_argument("--dt", type=float, metavar="SECONDS", help="time step of NIR graphs, in seconds (default: the "
+                                                               "graph's own, else an error)")
+
+
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (default: a progress bar "
+                                                              "on a terminal, one line per stage otherwise)")
+
+
+def _add_output_options(s: argparse.ArgumentParser, markdown: bool, layers: bool = False) -> None:
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print the full KPI records as JSON (default: a table)")
+    g.add_argument("--csv", action="store_true", help="print one CSV row per target (with --layers: per target "
+                                                      "and layer)" if layers else "print CSV")
+    if markdown:
+        g.add_argument("--markdown", action="store_true", help="print a GitHub Markdown table")
+    if layers:
+        s.add_argument("--layers", action="store_true",
+                       help="also show each target's per-layer breakdown (latency, energy by kind); with --csv, "
+                            "one row per layer instead of per target")
+    s.add_argument("--plot", metavar="FILE.png", help="also draw the comparison into this image (PNG, or any "
+                                                      "format matplotlib knows by suffix)")
+    s.add_argument("--output", metavar="FILE", help="write --json/--csv/--markdown here instead of stdout")
+    _add_quiet(s)
+    s.set_defaults(markdown=False, layers=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .cli import (DEMO_DATA, DEMO_MODEL, cmd_check, cmd_compare, cmd_compile, cmd_demo, cmd_profile,
+                      cmd_schema, cmd_simulate, cmd_targets)
+
+    p = _Parser(prog="hwmap", description="Map trained networks onto edge AI targets and compare what they cost.",
+                epilog="example:\n  hwmap demo", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"hwmap {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = _sub(sub, "targets", "installed target kinds, presets and load errors",
+             "List the installed target kinds: package, version, presets and hooks, and any plugin that failed "
+             "to load.", "hwmap targets --json")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=cmd_targets)
+
+    s = _sub(sub, "check", "validate a target config; --show prints it with units and sources",
+             "Validate a target config (a TOML file, KIND:PRESET, or CONFIG@KEY=VALUE...) and report every problem, "
+             "one line each. Warns when a file without 'extends' falls back to schema defaults that differ from "
+             "its kind's default preset.", "hwmap check analog_imc:default --show")
+    s.add_argument("config", help="a TOML file, KIND:PRESET, or CONFIG@KEY=VALUE[@KEY=VALUE...]")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=_SET_HELP)
+    s.add_argument("--show", action="store_true", help="print the effective config as TOML, each value with its "
+                                                       "unit and source")
+    s.set_defaults(func=cmd_check)
+
+    s = _sub(sub, "schema", "print the JSON Schema of a target kind's config",
+             "Print the JSON Schema of a target kind's config file (units and sources of the defaults included), "
+             "for editors and validators.", "hwmap schema analog_imc > analog_imc.schema.json")
+    s.add_argument("kind", help="an installed target kind (hwmap targets lists them)")
+    s.set_defaults(func=cmd_schema)
+
+    s = _sub(sub, "profile", "per-layer params, MACs, data volume, bandwidth, sparsity",
+             "Profile a model layer by layer: parameters, MACs, activation data volume (normalized to the "
+             "input), bandwidth at a frame rate and, with --data, activation and temporal sparsity.",
+             "hwmap profile zoo:mobilenet_v1 --input-shape 1,3,720,1280 --act-bits 4 --fps 30")
+    s.add_argument("model", help=_MODEL_HELP)
+    s.add_argument("--fps", type=float, default=30.0, metavar="N",
+                   help="frame rate for the bandwidth columns, inferences per second (default: 30)")
+    s.add_argument("--act-bits", type=int, default=8, metavar="B", help="bits per activation (default: 8)")
+    s.add_argument("--input-bits", type=int, default=8, metavar="B", help="bits per input element (default: 8)")
+    s.add_argument("--weight-bits", type=int, default=8, metavar="B", help="bits per weight (default: 8)")
+    s.add_argument("--macs", default="conv_fc", choices=["conv_fc", "fvcore", "all"],
+                   help="MAC counting convention: conv_fc counts convolutions and fully connected layers only, "
+                        "fvcore also batch norm as fvcore does, all every op with a MAC model (default: conv_fc)")
+    s.add_argument("--data", help="zoo:NAME or .npz with x: also measure activation and temporal sparsity "
+                                  "(default: none)")
+    _add_output_options(s, markdown=False)
+    _add_model_options(s)
+    s.set_defaults(func=cmd_profile)
+
+    s = _sub(sub, "compile", "parse, legalize, map, emit, simulate and estimate one model on one target",
+             "Run the whole flow for one model on one target and write DIR: graph/ (as parsed), legalized/, "
+             "mapping.json, target.json, artifacts/ (what the hardware would load) and kpis.json. With --data the "
+             "artifacts are simulated on the scored samples and compared with the reference model. Prints the "
+             "KPIs and the per-layer breakdown. Exit code 1 when the model does not fit.",
+             "hwmap compile zoo:digits_cnn --target analog_imc:default --data zoo:digits -o out/digits")
+    s.add_argument("model", help=_MODEL_HELP)
+    s.add_argument("--target", required=True, metavar="CONFIG",
+                   help="the target config: a TOML file, KIND:PRESET, or CONFIG@KEY=VALUE[@KEY=VALUE...]")
+    s.add_argument("-o", "--output", required=True, metavar="DIR", help="the output directory (written atomically; "
+                                                                        "an existing compile directory is replaced)")
+    s.add_argument("--data", help=_DATA_HELP + " (default: no simulation, an analytic estimate)")
+    s.add_argument("--calibrate", type=int, metavar="N", help=_CALIBRATE_HELP)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=_SET_HELP)
+    s.add_argument("--sensitivity", action="store_true",
+                   help="also show how latency, throughput, energy and power move when each config constant whose "
+                        "source is 'assumed' is halved and doubled (default: off)")
+    s.add_argument("--plot", metavar="FILE.png", help="draw the mapping, where the target can (default: none)")
+    _add_quiet(s)
+    _add_model_options(s)
+    s.set_defaults(func=cmd_compile)
+
+    s = _sub(sub, "simulate", "run a compile directory's artifacts on data",
+             "Run the artifacts of a compile directory, read back from disk, on all the data given (nothing "
+             "calibrates; at most 512 samples) and compare them with the reference model; prints fidelity and, "
+             "with labels, the target's and the reference's accuracy as JSON.",
+             "hwmap simulate out/digits --data zoo:digits -o out/digits-outputs.npz")
+    s.add_argument("dir", help="a directory written by hwmap compile")
+    s.add_argument("--data", required=True, help="zoo:NAME or an .npz holding x (and y): every sample is scored")
+    s.add_argument("-o", "--output", metavar="OUT.npz", help="also write the simulated outputs, one array per graph "
+                                                             "output named as the output (default: none)")
+    _add_quiet(s)
+    s.set_defaults(func=cmd_simulate)
+
+    s = _sub(sub, "compare", "one model on several targets, KPIs side by side",
+             "Run one model on several targets and show their KPIs side by side: latency, throughput, energy (and "
+             "by kind), power, memory, operations, utilization, fidelity, accuracy beside the reference model's, "
+             "and what limits each. A target that cannot take the model is a column that says why.",
+             "hwmap compare zoo:digits_cnn analog_imc:default analog_imc:default@hardware.cores=16 "
+             "--data zoo:digits")
+    s.add_argument("model", help=_MODEL_HELP)
+    s.add_argument("configs", nargs="*", metavar="CONFIG",
+                   help="target configs: TOML files, KIND:PRESET, or CONFIG@KEY=VALUE[@KEY=VALUE...] for a variant "
+                        "(default: every installed target's default preset)")
+    s.add_argument("--data", help=_DATA_HELP + " (default: no simulation)")
+    s.add_argument("--calibrate", type=int, metavar="N", help=_CALIBRATE_HELP)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=_SET_HELP)
+    s.add_argument("--sensitivity", action="store_true",
+                   help="also show, per target, how its headline KPIs move when each assumed constant is halved "
+                        "and doubled (default: off)")
+    _add_output_options(s, markdown=True, layers=True)
+    _add_model_options(s)
+    s.set_defaults(func=cmd_compare)
+
+    s = _sub(sub, "demo", f"{DEMO_MODEL} with {DEMO_DATA} on every installed target",
+             f"The bundled default: {DEMO_MODEL} (trained on scikit-learn's digits) with the held-out "
+             f"{DEMO_DATA} on every installed target's default preset, side by side.", "hwmap demo --markdown")
+    _add_output_options(s, markdown=True, layers=True)
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; a subcommand's own arguments are parsed intermixed (options anywhere
+    among its positionals)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if args and args[0] in sub.choices:
+        ns = sub.choices[args[0]].parse_intermixed_args(args[1:])
+        ns.command = args[0]
+        return ns
+    return parser.parse_args(args)
