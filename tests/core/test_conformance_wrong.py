@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hwmap import Artifacts, FidelityClaim, Graph, QuantAnnotation, Simulation, hookimpl
+from hwmap import Artifacts, FidelityClaim, Graph, QuantAnnotation, Simulation, TargetError, hookimpl
+from hwmap.data import Dataset
 from hwmap.execute import run
+from hwmap.flow import simulate_dir
 from hwmap.registry import Registry
 from hwmap.source import load_model
 from hwmap.testing import REL_RMS_FLOOR, TOP1_FLOOR, other_weights
@@ -217,6 +219,57 @@ def test_a_simulator_caching_the_graph_in_memory_is_caught(toy_registry: Registr
     # its last emitted graph is the swapped-in model when the swap is simulated, so only
     # the deletion tells; its float values pass the floor
     assert failures == [DELETED]
+
+
+class ChecksTheArtifactsBelongToTheGraph(Variant):
+    """Right: records a digest of the legalized weights in the manifest and refuses, with a
+    TargetError naming the mismatch, artifacts whose digest is not that of the graph beside."""
+
+    @staticmethod
+    def digest(graph: Graph) -> str:
+        import hashlib
+
+        return hashlib.sha256(b"".join(a.tobytes() for _, a in sorted(graph.arrays().items()))).hexdigest()
+
+    @hookimpl
+    def hwmap_emit(self, mapping: Any, target: Any, outdir: Path) -> Artifacts:
+        art = plugin.hwmap_emit(mapping, target, outdir)
+        return Artifacts(outdir, art.files, {**art.manifest, "weights": self.digest(mapping.graph)})
+
+    @hookimpl
+    def hwmap_simulate(self, artifacts: Artifacts, target: Any, inputs: dict[str, np.ndarray]) -> Simulation:
+        beside = self.digest(Graph.load(artifacts.directory.parent / "legalized"))
+        if artifacts.manifest["weights"] != beside:
+            raise TargetError(f"the artifacts hold weights {artifacts.manifest['weights'][:12]}, the compiled graph "
+                              f"{beside[:12]}: artifacts of another model", where=str(artifacts.directory))
+        return plugin.hwmap_simulate(artifacts, target, inputs)
+
+
+class LetsOsErrorsEscape(Variant):
+    """Reads its weights with numpy before the toy's own reader: a missing file escapes as
+    FileNotFoundError instead of an hwmap error naming it."""
+
+    @hookimpl
+    def hwmap_simulate(self, artifacts: Artifacts, target: Any, inputs: dict[str, np.ndarray]) -> Simulation:
+        np.load(artifacts.path("weights.npz")).close()
+        return plugin.hwmap_simulate(artifacts, target, inputs)
+
+
+def test_refusing_artifacts_of_another_model_conforms(toy_registry: Registry, presets: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    assert check(toy_registry, ChecksTheArtifactsBelongToTheGraph, presets, tmp_path) == []
+    # the suite did swap: the directory it built refuses to simulate
+    g = load_model("zoo:chapter_cnn")
+    x = np.zeros((1, *g.tensor(g.inputs[0]).shape[1:]), np.float32)
+    with pytest.raises(TargetError, match="artifacts of another model"):
+        simulate_dir(tmp_path / "check" / "artifacts-swapped", Dataset(x, None, "zeros"))
+
+
+def test_a_missing_artifact_must_be_an_hwmap_error(toy_registry: Registry, presets: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    (line,) = check(toy_registry, LetsOsErrorsEscape, presets, tmp_path)
+    assert line.startswith("artifacts: with the emitted files deleted simulate fails with FileNotFoundError: ")
+    assert line.endswith(", not an hwmap error naming the missing file")
 
 
 def test_other_weights_keep_shapes_and_values_but_change_the_model() -> None:
