@@ -10,6 +10,12 @@ This is what "the reference model" means in fidelity numbers: ONNX semantics for
 * A graph with any stateful op (an op with ``step``: NIR neurons, Delay) runs over discrete
   time: every input is ``(N, T, *features)``, the nodes run once per step in order, each
   stateful node carrying its state, and outputs are ``(N, T, *features)``.
+* ``quantized=True`` runs the graph with its quantization annotations applied (fake
+  quantization, :meth:`~hwmap.graph.QuantAnnotation.fake_quantize`): every parameter with a
+  ``param_quant`` annotation (fused sub-nodes' included) is quantized before its node
+  evaluates, and every tensor with a ``quant`` annotation (graph inputs, node outputs, and
+  the intermediate results inside a fused node) when it is produced. This is the one
+  quantized reference every target is judged against when it claims to be bit exact.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .errors import DataError, GraphError, HwmapError
-from .graph import Graph, Node
+from .graph import Graph, Node, QuantAnnotation
 from .ops import get_op
 
 __all__ = ["run", "run_batched", "is_stateful"]
@@ -31,29 +37,36 @@ def is_stateful(graph: Graph) -> bool:
     return any(get_op(n.op, where=f"node {n.name!r}").step is not None for n in graph.nodes)
 
 
-def run(graph: Graph, inputs: Mapping[str, np.ndarray], *, collect: bool = False) -> dict[str, np.ndarray]:
+def run(graph: Graph, inputs: Mapping[str, np.ndarray], *, quantized: bool = False,
+        collect: bool = False) -> dict[str, np.ndarray]:
     """Run ``graph`` on ``inputs`` (graph input name -> batch-first array).
 
     Returns the graph outputs by name, or with ``collect`` every tensor computed (graph
-    inputs included). Stateful graphs take and return ``(N, T, *features)`` arrays.
+    inputs included; with ``quantized``, as fake-quantized). Stateful graphs take and
+    return ``(N, T, *features)`` arrays. ``quantized``: apply the graph's quantization
+    annotations (see the module docstring); without annotations the result is the same.
     Raises :class:`DataError` for a missing, unknown or mis-shaped input and
     :class:`GraphError` (naming the node) when an op cannot evaluate.
     """
     stateful = is_stateful(graph)
     arrays, n = _check_inputs(graph, inputs, stateful)
     nodes = _rebase_batch(graph, n)
+    quants: dict[str, QuantAnnotation] = {}
+    hidden: set[str] = set()
+    if quantized:
+        nodes, quants, hidden = _quantized_nodes(graph, nodes)
     wanted = None if collect else list(graph.outputs)
     if not stateful:
-        env = dict(arrays)
-        _forward(nodes, env, None)
-        return _select(env, wanted, graph)
+        env = _fake_quantize_all(arrays, quants)
+        _forward(nodes, env, None, quants)
+        return _select(env, wanted, graph, hidden)
     steps = next(iter(arrays.values())).shape[1] if arrays else 1
     states: dict[str, Any] = {}
     frames: list[dict[str, np.ndarray]] = []
     for t in range(steps):
-        env = {k: v[:, t] for k, v in arrays.items()}
-        _forward(nodes, env, states)
-        frames.append(_select(env, wanted, graph))
+        env = _fake_quantize_all({k: v[:, t] for k, v in arrays.items()}, quants)
+        _forward(nodes, env, states, quants)
+        frames.append(_select(env, wanted, graph, hidden))
     return {k: np.stack([f[k] for f in frames], axis=1) for k in frames[0]}
 
 
@@ -148,8 +161,10 @@ def _rebase_batch(graph: Graph, n: int) -> list[Node]:
 _NUMPY_ERRORS = (ValueError, IndexError, TypeError, ZeroDivisionError, FloatingPointError)
 
 
-def _forward(nodes: list[Node], env: dict[str, np.ndarray], states: dict[str, Any] | None) -> None:
-    """Evaluate ``nodes`` in order into ``env``; ``states`` carries stateful ops across steps."""
+def _forward(nodes: list[Node], env: dict[str, np.ndarray], states: dict[str, Any] | None,
+             quants: Mapping[str, QuantAnnotation]) -> None:
+    """Evaluate ``nodes`` in order into ``env``; ``states`` carries stateful ops across steps;
+    an output named in ``quants`` is fake-quantized as it is produced."""
     for node in nodes:
         where = f"node {node.name!r} ({node.op})"
         opdef = get_op(node.op, where=where)
@@ -172,13 +187,71 @@ def _forward(nodes: list[Node], env: dict[str, np.ndarray], states: dict[str, An
             raise GraphError(f"evaluation failed: {e}", where=where) from None
         if len(outs) != len(node.outputs):
             raise GraphError(f"op gave {len(outs)} outputs for {len(node.outputs)} declared", where=where)
-        env.update(zip(node.outputs, outs))
+        env.update(_fake_quantize_all(dict(zip(node.outputs, outs)), quants))
 
 
-def _select(env: dict[str, np.ndarray], wanted: list[str] | None, graph: Graph) -> dict[str, np.ndarray]:
+def _select(env: dict[str, np.ndarray], wanted: list[str] | None, graph: Graph,
+            hidden: set[str]) -> dict[str, np.ndarray]:
     if wanted is None:
-        return dict(env)
+        return {k: v for k, v in env.items() if k not in hidden}
     missing = [t for t in wanted if t not in env]
     if missing:
         raise GraphError(f"graph output {missing[0]!r} is not produced by any node", where=f"graph {graph.name!r}")
     return {t: env[t] for t in wanted}
+
+
+# -- quantized runs ------------------------------------------------------------------------------
+def _fake_quantize_all(values: dict[str, np.ndarray], quants: Mapping[str, QuantAnnotation]) -> dict[str, np.ndarray]:
+    """``values`` with every array whose name carries an annotation fake-quantized."""
+    if not quants:
+        return values
+    return {k: quants[k].fake_quantize(v) if k in quants else v for k, v in values.items()}
+
+
+def _quantized_params(node: Node) -> dict[str, np.ndarray]:
+    """A node's params, those with a ``param_quant`` annotation fake-quantized."""
+    return {k: node.param_quant[k].fake_quantize(v) if k in node.param_quant else v for k, v in node.params.items()}
+
+
+def _quantized_nodes(graph: Graph, nodes: list[Node]) -> tuple[list[Node], dict[str, QuantAnnotation], set[str]]:
+    """The nodes as a quantized run evaluates them, the annotation of every tensor it
+    fake-quantizes, and the names of the fused nodes' private intermediates.
+
+    Parameters are fake-quantized once here (not per time step). A fused node is unrolled
+    into its compute node and post-ops (:func:`hwmap.ops.fused.plan` deals out the inputs
+    exactly as the fused op does), so the intermediate results its sub-nodes' output tensors
+    annotate are quantized too; they run under private names (``fused-node/i``) that never
+    collide with the graph's tensors and are not returned by ``collect``.
+    """
+    from .ops.fused import plan
+
+    quants = {name: t.quant for name, t in graph.tensors.items() if t.quant is not None}
+    out: list[Node] = []
+    hidden: set[str] = set()
+    for node in nodes:
+        if not node.fused:
+            out.append(dataclasses.replace(node, params=_quantized_params(node)))
+            continue
+        p = plan(node)
+        subs = [p.compute] + [post.node for post in p.posts]
+        names = [_private(graph, f"{node.name}/{i}") for i in range(len(subs) - 1)] + [node.outputs[0]]
+        for sub, name in zip(subs[:-1], names):
+            hidden.add(name)
+            original = graph.tensors.get(sub.outputs[0]) if sub.outputs else None
+            if original is not None and original.quant is not None:
+                quants[name] = original.quant
+        out.append(Node(p.compute.name, p.compute.op, list(node.inputs[:p.n_compute_inputs]), [names[0]],
+                        p.compute.attrs, _quantized_params(node)))
+        rest = list(node.inputs[p.n_compute_inputs:])
+        for i, post in enumerate(p.posts, start=1):
+            extra, rest = rest[:post.extra], rest[post.extra:]
+            out.append(Node(post.node.name, post.node.op, extra[:post.position] + [names[i - 1]]
+                            + extra[post.position:], [names[i]], post.node.attrs, _quantized_params(post.node)))
+    return out, quants, hidden
+
+
+def _private(graph: Graph, name: str) -> str:
+    """``name``, primed until no tensor of ``graph`` has it."""
+    while name in graph.tensors:
+        name += "'"
+    return name

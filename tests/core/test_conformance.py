@@ -12,9 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hwmap import Artifacts, KPIs, Simulation, hookimpl
 from hwmap.registry import Registry
-from hwmap.testing import assert_conforms, check_target, conformance_test
+from hwmap.testing import RANDOM_SAMPLES, assert_conforms, check_target, conformance_test
 from toy_target import plugin
 from toy_target.hardware import Hardware, ToyConfig
+from toy_variants import Variant, failures_of, write_presets
 
 pytestmark = pytest.mark.usefixtures("toy_registry")
 
@@ -40,41 +41,6 @@ def test_an_unknown_kind(tmp_path: Path) -> None:
 
 
 # -- broken variants of the toy target -----------------------------------------------------------
-class Variant:
-    """The toy target under another kind, delegating every hook; subclasses break one."""
-
-    kind = "toy_bad"
-    config: type[BaseModel] = ToyConfig
-    description = "a deliberately broken toy target"
-
-    def __init__(self, presets: dict[str, Path]) -> None:
-        self.presets = presets
-
-    @hookimpl
-    def hwmap_register_targets(self, register: Any) -> None:
-        register(kind=self.kind, config=self.config, description=self.description, presets=self.presets)
-
-    @hookimpl
-    def hwmap_legalize(self, graph: Any, target: Any) -> Any:
-        return plugin.hwmap_legalize(graph, target)
-
-    @hookimpl
-    def hwmap_map(self, graph: Any, target: Any) -> Any:
-        return plugin.hwmap_map(graph, target)
-
-    @hookimpl
-    def hwmap_emit(self, mapping: Any, target: Any, outdir: Path) -> Artifacts:
-        return plugin.hwmap_emit(mapping, target, outdir)
-
-    @hookimpl
-    def hwmap_simulate(self, artifacts: Artifacts, target: Any, inputs: dict[str, np.ndarray]) -> Simulation:
-        return plugin.hwmap_simulate(artifacts, target, inputs)
-
-    @hookimpl
-    def hwmap_estimate(self, mapping: Any, target: Any, activity: Any) -> KPIs:
-        return plugin.hwmap_estimate(mapping, target, activity)
-
-
 class TimestampedEmit(Variant):
     @hookimpl
     def hwmap_emit(self, mapping: Any, target: Any, outdir: Path) -> Artifacts:
@@ -170,16 +136,11 @@ def _as_toy(target: Any) -> Any:
 
 @pytest.fixture
 def bad_presets(tmp_path: Path) -> dict[str, Path]:
-    d = tmp_path / "presets"
-    d.mkdir()
-    text = (plugin.PRESETS / "default.toml").read_text().replace('kind = "toy_cpu"', 'kind = "toy_bad"')
-    (d / "default.toml").write_text(text)
-    return {"default": d / "default.toml"}
+    return write_presets(tmp_path / "presets")
 
 
 def _failures(toy_registry: Registry, variant: type[Variant], presets: dict[str, Path], tmp_path: Path) -> list[str]:
-    assert toy_registry.add_plugin(variant(presets), name=variant.__name__) == variant.__name__, toy_registry.errors
-    return check_target("toy_bad", tmp_path=tmp_path / "check")
+    return failures_of(toy_registry, variant, presets, tmp_path)
 
 
 def test_the_unbroken_variant_conforms(toy_registry: Registry, bad_presets: dict[str, Path], tmp_path: Path) -> None:
@@ -196,7 +157,7 @@ def test_the_unbroken_variant_conforms(toy_registry: Registry, bad_presets: dict
                      "kpis: assumptions are empty"]),
     (SimulatesFromWhereItWasBuilt, ["simulate: hwmap simulate on the compiled directory fails: TargetError: "]),
     (DropsTheBatch, ["simulate: hwmap simulate on the compiled directory fails: TargetError: simulated output "
-                     "'output' has shape [8, 3, 29], the reference [8, 8, 3, 29]"]),
+                     f"'output' has shape [8, 3, 29], the reference [{RANDOM_SAMPLES}, 8, 3, 29]"]),
     (NoisySimulation, ["simulate: output 'output' differs between two runs on the same data (not deterministic)"]),
     (AcceptsAnything, ["registration: the kind has no description",
                        "registration: config model LaxConfig accepts unknown keys",

@@ -1,5 +1,7 @@
 """The reference executor: whole graphs against onnxruntime, batch rebasing, input checks,
-``collect``, stateful (NIR) graphs over time, ``run_batched``, MobileNet V1 speed and MACs."""
+``collect``, stateful (NIR) graphs over time, ``run_batched``, MobileNet V1 speed and MACs,
+and quantized runs (annotations applied) against onnxruntime on a QDQ model, per tensor and
+per axis, through fused nodes and over time."""
 
 from __future__ import annotations
 
@@ -7,14 +9,18 @@ import math
 import time
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hwmap.errors import DataError, GraphError, UnsupportedOpError
 from hwmap.execute import is_stateful, run, run_batched
-from hwmap.graph import Graph, Node, Tensor
+from hwmap.frontends.onnx import graph_from_onnx
+from hwmap.graph import Graph, Node, QuantAnnotation, Tensor
 from hwmap.ops import get_op
+from hwmap.passes.fusion import FuseComputeWithPostOps
+from hwmap.source import ParseOptions
 
 RNG = np.random.default_rng(7)
 
@@ -185,7 +191,8 @@ def test_stateful_inputs_need_a_time_axis():
 
 # -- MobileNet V1: speed and the published MAC count ---------------------------------------
 def mobilenet_v1(res: int) -> Graph:
-    """Stem 3->32 stride 2, 13 depthwise-separable blocks, GAP, FC 1024->1000 (REFERENCES.md)."""
+    """Stem 3->32 stride 2, 13 depthwise-separable blocks, GAP, FC 1024->1000 (Howard et al.,
+    "MobileNets", 2017, Table 1)."""
     rng = np.random.default_rng(0)
     blocks = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
     nodes: list[Node] = []
@@ -215,9 +222,9 @@ def test_mobilenet_v1_macs_and_speed():
     g = mobilenet_v1(224)
     macs = sum(get_op(n.op).macs(n, [g.tensors[t].shape for t in n.inputs], [g.tensors[t].shape for t in n.outputs])
                for n in g.nodes if get_op(n.op).macs)
-    assert macs == 568_740_352  # REFERENCES.md, conv + fc convention
+    assert macs == 568_740_352  # Howard et al. 2017, Table 8: 569 M mult-adds (conv + fc)
     weights = sum(n.params["W"].size for n in g.nodes if n.op == "Conv") + g.node("fc").params["B"].size
-    assert weights == 4_209_088  # conv + fc weights (REFERENCES.md)
+    assert weights == 4_209_088  # Howard et al. 2017, Table 8: 4.2 M parameters (conv + fc weights)
     x = rand(1, 3, 224, 224)
     start = time.perf_counter()
     y = run(g, {"x": x})["y"]
@@ -247,3 +254,170 @@ def test_mobilenet_v1_matches_torch():
         else:
             h = h @ torch.from_numpy(n.params["B"]).double().T
     np.testing.assert_allclose(y, h.numpy(), rtol=1e-5, atol=1e-5)
+
+
+# -- quantized runs -------------------------------------------------------------------------------
+def half_step_margin(values: np.ndarray, scale: np.ndarray | float) -> float:
+    """How far (in quantization steps) the closest of ``values / scale`` is from a rounding
+    boundary: a comparison with exact equality after rounding is sound when this is not tiny."""
+    v = np.asarray(values, dtype=np.float64) / np.asarray(scale, dtype=np.float64)
+    return float(np.min(np.abs(np.abs(v - np.floor(v)) - 0.5)))
+
+
+QX = (0.02, 128)  # input: uint8, per tensor
+QW = np.array([0.004, 0.006, 0.008, 0.01], np.float32)  # conv weights: int8, per output channel
+QC = np.array([0.05, 0.04, 0.06, 0.03], np.float32)  # conv output: int8, per channel (axis 1)
+QM = np.array([0.02, 0.03, 0.025, 0.015], np.float32)  # Mul constant: int8, per channel
+QY = 0.047  # output: int8, per tensor
+
+
+def qdq_model() -> onnx.ModelProto:
+    """x -QDQ-> Conv(W, B dequantized) -QDQ per channel-> Mul(dequantized constant) -> Relu -QDQ-> y.
+
+    Batch 3; the ONNX frontend folds every quantizer into an annotation."""
+    rng = np.random.default_rng(11)
+    consts = {
+        "x_s": np.float32(QX[0]), "x_z": np.uint8(QX[1]),
+        "wq": rng.integers(-127, 128, (4, 2, 3, 3)).astype(np.int8), "w_s": QW, "w_z": np.zeros(4, np.int8),
+        "bq": rng.integers(-300, 300, 4).astype(np.int32), "b_s": (QW * QX[0]).astype(np.float32),
+        "c_s": QC, "c_z": np.zeros(4, np.int8),
+        "mq": rng.integers(-127, 128, (4, 1, 1)).astype(np.int8), "m_s": QM, "m_z": np.zeros(4, np.int8),
+        "y_s": np.float32(QY), "y_z": np.int8(0),
+    }
+    def qdq(x: str, out: str, q: str, **axis: int) -> list[onnx.NodeProto]:
+        """QuantizeLinear then DequantizeLinear of activation ``x`` with ``q``'s scale and zero point."""
+        return [helper.make_node("QuantizeLinear", [x, f"{q}_s", f"{q}_z"], [f"{q}q"], name=f"q_{q}", **axis),
+                helper.make_node("DequantizeLinear", [f"{q}q", f"{q}_s", f"{q}_z"], [out], name=f"dq_{q}", **axis)]
+
+    nodes = [
+        *qdq("x", "xdq", "x"),
+        helper.make_node("DequantizeLinear", ["wq", "w_s", "w_z"], ["w"], name="dq_w", axis=0),
+        helper.make_node("DequantizeLinear", ["bq", "b_s"], ["b"], name="dq_b", axis=0),
+        helper.make_node("Conv", ["xdq", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        *qdq("c", "cdq", "c", axis=1),
+        helper.make_node("DequantizeLinear", ["mq", "m_s", "m_z"], ["m"], name="dq_m", axis=0),
+        helper.make_node("Mul", ["cdq", "m"], ["mm"], name="mul"),
+        helper.make_node("Relu", ["mm"], ["r"], name="relu"),
+        *qdq("r", "y", "y"),
+    ]
+    g = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 2, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4, 5, 5])],
+                          [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+
+
+def qdq_onnxruntime(m: onnx.ModelProto, x: np.ndarray, *extra: str) -> dict[str, np.ndarray]:
+    """The model's output (and the named intermediates) in onnxruntime, without graph
+    optimizations, so QDQ pairs run as written instead of as fused integer kernels."""
+    m = onnx.ModelProto.FromString(m.SerializeToString())
+    for name in extra:
+        m.graph.output.append(helper.make_empty_tensor_value_info(name))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = ["y", *extra]
+    return dict(zip(names, sess.run(names, {"x": x})))
+
+
+def qdq_graph() -> Graph:
+    return graph_from_onnx(qdq_model(), name="qdq", options=ParseOptions())
+
+
+QDQ_X = np.random.default_rng(12).uniform(-2.4, 2.6, (3, 2, 5, 5)).astype(np.float32)
+
+
+def test_qdq_model_parses_into_annotations_per_tensor_and_per_axis():
+    g = qdq_graph()
+    assert [n.op for n in g.nodes] == ["Conv", "Mul", "Relu"]
+    assert g.tensors["x"].quant.axis is None and g.tensors["y"].quant.axis is None
+    assert g.tensors["c"].quant.axis == 1 and g.tensors["c"].quant.scale.shape == (4,)
+    assert g.node("conv").param_quant["W"].axis == 0 and g.node("mul").param_quant["B"].axis == 0
+
+
+def test_quantized_run_matches_onnxruntime_on_a_qdq_model():
+    m, g = qdq_model(), qdq_graph()
+    ref = qdq_onnxruntime(m, QDQ_X, "c", "r")
+    # every value quantized lies clear of a rounding boundary, so both must round alike
+    assert half_step_margin(QDQ_X, QX[0]) > 1e-4
+    assert half_step_margin(ref["c"], QC[None, :, None, None]) > 1e-4
+    assert half_step_margin(ref["r"], QY) > 1e-4
+    y = run(g, {"x": QDQ_X}, quantized=True)["y"]
+    assert y.dtype == np.float32 and y.shape == (3, 4, 5, 5)
+    np.testing.assert_array_equal(y, ref["y"])
+    # not a coincidence: the float run (annotations ignored) is off the output grid
+    plain = run(g, {"x": QDQ_X})["y"]
+    assert np.mean(plain != ref["y"]) > 0.4
+    assert np.max(np.abs(plain - ref["y"])) > QY / 2
+
+
+def test_quantized_false_ignores_annotations():
+    g = qdq_graph()
+    stripped = g.copy()
+    for t in stripped.tensors.values():
+        t.quant = None
+    for n in stripped.nodes:
+        n.param_quant = {}
+    plain = run(g, {"x": QDQ_X})
+    assert plain["y"].tobytes() == run(g, {"x": QDQ_X}, quantized=False)["y"].tobytes()
+    assert plain["y"].tobytes() == run(stripped, {"x": QDQ_X})["y"].tobytes()
+    # and a graph without annotations runs the same either way
+    assert run(stripped, {"x": QDQ_X}, quantized=True)["y"].tobytes() == plain["y"].tobytes()
+    x = rand(2, 2, 6, 6)
+    assert run(small_cnn(), {"x": x}, quantized=True)["y"].tobytes() == run(small_cnn(), {"x": x})["y"].tobytes()
+
+
+def test_quantized_params_and_tensors_per_axis_and_per_tensor():
+    """Against an independent numpy restatement of ``real = scale * (clip(round(x / scale) +
+    zp) - zp)``: a 4-bit narrow per-row weight, an 8-bit asymmetric input, a 6-bit per-column
+    output, and an unannotated bias left alone."""
+    rng = np.random.default_rng(5)
+    w, c = rng.normal(0, 0.5, (5, 6)).astype(np.float32), rng.normal(0, 0.1, 5).astype(np.float32)
+    ws = np.abs(w).max(axis=1) / 7
+    sy = np.array([0.05, 0.1, 0.08, 0.06, 0.07])
+    g = graph_from([Node("fc", "Gemm", ["x"], ["y"], {"transB": 1}, {"B": w, "C": c},
+                         {"B": QuantAnnotation(ws, np.zeros(5), 4, True, axis=0, narrow=True)})], {"x": (1, 6)}, ["y"])
+    g.tensors["x"].quant = QuantAnnotation(0.03, 100, 8, False)
+    g.tensors["y"].quant = QuantAnnotation(sy, np.zeros(5), 6, True, axis=1)
+    x = rng.uniform(-3, 5, (7, 6)).astype(np.float32)  # partly beyond the input's range [-3.0, 4.65]
+    xq = (np.clip(np.round(x / 0.03) + 100, 0, 255) - 100) * 0.03
+    wq = np.clip(np.round(w / ws[:, None]), -7, 7) * ws[:, None]
+    pre = xq.astype(np.float32) @ wq.astype(np.float32).T + c
+    assert half_step_margin(x, 0.03) > 1e-3 and half_step_margin(pre, sy) > 1e-4
+    want = np.clip(np.round(pre / sy), -32, 31) * sy
+    assert np.any(np.abs(x) > 4.65) and np.any(np.abs(np.round(pre / sy)) > 31)  # clipping is exercised
+    y = run(g, {"x": x}, quantized=True)["y"]
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=0)
+    assert g.node("fc").params["B"].tobytes() == w.tobytes()  # the graph itself is left alone
+
+
+def test_quantized_run_through_a_fused_node():
+    """Conv → Mul → Relu fused into one FusedConv: the conv result's per-axis annotation (an
+    intermediate inside the fused node) and a post-op parameter's annotation still apply."""
+    g = qdq_graph()
+    g.node("mul").param_quant["B"] = QuantAnnotation(0.5, 0, 3, True)  # coarser than the model's, off its grid
+    fused, changed = FuseComputeWithPostOps().apply(g)
+    assert changed and [n.op for n in fused.nodes] == ["FusedConv"]
+    assert [s.name for s in fused.nodes[0].fused] == ["conv", "mul", "relu"] and "c" in fused.tensors
+    want = run(g, {"x": QDQ_X}, quantized=True)["y"]
+    got = run(fused, {"x": QDQ_X}, quantized=True, collect=True)
+    assert got["y"].tobytes() == want.tobytes()
+    assert set(got) == set(run(fused, {"x": QDQ_X}, collect=True)) == {"x", "y"}  # intermediates stay private
+    # each annotation inside the fused node changes the result, so each is applied
+    no_c = fused.copy()
+    no_c.tensors["c"].quant = None
+    no_m = fused.copy()
+    no_m.nodes[0].fused[1].param_quant = {}
+    for other in (no_c, no_m):
+        assert run(other, {"x": QDQ_X}, quantized=True)["y"].tobytes() != want.tobytes()
+    # the float run of the fused node is the float run of the original
+    np.testing.assert_allclose(run(fused, {"x": QDQ_X})["y"], run(g, {"x": QDQ_X})["y"], rtol=1e-6, atol=1e-6)
+
+
+def test_quantized_run_of_a_stateful_graph_quantizes_every_step():
+    g, _ = snn()
+    g.tensors["x"].quant = QuantAnnotation(0.25, 0, 2, False)  # 2-bit input: 0, .25, .5, .75
+    x = rand(2, 10, 3, lo=0, hi=1)
+    xq = np.clip(np.round(x / 0.25), 0, 3) * 0.25
+    got = run(g, {"x": x}, quantized=True)
+    assert got["y"].tobytes() == run(g, {"x": xq.astype(np.float32)})["y"].tobytes()
+    assert got["y"].tobytes() != run(g, {"x": x})["y"].tobytes()
