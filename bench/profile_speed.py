@@ -43,7 +43,7 @@ def best_of(fn: Callable[[], object], repeat: int) -> float:
 
 # -- 1. MobileNet V1: hwmap profile vs fvcore ----------------------------------------------
 def torch_mobilenet_v1():
-    """MobileNet V1 1.0 in plain torch (REFERENCES.md, "Profiling: MobileNet V1")."""
+    """MobileNet V1 1.0 in plain torch (Howard et al., arXiv:1704.04861, 2017)."""
     import torch.nn as nn
 
     def cbr(cin: int, cout: int, k: int, s: int = 1, g: int = 1) -> nn.Module:

@@ -1,4 +1,4 @@
-"""The KPI record: completeness check, JSON round trip, the columns DESIGN.md promises."""
+"""The KPI record: completeness check, JSON round trip, the columns every comparison shows."""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ def test_mobilenet_v1_sizes(models: dict[str, onnx.ModelProto]) -> None:
     assert ops.count("Conv") == 27 and ops.count("BatchNormalization") == 27 and ops.count("Gemm") == 1
     weight_slots = [n.input[1] for n in m.graph.node if n.op_type in ("Conv", "Gemm")]
     assert all(len(n.input) == 2 for n in m.graph.node if n.op_type == "Conv")  # no conv bias
-    # REFERENCES.md "Profiling: MobileNet V1"
+    # Howard et al., arXiv:1704.04861, 2017: 569 M mult-adds, 4.2 M parameters
     assert sum(w[k].size for k in weight_slots) == 4_209_088
     bn_affine = sum(w[n.input[i]].size for n in m.graph.node if n.op_type == "BatchNormalization" for i in (1, 2))
     assert sum(w[k].size for k in weight_slots) + bn_affine + w["fc.B"].size == 4_231_976

@@ -80,7 +80,8 @@ def _conv_eval(node: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
 def conv_macs(node: Any, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]) -> int:
     """N·C_out·prod(out spatial)·(C_in/group)·prod(kernel); the bias is not counted.
 
-    The "conv + fc" convention (REFERENCES.md, "Profiling: MobileNet V1": 568,740,352 MACs).
+    The "conv + fc" convention (MobileNet V1 1.0 at 224×224: 568,740,352 MACs, the "569
+    million mult-adds" of Howard et al., arXiv:1704.04861, 2017).
     """
     ops = bind(node, in_shapes, ("X", "W", "B"), required=2)
     w = shape_of(ops["W"])
