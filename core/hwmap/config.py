@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, ValidationError
 
-from .constants import NO_SOURCE, SET_SOURCE, field_source, leaf_fields
+from .constants import NO_SOURCE, SET_SOURCE, UNSOURCED, field_source, leaf_fields
 from .errors import ConfigError
 from .target import Target
 
@@ -126,7 +126,7 @@ def _strip_sources(d: dict[str, Any], where: str, label: str, prefix: str = "") 
             sources.update(inner)
         else:
             out[k] = v
-            sources[path] = f"set in {label} without a source"
+            sources[path] = UNSOURCED.format(label)
     return out, sources
 
 

@@ -29,10 +29,12 @@ if TYPE_CHECKING:
     from .target import Target
 
 __all__ = ["constant", "field_unit", "field_source", "config_constants", "leaf_fields", "SET_SOURCE",
-           "NO_SOURCE"]
+           "NO_SOURCE", "UNSOURCED"]
 
 #: The source of a value given with ``--set`` (or a ``KIND:PRESET@key=value`` variant).
 SET_SOURCE = "--set on the command line"
+#: The source a config value gets when its file gives it without one (``{}``: the file's label).
+UNSOURCED = "set in {} without a source"
 #: The source of a schema default the plugin did not document.
 NO_SOURCE = "schema default (no source given)"
 

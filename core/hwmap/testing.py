@@ -61,12 +61,14 @@ import numpy as np
 from pydantic import BaseModel
 
 from .config import load_target, read_toml, schema_for
+from .constants import UNSOURCED
 from .data import Dataset, load_data
 from .errors import ConfigError, DoesNotFitError, HwmapError
 from .graph import Graph
 from .kpi import KPIs
 from .registry import get_registry
 from .target import Artifacts, FidelityClaim, Simulation, TargetConfig, TargetSpec
+from .tomlwrite import dumps_toml
 
 __all__ = ["check_target", "assert_conforms", "conformance_test", "BOGUS_KEY", "TOP1_FLOOR", "REL_RMS_FLOOR",
            "RANDOM_SAMPLES", "PROBE_SAMPLES", "other_weights"]
@@ -105,7 +107,7 @@ TOP1_FLOOR = 0.9
 #: about the geometric middle between the honest 8-bit targets and the wrong outputs.
 REL_RMS_FLOOR = 0.1
 #: How a config source reads when the file gave a value without one (hwmap.config).
-_UNSOURCED = re.compile(r"^set in (?P<file>.+) without a source$")
+_UNSOURCED = re.compile("^" + re.escape(UNSOURCED).replace(re.escape("{}"), "(?P<file>.+)") + "$")
 
 
 def check_target(kind: str, *, model: str = "zoo:chapter_cnn", data: str | None = None, preset: str = "default",
@@ -219,7 +221,7 @@ def _check_configs(spec: TargetSpec, tmp_path: Path) -> list[str]:
             cases.append((f"{table}.{BOGUS_KEY}", bad))
     for i, (key, doc) in enumerate(cases):
         p = tmp_path / f"wrong-key-{i}.toml"
-        p.write_text(_to_toml(doc))
+        p.write_text(dumps_toml(doc))
         try:
             load_target(str(p))
         except ConfigError as e:
@@ -248,7 +250,7 @@ def _check_sources(ref: str, sources: dict[str, str], reported: set[str]) -> lis
 # -- 3.–7. the flow ---------------------------------------------------------------------------------
 def _check_flow(spec: TargetSpec, *, model: str, data: str | None, preset: str, tmp_path: Path) -> list[str]:
     from .execute import run
-    from .flow import compile_model, model_inputs
+    from .flow import compile_model, model_inputs, split_data
     from .source import load_model
 
     kind = spec.kind
@@ -256,7 +258,9 @@ def _check_flow(spec: TargetSpec, *, model: str, data: str | None, preset: str, 
     try:
         graph = load_model(model)
         dataset = load_data(data) if data is not None else _random_data(graph)
-        inputs = model_inputs(graph, dataset)
+        # a compile with data scores what its calibration leaves: judge the same samples
+        scored = split_data(dataset)[1] if data is not None else dataset
+        inputs = model_inputs(graph, scored)
     except HwmapError as e:
         return [f"setup: cannot load the model or data: {e}"]
     dirs = [tmp_path / "compile-a", tmp_path / "compile-b"]
@@ -280,9 +284,9 @@ def _check_flow(spec: TargetSpec, *, model: str, data: str | None, preset: str, 
     shutil.move(str(dirs[0]), str(moved))
     shutil.rmtree(dirs[1], ignore_errors=True)
     try:
-        sim = _simulate(moved, dataset)
+        sim = _simulate(moved, scored)
         # with data, each compile simulated already: compare with those instead of a 4th run
-        runs = [r.simulation for r in results if r.simulation is not None] or [_simulate(moved, dataset)]
+        runs = [r.simulation for r in results if r.simulation is not None] or [_simulate(moved, scored)]
     except Exception as e:
         return out + [f"simulate: hwmap simulate on the compiled directory fails: {_one_line(e)}"]
     reference = run(graph, inputs)
@@ -301,7 +305,7 @@ def _check_flow(spec: TargetSpec, *, model: str, data: str | None, preset: str, 
 def _simulate(outdir: Path, data: Dataset) -> Simulation:
     from .flow import simulate_dir
 
-    return simulate_dir(outdir, data)[0]
+    return simulate_dir(outdir, data).simulation
 
 
 def _check_output(name: str, sim: Simulation, reference: np.ndarray, runs: list[Simulation],
@@ -549,40 +553,6 @@ def _random_data(graph: Graph) -> Dataset:
     shape = graph.tensor(graph.inputs[0]).shape
     rng = np.random.default_rng(0)
     return Dataset(rng.random((RANDOM_SAMPLES, *shape[1:]), dtype=np.float32), None, "random")
-
-
-def _to_toml(d: dict[str, Any], prefix: str = "") -> str:
-    """A small TOML writer for presets read by ``tomllib`` (scalars, arrays, tables)."""
-    scalars = [f"{_key(k)} = {_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
-    text = "\n".join(scalars) + ("\n" if scalars else "")
-    for k, v in d.items():
-        if isinstance(v, dict):
-            name = f"{prefix}{_key(k)}"
-            text += f"\n[{name}]\n" + _to_toml(v, name + ".")
-    return text
-
-
-def _key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() and k.isascii() else json.dumps(k)
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        if isinstance(v, float) and v != v:
-            return "nan"
-        if isinstance(v, float) and v in (float("inf"), float("-inf")):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + "}"
-    # tomllib gives datetimes and times; their isoformat is valid TOML
-    return v.isoformat()
 
 
 def _one_line(e: BaseException) -> str:

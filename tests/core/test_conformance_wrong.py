@@ -88,7 +88,7 @@ def test_wrong_classifier_outputs_are_caught(toy_registry: Registry, presets: di
     failures = check(toy_registry, variant, presets, tmp_path, **DIGITS)
     (line,) = only(failures, "fidelity:")
     assert line.startswith("fidelity: output 'output' top-1 agreement with the reference model ")
-    assert line.endswith(f"(360 samples) is below {TOP1_FLOOR:g} (the suite's floor)")
+    assert line.endswith(f"(270 samples) is below {TOP1_FLOOR:g} (the suite's floor)")
     assert float(line.split("reference model ")[1].split()[0]) < 0.2  # chance is 0.1
 
 
