@@ -1,9 +1,12 @@
 """Where analog_imc's numbers come from: every config field declares its unit and the source
-of its default, and every preset value carries its source."""
+of its default, every preset value carries its source, and the plugin cites no file the
+repository does not hold."""
 
 from __future__ import annotations
 
+import re
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +15,9 @@ from hwmap.config import load_target, schema_for
 from hwmap.constants import NO_SOURCE, field_source, field_unit, leaf_fields
 from hwmap_analog_imc.hardware import AnalogIMCConfig
 from hwmap_analog_imc.plugin import presets
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN = REPO / "plugins" / "analog_imc"
 
 #: Values nothing published backs: their sources must say "assumed".
 ASSUMED = ("energy.program_pj_per_cell", "energy.noc_pj_per_bit_hop", "hardware.program_row_s",
@@ -75,3 +81,18 @@ def test_every_preset_value_carries_its_source(preset: str) -> None:
     for key in ASSUMED:
         if key in leaves:
             assert leaves[key]["source"].startswith("assumed: "), (preset, key)
+
+
+def test_the_plugin_cites_only_files_it_holds() -> None:
+    """A document name (``*.md``) or a path climbing out of a file's folder, in the plugin's
+    sources, README and tests, names a file that exists: nothing points at what the
+    repository does not hold."""
+    files = [p for p in (*PLUGIN.rglob("*"), *(REPO / "tests" / "analog_imc").rglob("*"))
+             if p.is_file() and p.suffix in (".py", ".md", ".toml") and "__pycache__" not in p.parts]
+    assert len(files) > 30
+    for path in files:
+        text = path.read_text()
+        for doc in re.findall(r"[\w./-]*\b[A-Za-z_][\w-]*\.md\b", text):
+            assert any((base / doc).exists() for base in (path.parent, PLUGIN, REPO)), f"{path}: cites {doc}"
+        for rel in re.findall(r"(?<![\w.])\.\./[\w./-]+", text):
+            assert (path.parent / rel).exists(), f"{path}: cites {rel}"
