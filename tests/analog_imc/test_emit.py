@@ -310,7 +310,7 @@ def _read_needs(program: Program, read) -> set[int]:
 
 
 def _sharing(program: Program, b: int) -> set[int]:
-    """Blocks linked to block ``b`` by shared filters (same layer, copy and group), transitively."""
+    """Blocks linked to block ``b`` by common filters (same layer, copy and group), transitively."""
     blk = program.blocks[b]
     mates = [o for o, ob in enumerate(program.blocks) if (ob.layer, ob.replica, ob.group) == (blk.layer, blk.replica,
                                                                                               blk.group)]

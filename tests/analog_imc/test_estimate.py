@@ -158,20 +158,20 @@ def test_measured_activity_replaces_the_analytic_counts() -> None:
     assert k.latency_s == pytest.approx((155 + 80) * (10e-9 + 8 * 7.8125e-10))
     assert r["simulator_cycle_time_s"] == [5e-6]
     assert k.ops_per_inference == round(155 * 256 + 80 / 87 * 87 * 1152)
-    assert "measured by the simulator on 7 samples" in k.assumptions["activity"]
-    assert base.assumptions["activity"] == "analytic (no --data)"
+    assert "measured by the simulator on 7 samples" in k.assumptions["activity"].value
+    assert base.assumptions["activity"].value == "analytic (no --data)"
     assert k.check() == []
 
 
 def test_assumptions_name_every_constant_and_the_models() -> None:
     m, t = compile_("zoo:digits_cnn", "isaac-like")
     a = estimate(m, t, None).assumptions
-    for section in ("hardware", "noc", "energy"):
+    for section in ("hardware", "noc", "energy", "mapper", "noise"):
         for key, value in getattr(t.config, section).model_dump(mode="json").items():
-            assert a[f"{section}.{key}"] == value
+            assert a[f"{section}.{key}"].value == value
     for key in ("model.latency", "model.throughput", "model.energy", "model.programming", "calibration", "activity"):
-        assert a[key]
-    assert "synthetic U(0,1)" in a["calibration"]
+        assert a[key].value and a[key].source
+    assert "synthetic U(0,1)" in a["calibration"].value
 
 
 def test_graph_without_crossbar_layers() -> None:

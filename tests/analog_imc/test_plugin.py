@@ -54,7 +54,7 @@ def test_chapter_example_end_to_end(tmp_path: Path) -> None:
     assert res.kpis.check() == [] and res.kpis.target == "analog_imc"
     mapping = json.loads((tmp_path / "out" / "mapping.json").read_text())
     assert any("synthetic U(0,1)" in n for n in mapping["notes"])
-    assert "synthetic U(0,1)" in res.kpis.assumptions["calibration"]
+    assert "synthetic U(0,1)" in res.kpis.assumptions["calibration"].value
 
 
 def test_unsupported_model_lists_every_node() -> None:
@@ -130,5 +130,5 @@ def test_analytic_counts_agree_with_the_simulator(model: str, preset: str, sets:
     # zero input bits are not driven: the measured DAC conversions are fewer, and used
     assert sum(measured["dac_conversions"].values()) < analytic["dac_conversions"]
     assert res.kpis.resources["dac_conversions"] == pytest.approx(sum(measured["dac_conversions"].values()))
-    assert res.kpis.assumptions["activity"].startswith("measured by the simulator on 3 samples")
+    assert res.kpis.assumptions["activity"].value.startswith("measured by the simulator on 3 samples")
     assert res.kpis.check() == []

@@ -339,8 +339,9 @@ def test_bad_inputs_and_corrupt_program(tmp_path: Path) -> None:
 
 
 def test_pcm_noise_model_follows_the_published_formulas() -> None:
-    """REFERENCES.md (aihwkit PCM model): σ = 0.26348 + 1.9650·ĝ − 1.1731·ĝ² µS at g_max
-    25 µS, drift (t / 20 s)^−ν; the sampled cells have that spread, in level units."""
+    """aihwkit PCMLikeNoiseModel (Nandakumar et al., ICECS 2019): σ = 0.26348 + 1.9650·ĝ −
+    1.1731·ĝ² µS at g_max 25 µS, drift (t / 20 s)^−ν; the sampled cells have that spread, in
+    level units."""
     from hwmap_analog_imc.hardware import NoiseConfig
     from hwmap_analog_imc.noise import drift_factor, noisy_levels, programming_sigma_us
 
@@ -579,6 +580,27 @@ def test_a_layer_whose_sums_could_leave_float_exactness_runs_the_reference_kerne
     ref, act = straightforward_run(program, x)
     assert _same_bits(out.outputs["output"], ref)
     assert out.activity["dac_conversions"] == act["dac_conversions"]
+
+
+def test_progress_after_every_slice_and_at_the_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """simulate() tells target.report_progress after each slice of samples; slicing changes
+    neither the outputs nor the activity."""
+    graph, _ = zoo("digits_cnn")
+    x = inputs_for(graph, 23)
+    target, _, art = compile_to(tmp_path, graph, calibration=x)
+    whole = simulator.simulate(art, target, {"input": x})
+    per_sample = max(lay.bytes_per_sample for lay in simulator.Simulator.load(art, target).layers)
+    monkeypatch.setattr(simulator, "_SLICE_BYTES", 5 * per_sample)  # 5 samples a slice
+    calls: list[tuple[int, int]] = []
+    target.progress = lambda done, total: calls.append((done, total))
+    sliced = simulator.simulate(art, target, {"input": x})
+    assert calls == [(5, 23), (10, 23), (15, 23), (20, 23), (23, 23)]
+    assert _same_bits(sliced.outputs["output"], whole.outputs["output"])
+    assert sliced.activity == whole.activity
+    calls.clear()
+    monkeypatch.undo()
+    simulator.simulate(art, target, {"input": x})
+    assert calls == [(23, 23)]  # one slice: one report, at the end
 
 
 def test_session_load_then_run_equals_simulate(tmp_path: Path) -> None:

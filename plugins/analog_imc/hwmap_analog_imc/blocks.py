@@ -1,4 +1,4 @@
-"""Blocks and chip geometry shared by the mapper's strategies.
+"""Blocks and chip geometry: what the mapper's strategies have in common.
 
 A :class:`Placement` is one block (a row tile × a run of filters of one group of one
 layer) on one core in one computation cycle, as an element rectangle; :class:`Geom` is the

@@ -1,6 +1,6 @@
 """The dataflow planner: where each crossbar output is finished and what moves over the NoC.
 
-Pure functions on plain records, shared by the emitter (:mod:`.emit`, from the program's
+Pure functions on plain records, used by both the emitter (:mod:`.emit`, from the program's
 records) and the estimate (:mod:`.estimate`, from the mapping), so that the estimate counts
 exactly the transfers the emitter writes. A layer's blocks are grouped by the filters they
 share (:func:`accumulations`); a group on one core is finished there, a group spread over

@@ -12,8 +12,9 @@ takes positions ``k·⌈P/R⌉ ..``, as the emitter schedules them)
   columns performs ``reads = P_r · B`` crossbar reads (MVMs); each read drives ``R`` DAC
   conversions, converts ``C`` columns through the ADCs and reads ``R · C`` cells;
 * a read takes ``read_pulse_s + a · adc_conversion_s``, ``a`` the most of the block's columns
-  any one ADC converts (``columns_per_adc`` neighbouring columns share one ADC; ISAAC and
-  PUMA: ~100 ns per 128-column ADC-muxed read; REFERENCES.md "Crossbar MVM latency");
+  any one ADC converts (``columns_per_adc`` neighbouring columns share one ADC; ISAAC,
+  Shafiee et al., ISCA 2016, and PUMA, Ankit et al., ASPLOS 2019: ~100 ns per 128-column
+  ADC-multiplexed read);
 * buffers: per position a block reads its input vector (``R · input_bits`` bits) and writes
   its outputs (``filters · w`` bits, ``w = input_bits`` when the block holds whole filters,
   else a partial sum of :func:`psum_bits`); digital nodes read and write their tensors once;
@@ -31,39 +32,18 @@ takes positions ``k·⌈P/R⌉ ..``, as the emitter schedules them)
   quantization bits; graph inputs come from off chip. ``hops`` = XY-routing distance on
   the mesh. The accumulation and post-op work counts on the accumulating core's logic.
 
-Time
-
-* a layer's time on a core is the largest of its reads (one after the other: a core's row
-  drivers and ADCs serve one read at a time), its link serialization in and out
-  (``bits / (link_width_bits · clock_hz)``) and its digital work (``ops / (clock_hz · ADCs)``:
-  one digital lane per ADC) — they stream concurrently — plus the hop latency
-  (``hops · hop_latency_cycles / clock_hz``); blocks of one layer on different cores run in
-  parallel, so a layer's time is the largest over its cores;
-* digital nodes run on the logic of their core, concurrently with its crossbar reads; pure
-  re-indexing (Flatten, Reshape, Squeeze, Unsqueeze, Identity, Constant) takes no time;
-* within a computation cycle nodes start in graph order once a fraction ``φ`` of each input
-  produced in the same cycle exists (``φ``: a convolution's line buffer
-  ``((K_h−1)·W + K_w) / (H·W)`` of its input, REFERENCES.md "Line buffer"; 1 for fully
-  connected layers, global pooling, Softmax, Transpose; 0 for element-wise nodes) and the
-  resources they use are free (nodes sharing a core's array, or its logic, do not
-  overlap); a node ends no earlier than its own time after it starts and one position's
-  worth of it after its last input ends: layers on distinct cores pipeline, layers on one
-  core run one after the other;
-* with several computation cycles the weights of each cycle are programmed before it runs
-  (``rows written · program_row_s``, cores in parallel) and every inference reprograms all
-  cycles (batch 1: the chip holds the last cycle's weights when the next inference needs
-  the first's). Latency = Σ over cycles of (programming + span);
-* throughput: one cycle — steady state, successive inferences overlap, ``1 / max over
-  cores (array, logic, link busy)``; several cycles — ``1 / latency`` (no overlap across a
-  reprogramming).
+Time: :mod:`.schedule` (layers pipelined through line buffers within a computation cycle,
+every cycle reprogrammed per inference when there are several); latency and throughput
+come from it.
 
 Energy: ADC conversions × ``adc_pj_per_conversion``, DAC conversions × ``dac_pj_per_input``,
 cell reads × ``cell_read_fj``, buffer bits × ``buffer_pj_per_bit``, NoC bits × hops ×
 ``noc_pj_per_bit_hop``, digital ops × ``digital_pj_per_op`` and programming: cells × rounds ×
 ``program_pj_per_cell``, with one round per inference when the model needs several cycles;
 when it fits in one, programming is a one-time cost (``resources["programming_one_time_j"]``)
-left out of the per-inference energy. Power = energy × throughput + ``static_w_per_core`` ×
-cores used.
+left out of the per-inference energy; static energy ``static_w_per_core × cores used /
+throughput``. Power = energy × throughput. The record's per-layer costs, energy kinds,
+bottleneck and provenance: :mod:`.breakdown`; its assumptions: :mod:`.assumptions`.
 
 Measured activity: per-layer MVMs, ADC and DAC conversions replace the analytic counts (DAC
 conversions with zero-bit skipping); cell reads scale with the measured DAC conversions
@@ -79,16 +59,20 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Hashable
 
-from hwmap import Graph, KPIs, Node, Target
+from hwmap import Graph, KPIs, Node, Provenance, Target
 
+from .assumptions import assumptions
+from .breakdown import (NodeEvents, core_bottleneck, detail_energy, energy_by_kind, idle_bottleneck, layer_costs,
+                        provenance, reprogramming_bottleneck)
 from .dataflow import FlowDigital, FlowLayer, accumulations, copy_positions, plan_transfers, psum_bits
 from .hardware import AnalogIMCConfig, Blueprint
 from .layers import CrossbarLayer
-from .legalize import META_KEY, SYNTHETIC_NOTE
 from .mapper import MapResult, Placement
 from .mapping import AnalogMapping
+from .schedule import Timing, distinct_rows, schedule
 
-__all__ = ["estimate", "ACTIVITY_KEYS", "adc_share", "replica_positions", "psum_bits", "conv_fill_fraction"]
+__all__ = ["estimate", "CostModel", "ACTIVITY_KEYS", "adc_share", "replica_positions", "psum_bits",
+           "conv_fill_fraction"]
 
 #: What the simulator's ``Simulation.activity`` may carry (all per inference).
 ACTIVITY_KEYS = ("samples", "mvms", "adc_conversions", "dac_conversions", "cycle_time_s", "noc_bits")
@@ -181,7 +165,9 @@ class _NodeCost:
     logic_ops: dict[tuple[int, int], float] = field(default_factory=dict)
 
 
-class _Model:
+class CostModel:
+    """Every node's counts per inference (:class:`_NodeCost`) and the NoC transfers of a mapping."""
+
     def __init__(self, mapping: AnalogMapping) -> None:
         self.m = mapping
         self.cfg: AnalogIMCConfig = mapping.config
@@ -339,137 +325,14 @@ class _Model:
             self.transfers.append(_Transfer(tr.node, tr.cycle, tr.src, tr.dst, tr.bits, self.bp.hops(tr.src, tr.dst)))
 
 
-def _distinct_rows(tiles: set[tuple[int, int, int]]) -> int:
-    """Rows covered by ``(group, row_start, row_count)`` tiles, overlaps counted once."""
-    total = 0
-    by_group: dict[int, list[tuple[int, int]]] = {}
-    for grp, r0, rc in tiles:
-        by_group.setdefault(grp, []).append((r0, r0 + rc))
-    for spans in by_group.values():
-        end = -1
-        for a, b in sorted(spans):
-            if b > end:
-                total += b - max(a, end)
-                end = b
-    return total
-
-
-# -- timing -------------------------------------------------------------------------------------------
-@dataclass
-class _Timing:
-    node_s: dict[str, float]
-    cycle_span_s: list[float]
-    programming_s: list[float]
-    latency_s: float
-    bottleneck_s: float
-    bottleneck: str
-
-
-def _times(model: _Model) -> tuple[dict[tuple[str, int], float], dict[tuple[int, int], dict[str, float]]]:
-    """Per (node, cycle): the node's time (its slowest core); per (cycle, core): how long its
-    array, logic and link are busy per inference."""
-    hw, noc = model.hw, model.cfg.noc
-    link = noc.link_width_bits * hw.clock_hz
-    hop_s = noc.hop_latency_cycles / hw.clock_hz
-    ser: dict[tuple[str, int, int], float] = {}
-    hop: dict[tuple[str, int, int], float] = {}
-    for t in model.transfers:
-        for k in (t.src, t.dst):  # both ends are busy serializing
-            key = (t.node, t.cycle, k)
-            ser[key] = ser.get(key, 0.0) + t.bits / link
-            hop[key] = max(hop.get(key, 0.0), t.hops * hop_s)
-    lanes = {c.index: c.adcs for c in model.bp.cores}
-    per_node: dict[tuple[str, int], float] = {}
-    busy: dict[tuple[int, int], dict[str, float]] = {}
-    for name, cost in model.costs.items():
-        slots = set(cost.array_s) | set(cost.logic_ops)
-        slots |= {(c, k) for (n, c, k) in ser if n == name}
-        for c, k in slots:
-            a = cost.array_s.get((c, k), 0.0)
-            lg = cost.logic_ops.get((c, k), 0.0) / (hw.clock_hz * lanes[k])
-            s = ser.get((name, c, k), 0.0)
-            span = max(a, lg, s) + hop.get((name, c, k), 0.0)
-            per_node[(name, c)] = max(per_node.get((name, c), 0.0), span)
-            b = busy.setdefault((c, k), {"crossbar reads": 0.0, "digital logic": 0.0, "NoC link": 0.0})
-            b["crossbar reads"] += a
-            b["digital logic"] += lg
-            b["NoC link"] += s
-    return per_node, busy
-
-
-def _programming_s(model: _Model) -> list[float]:
-    """Per computation cycle: rows written on the busiest core × program_row_s."""
-    rows: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    er = model.bp.element_rows
-    for p in model.res.placements:
-        rows.setdefault((p.cycle, p.core), []).append((p.elem_row * er, p.elem_row * er + p.row_count))
-    out = [0.0] * model.res.computation_cycles
-    for (c, _), spans in rows.items():
-        out[c] = max(out[c], _distinct_rows({(0, a, b - a) for a, b in spans}) * model.hw.program_row_s)
-    return out
-
-
-def _schedule(model: _Model) -> _Timing:
-    per_node, busy = _times(model)
-    cycles = max(1, model.res.computation_cycles)
-    prog = _programming_s(model) if model.res.computation_cycles else []
-    reprogram = model.res.computation_cycles > 1
-    start: dict[str, float] = {}
-    finish: dict[str, float] = {}
-    spans: list[float] = []
-    clock = 0.0
-    for c in range(cycles):
-        if reprogram:
-            clock += prog[c]
-        c0 = clock
-        free: dict[tuple[str, int], float] = {}
-        end = c0
-        for node in model.g.nodes:
-            cost = model.costs[node.name]
-            if c not in cost.cycles:
-                continue
-            t = per_node.get((node.name, c), 0.0)
-            ready = c0
-            tails = []
-            for tin in node.inputs:
-                m = model.producer.get(tin)
-                if m is None or max(model.costs[m].cycles) != c or m not in finish:
-                    continue
-                ready = max(ready, start[m] + cost.fill * (finish[m] - start[m]))
-                tails.append(finish[m])
-            # the resource the node occupies: its cores' arrays (reads) or logic (digital nodes)
-            kind = "array" if cost.crossbar else "logic"
-            cores = {k for (cc, k) in (cost.array_s if cost.crossbar else cost.logic_ops) if cc == c}
-            s = max([ready] + [free.get((kind, k), c0) for k in cores])
-            f = max([s + t] + [x + t / max(1, cost.positions) for x in tails])
-            for k in cores:
-                free[(kind, k)] = max(free.get((kind, k), c0), f)
-            start[node.name], finish[node.name] = s, f
-            end = max(end, f)
-        span = end - c0
-        spans.append(span)
-        clock = c0 + span
-    latency = max(clock, 1.0 / model.hw.clock_hz)
-    node_s = {n: 0.0 for n in model.costs}
-    for (n, _), v in per_node.items():
-        node_s[n] += v
-    if reprogram or not busy:
-        bottleneck_s, which = latency, "reprogramming every computation cycle" if reprogram else "digital logic"
-    else:
-        # the busiest resource of any core: a steady-state stream cannot go faster
-        bottleneck_s, which = max(((v, f"core {k} {what}") for (_, k), b in sorted(busy.items())
-                                   for what, v in b.items()), key=lambda x: x[0])
-    bottleneck_s = min(max(bottleneck_s, 1.0 / model.hw.clock_hz), latency)
-    return _Timing(node_s, spans, prog, latency, bottleneck_s, which)
-
-
 # -- buffers --------------------------------------------------------------------------------------------
-def _buffer_bytes(model: _Model) -> tuple[int, int, int]:
+def _buffer_bytes(model: CostModel) -> tuple[int, int, int]:
     """Largest (input + output) buffer working set over (cycle, core), and its two parts.
 
-    Input: a convolution's line buffer ``((K_h−1)·W + K_w)·C_in`` (REFERENCES.md, "Line
-    buffer"), a fully connected layer's input vector, times the share of the layer's rows
-    the core holds, at ``input_bits``; output: one output vector of the filters the core holds."""
+    Input: a convolution's line buffer ``((K_h−1)·W + K_w)·C_in`` (what ISAAC's inter-layer
+    pipeline buffers, Shafiee et al., ISCA 2016), a fully connected layer's input vector,
+    times the share of the layer's rows the core holds, at ``input_bits``; output: one
+    output vector of the filters the core holds."""
     hw = model.hw
     need: dict[tuple[int, int], list[float]] = {}
     for lay in model.m.layers:
@@ -486,7 +349,7 @@ def _buffer_bytes(model: _Model) -> tuple[int, int, int]:
             tiles.setdefault(slot, set()).add((p.group, p.row_start, p.row_count))
             outs[slot] = outs.get(slot, 0.0) + p.filter_count * model._out_width(lay, p)
         for slot, t in tiles.items():
-            share = _distinct_rows(t) / (lay.groups * lay.rows)
+            share = distinct_rows(t) / (lay.groups * lay.rows)
             cur = need.setdefault(slot, [0.0, 0.0])
             cur[0] += window * share * hw.input_bits
             cur[1] += outs[slot]
@@ -517,74 +380,125 @@ def _measured(activity: dict[str, Any] | None, key: str) -> dict[str, float]:
     return {str(k): float(x) for k, x in v.items() if isinstance(x, (int, float)) and math.isfinite(x) and x >= 0}
 
 
+def _node_events(model: CostModel, timing: Timing, activity: dict[str, Any] | None) -> list[NodeEvents]:
+    """Every node's events per inference, in graph order: the model's counts, replaced by the
+    simulator's per-layer MVMs, ADC and DAC conversions where it measured them (cell reads
+    scale with the measured DAC conversions: an undriven row draws no current; MACs with
+    the measured MVMs)."""
+    m_mvm, m_adc, m_dac = (_measured(activity, k) for k in ("mvms", "adc_conversions", "dac_conversions"))
+    noc_bits: dict[str, float] = {}
+    noc_hops: dict[str, float] = {}
+    for t in model.transfers:
+        noc_bits[t.node] = noc_bits.get(t.node, 0.0) + t.bits
+        noc_hops[t.node] = noc_hops.get(t.node, 0.0) + t.bits * t.hops
+    placed = {lm.node: lm for lm in model.res.layers}
+    out = []
+    for node in model.g.nodes:
+        c = model.costs[node.name]
+        ev = NodeEvents(node.name, node.op, c.crossbar, time_s=timing.node_s.get(node.name, 0.0),
+                        digital_ops=c.digital_ops, buffer_bits=c.buffer_bits, noc_bits=noc_bits.get(node.name, 0.0),
+                        noc_bit_hops=noc_hops.get(node.name, 0.0))
+        if c.crossbar:
+            ev.mvms = m_mvm.get(node.name, c.mvms)
+            ev.adc = m_adc.get(node.name, c.adc)
+            ev.dac = m_dac.get(node.name, c.dac)
+            ev.cell_reads = c.cells * (ev.dac / c.dac if c.dac else 1.0)
+            ev.macs = c.macs * (ev.mvms / c.mvms if c.mvms else 1.0)
+            lm = placed[node.name]
+            ev.cells_programmed = lm.cells
+            ev.resources = {
+                "blocks": len(model.blocks[node.name]), "elements": lm.elements, "cells": lm.cells,
+                "copies": lm.replicas, "row_tiles": lm.row_tiles, "cores": sorted({k for _, k in lm.slots}),
+                "computation_cycles": sorted({cy for cy, _ in lm.slots}), "mvms": ev.mvms, "adc_conversions": ev.adc,
+                "dac_conversions": ev.dac, "cell_reads": ev.cell_reads}
+        else:
+            ev.resources = {"core": model.m.digital.get(node.name, 0), "computation_cycles": list(c.cycles)}
+        ev.resources.update({"digital_ops": ev.digital_ops, "buffer_bits": ev.buffer_bits, "noc_bits": ev.noc_bits})
+        out.append(ev)
+    return out
+
+
+def _total(events: list[NodeEvents], noc_bit_hops: float, cells_programmed: int) -> NodeEvents:
+    """The events of the whole inference: the nodes' summed, NoC bit-hops as measured."""
+    t = NodeEvents("total", "", False, noc_bit_hops=noc_bit_hops, cells_programmed=cells_programmed)
+    for ev in events:
+        t.mvms += ev.mvms
+        t.adc += ev.adc
+        t.dac += ev.dac
+        t.cell_reads += ev.cell_reads
+        t.macs += ev.macs
+        t.digital_ops += ev.digital_ops
+        t.buffer_bits += ev.buffer_bits
+        t.noc_bits += ev.noc_bits
+    return t
+
+
 def estimate(mapping: AnalogMapping, target: Target, activity: dict[str, Any] | None) -> KPIs:
-    """The KPI record of ``mapping`` on ``target`` (model: the module docstring)."""
-    model = _Model(mapping)
+    """The KPI record of ``mapping`` on ``target`` (model: the module docstring; the record's
+    per-layer costs, energy kinds and bottleneck: :mod:`.breakdown`)."""
+    model = CostModel(mapping)
     hw, en = model.hw, model.cfg.energy
     res = model.res
     m_mvm = _measured(activity, "mvms")
-    m_adc = _measured(activity, "adc_conversions")
-    m_dac = _measured(activity, "dac_conversions")
     for lay in mapping.layers:  # reads the simulator did not perform take no time either
         c = model.costs[lay.node]
         if lay.node in m_mvm and c.mvms:
             ratio = m_mvm[lay.node] / c.mvms
             c.array_s = {slot: v * ratio for slot, v in c.array_s.items()}
-    timing = _schedule(model)
+    timing = schedule(model)
     sim_cycles = (activity or {}).get("cycle_time_s")
+    events = _node_events(model, timing, activity)
 
-    mvms = adc = dac = cells = macs = 0.0
-    for lay in mapping.layers:
-        c = model.costs[lay.node]
-        l_mvm, l_adc, l_dac = m_mvm.get(lay.node, c.mvms), m_adc.get(lay.node, c.adc), m_dac.get(lay.node, c.dac)
-        mvms += l_mvm
-        adc += l_adc
-        dac += l_dac
-        cells += c.cells * (l_dac / c.dac if c.dac else 1.0)
-        macs += c.macs * (l_mvm / c.mvms if c.mvms else 1.0)
-    buffer_bits = sum(c.buffer_bits for c in model.costs.values())
-    digital_ops = sum(c.digital_ops for c in model.costs.values())
+    # NoC energy follows the measured bit-hops (or bits) where the simulator counted them; each
+    # node's analytic bit-hops are scaled to that total
     noc_bits = sum(t.bits for t in model.transfers)
     noc_bit_hops = sum(t.bits * t.hops for t in model.transfers)
     measured_bits, measured_bit_hops = _number(activity, "noc_bits"), _number(activity, "noc_bit_hops")
+    target_hops = noc_bit_hops
     if measured_bit_hops is not None:
-        noc_bit_hops = measured_bit_hops
+        target_hops = measured_bit_hops
     elif measured_bits is not None:
-        noc_bit_hops = noc_bit_hops * measured_bits / noc_bits if noc_bits else measured_bits
+        target_hops = noc_bit_hops * measured_bits / noc_bits if noc_bits else measured_bits
+    noc_scale = target_hops / noc_bit_hops if noc_bit_hops else 0.0
+    total = _total(events, target_hops, res.cells_used)
     if measured_bits is not None:
-        noc_bits = measured_bits
+        total.noc_bits = measured_bits
+
     multi = res.computation_cycles > 1
-    programming_j = res.cells_used * en.program_pj_per_cell * 1e-12
-    breakdown = {
-        "adc": adc * en.adc_pj_per_conversion * 1e-12,
-        "dac": dac * en.dac_pj_per_input * 1e-12,
-        "cells": cells * en.cell_read_fj * 1e-15,
-        "buffers": buffer_bits * en.buffer_pj_per_bit * 1e-12,
-        "noc": noc_bit_hops * en.noc_pj_per_bit_hop * 1e-12,
-        "programming": programming_j if multi else 0.0,
-        "digital": digital_ops * en.digital_pj_per_op * 1e-12,
-    }
-    energy = sum(breakdown.values())
     latency = timing.latency_s
     throughput = 1.0 / latency if multi else max(1.0 / timing.bottleneck_s, 1.0 / latency)
-    power = energy * throughput + en.static_w_per_core * res.cores_used
+    # static power over the time one inference occupies the chip, so that power = energy × throughput
+    static_j = en.static_w_per_core * res.cores_used / throughput
+    detail = detail_energy(total, en, multi)
+    detail["static"] = static_j
+    kinds = energy_by_kind(detail)
+    energy = sum(kinds.values())
+    layers = layer_costs(events, en, multi, static_j, noc_scale)
+    if multi:
+        bottleneck = reprogramming_bottleneck(layers, res.computation_cycles, res.computation_cycles_lower_bound,
+                                              res.cores_used, sum(timing.programming_s), latency, energy)
+    elif timing.bottleneck_slot is not None:
+        bottleneck = core_bottleneck(timing.bottleneck_slot, timing.loads[timing.bottleneck_slot],
+                                     timing.bottleneck_s, throughput)
+    else:
+        bottleneck = idle_bottleneck(latency)
+    programming_j = res.cells_used * en.program_pj_per_cell * 1e-12
     act_bytes, in_need, out_need = _buffer_bytes(model)
-    samples = (activity or {}).get("samples")
 
     resources: dict[str, Any] = dict(res.resources())
     resources.update({
         "strategy": res.strategy,
         "cells_used": res.cells_used,
         "input_bit_planes": model.planes,
-        "mvms": mvms,
-        "adc_conversions": adc,
-        "dac_conversions": dac,
-        "cell_reads": cells,
-        "macs": macs,
-        "digital_ops": digital_ops,
-        "buffer_bits": buffer_bits,
-        "noc_bits": noc_bits,
-        "mvms_per_layer": {lay.node: m_mvm.get(lay.node, model.costs[lay.node].mvms) for lay in mapping.layers},
+        "mvms": total.mvms,
+        "adc_conversions": total.adc,
+        "dac_conversions": total.dac,
+        "cell_reads": total.cell_reads,
+        "macs": total.macs,
+        "digital_ops": total.digital_ops,
+        "buffer_bits": total.buffer_bits,
+        "noc_bits": total.noc_bits,
+        "mvms_per_layer": {ev.name: ev.mvms for ev in events if ev.crossbar},
         "latency_per_layer_s": {n: timing.node_s[n] for n in sorted(timing.node_s)},
         "latency_per_cycle_s": timing.cycle_span_s,
         "programming_s_per_cycle": timing.programming_s,
@@ -594,80 +508,25 @@ def estimate(mapping: AnalogMapping, target: Target, activity: dict[str, Any] | 
         "bottleneck": timing.bottleneck,
         "bottleneck_s": timing.bottleneck_s,
         "buffer_need_bytes": {"input": in_need, "output": out_need},
-        "energy_breakdown_j": breakdown,
+        "energy_breakdown_j": detail,
     })
     if isinstance(sim_cycles, (list, tuple)):
         resources["simulator_cycle_time_s"] = [float(x) for x in sim_cycles]
-    assumptions = _assumptions(model, activity, samples, in_need, out_need)
+    ops_measured = bool(mapping.layers) and all(lay.node in m_mvm for lay in mapping.layers)
     return KPIs(
         latency_s=latency,
         throughput_inf_per_s=throughput,
         energy_per_inference_j=energy,
-        power_w=power,
+        power_w=energy * throughput,
         weight_memory_bytes=math.ceil(res.cells_used * hw.bits_per_cell / 8),
         activation_memory_bytes=act_bytes,
-        ops_per_inference=int(round(macs)),
+        ops_per_inference=int(round(total.macs)),
         ops_kind="MAC",
         utilization=min(1.0, max(0.0, res.crossbar_utilization)),
         resources=resources,
-        assumptions=assumptions,
+        layers=layers,
+        bottleneck=bottleneck,
+        energy_breakdown=kinds,
+        provenance=Provenance(kpis=provenance(ops_measured)),
+        assumptions=assumptions(target, model.planes, model.g.meta, activity, (in_need, out_need), list(mapping.notes)),
     )
-
-
-def _assumptions(model: _Model, activity: dict[str, Any] | None, samples: Any, in_need: int,
-                 out_need: int) -> dict[str, Any]:
-    cfg, hw = model.cfg, model.hw
-    out: dict[str, Any] = {}
-    for section in ("hardware", "noc", "energy"):
-        for k, v in getattr(cfg, section).model_dump(mode="json").items():
-            out[f"{section}.{k}"] = v
-    out["mapper.strategy"] = cfg.mapper.strategy
-    out["model.counts"] = (f"blocks of one layer copy sharing word lines (cycle, core, group, row tile, element row) "
-                           f"are read together; per read: its rows DAC conversions, its used columns ADC conversions, "
-                           f"rows × columns cell reads; reads = positions × {model.planes} input bit-plane(s) "
-                           f"(ceil(input_bits / dac_bits))")
-    out["model.read_time"] = ("read_pulse_s + (most of a block's columns one ADC converts) × adc_conversion_s; "
-                              "columns_per_adc neighbouring columns share an ADC; a core performs one read at a time")
-    out["model.latency"] = ("blocks of a layer on different cores run in parallel; a layer's time on a core is the "
-                            "largest of its reads, link serialization and digital work, plus hop latency; within a "
-                            "computation cycle a node starts when its inputs' line-buffer share exists and its core "
-                            "is free (layers on distinct cores pipeline, on one core they run in turn); with several "
-                            "cycles each is preceded by programming its rows (program_row_s per row, cores in "
-                            "parallel)")
-    out["model.throughput"] = ("one computation cycle: steady state, 1 / the busiest core's crossbar, logic or "
-                               "link time; "
-                               "several: 1 / latency (every inference reprograms every cycle, batch 1)")
-    out["model.energy"] = ("ADC conversions, DAC conversions, cell reads, buffer bits (input vector read and output "
-                           "written per position, digital nodes' tensors once), NoC bits × hops, digital ops "
-                           "(shift-add per conversion, partial sums, bias/post-ops/re-quantization per output), each "
-                           "times its energy constant; power = energy × throughput + static_w_per_core × cores used")
-    out["model.programming"] = ("several computation cycles: all used cells reprogrammed once per inference, in the "
-                                "per-inference energy and latency; one cycle: a one-time cost "
-                                "(resources.programming_one_time_j), not per inference")
-    out["model.noc"] = ("the emitter's transfers on an XY-routed mesh: filters whose row tiles sit on several cores "
-                        "send partial sums of input_bits + weight_bits + max(1, ceil(log2 rows)) + 1 bits to the core "
-                        "accumulating them, every other copy finishes its outputs (post-ops, re-quantization) on its "
-                        "own core; each core reading a tensor receives only the part it reads (a copy: its input "
-                        "rows) from the cores holding it, at the tensor's bits; time bits / (link_width_bits × "
-                        "clock_hz) + hops × hop_latency_cycles / clock_hz")
-    out["model.digital_lanes"] = "one digital lane per ADC on each core, one op per lane per clock"
-    calib = model.g.meta.get(META_KEY, {}).get("calibration", {})
-    if calib.get("source") == "synthetic":
-        out["calibration"] = f"{SYNTHETIC_NOTE} ({calib.get('samples')} seeded samples)"
-    elif calib.get("source") == "data":
-        out["calibration"] = f"activation scales calibrated (max-abs) on {calib.get('samples')} samples of --data"
-    else:
-        out["calibration"] = "quantization carried by the model"
-    if activity:
-        out["activity"] = (f"measured by the simulator on {samples} samples: MVMs, ADC and DAC conversions, NoC "
-                           "bits; the simulator's own cycle times (slowest core's reads plus serial transfers, no "
-                           "pipelining) are in resources.simulator_cycle_time_s, the latency stays this model's")
-    else:
-        out["activity"] = "analytic (no --data)"
-    if in_need > hw.input_buffer_bytes or out_need > hw.output_buffer_bytes:
-        out["warning.buffers"] = (f"working sets of {in_need} B input / {out_need} B output on the busiest core exceed "
-                                  f"the {hw.input_buffer_bytes} B / {hw.output_buffer_bytes} B buffers: inputs are "
-                                  "re-fetched over the NoC (not modelled)")
-    for note in model.m.notes:
-        out.setdefault("notes", []).append(note)
-    return out

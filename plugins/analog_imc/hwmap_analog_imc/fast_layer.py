@@ -530,7 +530,7 @@ class FastLayer(LayerBase):
 @functools.lru_cache(maxsize=64)
 def _packed_digits(umax: int, dac: int, active: tuple[int, ...], k: int, bits: int, dtype: str) -> np.ndarray:
     """``(J, umax + 1)``: for every code, its active planes' DAC digits packed ``k`` to a
-    row, ``2^bits`` apart (shared, read-only)."""
+    row, ``2^bits`` apart (cached for every caller, so read-only)."""
     codes = np.arange(umax + 1, dtype=np.int64)
     lut = np.zeros((-(-len(active) // k), codes.size), dtype=np.float64)
     for q, p in enumerate(active):
@@ -543,7 +543,7 @@ def _packed_digits(umax: int, dac: int, active: tuple[int, ...], k: int, bits: i
 @functools.lru_cache(maxsize=64)
 def _nonzero_digit_counts(umax: int, dac: int, planes: int) -> np.ndarray:
     """For every code ``0..umax``, how many of its ``planes`` DAC digits are nonzero
-    (float64; shared, read-only)."""
+    (float64; cached for every caller, so read-only)."""
     counts = nonzero_digits(np.arange(umax + 1, dtype=np.int64), planes, dac).astype(np.float64)
     counts.flags.writeable = False
     return counts

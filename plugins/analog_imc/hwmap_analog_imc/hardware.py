@@ -3,9 +3,25 @@
 Chapter Section 3.4.3: "When the architectural parser is invoked, it generates a blueprint of
 the FSMs, the processing cores and the NoC controller." The config describes a multi-core
 chip; each core's crossbar is a grid of small elements (e.g. 16×4 cells) concatenable
-through programmable switches; ADCs (shared by several columns), DACs, input/output buffers;
-a mesh network-on-chip. Energy constants are per event; their defaults and sources are in
-the presets and in docs (REFERENCES.md, "Analog in-memory computing").
+through programmable switches; ADCs (each serving several columns), DACs, input/output
+buffers; a mesh network-on-chip.
+
+Every field is declared with :func:`hwmap.constant`: its unit and the source of its default
+(a paper, a datasheet, the chapter, or ``"assumed: <reason>"`` where nothing backs the value),
+so ``hwmap schema analog_imc`` and the KPI record's ``assumptions`` show where each number
+comes from. The sources cited:
+
+* ISAAC — Shafiee et al., "ISAAC: A Convolutional Neural Network Accelerator with In-Situ
+  Analog Arithmetic in Crossbars", ISCA 2016, Table II;
+* Horowitz — M. Horowitz, "Computing's energy problem (and what we can do about it)",
+  ISSCC 2014 (45 nm figures);
+* Le Gallo 2023 — Le Gallo et al., "A 64-core mixed-signal in-memory compute chip based on
+  phase-change memory for deep neural network inference", Nat. Electron. 2023;
+* DNN+NeuroSim — Peng et al., the DNN+NeuroSim benchmark framework (read pulse);
+* aihwkit — IBM's analog hardware kit, ``PCMLikeNoiseModel``, fitted on PCM measurements by
+  Nandakumar et al., ICECS 2019;
+* the chapter — "Tools and Methodologies for Training, Profiling, and Mapping a Neural
+  Network on a Hardware Target" (ANDANTE), Section 3.4 and Fig. 3.13.
 """
 
 from __future__ import annotations
@@ -16,12 +32,21 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hwmap import TargetConfig
+from hwmap import TargetConfig, constant
 
 __all__ = [
     "HardwareConfig", "NocConfig", "EnergyConfig", "MapperConfig", "NoiseConfig", "AnalogIMCConfig",
-    "Blueprint", "CoreBlueprint", "columns_per_weight",
+    "Blueprint", "CoreBlueprint", "columns_per_weight", "ISAAC", "HOROWITZ", "LE_GALLO", "NEUROSIM", "AIHWKIT",
+    "CHAPTER",
 ]
+
+#: Short citations the defaults (and the presets' comments) use.
+ISAAC = "Shafiee et al., ISCA 2016 (ISAAC), Table II"
+HOROWITZ = "Horowitz, ISSCC 2014, 45 nm"
+LE_GALLO = "Le Gallo et al., Nat. Electron. 2023"
+NEUROSIM = "DNN+NeuroSim (Peng et al., IEDM 2019)"
+AIHWKIT = "aihwkit PCMLikeNoiseModel (Nandakumar et al., ICECS 2019)"
+CHAPTER = "the chapter (ANDANTE, Section 3.4)"
 
 
 class _Section(BaseModel):
@@ -29,28 +54,49 @@ class _Section(BaseModel):
 
 
 class HardwareConfig(_Section):
-    cores: int = Field(4, ge=1, description="processing cores on the chip")
-    crossbar_rows: int = Field(256, ge=1, description="rows (word lines, inputs) of one core's crossbar")
-    crossbar_cols: int = Field(256, ge=1, description="columns (bit lines, outputs) of one core's crossbar")
-    element_rows: int = Field(16, ge=1, description="rows of one concatenable crossbar element")
-    element_cols: int = Field(4, ge=1, description="columns of one concatenable crossbar element")
-    bits_per_cell: int = Field(4, ge=1, le=8, description="levels a cell stores, in bits")
-    weight_bits: int = Field(8, ge=2, le=16, description="weight precision; sliced over columns of bits_per_cell")
-    weight_encoding: Literal["differential", "offset"] = Field(
-        "differential", description="signed weights as a G+/G- column pair, or unsigned with a digital offset")
-    input_bits: int = Field(8, ge=1, le=16, description="activation precision fed to the DACs")
-    dac_bits: int = Field(8, ge=1, le=16, description="DAC resolution; inputs wider than this are bit-streamed")
-    adc_bits: int = Field(8, ge=1, le=16, description="ADC resolution of one column read-out")
-    columns_per_adc: int = Field(8, ge=1, description="columns multiplexed onto one ADC")
-    input_buffer_bytes: int = Field(65536, ge=1, description="input buffer per core")
-    output_buffer_bytes: int = Field(65536, ge=1, description="output buffer per core")
-    clock_hz: float = Field(1.0e9, gt=0, description="digital clock of FSMs, buffers and NoC")
-    read_pulse_s: float = Field(10e-9, ge=0, description="analog read pulse of one crossbar read, seconds")
-    adc_conversion_s: float = Field(1.0 / 1.28e9, gt=0, description="one ADC conversion, seconds; a read takes "
-                                    "read_pulse_s + columns_per_adc × adc_conversion_s")
-    program_row_s: float = Field(1.0e-6, ge=0, description="write-verify programming of one crossbar row (its "
-                                 "cells in parallel), seconds; paid per computation cycle when weights are "
-                                 "reprogrammed")
+    cores: int = constant(4, "", f"assumed: a small multi-core chip ({LE_GALLO} has 64 cores; the presets set their "
+                          "own)", ge=1, description="processing cores on the chip")
+    crossbar_rows: int = constant(256, "", f"{LE_GALLO}: 256×256 cells per core", ge=1,
+                                  description="rows (word lines, inputs) of one core's crossbar")
+    crossbar_cols: int = constant(256, "", f"{LE_GALLO}: 256×256 cells per core", ge=1,
+                                  description="columns (bit lines, outputs) of one core's crossbar")
+    element_rows: int = constant(16, "", "the chapter, Fig. 3.13: elements of 16 × 4 synaptic weights", ge=1,
+                                 description="rows of one concatenable crossbar element")
+    element_cols: int = constant(4, "", "the chapter, Fig. 3.13: elements of 16 × 4 synaptic weights", ge=1,
+                                 description="columns of one concatenable crossbar element")
+    bits_per_cell: int = constant(4, "bit", "assumed: 16-level multi-level cells, between ISAAC's 2-bit cells "
+                                  f"({ISAAC}) and one 8-bit cell per weight", ge=1, le=8,
+                                  description="levels a cell stores, in bits")
+    weight_bits: int = constant(8, "bit", f"assumed: 8-bit weights, the width of the inputs and outputs of {LE_GALLO}",
+                                ge=2, le=16, description="weight precision; sliced over columns of bits_per_cell")
+    weight_encoding: Literal["differential", "offset"] = constant(
+        "differential", "", "aihwkit SinglePairConductanceConverter: a signed weight as a G+/G− conductance pair",
+        description="signed weights as a G+/G- column pair, or unsigned with a digital offset")
+    input_bits: int = constant(8, "bit", f"{LE_GALLO}: 8-bit inputs", ge=1, le=16,
+                               description="activation precision fed to the DACs")
+    dac_bits: int = constant(8, "bit", "assumed: a whole input per read (ISAAC streams 1 bit per read instead, "
+                             f"{ISAAC})", ge=1, le=16,
+                             description="DAC resolution; inputs wider than this are bit-streamed")
+    adc_bits: int = constant(8, "bit", f"{ISAAC}: 8-bit ADC", ge=1, le=16,
+                             description="ADC resolution of one column read-out")
+    columns_per_adc: int = constant(8, "", "assumed: 8 neighbouring columns per ADC (ISAAC time-multiplexes 128 "
+                                    f"columns onto one ADC, {ISAAC})", ge=1,
+                                    description="columns multiplexed onto one ADC")
+    input_buffer_bytes: int = constant(65536, "B", f"assumed: 64 KB per core, the size of ISAAC's tile buffer "
+                                       f"({ISAAC}: 64 KB eDRAM)", ge=1, description="input buffer per core")
+    output_buffer_bytes: int = constant(65536, "B", f"assumed: 64 KB per core, the size of ISAAC's tile buffer "
+                                        f"({ISAAC}: 64 KB eDRAM)", ge=1, description="output buffer per core")
+    clock_hz: float = constant(1.0e9, "Hz", f"assumed: 1 GHz digital clock ({ISAAC}: 1.2 GHz)", gt=0,
+                               description="digital clock of FSMs, buffers and NoC")
+    read_pulse_s: float = constant(10e-9, "s", f"{NEUROSIM}: ~10 ns read pulse", ge=0,
+                                   description="analog read pulse of one crossbar read")
+    adc_conversion_s: float = constant(1.0 / 1.28e9, "s", f"{ISAAC}: ADC at 1.28 GS/s", gt=0,
+                                       description="one ADC conversion; a read takes read_pulse_s + "
+                                                   "columns_per_adc × adc_conversion_s")
+    program_row_s: float = constant(1.0e-6, "s", "assumed: ~10 write-verify iterations of ~100 ns pulses per row",
+                                    ge=0, description="write-verify programming of one crossbar row (its cells in "
+                                                      "parallel); paid per computation cycle when weights are "
+                                                      "reprogrammed")
 
     @model_validator(mode="after")
     def _elements_divide_crossbar(self) -> "HardwareConfig":
@@ -67,42 +113,61 @@ class HardwareConfig(_Section):
 
 
 class NocConfig(_Section):
-    topology: Literal["mesh"] = Field("mesh", description="2-D mesh with XY routing")
-    mesh_cols: int = Field(0, ge=0, description="cores per mesh row; 0 = ceil(sqrt(cores))")
-    link_width_bits: int = Field(64, ge=1, description="bits per link per clock")
-    hop_latency_cycles: int = Field(2, ge=0, description="router + link cycles per hop")
+    topology: Literal["mesh"] = constant("mesh", "", "assumed: a 2-D mesh with XY routing, the usual many-core NoC "
+                                         f"(ISAAC's tiles sit on a concentrated mesh, {ISAAC})",
+                                         description="2-D mesh with XY routing")
+    mesh_cols: int = constant(0, "", "hwmap analog_imc convention: 0 = ceil(sqrt(cores)), a near-square mesh", ge=0,
+                              description="cores per mesh row; 0 = ceil(sqrt(cores))")
+    link_width_bits: int = constant(64, "bit", f"assumed: 64-bit links ({ISAAC}: 32-bit c-mesh flits)", ge=1,
+                                    description="bits per link per clock")
+    hop_latency_cycles: int = constant(2, "cycles", "assumed: one router cycle and one link cycle per hop", ge=0,
+                                       description="router + link cycles per hop")
 
 
 class EnergyConfig(_Section):
-    adc_pj_per_conversion: float = Field(1.56, ge=0, description="ISAAC 8-bit ADC, 1.28 GS/s at 2 mW")
-    dac_pj_per_input: float = Field(0.39, ge=0, description="per DAC conversion of one row input (ISAAC: 1024 "
-                                    "1-bit DACs at 4 mW, one conversion per 100 ns read)")
-    cell_read_fj: float = Field(1.8, ge=0, description="per cell per crossbar read (ISAAC: 8 arrays of 128×128 at "
-                                "2.4 mW per 100 ns read)")
-    buffer_pj_per_bit: float = Field(0.156, ge=0, description="SRAM buffer access per bit (Horowitz: 10 pJ/64 bit, 8 KB)")
-    noc_pj_per_bit_hop: float = Field(0.5, ge=0, description="per bit per router hop")
-    program_pj_per_cell: float = Field(100.0, ge=0, description="write-verify programming of one cell")
-    digital_pj_per_op: float = Field(0.03, ge=0, description="digital post-op / accumulation (Horowitz 8-bit add)")
-    static_w_per_core: float = Field(0.0, ge=0, description="leakage and clocking per active core, watts")
+    adc_pj_per_conversion: float = constant(1.56, "pJ", f"{ISAAC}: 8-bit ADC, 2 mW at 1.28 GS/s", ge=0,
+                                            description="energy of one ADC conversion")
+    dac_pj_per_input: float = constant(0.39, "pJ", f"{ISAAC}: 1024 1-bit DACs at 4 mW, one conversion each per "
+                                       "100 ns read", ge=0, description="one DAC conversion of one row input")
+    cell_read_fj: float = constant(1.8, "fJ", f"{ISAAC}: 8 arrays of 128×128 cells at 2.4 mW, one read per 100 ns",
+                                   ge=0, description="one cell in one crossbar read")
+    buffer_pj_per_bit: float = constant(0.156, "pJ", f"{HOROWITZ}: 10 pJ per 64-bit read of an 8 KB SRAM", ge=0,
+                                        description="one buffer bit read or written")
+    noc_pj_per_bit_hop: float = constant(0.5, "pJ", "assumed: order of magnitude of a short on-chip link plus a "
+                                         "router hop", ge=0, description="one bit over one router hop")
+    program_pj_per_cell: float = constant(100.0, "pJ", "assumed: order of magnitude of a PCM/RRAM write-verify of "
+                                          "one cell", ge=0, description="write-verify programming of one cell")
+    digital_pj_per_op: float = constant(0.03, "pJ", f"{HOROWITZ}: 8-bit add 0.03 pJ", ge=0,
+                                        description="one digital add or post-op (shift-and-add, accumulation)")
+    static_w_per_core: float = constant(0.0, "W", "assumed: leakage and clocking not modelled (0 W)", ge=0,
+                                        description="leakage and clocking per used core")
 
 
 class MapperConfig(_Section):
-    strategy: Literal["greedy", "packed", "duplicated"] = Field(
-        "greedy", description="greedy: the chapter's layer-by-layer fill; packed: 2-D packing of blocks; "
-                              "duplicated: spare cores replicate early layers")
+    strategy: Literal["greedy", "packed", "duplicated"] = constant(
+        "greedy", "", "the chapter, Section 3.4.5: the layer-by-layer mapping algorithm",
+        description="greedy: the chapter's layer-by-layer fill; packed: 2-D packing of blocks; "
+                    "duplicated: spare cores replicate early layers")
 
 
 class NoiseConfig(_Section):
-    enabled: bool = Field(False, description="apply PCM programming noise and drift in the simulator")
-    g_max_us: float = Field(25.0, gt=0, description="maximum conductance, µS (aihwkit PCM model)")
-    drift_nu: float = Field(0.06, ge=0, description="drift exponent ν in g(t) = g0 (t/t0)^-ν")
-    t_inference_s: float = Field(20.0, gt=0, description="time since programming, seconds (t0 = 20 s)")
-    seed: int = Field(0, ge=0, description="noise seed (deterministic)")
+    enabled: bool = constant(False, "", "hwmap analog_imc convention: ideal devices unless noise is asked for",
+                             description="apply PCM programming noise and drift in the simulator")
+    g_max_us: float = constant(25.0, "µS", f"{AIHWKIT}: g_max = 25 µS, the reference of its programming-noise fit",
+                               gt=0, description="maximum conductance")
+    drift_nu: float = constant(0.06, "", "assumed: one drift exponent for every cell, inside the 0.049–0.1 range of "
+                               f"the mean exponent of {AIHWKIT}", ge=0,
+                               description="drift exponent ν in g(t) = g0 (t/t0)^-ν")
+    t_inference_s: float = constant(20.0, "s", f"assumed: read at t0 = 20 s after programming, the reference time "
+                                    f"of the drift law of {AIHWKIT} (no drift yet)", gt=0,
+                                    description="time since programming (t0 = 20 s)")
+    seed: int = constant(0, "", "hwmap analog_imc convention: a fixed seed, so a noisy chip is reproducible", ge=0,
+                         description="noise seed (deterministic)")
 
 
 class AnalogIMCConfig(TargetConfig):
-    # The ignores: without pydantic's mypy plugin, mypy reads ``Field(4, ...)`` (a positional
-    # default) as a required field, so it thinks the sections cannot be built without arguments.
+    # The ignores: without pydantic's mypy plugin, mypy may read a section's fields as
+    # required, so it thinks the sections cannot be built without arguments.
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)  # type: ignore[arg-type]
     noc: NocConfig = Field(default_factory=NocConfig)  # type: ignore[arg-type]
     energy: EnergyConfig = Field(default_factory=EnergyConfig)  # type: ignore[arg-type]
@@ -111,9 +176,9 @@ class AnalogIMCConfig(TargetConfig):
 
 
 def columns_per_weight(hw: HardwareConfig) -> int:
-    """Crossbar columns one weight occupies (REFERENCES: N = C_out × bit slices × 2 if
-    differential). Differential: the sign is the pair, the magnitude's weight_bits − 1 bits
-    are sliced over cells of bits_per_cell; offset: all weight_bits are sliced."""
+    """Crossbar columns one weight occupies. Differential: a G+/G− column pair per bit slice,
+    the magnitude's ``weight_bits − 1`` bits sliced over cells of ``bits_per_cell`` (the sign
+    is the pair); offset: all ``weight_bits`` are sliced."""
     if hw.weight_encoding == "differential":
         return 2 * math.ceil((hw.weight_bits - 1) / hw.bits_per_cell)
     return math.ceil(hw.weight_bits / hw.bits_per_cell)

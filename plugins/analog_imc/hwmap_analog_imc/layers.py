@@ -3,7 +3,7 @@
 Every Conv/Gemm/MatMul (fused or not) becomes a :class:`CrossbarLayer`: per group an
 ``M × N`` weight matrix with ``M = K_h·K_w·C_in/groups`` rows (the unrolled filter, im2col
 order C_in-major as ONNX lays out W) and ``N = C_out/groups`` filters, each filter taking
-``columns_per_weight`` crossbar columns (REFERENCES.md, "Tile counts"). ``positions`` is how
+``columns_per_weight`` crossbar columns (:func:`~.hardware.columns_per_weight`). ``positions`` is how
 many input vectors the layer feeds through its matrix per inference (output pixels of a
 convolution, rows of a MatMul), i.e. how many MVMs one block performs.
 """
@@ -48,7 +48,8 @@ class CrossbarLayer:
         return self.groups * self.rows * self.filters
 
     def elements_needed(self, element_rows: int, element_cols: int) -> int:
-        """ceil(M/r)·ceil(N/c) per group (REFERENCES.md): the layer mapped on its own."""
+        """``ceil(M/r)·ceil(N/c)`` per group (the subarray count of DNN+NeuroSim, Peng et al., IEDM
+        2019, in elements): the layer mapped on its own."""
         return self.groups * math.ceil(self.rows / element_rows) * math.ceil(self.cols / element_cols)
 
 

@@ -33,7 +33,7 @@ Three strategies (``[mapper] strategy``):
     to copy is chosen by the bottleneck: the busiest core's reads (Σ of positions per copy
     over its read groups); a copy is kept only if it lowers that. Details: :func:`.duplicate.duplicate`.
 
-Every result carries the lower bounds (REFERENCES.md, "Tile counts"): elements
+Every result carries the lower bounds: elements
 ``ceil(Σ M·N / element cells)`` (concatenable elements, capacity bound), cores
 ``min(cores, ceil(elements bound / elements per core))`` and computation cycles
 ``ceil(elements bound / (cores · elements per core))``.
@@ -315,8 +315,8 @@ def neurosim_style_elements(layers: list[CrossbarLayer], blueprint: Blueprint) -
     grouped layer's groups are laid along the diagonal of its block-diagonal matrix of
     ``groups·M`` rows × ``groups·N·cols_per_filter`` columns, and only the R×C crossbar tiles
     of that matrix that hold a weight are counted (for ``groups = 1`` this is
-    ``ceil(M/R)·ceil(N/C)``, REFERENCES.md "Tile counts"). Returned in elements: crossbars ×
-    elements per crossbar."""
+    ``ceil(M/R)·ceil(N/C)``, the subarray count of DNN+NeuroSim, Peng et al., IEDM 2019).
+    Returned in elements: crossbars × elements per crossbar."""
     g = Geom.of(blueprint)
     _check_layers(layers, g)
     crossbars = 0

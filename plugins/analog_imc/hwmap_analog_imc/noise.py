@@ -1,7 +1,7 @@
 """Device noise of phase-change-memory cells: programming noise and conductance drift.
 
-The statistical PCM model of aihwkit (``PCMLikeNoiseModel``, after Nandakumar et al., 2019;
-REFERENCES.md, "Analog in-memory computing"):
+The statistical PCM model of IBM's aihwkit (``PCMLikeNoiseModel``, fitted on PCM measurements by
+Nandakumar et al., ICECS 2019):
 
 * a cell programmed to target conductance ``g_T`` (µS) lands at ``g_T + σ(ĝ)·ξ``, ``ξ`` standard
   normal, with ``σ(ĝ) = (0.26348 + 1.9650·ĝ − 1.1731·ĝ²)·g_max/25 µS`` and ``ĝ = g_T/g_max``,

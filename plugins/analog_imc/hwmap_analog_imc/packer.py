@@ -48,7 +48,7 @@ class Packer:
         self.full = [False] * self.g.cores
 
     def snapshot(self) -> _Snapshot:
-        # _occupy replaces a core's segment list, never edits it, so the lists can be shared
+        # _occupy replaces a core's segment list, never edits it, so the snapshot may alias the lists
         return self.cycle, list(self.sky), list(self.low), list(self.full), len(self.placements)
 
     def restore(self, snap: _Snapshot) -> None:

@@ -43,7 +43,7 @@ Sections, each present exactly once, in this order (type: name — one record's 
    u32 flags (bit 0 graph input, bit 1 graph output, bit 2 quantized, bit 3 per-axis),
    ref quant scale, ref quant zero point, u32 quant bits, u32 signed, u32 narrow,
    i32 quant axis (meaningful with flag bit 3).
-5. LAYERS — per crossbar layer: u32 order (position in dataflow order, shared with
+5. LAYERS — per crossbar layer: u32 order (position in dataflow order, one sequence with
    DIGITAL), str name, str op (Conv, Gemm, MatMul: the compute op), u32 input tensor,
    u32 output tensor (after the fused post-ops), u32 home core (the core of copy 0's first
    block: where digital ops fed by the layer default to; partial sums are accumulated and

@@ -55,6 +55,8 @@ from .program import FLAG_INPUT, FLAG_OUTPUT, PROGRAM_FILE, Program, ReadRec, re
 __all__ = ["PROGRAM_FILE", "Simulator", "simulate", "run_program", "adc_error_bound", "input_codes",
            "LayerKernel", "FastLayer"]
 
+#: ``progress(done, total)``: samples simulated so far, of how many.
+Progress = Callable[[int, int], None]
 #: Bytes of working arrays one simulation slice may hold; larger batches run in slices.
 _SLICE_BYTES = 256 * 2**20
 #: How the fast kernel cuts its work (:class:`~hwmap_analog_imc.fast_layer.Tuning`), read when
@@ -64,9 +66,10 @@ _PACK_WORK, _CHUNK, _CHUNK_GEMM_ROWS = Tuning.pack_work, Tuning.chunk, Tuning.ch
 
 def simulate(artifacts: hwmap.Artifacts, target: hwmap.Target, inputs: Mapping[str, np.ndarray]) -> hwmap.Simulation:
     """Run the program in ``artifacts.directory`` on ``inputs`` (graph input name -> batch-first
-    array): :meth:`Simulator.load` then :meth:`Simulator.run`. The device noise model is
-    applied when ``target.config.noise.enabled``."""
-    return Simulator.load(artifacts, target).run(inputs)
+    array): :meth:`Simulator.load` then :meth:`Simulator.run`, telling ``target.report_progress``
+    after each slice of samples. The device noise model is applied when
+    ``target.config.noise.enabled``."""
+    return Simulator.load(artifacts, target).run(inputs, progress=target.report_progress)
 
 
 def run_program(program: Program, inputs: Mapping[str, np.ndarray], *, noise: NoiseConfig | None = None,
@@ -175,14 +178,17 @@ class Simulator:
             out["rounding"] += rounding
         return out
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> hwmap.Simulation:
-        """Outputs and activity of one batch (graph input name -> batch-first array)."""
-        outputs, activity, _ = self.execute(inputs)
+    def run(self, inputs: Mapping[str, np.ndarray], *, progress: Progress | None = None) -> hwmap.Simulation:
+        """Outputs and activity of one batch (graph input name -> batch-first array);
+        ``progress(done, total)`` after each slice of samples."""
+        outputs, activity, _ = self.execute(inputs, progress=progress)
         return hwmap.Simulation(outputs, activity)
 
-    def execute(self, inputs: Mapping[str, np.ndarray], *, collect: bool = False
+    def execute(self, inputs: Mapping[str, np.ndarray], *, collect: bool = False, progress: Progress | None = None
                 ) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray]]:
-        """As :func:`run_program`: outputs, activity and (with ``collect``) every tensor."""
+        """As :func:`run_program`: outputs, activity and (with ``collect``) every tensor.
+        ``progress(done, total)`` is called after each slice of samples (the last call says
+        ``done == total``), so a long simulation shows how far it has come."""
         program = self.program
         arrays, n = _check_inputs(program, inputs)
         counts: list[Any] = [0] * len(program.layers)  # nonzero DAC digits per READ, per layer
@@ -191,6 +197,8 @@ class Simulator:
         for start in range(0, n, self._step):
             part = {t: a[start:start + self._step] for t, a in arrays.items()}
             parts.append(self._forward(part, counts, clipped, collect))
+            if progress is not None:
+                progress(min(start + self._step, n), n)
         if len(parts) == 1:
             outputs = {k: np.ascontiguousarray(v) for k, v in parts[0][0].items()}
             collected = {k: np.ascontiguousarray(v) for k, v in parts[0][1].items()}

@@ -1,0 +1,79 @@
+"""The fidelity analog_imc claims at registration, measured as the claim states it: the
+simulated outputs against the float reference model (``hwmap.execute.run``), calibrated on
+the first 90 samples of zoo:digits and scored on the last 270."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hwmap
+from hwmap import load_data, load_model
+from hwmap.config import load_target
+from hwmap.execute import run
+from hwmap.registry import get_registry
+from hwmap_analog_imc import plugin, simulator
+
+CALIBRATION = 90
+
+
+def simulate_against_reference(tmp_path: Path, model: str, preset: str, x: np.ndarray,
+                               calibration: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """legalize → map → emit (calibrated on ``calibration``) → simulate ``x``; and the float
+    reference model's outputs on ``x``."""
+    graph = load_model(model)
+    target = load_target(f"analog_imc:{preset}")
+    target.calibration = calibration
+    legal = plugin.hwmap_legalize(graph, target)
+    plugin.hwmap_emit(plugin.hwmap_map(legal.graph, target), target, tmp_path).write_manifest()
+    sim = simulator.simulate(hwmap.Artifacts.read(tmp_path), target, {graph.inputs[0]: x})
+    out = graph.outputs[0]
+    return sim.outputs[out], run(graph, {graph.inputs[0]: x})[out]
+
+
+def max_rel_error(sim: np.ndarray, ref: np.ndarray) -> float:
+    """max |sim − ref| / max |ref| (the claim's ``max_rel_error``)."""
+    return float(np.max(np.abs(sim.astype(np.float64) - ref)) / np.max(np.abs(ref)))
+
+
+def test_the_claim_registered() -> None:
+    claim = get_registry().spec("analog_imc").fidelity
+    assert claim is plugin.FIDELITY
+    assert claim.top1_agreement == 0.99 and claim.max_rel_error is None and not claim.bit_exact
+
+
+@pytest.mark.parametrize(("model", "preset", "top1", "rel"), [
+    ("zoo:digits_cnn", "default", 1.0, 0.011),
+    ("zoo:digits_mlp", "default", 1.0, 0.0084),
+    ("zoo:digits_cnn", "chapter-fig3.13", 0.996, 0.034),
+])
+def test_top1_claim_holds_on_held_out_digits(tmp_path: Path, model: str, preset: str, top1: float,
+                                             rel: float) -> None:
+    """Top-1 agreement at least the claim's 0.99 on the 270 samples calibration did not see;
+    the measured values (in the claim's comment) pinned, so a change that loses accuracy shows."""
+    x = np.ascontiguousarray(load_data("zoo:digits").x, dtype=np.float32)
+    assert len(x) == 360
+    sim, ref = simulate_against_reference(tmp_path, model, preset, x[CALIBRATION:], x[:CALIBRATION])
+    agreement = float(np.mean(sim.argmax(1) == ref.argmax(1)))
+    assert agreement >= plugin.FIDELITY.top1_agreement
+    assert agreement == pytest.approx(top1, abs=1 / 270)
+    assert max_rel_error(sim, ref) == pytest.approx(rel, abs=0.001)
+    assert not np.array_equal(sim, ref)  # ADC and weight rounding: no bit-exactness to claim
+
+
+def test_chapter_cnn_relative_error_is_why_none_is_claimed(tmp_path: Path) -> None:
+    """zoo:chapter_cnn on the chapter's one core (8-bit cells read by 8-bit ADCs), seeded
+    U(0, 1) inputs: a few percent typically, but one ADC conversion that clips on an input
+    the calibration did not see sets the maximum (seed 4: 0.38, from one sample)."""
+    errors = []
+    for seed in (0, 4):
+        x = np.random.default_rng(seed).random((360, 1, 13, 64), dtype=np.float32)
+        sim, ref = simulate_against_reference(tmp_path / str(seed), "zoo:chapter_cnn", "chapter-fig3.13",
+                                              x[CALIBRATION:], x[:CALIBRATION])
+        errors.append(max_rel_error(sim, ref))
+        per_sample = np.abs(sim - ref).reshape(len(x) - CALIBRATION, -1).max(1) / np.max(np.abs(ref))
+        errors.append(float(np.median(per_sample)))
+    assert errors[0] == pytest.approx(0.0715, abs=0.001) and errors[2] == pytest.approx(0.383, abs=0.001)
+    assert errors[1] < 0.05 and errors[3] < 0.05  # the typical sample stays close
