@@ -118,9 +118,9 @@ def test_analytic_counts_agree_with_the_simulator(model: str, preset: str, sets:
     from hwmap_analog_imc.estimate import estimate
 
     g = load_model(model)
-    x = np.random.default_rng(0).random((3, *g.tensor(g.inputs[0]).shape[1:]), dtype=np.float32)
+    x = np.random.default_rng(0).random((4, *g.tensor(g.inputs[0]).shape[1:]), dtype=np.float32)
     t = load_target(f"analog_imc:{preset}", sets)
-    res = compile_model(g, t, None, data=Dataset(x, None, "random"))
+    res = compile_model(g, t, None, data=Dataset(x, None, "random"))  # 1 calibrates, 3 are scored
     measured = res.simulation.activity
     analytic = estimate(res.mapping, t, None).resources
     assert {k: float(v) for k, v in measured["mvms"].items()} == analytic["mvms_per_layer"]
