@@ -143,9 +143,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from .profile import profile
     from .source import load_model
 
+    options = _options(args)
+    options.allow_unknown = not args.strict  # unknown ops become rows without MACs, with a warning
     with _progress(args.quiet) as say:
         say(f"parsing {args.model}")
-        graph = load_model(args.model, _options(args))
+        graph = load_model(args.model, options)
         x = None
         if args.data:
             data = load_data(args.data)
@@ -153,6 +155,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         say("profiling")
         prof = profile(graph, fps=args.fps, act_bits=args.act_bits, input_bits=args.input_bits,
                        weight_bits=args.weight_bits, macs=args.macs, data=x)
+    for line in prof.warnings:
+        print(f"hwmap: warning: {line}", file=sys.stderr)
     if args.plot:
         prof.plot(Path(args.plot))
     if args.json:
@@ -325,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--macs", default="conv_fc", choices=["conv_fc", "fvcore", "all"],
                    help="MAC counting convention (default: conv + fc only)")
     s.add_argument("--data", help="zoo:NAME or .npz with x: measure activation and temporal sparsity")
+    s.add_argument("--strict", action="store_true",
+                   help="refuse a model using ops hwmap does not know (exit code 2, as compile does) instead of "
+                        "listing those nodes as unknown rows without MACs and a warning (default: off)")
     _add_output_options(s, markdown=False)
     _add_model_options(s)
     s.set_defaults(func=cmd_profile)

@@ -52,11 +52,19 @@ class ParseOptions:
 
 @dataclass(frozen=True)
 class UnknownNode:
-    """A node hwmap cannot count: ``node`` (its name), ``op``, and ``reason`` (why)."""
+    """A node hwmap cannot count: ``node`` (its name), ``op``, ``reason`` (why, one line).
+
+    ``cause`` is ``"unknown_op"`` for an op hwmap does not know (or cannot read) and
+    ``"unknown_shape"`` for a known op reading a tensor whose shape is unknown because an
+    unknown op produced it. ``unshaped`` names the node's outputs whose shape is unknown
+    (declared with the placeholder shape ``()``).
+    """
 
     node: str
     op: str
     reason: str
+    cause: str = "unknown_op"
+    unshaped: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """``node 'hm' (Hardmax): op 'Hardmax' is not known to hwmap``."""
@@ -65,18 +73,23 @@ class UnknownNode:
 
 def unknown_nodes(graph: Graph) -> list[UnknownNode]:
     """The unknown nodes of ``graph``, in graph order (empty for a normal graph)."""
-    return [UnknownNode(str(d["node"]), str(d["op"]), str(d["reason"]))
+    return [UnknownNode(str(d["node"]), str(d["op"]), str(d["reason"]), str(d.get("cause", "unknown_op")),
+                        tuple(str(t) for t in d.get("unshaped", ())))
             for d in graph.meta.get(UNKNOWN_NODES_KEY) or []]
 
 
 def require_known(graph: Graph, what: str = "this step") -> Graph:
-    """``graph`` if it has no unknown node; otherwise :class:`UnsupportedOpError` naming each."""
+    """``graph`` if it has no unknown node; otherwise :class:`UnsupportedOpError` naming the
+    nodes whose ops hwmap does not know (and how many follow them)."""
     unknown = unknown_nodes(graph)
-    if unknown:
-        listed = ", ".join(f"{u.node} ({u.op})" for u in unknown)
-        raise UnsupportedOpError(f"{what} needs every op known to hwmap; {len(unknown)} node(s) are not: {listed}",
-                                 where=f"graph {graph.name!r}")
-    return graph
+    if not unknown:
+        return graph
+    ops = [u for u in unknown if u.cause == "unknown_op"]
+    after = len(unknown) - len(ops)
+    listed = ", ".join(f"{u.node} ({u.op})" for u in ops) or "none"
+    more = f" (and {after} node(s) after them with inputs of unknown shape)" if after else ""
+    raise UnsupportedOpError(f"{what} needs every op known to hwmap; {len(ops)} node(s) use ops hwmap does not "
+                             f"support: {listed}{more}", where=f"graph {graph.name!r}")
 
 
 def validate_known(graph: Graph) -> Graph:
