@@ -158,10 +158,10 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         print(json.dumps({"models": models, "data": data}, indent=1))
         return 0
     lines = [("models:", "", "")]
-    lines += [(m["name"], "×".join(map(str, m["input_shape"])), m["description"]) for m in models]
+    lines += [(f"zoo:{m.name}", "×".join(map(str, m.input_shape)), m.description) for m in zoo.list_models()]
     lines += [("data sets:", "", "")]
-    lines += [(d["name"], f"{d['samples']} × " + "×".join(map(str, d["sample_shape"])),
-               f"{d['description']} ({d['samples']} samples)") for d in data]
+    lines += [(f"zoo:{d.name}", f"{d.samples} × " + "×".join(map(str, d.sample_shape)),
+               f"{d.description} ({d.samples} samples)") for d in zoo.list_data_sets()]
     name_w = max(len(n) for n, shape, _ in lines if shape)
     shape_w = max(len(shape) for _, shape, _ in lines)
     for name, shape, what in lines:

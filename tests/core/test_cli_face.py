@@ -68,6 +68,7 @@ def test_zoo_json_matches_the_models_and_data(env: dict[str, str]) -> None:
         assert [dim.dim_value for dim in graph_input.type.tensor_type.shape.dim] == m["input_shape"]
     (digits,) = d["data"]
     data = zoo.load_data("digits")
+    assert data.y is not None
     assert digits["name"] == "zoo:digits" and digits["samples"] == len(data) == 360
     assert digits["sample_shape"] == list(data.x.shape[1:]) and digits["classes"] == len(set(data.y.tolist()))
 
