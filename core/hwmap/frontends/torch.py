@@ -91,7 +91,7 @@ def graph_from_factory(spec: str, options: ParseOptions) -> Graph:
     f = load_factory(spec)
     factory = getattr(f.module, f.name, None)
     if factory is None:
-        raise ModelError(f"{f.label} has no attribute {f.name!r}{_shadow_hint(f, spec)}", where=spec)
+        raise ModelError(f"{f.label} has no attribute {f.name!r}{_shadow_hint(f)}", where=spec)
     if not callable(factory):
         raise ModelError(f"{f.name!r} in {f.label} is an object of type {type(factory).__name__}, "
                          "not a callable returning a torch.nn.Module", where=spec)
@@ -156,12 +156,13 @@ def _module_label(module: ModuleType) -> str:
     return f"module {module.__name__!r}" + (f" ({origin})" if origin else "")
 
 
-def _shadow_hint(f: Factory, spec: str) -> str:
+def _shadow_hint(f: Factory) -> str:
     """A hint when an installed module won over a same-named file in the working directory."""
     top = f.module.__name__.partition(".")[0]
-    if f.folder is None and ":" in spec and (Path.cwd() / f"{top}.py").is_file():
-        return (f"; installed modules come first: for the file in the working directory, "
-                f"use ./{top}.py:{f.name}")
+    local = Path.cwd() / f"{top}.py"
+    origin = getattr(sys.modules.get(top), "__file__", None)
+    if f.folder is None and local.is_file() and (origin is None or Path(origin).resolve() != local.resolve()):
+        return f"; installed modules come first: for the file in the working directory, use ./{top}.py:{f.name}"
     return ""
 
 
