@@ -79,15 +79,32 @@ def _check_calibrate(args: argparse.Namespace, data: Any) -> None:
 
 
 # -- commands ----------------------------------------------------------------------------------
+def _preset_descriptions(spec: Any, errors: list[dict[str, str]]) -> dict[str, str | None]:
+    """Each preset's own one-line ``description`` (``None`` if it has none); a preset that
+    cannot be read is recorded in ``errors``."""
+    from .config import read_config
+    from .errors import ConfigError
+
+    out: dict[str, str | None] = {}
+    for name in sorted(spec.presets):
+        try:
+            out[name] = read_config(f"{spec.kind}:{name}").description
+        except ConfigError as e:
+            out[name] = None
+            errors.append({"plugin": spec.plugin_name, "error": f"preset {spec.kind}:{name}: {e}"})
+    return out
+
+
 def cmd_targets(args: argparse.Namespace) -> int:
     from .registry import get_registry
 
     reg = get_registry()
+    errors = [{"plugin": e.plugin, "error": e.error} for e in reg.errors]
     rows: list[dict[str, Any]] = [
         {"kind": s.kind, "description": s.description, "plugin": s.plugin_name, "package": s.package,
-         "version": s.version, "presets": sorted(s.presets), "hooks": reg.hooks_of(s.plugin_name)}
+         "version": s.version, "presets": sorted(s.presets), "preset_descriptions": _preset_descriptions(s, errors),
+         "hooks": reg.hooks_of(s.plugin_name)}
         for s in (reg.specs[k] for k in reg.kinds())]
-    errors = [{"plugin": e.plugin, "error": e.error} for e in reg.errors]
     if args.json:
         print(json.dumps({"targets": rows, "errors": errors}, indent=1))
         return 0
@@ -101,13 +118,43 @@ def cmd_targets(args: argparse.Namespace) -> int:
     for r in rows:
         table.add_row(*(escape(x) for x in (r["kind"], r["package"], r["version"], ", ".join(r["presets"]),
                                             r["description"])))
+    presets = Table(title="presets (use as KIND:PRESET)")
+    for col in ("preset", "description"):
+        presets.add_column(col)
+    for r in rows:
+        for name, description in r["preset_descriptions"].items():
+            presets.add_row(escape(f"{r['kind']}:{name}"), escape(description or ""))
     con = _stdout_console()
     if rows:
         con.print(table)
+        if presets.rows:
+            con.print(presets)
     else:
         con.print("no target plugins installed (pip install a package that provides the 'hwmap.targets' entry point)")
     for e in errors:
         con.print(f"[red]load error[/red] {escape(e['plugin'])}: {escape(e['error'])}")
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from . import zoo
+
+    models = [{"name": f"zoo:{m.name}", "input_shape": list(m.input_shape), "description": m.description,
+               "data": f"zoo:{m.data}" if m.data else None} for m in zoo.list_models()]
+    data = [{"name": f"zoo:{d.name}", "samples": d.samples, "sample_shape": list(d.sample_shape),
+             "classes": d.classes, "description": d.description} for d in zoo.list_data_sets()]
+    if args.json:
+        print(json.dumps({"models": models, "data": data}, indent=1))
+        return 0
+    lines = [("models:", "", "")]
+    lines += [(f"zoo:{m.name}", "×".join(map(str, m.input_shape)), m.description) for m in zoo.list_models()]
+    lines += [("data sets:", "", "")]
+    lines += [(f"zoo:{d.name}", f"{d.samples} × " + "×".join(map(str, d.sample_shape)),
+               f"{d.description} ({d.samples} samples)") for d in zoo.list_data_sets()]
+    name_w = max(len(n) for n, shape, _ in lines if shape)
+    shape_w = max(len(shape) for _, shape, _ in lines)
+    for name, shape, what in lines:
+        print(f"  {name:<{name_w}}  {shape:<{shape_w}}  {what}" if shape else name)
     return 0
 
 
@@ -150,14 +197,18 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from .profile import profile
     from .source import load_model
 
+    options = _options(args)
+    options.allow_unknown = not args.strict  # unknown ops become rows without MACs, with a warning
     with make_progress(args.quiet) as progress:
         with progress.stage(f"parsing {args.model}"):
-            graph = load_model(args.model, _options(args))
+            graph = load_model(args.model, options)
         data = _data(args)
         x = next(iter(model_inputs(graph, data).values())) if data is not None else None
         with progress.stage("profiling"):
             prof = profile(graph, fps=args.fps, act_bits=args.act_bits, input_bits=args.input_bits,
                            weight_bits=args.weight_bits, macs=args.macs, data=x)
+    for line in prof.warnings:
+        _warn(line)
     if args.plot:
         prof.plot(Path(args.plot))
     if args.json:

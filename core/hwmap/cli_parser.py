@@ -69,7 +69,7 @@ def _add_output_options(s: argparse.ArgumentParser, markdown: bool, layers: bool
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .cli import (DEMO_DATA, DEMO_MODEL, cmd_check, cmd_compare, cmd_compile, cmd_demo, cmd_profile,
-                      cmd_schema, cmd_simulate, cmd_targets)
+                      cmd_schema, cmd_simulate, cmd_targets, cmd_zoo)
 
     p = _Parser(prog="hwmap", description="Map trained networks onto edge AI targets and compare what they cost.",
                 epilog="example:\n  hwmap demo", formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
              "to load.", "hwmap targets --json")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=cmd_targets)
+
+    s = _sub(sub, "zoo", "the bundled models and data sets, one line each",
+             "List the bundled models (zoo:NAME, input shape, what it is) and data sets (samples, shape).",
+             "hwmap zoo --json")
+    s.add_argument("--json", action="store_true", help="print the listing as JSON (default: one line each)")
+    s.set_defaults(func=cmd_zoo)
 
     s = _sub(sub, "check", "validate a target config; --show prints it with units and sources",
              "Validate a target config (a TOML file, KIND:PRESET, or CONFIG@KEY=VALUE...) and report every problem, "
@@ -113,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "fvcore also batch norm as fvcore does, all every op with a MAC model (default: conv_fc)")
     s.add_argument("--data", help="zoo:NAME or .npz with x: also measure activation and temporal sparsity "
                                   "(default: none)")
+    s.add_argument("--strict", action="store_true",
+                   help="refuse a model using ops hwmap does not know (exit code 2, as compile does) instead of "
+                        "listing those nodes as unknown rows without MACs and a warning (default: off)")
     _add_output_options(s, markdown=False)
     _add_model_options(s)
     s.set_defaults(func=cmd_profile)

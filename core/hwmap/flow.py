@@ -32,7 +32,7 @@ from .jsonio import dumps
 from .kpi import Fidelity, KPIs
 from .progress import NullProgress, Progress
 from .registry import get_registry
-from .source import ParseOptions, load_model
+from .source import ParseOptions, load_model, require_known
 from .target import Artifacts, Legalized, Mapping, Simulation, Target
 
 __all__ = [
@@ -303,9 +303,8 @@ def compile_model(
     model_name = model if isinstance(model, str) else model.name
     if isinstance(model, str):
         with prog.stage(f"parsing {model_name}"):
-            graph = load_model(model, options)
-    else:
-        graph = model
+            model = load_model(model, options)
+    graph = require_known(model, f"compiling for target {target.name!r}")
     calib, scored = split_data(data, calibrate) if data is not None else (None, None)
     if scored is not None:
         model_inputs(graph, scored)  # the data fits the model before any work is done
@@ -400,12 +399,11 @@ def compare(
     that cannot take it (design-rule violation, unsupported op, plugin failure) yields a
     record with ``fits`` false and the reason."""
     prog = progress or NullProgress()
+    model_name = model if isinstance(model, str) else model.name
     if isinstance(model, str):
         with prog.stage(f"parsing {model}"):
-            graph = load_model(model, options)
-    else:
-        graph = model
-    model_name = model if isinstance(model, str) else graph.name
+            model = load_model(model, options)
+    graph = require_known(model, "comparing targets")
     reference = None
     if data is not None:  # the reference model's outputs are the same for every target
         _, scored = split_data(data, calibrate)

@@ -27,20 +27,22 @@ Counts (per sample: the batch dimension is excluded everywhere)
   post-ops, except BatchNormalization's running statistics (``input_mean``, ``input_var``
   are buffers, not parameters, as in PyTorch's ``parameters()``): so a conv + BN row counts
   the BN affine γ and β. MobileNet V1 gives 4,209,088 weights and 4,231,976 parameters
-  (REFERENCES.md, "Profiling: MobileNet V1").
+  (Howard et al., "MobileNets", 2017, Table 1: 4.2 million parameters).
 * ``macs``, by the convention ``macs=``:
 
   - ``"conv_fc"`` (default): multiply-accumulates of the compute nodes only, as each op
     defines them (:func:`hwmap.ops.get_op` ``.macs``; Conv = C_out·H_out·W_out·(C_in/group)·
     K_h·K_w, Gemm = in·out). This is the convention of the published MobileNet V1 figure,
-    568,740,352 MACs at 224×224 (REFERENCES.md), and of fvcore for conv and linear layers.
+    568,740,352 MACs at 224×224 (Howard et al. 2017, Table 1: 569 million mult-adds), and of
+    fvcore for conv and linear layers.
   - ``"fvcore"``: what fvcore 0.1.5's ``FlopCountAnalysis`` counts (one "flop" per MAC),
     reproduced from its ``jit_handles``: conv_fc, plus BatchNormalization in inference at 2
     per input element, LayerNormalization, GroupNormalization and InstanceNormalization at
     5 per input element, GlobalAveragePool at 1 per input element
     (``aten::adaptive_avg_pool2d``), Resize at 1 per output element (nearest) or 4
     (linear). Activations, additions, max/average pooling and data movement count 0, as
-    fvcore ignores them. MobileNet V1: 578,875,904 (REFERENCES.md). One known difference:
+    fvcore ignores them. MobileNet V1: 578,875,904 (fvcore 0.1.5 on the same network, BN
+    as separate modules; ``tests/core/test_profile_fvcore.py``). One known difference:
     fvcore counts a PyTorch norm built with ``affine=False`` at 1 (BN) or 4 per element, but
     its ONNX export carries γ = 1 and β = 0 like any other, which cannot be told apart from
     a freshly initialized affine norm: hwmap counts every norm as affine.
@@ -58,7 +60,7 @@ Counts (per sample: the batch dimension is excluded everywhere)
   for a compute node whose weight is annotated and ``input_bits`` for an annotated graph
   input. ``weight_bytes`` = ceil(weights·bits/8).
 * The network input stream is :attr:`Profile.input`: input elements·``input_bits``·``fps``;
-  at 1280×720, 30 FPS, 8-bit RGB that is 663.6 Mbit/s (REFERENCES.md).
+  at 1280×720, 30 FPS, 8-bit RGB that is 1280·720·3·8·30 = 663.6 Mbit/s.
 
 Sparsity (with ``data``)
 ------------------------
@@ -68,6 +70,19 @@ the row's output over all samples; ``temporal_sparsity`` the fraction of output 
 exactly equal to the previous sample's (what a temporal delta layer would not transmit;
 needs two samples). A stateful graph (NIR neurons) takes ``(N, T, *features)`` data and
 each time step counts as a frame. Without data both are ``None``.
+
+Unknown nodes
+-------------
+A graph parsed with ``ParseOptions(allow_unknown=True)`` may hold nodes hwmap cannot count
+(:func:`hwmap.source.unknown_nodes`: ops it does not know, and nodes reading tensors whose
+shape is unknown because of them). Each is a row of its own, nothing joins it, with
+``unknown`` true, ``kind`` ``"unknown"`` and ``note`` saying why: its ``macs``, ``weights``,
+``params`` and ``weight_bytes`` are ``None`` (not counted), its element counts and bandwidth
+``None`` where a shape is unknown (ONNX shape inference gives most). Totals sum the rows
+that are counted and say how many nodes are not (``uncounted_nodes``, ``unknown_ops``);
+:attr:`Profile.warnings` says it in lines for the user. Sparsity cannot be measured on such
+a graph (the reference executor cannot run it): ``data`` raises
+:class:`~hwmap.errors.UnsupportedOpError`.
 """
 
 from __future__ import annotations
@@ -75,7 +90,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -84,6 +99,7 @@ import numpy as np
 from .errors import ConfigError, DataError, GraphError
 from .graph import Graph, Node
 from .profile_rows import _JOINING_CATEGORIES, NORM_OPS, VIEW_OPS, LayerGroup, group_layers
+from .source import UnknownNode, require_known, unknown_nodes
 from .profile_table import summary as _summary
 from .profile_table import table as _table
 
@@ -110,8 +126,10 @@ class LayerProfile:
     """One row: a layer as the chapter counts them (see the module docstring).
 
     ``index`` is 1-based (the chapter's layer numbers); ``kind`` is ``conv``, ``depthwise``,
-    ``pointwise``, ``fc``, ``matmul`` or the head op's name in lower case; ``nodes`` the graph
-    nodes of the row, head first; ``post_ops`` the ops of the nodes that joined it.
+    ``pointwise``, ``fc``, ``matmul``, ``unknown`` or the head op's name in lower case;
+    ``nodes`` the graph nodes of the row, head first; ``post_ops`` the ops of the nodes that
+    joined it. ``unknown`` rows (a node hwmap cannot count, ``note`` says why) hold ``None``
+    for what was not counted (see the module docstring).
     """
 
     index: int
@@ -121,21 +139,23 @@ class LayerProfile:
     nodes: list[str]
     post_ops: list[str]
     output: str
-    output_shape: list[int]
+    output_shape: list[int] | None
     stride: list[int] | None
-    weights: int
-    params: int
-    macs: int
-    input_elements: int
-    output_elements: int
-    data_volume: int
-    data_volume_rel: float
+    weights: int | None
+    params: int | None
+    macs: int | None
+    input_elements: int | None
+    output_elements: int | None
+    data_volume: int | None
+    data_volume_rel: float | None
     act_bits: int
-    bandwidth_bps: float
+    bandwidth_bps: float | None
     weight_bits: int
-    weight_bytes: int
+    weight_bytes: int | None
     activation_sparsity: float | None = None
     temporal_sparsity: float | None = None
+    unknown: bool = False
+    note: str | None = None
 
 
 @dataclass
@@ -151,7 +171,10 @@ class InputProfile:
 
 @dataclass
 class ProfileTotals:
-    """Whole-network figures; ``peak_*`` name the row where the maximum occurs (first on ties)."""
+    """Whole-network figures; ``peak_*`` name the row where the maximum occurs (first on ties).
+
+    Sums and peaks are over the rows that are counted; ``uncounted_nodes`` is how many are
+    not (unknown rows) and ``unknown_ops`` the ops hwmap does not know among them."""
 
     layers: int
     params: int
@@ -167,6 +190,8 @@ class ProfileTotals:
     peak_params: int
     activation_sparsity: float | None = None
     temporal_sparsity: float | None = None
+    uncounted_nodes: int = 0
+    unknown_ops: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -184,12 +209,14 @@ class ProfileSettings:
 
 @dataclass
 class Profile:
-    """A network profile: per-layer ``rows``, the ``input`` stream, ``totals``, ``settings``."""
+    """A network profile: per-layer ``rows``, the ``input`` stream, ``totals``, ``settings``,
+    and ``warnings``: one line each about what could not be counted (empty when all was)."""
 
     rows: list[LayerProfile]
     input: InputProfile
     totals: ProfileTotals
     settings: ProfileSettings
+    warnings: list[str] = field(default_factory=list)
 
     def row(self, name: str) -> LayerProfile:
         """The row named ``name`` (a compute node's name, or the head node of its row)."""
@@ -206,6 +233,7 @@ class Profile:
             "input": asdict(self.input),
             "totals": asdict(self.totals),
             "layers": [asdict(r) for r in self.rows],
+            "warnings": list(self.warnings),
         }
 
     def to_csv(self) -> str:
@@ -249,9 +277,13 @@ def profile(graph: Graph, *, fps: float = 30.0, act_bits: int = 8, input_bits: i
     ``macs`` the MAC convention (``conv_fc``, ``fvcore``, ``all``); ``data`` batch-first samples
     for the single graph input, of which the first ``max_samples`` are run to measure
     sparsity. Raises :class:`ConfigError` for bad settings, :class:`DataError` for data that
-    does not fit the graph's input.
+    does not fit the graph's input, :class:`~hwmap.errors.UnsupportedOpError` for ``data``
+    with a graph holding unknown nodes.
     """
     _check_settings(fps, act_bits, input_bits, weight_bits, macs, max_samples)
+    unknown = {u.node: u for u in unknown_nodes(graph)}
+    if data is not None:
+        require_known(graph, "measuring sparsity with data (--data)")
     batch = _batch(graph)
     groups = group_layers(graph)
     in_elems = sum(_per_sample(graph.tensor(t).shape, batch) for t in graph.inputs)
@@ -259,12 +291,18 @@ def profile(graph: Graph, *, fps: float = 30.0, act_bits: int = 8, input_bits: i
     inp = InputProfile(
         names=list(graph.inputs), shapes=[list(graph.tensor(t).shape) for t in graph.inputs], elements=in_elems,
         bits=in_bits, bandwidth_bps=float(in_elems * in_bits * fps))
-    rows = [_row(graph, i + 1, g, batch, in_elems, fps, act_bits, weight_bits, macs) for i, g in enumerate(groups)]
+    unshaped = {t for u in unknown.values() for t in u.unshaped}
+    rows = [_unknown_row(graph, i + 1, g.members[0], unknown[g.members[0].name], unshaped, batch, in_elems, fps,
+                         act_bits, weight_bits)
+            if g.members[0].name in unknown else
+            _row(graph, i + 1, g, batch, in_elems, fps, act_bits, weight_bits, macs) for i, g in enumerate(groups)]
     samples = None
     if data is not None:
         samples = _measure_sparsity(graph, rows, data, max_samples)
     settings = ProfileSettings(graph.name, float(fps), act_bits, input_bits, weight_bits, macs, samples)
-    return Profile(rows, inp, _totals(rows, fps, samples is not None), settings)
+    totals = _totals(rows, fps, samples is not None)
+    totals.unknown_ops = sorted({u.op for u in unknown.values() if u.cause == "unknown_op"})
+    return Profile(rows, inp, totals, settings, _warnings(list(unknown.values())))
 
 
 # -- one row -----------------------------------------------------------------------------
@@ -310,6 +348,41 @@ def _row(graph: Graph, index: int, g: LayerGroup, batch: int, in_elems: int, fps
         output_elements=out_elems, data_volume=out_elems, data_volume_rel=out_elems / in_elems if in_elems else 0.0,
         act_bits=bits, bandwidth_bps=float(out_elems * bits * fps), weight_bits=w_bits,
         weight_bytes=math.ceil(weights * w_bits / 8))
+
+
+def _unknown_row(graph: Graph, index: int, node: Node, u: UnknownNode, unshaped: set[str], batch: int,
+                 in_elems: int, fps: float, act_bits: int, weight_bits: int) -> LayerProfile:
+    """The row of a node hwmap cannot count: nothing about its work, what its shapes say."""
+
+    def elements(names: list[str]) -> int | None:
+        if any(t in unshaped for t in names):
+            return None
+        return sum(_per_sample(graph.tensor(t).shape, batch) for t in names)
+
+    out = node.outputs[0] if node.outputs else ""
+    out_elems = elements(node.outputs)
+    bits = _tensor_bits(graph, out, act_bits) if len(node.outputs) == 1 else act_bits
+    strides = node.attr("strides") if u.cause == "unknown_shape" else None  # a known op's own attribute
+    return LayerProfile(
+        index=index, name=node.name, op=node.op, kind="unknown", nodes=[node.name], post_ops=[], output=out,
+        output_shape=None if not out or out in unshaped else list(graph.tensor(out).shape),
+        stride=[int(s) for s in strides] if strides else None, weights=None, params=None, macs=None,
+        input_elements=elements(node.inputs), output_elements=out_elems, data_volume=out_elems,
+        data_volume_rel=out_elems / in_elems if out_elems is not None and in_elems else None, act_bits=bits,
+        bandwidth_bps=float(out_elems * bits * fps) if out_elems is not None else None, weight_bits=weight_bits,
+        weight_bytes=None, unknown=True, note=u.reason)
+
+
+def _warnings(unknown: list[UnknownNode]) -> list[str]:
+    """One line per node whose op hwmap does not know, one for the nodes after them."""
+    lines = [f"{u.describe()}: not counted (no MACs, no parameters)" for u in unknown if u.cause == "unknown_op"]
+    after = [u for u in unknown if u.cause != "unknown_op"]
+    if after:
+        names = ", ".join(f"{u.node} ({u.op})" for u in after[:5])
+        more = f" and {len(after) - 5} more" if len(after) > 5 else ""
+        lines.append(f"{len(after)} node(s) after them read tensors of unknown shape and are not counted either: "
+                     f"{names}{more}")
+    return lines
 
 
 def _compute_part(node: Node) -> Node | None:
@@ -461,20 +534,34 @@ def _chunk(graph: Graph, steps: int) -> int:
 def _totals(rows: list[LayerProfile], fps: float, measured: bool) -> ProfileTotals:
     if not rows:
         raise GraphError("the graph has no layers to profile")
-    bw = max(rows, key=lambda r: r.bandwidth_bps)  # max() keeps the first on ties
-    dv = max(rows, key=lambda r: r.data_volume)
-    pp = max(rows, key=lambda r: r.params)
-    total_macs = sum(r.macs for r in rows)
+    bw_name, bw = _peak(rows, "bandwidth_bps")
+    dv_name, dv = _peak(rows, "data_volume")
+    pp_name, pp = _peak(rows, "params")
+    total_macs = _sum(rows, "macs")
     act = temp = None
     if measured:
-        act = _weighted([(r.activation_sparsity, r.output_elements) for r in rows])
-        temp = _weighted([(r.temporal_sparsity, r.output_elements) for r in rows])
+        act = _weighted([(r.activation_sparsity, r.output_elements or 0) for r in rows])
+        temp = _weighted([(r.temporal_sparsity, r.output_elements or 0) for r in rows])
     return ProfileTotals(
-        layers=len(rows), params=sum(r.params for r in rows), weights=sum(r.weights for r in rows),
-        weight_bytes=sum(r.weight_bytes for r in rows), macs=total_macs, macs_per_s=float(total_macs * fps),
-        peak_bandwidth_layer=bw.name, peak_bandwidth_bps=bw.bandwidth_bps, peak_data_volume_layer=dv.name,
-        peak_data_volume=dv.data_volume, peak_params_layer=pp.name, peak_params=pp.params,
-        activation_sparsity=act, temporal_sparsity=temp)
+        layers=len(rows), params=_sum(rows, "params"), weights=_sum(rows, "weights"),
+        weight_bytes=_sum(rows, "weight_bytes"), macs=total_macs, macs_per_s=float(total_macs * fps),
+        peak_bandwidth_layer=bw_name, peak_bandwidth_bps=float(bw), peak_data_volume_layer=dv_name,
+        peak_data_volume=int(dv), peak_params_layer=pp_name, peak_params=int(pp),
+        activation_sparsity=act, temporal_sparsity=temp, uncounted_nodes=sum(r.unknown for r in rows))
+
+
+def _sum(rows: list[LayerProfile], key: str) -> int:
+    """The sum of a count over the rows that have it (unknown rows may not)."""
+    return sum(int(v) for v in (getattr(r, key) for r in rows) if v is not None)
+
+
+def _peak(rows: list[LayerProfile], key: str) -> tuple[str, float]:
+    """The first row with the largest known ``key`` and that value (``("", 0)`` if none is known)."""
+    known = [r for r in rows if getattr(r, key) is not None]
+    if not known:
+        return "", 0
+    top = max(known, key=lambda r: getattr(r, key))  # max() keeps the first on ties
+    return top.name, getattr(top, key)
 
 
 def _weighted(pairs: Sequence[tuple[float | None, int]]) -> float | None:

@@ -4,6 +4,7 @@ Top: parameters per layer (Fig. 3.16); middle: data volume normalized to the inp
 log scale (Fig. 3.17); bottom: output bandwidth in Gb/s at the profile's frame rate and bit
 widths (Fig. 3.18), with the network input stream as a dashed line. Bars are coloured by
 layer kind, so depthwise and pointwise layers (which the chapter contrasts) stand apart.
+What a row does not count (an unknown node's parameters, an unknown shape) is left out.
 matplotlib is imported here, on use, with the Agg backend (no display needed).
 """
 
@@ -41,18 +42,18 @@ def plot_profile(prof: "Profile", path: Path) -> Path:
     fig, axes = plt.subplots(3, 1, figsize=(max(8.0, 0.32 * len(rows) + 2), 9), sharex=True)
     try:
         ax = axes[0]
-        ax.bar(x, [r.params for r in rows], color=colours)
+        ax.bar(x, [_value(r.params) for r in rows], color=colours)
         ax.set_ylabel("parameters")
         ax.set_title(f"{s.model}: parameters per layer (Fig. 3.16)", fontsize=10)
         ax = axes[1]
         # log scale: a zero-volume layer cannot be drawn, it is left out of this panel
-        ax.bar(x, [r.data_volume_rel if r.data_volume_rel > 0 else float("nan") for r in rows], color=colours)
+        ax.bar(x, [_value(r.data_volume_rel) if r.data_volume_rel else float("nan") for r in rows], color=colours)
         ax.set_yscale("log")
         ax.set_ylabel("data volume / input")
         ax.axhline(1.0, color="black", linewidth=0.8, linestyle=":")
         ax.set_title("data volume per layer, normalized to the input data volume (Fig. 3.17)", fontsize=10)
         ax = axes[2]
-        ax.bar(x, [r.bandwidth_bps / 1e9 for r in rows], color=colours)
+        ax.bar(x, [_value(r.bandwidth_bps) / 1e9 for r in rows], color=colours)
         ax.axhline(prof.input.bandwidth_bps / 1e9, color="black", linewidth=0.8, linestyle="--",
                    label=f"input ({prof.input.bits}-bit)")
         ax.set_ylabel("bandwidth (Gb/s)")
@@ -75,3 +76,8 @@ def plot_profile(prof: "Profile", path: Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def _value(v: float | None) -> float:
+    """A bar's height; NaN (no bar) for what was not counted."""
+    return float("nan") if v is None else float(v)

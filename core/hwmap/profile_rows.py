@@ -16,7 +16,9 @@ being the stem):
 * every other node (pooling, Concat, Transpose, Pad, Resize, ..., or an element-wise node
   that cannot join a row) starts a row of its own, with 0 weights;
 * ``Constant`` nodes, and nodes that compute on constants only, are operands, not layers:
-  they form no row.
+  they form no row;
+* an unknown node (:func:`hwmap.source.unknown_nodes`) is always a row of its own and
+  nothing joins it: what its output means is unknown.
 
 A row's output is the output of its last member (e.g. the ReLU after conv + BN), its input
 the dynamic inputs of its first member.
@@ -27,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .graph import Graph, Node
+from .source import unknown_nodes
 
 __all__ = ["LayerGroup", "group_layers", "VIEW_OPS", "NORM_OPS"]
 
@@ -58,7 +61,12 @@ def group_layers(graph: Graph) -> list[LayerGroup]:
     groups: list[LayerGroup] = []
     tail_of: dict[str, int] = {}  # tensor -> row whose current (single) output it is
     live = set(graph.inputs)  # tensors that depend on a graph input
+    unknown = {u.node for u in unknown_nodes(graph)}
     for node in graph.nodes:
+        if node.name in unknown:
+            live.update(node.outputs)
+            groups.append(LayerGroup([node], list(node.outputs)))
+            continue
         if not any(t in live for t in node.inputs):
             continue  # Constant, or a computation on constants only: an operand, not a layer
         live.update(node.outputs)

@@ -16,7 +16,10 @@ __all__ = ["table", "summary", "si", "bitrate"]
 
 
 def table(prof: "Profile") -> Any:
-    """A ``rich.table.Table`` of the rows, in human-readable units, totals as caption."""
+    """A ``rich.table.Table`` of the rows, in human-readable units, totals as caption.
+
+    What an unknown row does not count is shown as ``?``; its kind cell names the op."""
+    from rich.markup import escape
     from rich.table import Table
 
     measured = prof.settings.samples is not None
@@ -29,13 +32,19 @@ def table(prof: "Profile") -> Any:
         t.add_column("act. sparsity", justify="right")
         t.add_column("temp. sparsity", justify="right")
     for r in prof.rows:
-        cells = [str(r.index), r.name, r.kind, "×".join(map(str, r.stride)) if r.stride else "",
-                 si(r.params), si(r.macs), si(r.output_elements), f"{r.data_volume_rel:.3g}",
-                 bitrate(r.bandwidth_bps)]
+        cells = [str(r.index), escape(r.name), f"unknown ({escape(r.op)})" if r.unknown else r.kind,
+                 "×".join(map(str, r.stride)) if r.stride else "", _known(r.params, si), _known(r.macs, si),
+                 _known(r.output_elements, si), _known(r.data_volume_rel, lambda v: f"{v:.3g}"),
+                 _known(r.bandwidth_bps, bitrate)]
         if measured:
             cells += [_pct(r.activation_sparsity), _pct(r.temporal_sparsity)]
-        t.add_row(*cells)
+        t.add_row(*cells, style="yellow" if r.unknown else None)
     return t
+
+
+def _known(value: Any, fmt: Any) -> str:
+    """``fmt(value)``, or ``?`` for what was not counted."""
+    return "?" if value is None else str(fmt(value))
 
 
 def summary(prof: "Profile") -> str:
@@ -51,6 +60,9 @@ def summary(prof: "Profile") -> str:
         text += f" · activation sparsity {_pct(tt.activation_sparsity)} over {s.samples} samples"
     if tt.temporal_sparsity is not None:
         text += f", temporal {_pct(tt.temporal_sparsity)}"
+    if tt.uncounted_nodes:
+        ops = f"; ops hwmap does not know: {', '.join(tt.unknown_ops)}" if tt.unknown_ops else ""
+        text += f" · {tt.uncounted_nodes} node(s) not counted (? in the table{ops})"
     return text
 
 

@@ -1,7 +1,21 @@
-"""Model sources: from a path, a ``zoo:NAME`` or a ``package.module:factory`` to a Graph.
+"""Model sources: from a path, a ``zoo:NAME`` or a Python factory to a Graph.
 
 ``load_model`` resolves zoo names, then asks every ``hwmap_parse`` implementation in turn
 (the core's ONNX, PyTorch and NIR frontends first, then any plugin's) until one takes it.
+A Python factory is ``package.module:factory`` (an importable module; a bare
+``mynet:make`` also finds ``mynet.py`` in the working directory, searched after the
+installed packages) or ``path/to/file.py:factory``.
+
+Unknown ops
+-----------
+By default a model using an op hwmap does not know is refused
+(:class:`~hwmap.errors.UnsupportedOpError`). With ``ParseOptions(allow_unknown=True)``
+(what ``hwmap profile`` uses) the ONNX frontend keeps such nodes as *unknown nodes*: the
+node keeps its op name, attributes and constant operands, and its outputs the shapes ONNX
+shape inference gives them. Nodes whose inputs then have no known shape are unknown too.
+They are listed in ``graph.meta["unknown_nodes"]`` (see :func:`unknown_nodes`); such a graph
+is for profiling only: :meth:`Graph.validate` and the reference executor refuse it, naming
+the first unknown op, and :func:`require_known` refuses it naming every one.
 """
 
 from __future__ import annotations
@@ -10,41 +24,140 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
+from .errors import GraphError, ModelError, UnsupportedOpError
 from .graph import Graph
 
-__all__ = ["ParseOptions", "load_model"]
+__all__ = ["ParseOptions", "UnknownNode", "load_model", "unknown_nodes", "require_known", "validate_known",
+           "UNKNOWN_NODES_KEY"]
+
+#: ``Graph.meta`` key listing the unknown nodes of a graph parsed with ``allow_unknown``.
+UNKNOWN_NODES_KEY = "unknown_nodes"
 
 
 @dataclass
 class ParseOptions:
     """Options for frontends. ``input_shape`` is needed by the PyTorch frontend (batch
     first, e.g. ``(1, 3, 224, 224)``); ``batch`` fixes a symbolic batch dimension; ``dt``
-    is the time step for NIR graphs (seconds). ``extra`` holds frontend-specific options."""
+    is the time step for NIR graphs (seconds). ``allow_unknown`` keeps nodes of ops hwmap
+    does not know as unknown nodes instead of refusing the model (for profiling only, see
+    the module docstring). ``extra`` holds frontend-specific options."""
 
     input_shape: tuple[int, ...] | None = None
     batch: int = 1
     dt: float | None = None
     name: str | None = None
+    allow_unknown: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class UnknownNode:
+    """A node hwmap cannot count: ``node`` (its name), ``op``, ``reason`` (why, one line).
+
+    ``cause`` is ``"unknown_op"`` for an op hwmap does not know (or cannot read) and
+    ``"unknown_shape"`` for a known op reading a tensor whose shape is unknown because an
+    unknown op produced it. ``unshaped`` names the node's outputs whose shape is unknown
+    (declared with the placeholder shape ``()``).
+    """
+
+    node: str
+    op: str
+    reason: str
+    cause: str = "unknown_op"
+    unshaped: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """``node 'hm' (Hardmax): op 'Hardmax' is not known to hwmap``."""
+        return f"node {self.node!r} ({self.op}): {self.reason}"
+
+
+def unknown_nodes(graph: Graph) -> list[UnknownNode]:
+    """The unknown nodes of ``graph``, in graph order (empty for a normal graph)."""
+    return [UnknownNode(str(d["node"]), str(d["op"]), str(d["reason"]), str(d.get("cause", "unknown_op")),
+                        tuple(str(t) for t in d.get("unshaped", ())))
+            for d in graph.meta.get(UNKNOWN_NODES_KEY) or []]
+
+
+def require_known(graph: Graph, what: str = "this step") -> Graph:
+    """``graph`` if it has no unknown node; otherwise :class:`UnsupportedOpError` naming the
+    nodes whose ops hwmap does not know (and how many follow them)."""
+    unknown = unknown_nodes(graph)
+    if not unknown:
+        return graph
+    ops = [u for u in unknown if u.cause == "unknown_op"]
+    after = len(unknown) - len(ops)
+    listed = ", ".join(f"{u.node} ({u.op})" for u in ops) or "none"
+    more = f" (and {after} node(s) after them with inputs of unknown shape)" if after else ""
+    raise UnsupportedOpError(f"{what} needs every op known to hwmap; {len(ops)} node(s) use ops hwmap does not "
+                             f"support: {listed}{more}", where=f"graph {graph.name!r}")
+
+
+def validate_known(graph: Graph) -> Graph:
+    """:meth:`Graph.validate`, for a graph that may hold unknown nodes.
+
+    Without unknown nodes this is ``graph.validate()``. With them, every node must read
+    tensors that are graph inputs or produced earlier, and the known part passes
+    ``Graph.validate`` with the outputs of unknown nodes standing in for graph inputs (so
+    every known op is checked, shapes included). Raises :class:`GraphError`.
+    """
+    unknown = {u.node for u in unknown_nodes(graph)}
+    if not unknown:
+        return graph.validate()
+    available = set(graph.inputs)
+    for n in graph.nodes:
+        missing = [t for t in n.inputs if t not in available]
+        if missing:
+            raise GraphError(f"input {missing[0]!r} is dangling or produced later", where=f"node {n.name!r} ({n.op})")
+        undeclared = [t for t in n.outputs if t not in graph.tensors]
+        if undeclared:
+            raise GraphError(f"output {undeclared[0]!r} has no tensor declaration", where=f"node {n.name!r} ({n.op})")
+        available.update(n.outputs)
+    absent = unknown - {n.name for n in graph.nodes}
+    if absent:
+        raise GraphError(f"meta lists unknown nodes the graph does not have: {sorted(absent)}",
+                         where=f"graph {graph.name!r}")
+    stand_ins = [t for n in graph.nodes if n.name in unknown for t in n.outputs]
+    known = Graph(graph.name, [*graph.inputs, *stand_ins], list(graph.outputs),
+                  [n for n in graph.nodes if n.name not in unknown], graph.tensors)
+    known.validate()
+    return graph
+
+
 def load_model(source: str, options: ParseOptions | None = None) -> Graph:
-    """Parse ``source`` into a validated Graph, or raise :class:`ModelError` naming it."""
+    """Parse ``source`` into a validated Graph, or raise :class:`ModelError` naming it.
+
+    With ``options.allow_unknown`` the graph may hold unknown nodes (module docstring);
+    otherwise an op hwmap does not know raises :class:`UnsupportedOpError`.
+    """
+    from .frontends.torch import FILE_SPEC_PATTERN
     from .registry import get_registry
 
     options = options or ParseOptions()
     if source.startswith("zoo:"):
         from . import zoo
 
-        return zoo.load_graph(source[4:], options)
-    looks_like_path = "/" in source or "\\" in source or Path(source).suffix != "" and ":" not in source
-    if looks_like_path and not Path(source).exists():
-        raise ModelError("no such file", where=source)
-    graph = get_registry().parse(source, options)
-    if graph is None:
-        if Path(source).exists():
-            raise ModelError(f"no frontend reads files of type {Path(source).suffix or '(no extension)'!r} "
-                             "(known: .onnx, .nir, package.module:factory)", where=source)
-        raise ModelError("not a file, a zoo:NAME, or a package.module:factory spec", where=source)
-    return graph.validate()
+        graph = zoo.load_graph(source[4:], options)  # validated by the ONNX frontend
+    else:
+        is_file_spec = FILE_SPEC_PATTERN.match(source) is not None and not Path(source).exists()
+        looks_like_path = "/" in source or "\\" in source or Path(source).suffix != "" and ":" not in source
+        if looks_like_path and not is_file_spec and not Path(source).exists():
+            raise ModelError("no such file", where=source)
+        parsed = get_registry().parse(source, options)
+        if parsed is None:
+            raise _not_parsed(source)
+        graph = validate_known(parsed)
+    if not options.allow_unknown:
+        require_known(graph, "a model parsed without allow_unknown")
+    return graph
+
+
+def _not_parsed(source: str) -> ModelError:
+    """The error for a source no frontend took."""
+    path = Path(source)
+    if path.suffix == ".py":
+        return ModelError("a Python file needs the name of its factory: FILE.py:FUNCTION, e.g. "
+                          f"{source}:make (a function returning a torch.nn.Module)", where=source)
+    if path.exists():
+        return ModelError(f"no frontend reads files of type {path.suffix or '(no extension)'!r} "
+                          "(known: .onnx, .nir, FILE.py:factory, package.module:factory)", where=source)
+    return ModelError("not a file, a zoo:NAME, a FILE.py:factory or a package.module:factory spec", where=source)

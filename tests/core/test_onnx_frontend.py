@@ -613,6 +613,110 @@ def test_unsupported_ops_are_all_listed() -> None:
     assert "norm (LpNormalization), custom1 (com.example:Frobnicate), Hardmax_3 (Hardmax)" in msg
 
 
+def _unknown_ops_model() -> onnx.ModelProto:
+    """conv → relu → Hardmax → Resize (×2) → a custom-domain op → conv → relu, and a side
+    branch Hardmax → Sigmoid → a second graph output: ONNX infers the shapes of the
+    default-domain ops, not of the custom one nor of what follows it (the last conv)."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Hardmax", ["r"], ["h"], name="hm", axis=1),
+        helper.make_node("Resize", ["h", "", "scales"], ["u"], name="up", mode="nearest"),
+        helper.make_node("Frobnicate", ["u"], ["f"], name="custom", domain="com.example"),
+        helper.make_node("Conv", ["f", "w2"], ["c2"], name="conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["y"], name="relu2"),
+        helper.make_node("Sigmoid", ["h"], ["side"], name="sig"),
+    ]
+    inits = [init("w", rng.standard_normal((4, 2, 3, 3)).astype(np.float32)),
+             init("w2", rng.standard_normal((4, 4, 3, 3)).astype(np.float32)),
+             init("scales", np.array([1, 1, 2, 2], np.float32))]
+    return build(nodes, [vi("x", [1, 2, 6, 6])], [vi("y", [1, 4, 12, 12]), vi("side", [1, 4, 6, 6])], inits,
+                 extra_opsets=[helper.make_opsetid("com.example", 1)])
+
+
+def test_unknown_ops_are_kept_with_allow_unknown() -> None:
+    from hwmap.source import require_known, unknown_nodes
+
+    g = parse(_unknown_ops_model(), allow_unknown=True)
+    assert [(n.name, n.op) for n in g.nodes] == [
+        ("conv", "Conv"), ("relu", "Relu"), ("hm", "Hardmax"), ("up", "Resize"), ("custom", "com.example:Frobnicate"),
+        ("conv2", "Conv"), ("relu2", "Relu"), ("sig", "Sigmoid")]
+    assert g.node("hm").attrs == {"axis": 1} and g.node("up").attrs["mode"] == "nearest"
+    assert g.node("up").params["scales"].tolist() == [1, 1, 2, 2]
+    # shapes from ONNX shape inference where it has them
+    assert g.tensors["h"].shape == (1, 4, 6, 6) and g.tensors["u"].shape == (1, 4, 12, 12)
+    assert g.tensors["y"].shape == (1, 4, 12, 12) and g.tensors["side"].shape == (1, 4, 6, 6)
+    unknown = unknown_nodes(g)
+    assert [(u.node, u.op, u.cause, u.unshaped) for u in unknown] == [
+        ("hm", "Hardmax", "unknown_op", ()), ("up", "Resize", "unknown_op", ()),
+        ("custom", "com.example:Frobnicate", "unknown_op", ("f",)),
+        ("conv2", "Conv", "unknown_shape", ("c2",)), ("relu2", "Relu", "unknown_shape", ())]
+    assert unknown[0].describe() == "node 'hm' (Hardmax): op 'Hardmax' is not known to hwmap"
+    assert unknown[3].reason == "the shape of its input 'f' is unknown (it follows an unknown op)"
+    # such a graph never passes as a normal one: validate, the executor and require_known name the op
+    with pytest.raises(UnsupportedOpError, match=r"^node 'hm' \(Hardmax\): op 'Hardmax' is not known"):
+        g.validate()
+    with pytest.raises(UnsupportedOpError, match=r"^graph 'm': compiling needs every op known to hwmap; 3 node\(s\) "
+                                                 r"use ops hwmap does not support: hm \(Hardmax\), up \(Resize\), "
+                                                 r"custom \(com\.example:Frobnicate\) \(and 2 node\(s\) after them"):
+        require_known(g, "compiling")
+    if HAVE_EXECUTE:
+        from hwmap.execute import run
+
+        with pytest.raises(UnsupportedOpError, match="'Hardmax' is not known"):
+            run(g, {"x": np.zeros((1, 2, 6, 6), np.float32)})
+    # without the option: today's error, every offender at once
+    with pytest.raises(UnsupportedOpError, match=r"3 node\(s\) use ops hwmap does not support"):
+        parse(_unknown_ops_model())
+
+
+def test_a_graph_with_unknown_nodes_is_still_validated() -> None:
+    from hwmap import GraphError
+    from hwmap.source import validate_known
+
+    g = parse(_unknown_ops_model(), allow_unknown=True)
+    assert validate_known(g) is g
+    bad = g.copy()
+    bad.tensors["r"].shape = (1, 4, 5, 5)  # a known node's output no longer matches its op
+    with pytest.raises(GraphError, match=r"node 'relu' \(Relu\): shape mismatch on output 'r'"):
+        validate_known(bad)
+    bad = g.copy()
+    bad.node("custom").inputs = ["nowhere"]
+    with pytest.raises(GraphError, match=r"node 'custom' \(com\.example:Frobnicate\): input 'nowhere' is dangling"):
+        validate_known(bad)
+    bad = g.copy()
+    bad.meta["unknown_nodes"] = [*bad.meta["unknown_nodes"], {"node": "ghost", "op": "X", "reason": "?"}]
+    with pytest.raises(GraphError, match="does not have: \\['ghost'\\]"):
+        validate_known(bad)
+
+
+def test_a_same_padded_conv_after_an_unknown_op_is_unknown_not_an_error() -> None:
+    nodes = [helper.make_node("Frobnicate", ["x"], ["f"], name="custom", domain="com.example"),
+             helper.make_node("Conv", ["f", "w"], ["y"], name="conv", kernel_shape=[3, 3], auto_pad="SAME_UPPER")]
+    m = build(nodes, [vi("x", [1, 2, 5, 5])], [vi("y", [1, 4, 5, 5])],
+              [init("w", np.ones((4, 2, 3, 3), np.float32))], extra_opsets=[helper.make_opsetid("com.example", 1)])
+    g = parse(m, allow_unknown=True)
+    from hwmap.source import unknown_nodes
+
+    assert [(u.node, u.cause) for u in unknown_nodes(g)] == [("custom", "unknown_op"), ("conv", "unknown_shape")]
+    assert g.node("conv").attrs["auto_pad"] == "SAME_UPPER" and g.tensors["y"].shape == (1, 4, 5, 5)
+
+
+def test_subgraph_ops_are_unknown_with_their_reason() -> None:
+    branch = helper.make_graph([helper.make_node("Relu", ["x"], ["b"])], "branch", [], [vi("b", [1, 4])])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
+             helper.make_node("Cast", ["s"], ["cond"], name="cast", to=TensorProto.BOOL),
+             helper.make_node("If", ["cond"], ["y"], name="branchy", then_branch=branch, else_branch=branch)]
+    m = build(nodes, [vi("x", [1, 4])], [vi("y", [1, 4])])
+    with pytest.raises(UnsupportedOpError, match=r"branchy \(If: subgraph attributes\)"):
+        parse(m)
+    from hwmap.source import unknown_nodes
+
+    (u,) = unknown_nodes(parse(m, allow_unknown=True))
+    assert (u.node, u.op, u.cause) == ("branchy", "If", "unknown_op") and "subgraph attributes" in u.reason
+
+
 def test_symbolic_non_batch_dimension_is_named() -> None:
     m = build([helper.make_node("Relu", ["x"], ["y"])], [vi("x", ["n", "h"])], [vi("y", ["n", "h"])])
     with pytest.raises(ModelError, match=r"graph input 'x' has symbolic dimension 1 \(h\)"):

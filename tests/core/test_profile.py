@@ -1,9 +1,11 @@
-"""The profiler against the published MobileNet V1 figures (REFERENCES.md, "Profiling:
-MobileNet V1"; chapter Section 3.5, Figs. 3.16-3.18) and measured sparsity against
-onnxruntime's own activations."""
+"""The profiler against the published MobileNet V1 figures (Howard et al., "MobileNets",
+2017, Table 1; chapter Section 3.5, Figs. 3.16-3.18), measured sparsity against
+onnxruntime's own activations, and models with ops hwmap does not know."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -70,7 +72,7 @@ def test_mobilenet_layers_as_the_chapter_counts_them(mobilenet: hwmap.Graph) -> 
 
 def test_mobilenet_mac_conventions(mobilenet: hwmap.Graph) -> None:
     fv = profile(mobilenet, macs="fvcore")
-    assert fv.totals.macs == 578_875_904  # REFERENCES.md: fvcore adds BN at 2/element (and the pool)
+    assert fv.totals.macs == 578_875_904  # fvcore adds BN at 2/element (and the pool)
     everything = profile(mobilenet, macs="all")
     bn_relu = sum(r.output_elements for r in everything.rows if r.weights and r.kind != "fc")
     # "all": BN as one multiply-add and ReLU as one op per element, the pool's 1024×7×7 inputs
@@ -298,3 +300,102 @@ def test_profile_is_not_fooled_by_batch() -> None:
     assert [(r.macs, r.params, r.output_elements) for r in one.rows] == \
         [(r.macs, r.params, r.output_elements) for r in four.rows]
     assert math.isclose(one.input.bandwidth_bps, four.input.bandwidth_bps)
+
+
+# -- unknown ops -------------------------------------------------------------------------
+def _unknown_onnx(path: Path) -> Path:
+    """conv → relu → Hardmax → Resize ×2 → custom op → conv → relu → Add(·, sigmoid(input
+    upsampled)): ONNX knows the shapes up to the custom op, not after it (but the output's)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Hardmax", ["r"], ["h"], name="hm", axis=1),
+        helper.make_node("Relu", ["h"], ["h2"], name="relu_after_hm"),
+        helper.make_node("Resize", ["h2", "", "scales"], ["u"], name="up", mode="nearest"),
+        helper.make_node("Frobnicate", ["u"], ["f"], name="custom", domain="com.example"),
+        helper.make_node("Conv", ["f", "w2"], ["c2"], name="conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["output"], name="relu2"),
+    ]
+    graph = helper.make_graph(nodes, "unknowns",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 6, 6])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 12, 12])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.example", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_unknown_ops_are_rows_that_are_not_counted(tmp_path: Path) -> None:
+    g = hwmap.load_model(str(_unknown_onnx(tmp_path / "u.onnx")), ParseOptions(allow_unknown=True))
+    p = profile(g, macs="all")
+    assert [(r.name, r.kind, r.unknown) for r in p.rows] == [
+        ("conv", "conv", False), ("hm", "unknown", True), ("relu_after_hm", "relu", False),
+        ("up", "unknown", True), ("custom", "unknown", True), ("conv2", "unknown", True), ("relu2", "unknown", True)]
+    conv, hm, relu, up, custom, conv2, relu2 = p.rows
+    assert conv.macs == 144 * 18 + 144 and conv.params == 72 and conv.post_ops == ["Relu"]
+    assert relu.macs == 144 and relu.note is None  # a ReLU after an unknown op is counted, in a row of its own
+    for r in (hm, up, custom, conv2, relu2):
+        assert (r.macs, r.weights, r.params, r.weight_bytes) == (None, None, None, None)
+    # shapes from ONNX shape inference where it had them, None where not
+    assert (hm.output_shape, hm.output_elements, hm.bandwidth_bps) == ([1, 4, 6, 6], 144, 144 * 8 * 30.0)
+    assert up.output_shape == [1, 4, 12, 12] and up.data_volume_rel == 576 / 72
+    assert (custom.input_elements, custom.output_shape, custom.output_elements, custom.bandwidth_bps) == \
+        (576, None, None, None)
+    assert conv2.input_elements is None and conv2.stride == [1, 1] and relu2.output_elements == 576
+    assert hm.note == "op 'Hardmax' is not known to hwmap"
+    assert conv2.note == "the shape of its input 'f' is unknown (it follows an unknown op)"
+    t = p.totals
+    assert (t.layers, t.macs, t.params, t.weights) == (7, conv.macs + relu.macs, 72, 72)
+    assert t.uncounted_nodes == 5 and t.unknown_ops == ["Hardmax", "Resize", "com.example:Frobnicate"]
+    assert (t.peak_data_volume_layer, t.peak_data_volume) == ("up", 576)
+    assert p.warnings == [
+        "node 'hm' (Hardmax): op 'Hardmax' is not known to hwmap: not counted (no MACs, no parameters)",
+        "node 'up' (Resize): op 'Resize' is not known to hwmap: not counted (no MACs, no parameters)",
+        "node 'custom' (com.example:Frobnicate): op 'com.example:Frobnicate' is not known to hwmap: not counted "
+        "(no MACs, no parameters)",
+        "2 node(s) after them read tensors of unknown shape and are not counted either: conv2 (Conv), relu2 (Relu)"]
+
+
+def test_unknown_rows_in_json_csv_table_and_plot(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    g = hwmap.load_model(str(_unknown_onnx(tmp_path / "u.onnx")), ParseOptions(allow_unknown=True))
+    p = profile(g)
+    d = p.to_json()
+    json.dumps(d, allow_nan=False)
+    layers = {layer["name"]: layer for layer in d["layers"]}
+    assert layers["hm"]["unknown"] is True and layers["hm"]["macs"] is None and layers["conv"]["unknown"] is False
+    assert d["totals"]["uncounted_nodes"] == 5 and d["warnings"] == p.warnings
+    rows = {r["name"]: r for r in csv.DictReader(io.StringIO(p.to_csv()))}
+    assert rows["hm"]["unknown"] == "True" and rows["hm"]["macs"] == "" and rows["conv"]["macs"] == "2592"
+    console = Console(record=True, width=220)
+    p.render(console)
+    text = console.export_text()
+    hm_line = next(line for line in text.splitlines() if " hm " in line)
+    assert "unknown (Hardmax)" in hm_line and hm_line.count("?") == 2  # params and MACs
+    custom_line = next(line for line in text.splitlines() if " custom " in line)
+    assert custom_line.count("?") == 5  # params, MACs, output, data volume, bandwidth
+    assert "5 node(s) not counted" in " ".join(text.split()) and "com.example:Frobnicate" in text
+    assert p.plot(tmp_path / "u.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sparsity_cannot_be_measured_through_an_unknown_op(tmp_path: Path) -> None:
+    g = hwmap.load_model(str(_unknown_onnx(tmp_path / "u.onnx")), ParseOptions(allow_unknown=True))
+    with pytest.raises(hwmap.UnsupportedOpError, match=r"measuring sparsity with data \(--data\) needs every op "
+                                                       r"known to hwmap; 3 node\(s\) .*hm \(Hardmax\)"):
+        profile(g, data=np.zeros((2, 2, 6, 6), np.float32))
+
+
+def test_a_graph_without_unknown_nodes_has_no_warnings(digits_cnn: hwmap.Graph) -> None:
+    p = profile(digits_cnn)
+    assert p.warnings == [] and p.totals.uncounted_nodes == 0 and p.totals.unknown_ops == []
+    assert not any(r.unknown for r in p.rows) and "not counted" not in p.summary()

@@ -6,7 +6,8 @@ constants known at parse time (:class:`Const`), aliases left by removed pass-thr
 hwmap's op registry, declaring tensors, adding nodes, turning a constant into a ``Constant``
 node where a tensor is needed, and the output shapes of a node (ONNX shape inference first,
 hwmap's own op inference where ONNX left a dimension open). Unsupported ops and shapes that
-cannot be found are collected, not raised, so the caller reports them all at once.
+cannot be found are collected, not raised, so the caller reports them all at once, or (with
+``allow_unknown``) keeps the unsupported nodes as unknown nodes.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class GraphBuilder:
     """The state of one conversion and the graph-building primitives its passes share."""
 
     def __init__(self, model: onnx.ModelProto, shapes: dict[str, tuple[int | None, ...] | None],
-                 dtypes: dict[str, str], where: str) -> None:
+                 dtypes: dict[str, str], where: str, allow_unknown: bool = False) -> None:
         self.model = model
         self.g = model.graph
         self.opset = default_opset(model)
@@ -62,6 +63,8 @@ class GraphBuilder:
         self.const_nodes: set[str] = set()  # constants already emitted as Constant nodes
         self.claimed: set[str] = set()  # Constant node names already given to a node
         self.unsupported: list[str] = []
+        self.allow_unknown = allow_unknown
+        self.unknown_ops: dict[str, str] = {}  # node name -> why hwmap cannot count it
         self.shape_errors: list[str] = []
         self._opdefs: dict[str, Any] = {}
 
@@ -155,9 +158,14 @@ class GraphBuilder:
     def check_supported(self, node: Node, label: str) -> bool:
         """Whether hwmap's op registry knows ``node.op``; if not, the node is recorded as unsupported."""
         if self.opdef(node.op) is None:
-            self.unsupported.append(f"{node.name} ({label})")
+            self.record_unsupported(node, label, f"op {node.op!r} is not known to hwmap")
             return False
         return True
+
+    def record_unsupported(self, node: Node, label: str, reason: str) -> None:
+        """``node`` cannot be converted: an error at the end, or an unknown node (``allow_unknown``)."""
+        self.unsupported.append(f"{node.name} ({label})")
+        self.unknown_ops[node.name] = reason
 
     def resolve_output_shapes(self, node: Node, supported: bool) -> None:
         """Concrete shapes for ``node.outputs``: ONNX inference first, hwmap's op inference

@@ -6,7 +6,8 @@ ops they become ``Constant`` nodes, so every operand is a tensor); ONNX attribut
 written out, ``auto_pad`` becomes explicit ``pads``; Identity and inference Dropout disappear;
 quantizers are handed to :mod:`hwmap.frontends._onnx_quant`; node names are the ONNX names made
 unique. Ops hwmap's registry does not know, and output shapes that cannot be found, are
-reported all at once at the end.
+reported all at once at the end; with ``allow_unknown`` nodes of unknown ops are kept instead
+(:meth:`Converter.unknown_nodes`).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Converter(GraphBuilder):
             r = self.resolve(t)
             if r in self.consts and t not in self.producer and t not in self.tensors:
                 self.emit_constant(r, out=t)
-        if self.unsupported:
+        if self.unsupported and not self.allow_unknown:
             raise UnsupportedOpError(
                 f"{len(self.unsupported)} node(s) use ops hwmap does not support: " + ", ".join(self.unsupported),
                 where=self.where)
@@ -78,6 +79,26 @@ class Converter(GraphBuilder):
             if t not in self.tensors:
                 raise self.err(f"graph output {t!r} is not produced by any node")
         return Graph(graph_name, list(self.inputs), list(self.outputs), self.nodes, self.tensors)
+
+    def unknown_nodes(self) -> list[dict[str, Any]]:
+        """The unknown nodes of the converted graph, in graph order, as ``Graph.meta`` lists them
+        (:data:`hwmap.source.UNKNOWN_NODES_KEY`): the nodes of ops hwmap does not know, and
+        every node reading a tensor whose shape is unknown because such a node produced it.
+        ``unshaped`` names the outputs whose shape ONNX shape inference did not find (they are
+        declared with the placeholder shape ``()``)."""
+        out = []
+        for node in self.nodes:
+            if node.name in self.unknown_ops:
+                cause, reason = "unknown_op", self.unknown_ops[node.name]
+            else:
+                unshaped_in = [t for t in node.inputs if t not in self.shapes]
+                if not unshaped_in:
+                    continue
+                cause = "unknown_shape"
+                reason = f"the shape of its input {unshaped_in[0]!r} is unknown (it follows an unknown op)"
+            out.append({"node": node.name, "op": node.op, "cause": cause, "reason": reason,
+                        "unshaped": [t for t in node.outputs if t not in self.shapes]})
+        return out
 
     def node_names(self, onnx_nodes: Sequence[onnx.NodeProto]) -> list[str]:
         """Unique node names: the ONNX name when it has one (first holder keeps it), else
@@ -172,7 +193,8 @@ class Converter(GraphBuilder):
             outs.pop()
         node.outputs = [o or f"{name}:unused_{k}" for k, o in enumerate(outs)]
         if has_subgraph:
-            self.unsupported.append(f"{name} ({op}: subgraph attributes)")
+            self.record_unsupported(node, f"{op}: subgraph attributes",
+                                    f"op {op!r} has subgraph attributes, which hwmap does not read")
             supported = False
         else:
             supported = self.check_supported(node, op)
@@ -240,6 +262,11 @@ class Converter(GraphBuilder):
             return
         if auto_pad not in ("SAME_UPPER", "SAME_LOWER", "NOTSET", ""):
             raise self.err(f"{what}: unknown auto_pad {auto_pad!r}")
+        if x_shape is None and self.allow_unknown and node.inputs and node.inputs[0] in self.tensors:
+            a["auto_pad"] = auto_pad  # after an unknown op: kept as written, the node is not counted
+            if output_shape is not None:
+                a["output_shape"] = output_shape
+            return
         if x_shape is None or len(x_shape) != k + 2 or "kernel_shape" not in a:
             raise self.err(f"{what}: auto_pad {auto_pad} needs the input shape, which is unknown")
         begins, ends = [], []

@@ -1,7 +1,7 @@
 """Quantization in ONNX models into hwmap :class:`~hwmap.graph.QuantAnnotation` s.
 
 Quantizers are folded away during the ONNX frontend's node pass; what they did is kept as an
-annotation (``DESIGN.md``: quantization is an annotation, parameters hold dequantized floats):
+annotation (:mod:`hwmap.graph`: quantization is an annotation, parameters hold dequantized floats):
 
 - ONNX ``QuantizeLinear``/``DequantizeLinear`` (QDQ) with constant scale and zero point:
   QuantizeLinear of a constant gives its integer codes, DequantizeLinear of a constant a

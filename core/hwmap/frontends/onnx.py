@@ -14,7 +14,10 @@ Registered as a built-in ``hwmap_parse`` plugin. The conversion, in order:
    becomes explicit ``pads``, Identity and inference Dropout disappear, and quantization
    (ONNX ``QuantizeLinear``/``DequantizeLinear``, QONNX ``Quant``/``IntQuant``) becomes
    :class:`~hwmap.graph.QuantAnnotation` s on tensors and parameters;
-4. every op is checked against hwmap's op registry; all offenders are reported at once.
+4. every op is checked against hwmap's op registry; all offenders are reported at once, or,
+   with ``ParseOptions.allow_unknown``, kept as unknown nodes with the output shapes ONNX
+   shape inference gives them (listed in ``graph.meta["unknown_nodes"]``, see
+   :mod:`hwmap.source`).
 
 Every failure on bad input is a :class:`~hwmap.errors.ModelError` (or its subclass
 :class:`~hwmap.errors.UnsupportedOpError`) whose one-line message names the file and the
@@ -36,7 +39,7 @@ import onnx
 from ..errors import GraphError, HwmapError, ModelError
 from ..graph import Graph
 from ..hookspecs import hookimpl
-from ..source import ParseOptions
+from ..source import UNKNOWN_NODES_KEY, ParseOptions, validate_known
 from ._onnx_nodes import Converter
 from ._onnx_quant import QONNX_DOMAINS
 from ._onnx_read import (MIN_OPSET, check_external_data, collect_types, default_opset, fix_input_shapes,
@@ -94,7 +97,8 @@ def graph_from_onnx(
         inferred = infer_shapes(proto)
     shapes, dtypes = collect_types(inferred)
     try:
-        graph = Converter(proto, shapes, dtypes, where).run(options.name or name)
+        converter = Converter(proto, shapes, dtypes, where, allow_unknown=options.allow_unknown)
+        graph = converter.run(options.name or name)
     except HwmapError:
         raise
     except (ValueError, TypeError, IndexError, KeyError, ArithmeticError, MemoryError) as e:
@@ -107,8 +111,11 @@ def graph_from_onnx(
     }
     if original_opset != graph.meta["opset"]:
         graph.meta["converted_from_opset"] = original_opset
+    unknown = converter.unknown_nodes()
+    if unknown:
+        graph.meta[UNKNOWN_NODES_KEY] = unknown
     try:
-        return graph.validate()
+        return validate_known(graph)
     except GraphError as e:
         raise ModelError(f"converted graph is inconsistent: {e}", where=where) from None
     except (ValueError, TypeError, IndexError, KeyError, ArithmeticError) as e:

@@ -1,4 +1,19 @@
-"""PyTorch frontend: ``package.module:factory`` returning an ``nn.Module``, plus an input shape.
+"""PyTorch frontend: a Python factory returning an ``nn.Module``, plus an input shape.
+
+Sources, resolved by :func:`load_factory`:
+
+* ``package.module:factory``: the module is imported as Python imports it, from the
+  installed packages (``sys.path``). When no installed module has that (top-level) name, a
+  ``module.py`` (or a ``module/`` package) in the working directory is imported instead, as
+  ``python -m`` would, but searched *after* the installed packages: a folder's ``onnx.py``
+  or ``numpy.py`` never shadows a library hwmap imports.
+* ``path/to/file.py:factory`` (any source ending in ``.py:NAME``, ``mynet.py:make`` too):
+  that file is executed as a module of its own, a fresh one on every call (its
+  ``__name__`` is not ``"__main__"``, so a ``if __name__ == "__main__":`` block does not run).
+
+Only the module named is imported; while it loads and while the factory runs, its folder is
+appended to ``sys.path`` (after every installed package) so that it can import its own
+sibling files, and is removed again afterwards.
 
 The module is exported to ONNX in memory with TorchScript-based ``torch.onnx.export``
 (``dynamo=False``, opset 17, constant folding on) and read by the ONNX frontend, so a torch
@@ -9,54 +24,165 @@ form is parsed: the core installs without it (``pip install hwmap[torch]``).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import io
 import re
+import sys
 import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, Iterator
 
 from ..errors import HwmapError, ModelError
 from ..graph import Graph
 from ..hookspecs import hookimpl
 from ..source import ParseOptions
 
-__all__ = ["hwmap_parse", "graph_from_factory", "graph_from_module", "SPEC_PATTERN", "OPSET"]
+__all__ = ["hwmap_parse", "graph_from_factory", "graph_from_module", "load_factory", "Factory", "SPEC_PATTERN",
+           "FILE_SPEC_PATTERN", "OPSET"]
 
 # A dotted module path, a colon, a Python identifier: ``pkg.models:make_net``.
 SPEC_PATTERN = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+# The path of a Python file, a colon, a Python identifier: ``./nets/mynet.py:make``.
+FILE_SPEC_PATTERN = re.compile(r"^(?P<file>.+\.py):(?P<factory>[A-Za-z_]\w*)$")
 OPSET = 17
 
 
 @hookimpl
 def hwmap_parse(source: str, options: ParseOptions) -> Graph | None:
-    """Parse ``package.module:factory`` sources; ``None`` for anything else (paths included)."""
-    if source.startswith("zoo:") or not SPEC_PATTERN.match(source) or Path(source).exists():
+    """Parse ``package.module:factory`` and ``FILE.py:factory`` sources; ``None`` for anything else."""
+    if source.startswith("zoo:") or Path(source).exists():
+        return None
+    if not (SPEC_PATTERN.match(source) or FILE_SPEC_PATTERN.match(source)):
         return None
     return graph_from_factory(source, options)
 
 
-def graph_from_factory(spec: str, options: ParseOptions) -> Graph:
-    """Import ``module``, call ``factory()`` and parse the module it returns."""
-    torch = _import_torch()
+@dataclass(frozen=True)
+class Factory:
+    """A resolved factory spec: the ``module`` it names and the ``name`` of the factory in
+    it; ``label`` says which module in messages; ``folder`` is the user's folder the module
+    was loaded from (``None`` for an installed module)."""
+
+    module: ModuleType
+    name: str
+    label: str
+    folder: Path | None
+
+
+def load_factory(spec: str) -> Factory:
+    """Import (or execute) the module ``spec`` names; see the module docstring for the search.
+
+    Raises :class:`ModelError` naming ``spec`` when the file or module is missing or fails
+    to load (a syntax error, an exception at import).
+    """
+    m = FILE_SPEC_PATTERN.match(spec)
+    if m is not None:  # ``mynet.py:make`` is a file, never a submodule named ``py``
+        return _load_file(m["file"], m["factory"], spec)
     modname, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(modname)
-    except Exception as e:  # ImportError, or anything the module raises while importing
-        raise ModelError(f"cannot import module {modname!r}: {_one_line(e)}", where=spec) from None
-    factory = getattr(module, attr, None)
+    return _import_module(modname, attr, spec)
+
+
+def graph_from_factory(spec: str, options: ParseOptions) -> Graph:
+    """Load the factory ``spec`` names (:func:`load_factory`), call it and parse the module it returns."""
+    torch = _import_torch()
+    f = load_factory(spec)
+    factory = getattr(f.module, f.name, None)
     if factory is None:
-        raise ModelError(f"module {modname!r} has no attribute {attr!r}", where=spec)
+        raise ModelError(f"{f.label} has no attribute {f.name!r}{_shadow_hint(f)}", where=spec)
     if not callable(factory):
-        raise ModelError(f"{attr!r} in module {modname!r} is an object of type {type(factory).__name__}, "
+        raise ModelError(f"{f.name!r} in {f.label} is an object of type {type(factory).__name__}, "
                          "not a callable returning a torch.nn.Module", where=spec)
     try:
-        model = factory()
-    except Exception as e:
-        raise ModelError(f"factory {attr!r} raised {_one_line(e)}", where=spec) from None
+        with _searched_last(f.folder):
+            model = factory()
+    except (Exception, SystemExit) as e:
+        raise ModelError(f"factory {f.name!r} in {f.label} raised {_one_line(e)}", where=spec) from None
     if not isinstance(model, torch.nn.Module):
-        raise ModelError(f"factory {attr!r} returned an object of type {type(model).__name__}, "
+        raise ModelError(f"factory {f.name!r} in {f.label} returned an object of type {type(model).__name__}, "
                          "not a torch.nn.Module", where=spec)
     return graph_from_module(model, name=spec, options=options)
+
+
+def _load_file(file: str, attr: str, spec: str) -> Factory:
+    """Execute the Python file ``file`` as a fresh module."""
+    path = Path(file)
+    if not path.is_file():
+        raise ModelError(f"no such file {file!r}" if not path.exists() else f"{file!r} is not a file", where=spec)
+    name = "_hwmap_model_" + re.sub(r"\W", "_", path.stem)
+    mod_spec = importlib.util.spec_from_file_location(name, path)
+    if mod_spec is None or mod_spec.loader is None:
+        raise ModelError(f"cannot load {file!r} as a Python module", where=spec)
+    module = importlib.util.module_from_spec(mod_spec)
+    folder = path.resolve().parent
+    sys.modules[name] = module  # dataclasses and typing look classes' modules up there
+    try:
+        with _searched_last(folder):
+            mod_spec.loader.exec_module(module)
+    except (Exception, SystemExit) as e:
+        sys.modules.pop(name, None)
+        raise ModelError(f"cannot execute {file!r}: {_one_line(e)}", where=spec) from None
+    return Factory(module, attr, f"file {file!r}", folder)
+
+
+def _import_module(modname: str, attr: str, spec: str) -> Factory:
+    """Import ``modname`` from the installed packages, else from the working directory."""
+    top = modname.partition(".")[0]
+    try:
+        module = importlib.import_module(modname)
+        return Factory(module, attr, _module_label(module), None)
+    except ModuleNotFoundError as e:
+        if e.name != top:  # the module exists but imports something missing: its own error
+            raise ModelError(f"cannot import module {modname!r}: {_one_line(e)}", where=spec) from None
+    except (Exception, SystemExit) as e:  # ImportError, or anything the module raises while importing
+        raise ModelError(f"cannot import module {modname!r}: {_one_line(e)}", where=spec) from None
+    cwd = Path.cwd()
+    if not ((cwd / f"{top}.py").is_file() or (cwd / top / "__init__.py").is_file()):
+        raise ModelError(f"cannot import module {modname!r}: no installed module {top!r}, and no {top}.py "
+                         f"or {top}/__init__.py in the working directory {str(cwd)!r}", where=spec)
+    try:
+        with _searched_last(cwd):
+            module = importlib.import_module(modname)
+    except (Exception, SystemExit) as e:
+        raise ModelError(f"cannot import module {modname!r} from the working directory {str(cwd)!r}: "
+                         f"{_one_line(e)}", where=spec) from None
+    return Factory(module, attr, _module_label(module), cwd)
+
+
+def _module_label(module: ModuleType) -> str:
+    origin = getattr(module, "__file__", None)
+    return f"module {module.__name__!r}" + (f" ({origin})" if origin else "")
+
+
+def _shadow_hint(f: Factory) -> str:
+    """A hint when an installed module won over a same-named file in the working directory."""
+    top = f.module.__name__.partition(".")[0]
+    local = Path.cwd() / f"{top}.py"
+    origin = getattr(sys.modules.get(top), "__file__", None)
+    if f.folder is None and local.is_file() and (origin is None or Path(origin).resolve() != local.resolve()):
+        return f"; installed modules come first: for the file in the working directory, use ./{top}.py:{f.name}"
+    return ""
+
+
+@contextmanager
+def _searched_last(folder: Path | None) -> Iterator[None]:
+    """``folder`` at the end of ``sys.path`` while the user's code runs (so it can import its
+    own sibling files, after every installed package), removed again afterwards."""
+    entry = str(folder) if folder is not None else None
+    added = entry is not None and entry not in sys.path
+    if added:
+        sys.path.append(str(entry))
+        importlib.invalidate_caches()  # the folder's files may be newer than a cached listing
+    try:
+        yield
+    finally:
+        if added:
+            for i in range(len(sys.path) - 1, -1, -1):
+                if sys.path[i] == entry:
+                    del sys.path[i]
+                    break
 
 
 def graph_from_module(model: Any, *, name: str, options: ParseOptions) -> Graph:

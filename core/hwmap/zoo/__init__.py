@@ -20,6 +20,8 @@ digits_cnn       1×1×8×8      CNN conv8-conv16/2-fc10 trained on scikit-learn
 
 Data: ``digits``, the held-out 20 % of scikit-learn's digits (360 images, N×1×8×8 in
 [0, 1], int64 labels).
+
+``hwmap zoo`` lists both (:func:`list_models`, :func:`list_data_sets`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ if TYPE_CHECKING:  # onnx, the frontend and the graph load only when a model is 
     from ..graph import Graph
     from ..source import ParseOptions
 
-__all__ = ["ZooModel", "list_models", "list_data", "load_onnx", "load_graph", "load_data"]
+__all__ = ["ZooModel", "ZooData", "list_models", "list_data", "list_data_sets", "load_onnx", "load_graph",
+           "load_data"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,18 @@ class ZooModel:
     input_shape: tuple[int, ...]
     build: Callable[[tuple[int, ...]], "onnx.ModelProto"]
     data: str | None = None
+
+
+@dataclass(frozen=True)
+class ZooData:
+    """One zoo data set: ``samples`` inputs of ``sample_shape`` each (no batch dimension),
+    labelled with ``classes`` classes (0 if unlabelled)."""
+
+    name: str
+    description: str
+    samples: int
+    sample_shape: tuple[int, ...]
+    classes: int = 0
 
 
 def _chapter_cnn(shape: tuple[int, ...]) -> "onnx.ModelProto":
@@ -86,20 +101,21 @@ def _digits_cnn(shape: tuple[int, ...]) -> "onnx.ModelProto":
 
 
 _MODELS: dict[str, ZooModel] = {m.name: m for m in (
-    ZooModel("chapter_cnn", "the chapter's Fig. 3.13 example: 13x64 input, two convolutions, 3x29x8 output",
+    ZooModel("chapter_cnn", "the chapter's Fig. 3.13 example: two convolutions, 3×29×8 output (seeded weights)",
              (1, 1, 13, 64), _chapter_cnn),
-    ZooModel("mobilenet_v1", "MobileNet V1 1.0, 1000 classes, seeded weights (4.2 M), BatchNorm as nodes",
+    ZooModel("mobilenet_v1", "MobileNet V1 1.0, 1000 classes (seeded weights, 4.2 M; BN as separate nodes)",
              (1, 3, 224, 224), _mobilenet_v1),
-    ZooModel("resnet_small", "small ResNet, 3 residual stages 16/32/64, 10 classes, seeded weights",
+    ZooModel("resnet_small", "small ResNet: 3 residual stages 16/32/64, 10 classes (seeded weights)",
              (1, 3, 32, 32), _resnet_small),
-    ZooModel("digits_mlp", "MLP 64-32-10 trained on scikit-learn digits", (1, 1, 8, 8), _digits_mlp, "digits"),
-    ZooModel("digits_cnn", "CNN conv8-conv16/2-fc10 trained on scikit-learn digits", (1, 1, 8, 8), _digits_cnn,
-             "digits"),
+    ZooModel("digits_mlp", "MLP 64-32-10 trained on scikit-learn digits (use with zoo:digits)", (1, 1, 8, 8),
+             _digits_mlp, "digits"),
+    ZooModel("digits_cnn", "CNN conv8-conv16/2-fc10 trained on scikit-learn digits (use with zoo:digits)",
+             (1, 1, 8, 8), _digits_cnn, "digits"),
 )}
 
-_DATA: dict[str, str] = {
-    "digits": "held-out 20 % of scikit-learn digits: 360 images 1x8x8 in [0, 1], labels 0-9",
-}
+_DATA: dict[str, ZooData] = {d.name: d for d in (
+    ZooData("digits", "held-out 20 % of scikit-learn digits, pixels in [0, 1], labels 0-9", 360, (1, 8, 8), 10),
+)}
 
 
 def list_models() -> list[ZooModel]:
@@ -110,6 +126,11 @@ def list_models() -> list[ZooModel]:
 def list_data() -> list[str]:
     """Names of the zoo data sets."""
     return list(_DATA)
+
+
+def list_data_sets() -> list[ZooData]:
+    """Every zoo data set, described, in a fixed order (nothing is loaded)."""
+    return list(_DATA.values())
 
 
 def _model(name: str) -> ZooModel:

@@ -1,6 +1,6 @@
 """``zoo:chapter_cnn``: the two-convolution example of the chapter's mapping strategy.
 
-Chapter Section 3.4.5, Fig. 3.13 (and REFERENCES.md, "The chapter's worked example"): input
+Chapter Section 3.4.5, Fig. 3.13 (the chapter's worked example): input
 13×64×1; Conv1 4×4×1 with 16 filters; Conv2 3×3×16 with 8 filters; output 3×29×8. The
 stated sizes fix the strides: Conv1 has stride 2 (floor((13−4)/2)+1 = 5,
 floor((64−4)/2)+1 = 31) and Conv2 stride 1 (5−3+1 = 3, 31−3+1 = 29), no padding.

@@ -1,12 +1,12 @@
 """``zoo:mobilenet_v1``: MobileNet V1 (width 1.0, 1000 classes) with seeded weights.
 
-Howard et al., "MobileNets" (2017), Table 1, as REFERENCES.md "Profiling: MobileNet V1"
-states it: a 3×3 stem convolution 3→32 with stride 2, then 13 depthwise-separable blocks
-(3×3 depthwise + BN + ReLU, 1×1 pointwise + BN + ReLU) with stride 2 in blocks 2, 4, 6
-and 12, global average pooling and a fully connected layer 1024→1000 with bias.
-Convolutions have no bias; each is followed by its own BatchNormalization node; 3×3
-convolutions pad 1 ("same"). That is 4,209,088 conv + FC weights, 4,231,976 parameters
-with the BN affine terms and the FC bias, and 568,740,352 MACs at 224×224.
+Howard et al., "MobileNets" (2017), Table 1: a 3×3 stem convolution 3→32 with stride 2,
+then 13 depthwise-separable blocks (3×3 depthwise + BN + ReLU, 1×1 pointwise + BN + ReLU)
+with stride 2 in blocks 2, 4, 6 and 12, global average pooling and a fully connected
+layer 1024→1000 with bias. Convolutions have no bias; each is followed by its own
+BatchNormalization node; 3×3 convolutions pad 1 ("same"). That is 4,209,088 conv + FC
+weights, 4,231,976 parameters with the BN affine terms and the FC bias, and 568,740,352
+MACs at 224×224.
 
 Node names: ``conv0`` (stem), ``dw1``..``dw13`` (depthwise), ``pw1``..``pw13`` (pointwise),
 each followed by ``<name>_bn`` and ``<name>_relu``; then ``pool``, ``flatten``, ``fc``.
