@@ -15,7 +15,7 @@ import io
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .kpi import ENERGY_KINDS, KPIs
-from .numfmt import MISSING, fmt_energy, fmt_fraction, fmt_ops, fmt_time, fmt_scalar, sig
+from .numfmt import MISSING, fmt_energy, fmt_fraction, fmt_ops, fmt_scalar, fmt_time, format_si, sig
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -109,12 +109,21 @@ def sensitivity_table(record: KPIs) -> "Table":
         t.add_column(short, justify="right")
     t.add_column("source")
     for path, row in sorted(record.sensitivity.items()):
-        value = f"{fmt_scalar(row.get('value'))} {row.get('unit', '')}".strip()
+        value = _with_unit(row.get("value"), str(row.get("unit", "")))
         cells = []
         for key, _ in SENSITIVITY_KPIS:
             cells.append(" → ".join(_ratio(row.get(f), key) for f in ("x0.5", "x2")))
         t.add_row(Text(path), Text(value), *(Text(c) for c in cells), Text(str(row.get("source", ""))))
     return t
+
+
+def _with_unit(value: Any, unit: str) -> str:
+    """``1e9, "Hz"`` -> ``"1 GHz"``: SI prefixes for the base units, the plain number otherwise."""
+    if unit in ("s", "Hz", "W", "J") and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format_si(value, unit)
+    if unit == "B" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format_si(value, unit, lowest=1.0)
+    return f"{fmt_scalar(value)} {unit}".strip()
 
 
 def _ratio(variant: Any, key: str) -> str:
