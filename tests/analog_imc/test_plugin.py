@@ -104,6 +104,14 @@ def test_analog_imc_conforms(tmp_path: Path) -> None:
     assert_conforms("analog_imc", model="zoo:chapter_cnn", tmp_path=tmp_path)
 
 
+def test_analog_imc_conforms_to_its_own_claim_on_labelled_data(tmp_path: Path) -> None:
+    """The suite checks the registered FidelityClaim (top-1 at least 0.99) on a classifier."""
+    from hwmap.registry import get_registry
+
+    assert get_registry().spec("analog_imc").fidelity.top1_agreement == 0.99
+    assert_conforms("analog_imc", model="zoo:digits_cnn", data="zoo:digits", tmp_path=tmp_path)
+
+
 @pytest.mark.parametrize(("model", "preset", "sets"), [
     ("zoo:digits_cnn", "isaac-like", []),
     ("zoo:resnet_small", "default", ["hardware.cores=2", "hardware.crossbar_rows=64", "hardware.crossbar_cols=64",
