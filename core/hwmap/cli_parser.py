@@ -66,6 +66,16 @@ def _add_output_options(s: argparse.ArgumentParser, markdown: bool, layers: bool
     s.set_defaults(markdown=False, layers=False)
 
 
+def _add_run_options(s: argparse.ArgumentParser) -> None:
+    """What compile and compare share: data and its split, overrides, sensitivity."""
+    s.add_argument("--data", help=_DATA_HELP + " (default: no simulation, an analytic estimate)")
+    s.add_argument("--calibrate", type=int, metavar="N", help=_CALIBRATE_HELP)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=_SET_HELP)
+    s.add_argument("--sensitivity", action="store_true",
+                   help="also show how latency, throughput, energy and power move when each config constant whose "
+                        "source is 'assumed' is halved and doubled (default: off)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .cli import (DEMO_DATA, DEMO_MODEL, cmd_check, cmd_compare, cmd_compile, cmd_demo, cmd_profile,
@@ -137,12 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the target config: a TOML file, KIND:PRESET, or CONFIG@KEY=VALUE[@KEY=VALUE...]")
     s.add_argument("-o", "--output", required=True, metavar="DIR", help="the output directory (written atomically; "
                                                                         "an existing compile directory is replaced)")
-    s.add_argument("--data", help=_DATA_HELP + " (default: no simulation, an analytic estimate)")
-    s.add_argument("--calibrate", type=int, metavar="N", help=_CALIBRATE_HELP)
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=_SET_HELP)
-    s.add_argument("--sensitivity", action="store_true",
-                   help="also show how latency, throughput, energy and power move when each config constant whose "
-                        "source is 'assumed' is halved and doubled (default: off)")
+    _add_run_options(s)
     s.add_argument("--plot", metavar="FILE.png", help="draw the mapping, where the target can (default: none)")
     _add_quiet(s)
     _add_model_options(s)
@@ -170,12 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("configs", nargs="*", metavar="CONFIG",
                    help="target configs: TOML files, KIND:PRESET, or CONFIG@KEY=VALUE[@KEY=VALUE...] for a variant "
                         "(default: every installed target's default preset)")
-    s.add_argument("--data", help=_DATA_HELP + " (default: no simulation)")
-    s.add_argument("--calibrate", type=int, metavar="N", help=_CALIBRATE_HELP)
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=_SET_HELP)
-    s.add_argument("--sensitivity", action="store_true",
-                   help="also show, per target, how its headline KPIs move when each assumed constant is halved "
-                        "and doubled (default: off)")
+    _add_run_options(s)
     _add_output_options(s, markdown=True, layers=True)
     _add_model_options(s)
     s.set_defaults(func=cmd_compare)

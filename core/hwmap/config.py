@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, ValidationError
 
-from .constants import NO_SOURCE, SET_SOURCE, UNSOURCED, field_source, leaf_fields
+from .constants import NO_SOURCE, SET_SOURCE, UNSOURCED, field_source, leaf_fields, leaves
 from .errors import ConfigError
 from .target import Target
 
@@ -350,8 +350,8 @@ def default_fallbacks(ref: str) -> list[str]:
     if "default" not in spec.presets:
         return []
     preset = load_target(f"{spec.kind}:default")
-    mine = _flat(target.config.model_dump(mode="json"))
-    theirs = _flat(preset.config.model_dump(mode="json"))
+    mine = leaves(target.config.model_dump(mode="json"))
+    theirs = leaves(preset.config.model_dump(mode="json"))
     fields = leaf_fields(spec.config_model)
     out = []
     for path in sorted(mine):
@@ -362,16 +362,6 @@ def default_fallbacks(ref: str) -> list[str]:
             out.append(f"{path} is not set: the schema default {mine[path]!r} is used "
                        f"({src or NO_SOURCE}), while {spec.kind}:default sets {theirs[path]!r}; "
                        f"set it, or start the file with extends = \"{spec.kind}:default\"")
-    return out
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
     return out
 
 

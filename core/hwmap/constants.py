@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .target import Target
 
 __all__ = ["constant", "field_unit", "field_source", "config_constants", "leaf_fields", "SET_SOURCE",
-           "NO_SOURCE", "UNSOURCED"]
+           "NO_SOURCE", "UNSOURCED", "leaves"]
 
 #: The source of a value given with ``--set`` (or a ``KIND:PRESET@key=value`` variant).
 SET_SOURCE = "--set on the command line"
@@ -53,7 +53,7 @@ def constant(default: Any, unit: str = "", source: str = "", *, description: str
     """A pydantic ``Field`` for a config constant: its default, unit and the source of the
     default (a citation, or ``"assumed: <reason>"``); ``kwargs`` are ``Field``'s (``ge``,
     ``le``, ...). The source is appended to the description, so editors show it too."""
-    extra = {"unit": unit, "source": source}
+    extra: dict[str, Any] = {"unit": unit, "source": source}
     text = description
     if source:
         text = f"{description} [default: {source}]" if description else f"[default: {source}]"
@@ -102,11 +102,12 @@ def leaf_fields(model: type[BaseModel], prefix: str = "") -> dict[str, tuple[str
     return out
 
 
-def _leaves(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def leaves(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict as ``{dotted path: leaf value}``."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_leaves(v, f"{prefix}{k}."))
+            out.update(leaves(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -119,7 +120,7 @@ def config_constants(target: "Target") -> dict[str, Assumption]:
     the source of the nearest path the config files named.
     """
     fields = leaf_fields(type(target.config))
-    values = _leaves(target.config.model_dump(mode="json"))
+    values = leaves(target.config.model_dump(mode="json"))
     out: dict[str, Assumption] = {}
     for path in sorted(values):
         owner = path

@@ -208,10 +208,11 @@ class KPIs:
                 out.append(f"energy_breakdown kind {k!r} is not one of {', '.join(ENERGY_KINDS)}")
             elif not _nonneg(v):
                 out.append(f"energy_breakdown[{k!r}] = {v!r} is not a finite non-negative number")
-        if out or not _nonneg(total):
+        if out or total is None or not _nonneg(total):
             return out
+        total = float(total)
         s = float(sum(self.energy_breakdown.values()))
-        if not math.isclose(s, float(total), rel_tol=SUM_RTOL, abs_tol=1e-30):
+        if not math.isclose(s, total, rel_tol=SUM_RTOL, abs_tol=1e-30):
             out.append(f"energy_breakdown sums to {s!r} J, not energy_per_inference_j = {total!r} J")
         layer_sum = 0.0
         for layer in self.layers:
@@ -224,7 +225,7 @@ class KPIs:
                     layer_sum += float(v)
             if layer.latency_s is not None and not _nonneg(layer.latency_s):
                 out.append(f"layer {layer.name!r}: latency_s = {layer.latency_s!r} is not a finite non-negative number")
-        if layer_sum > float(total) * (1 + SUM_RTOL) + 1e-30:
+        if layer_sum > total * (1 + SUM_RTOL) + 1e-30:
             out.append(f"layers' energies sum to {layer_sum!r} J, more than energy_per_inference_j = {total!r} J")
         return out
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 from hwmap import Assumption, ConfigError, PluginError
 from hwmap import registry as reg_mod
 from hwmap.config import default_fallbacks, load_target, parse_overrides, schema_for
+from hwmap.tomlwrite import dumps_toml
 
 pytestmark = pytest.mark.usefixtures("toy_registry")
 
@@ -228,42 +228,9 @@ ALLOWED = (ConfigError, PluginError)
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def _toml_key(k: str) -> str:
-    return json.dumps(k, ensure_ascii=False)
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(type(v))
-
-
-def _toml_document(d: dict[str, Any]) -> str:
-    """Top-level scalars first, then one [table] per dict value (nested dicts inline)."""
-    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
-    for k, v in d.items():
-        if isinstance(v, dict):
-            lines.append(f"[{_toml_key(k)}]")
-            lines.extend(f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items())
-    return "\n".join(lines) + "\n"
-
-
 scalars = st.one_of(st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True), st.text(max_size=8))
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) |
+sourced = st.fixed_dictionaries({"value": scalars, "source": st.text(max_size=6) | scalars})
+values = st.recursive(scalars | sourced, lambda inner: st.lists(inner, max_size=3) |
                       st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
 known_keys = st.sampled_from(["clock_hz", "macs_per_cycle", "sram_bytes", "mac_pj", "sram_read_pj_per_64bit"])
 tables = st.dictionaries(known_keys | st.text(max_size=6), values, max_size=4)
@@ -272,6 +239,9 @@ documents = st.fixed_dictionaries(
     optional={
         "kind": st.sampled_from(["toy_cpu", "nope", ""]) | scalars,
         "name": st.text(max_size=6) | scalars,
+        "description": st.text(max_size=6) | scalars,
+        "extends": st.sampled_from(["toy_cpu:default", "toy_cpu:nope", "fuzz.toml", "other.toml", "/etc/passwd"])
+        | scalars,
         "hardware": tables | scalars,
         "energy": tables | scalars,
         "extra": values,
@@ -283,7 +253,7 @@ documents = st.fixed_dictionaries(
 @given(doc=documents, overrides=st.lists(st.text(max_size=20), max_size=2))
 def test_fuzz_structured_documents(tmp_path: Path, doc: dict[str, Any], overrides: list[str]) -> None:
     p = tmp_path / "fuzz.toml"
-    p.write_text(_toml_document(doc), encoding="utf-8")
+    p.write_text(dumps_toml(doc), encoding="utf-8")
     try:
         t = load_target(str(p), overrides)
     except ALLOWED as e:
