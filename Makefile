@@ -22,7 +22,7 @@ demo: setup
 	$(VENV)/bin/hwmap demo
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 2
 
 bench: setup
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

@@ -23,7 +23,8 @@ Every failure on bad input is a :class:`~hwmap.errors.ModelError` (or its subcla
 :class:`~hwmap.errors.UnsupportedOpError`) whose one-line message names the file and the
 tensor or node; no onnx or protobuf exception escapes.
 
-This module is the entry point; the work is done by private modules next to it:
+This module is the entry point and imports nothing of onnx until a model is parsed; the work
+is done by private modules next to it: ``_onnx_convert`` (the steps in order),
 ``_onnx_read`` (steps 1 and 2, and decoding tensors and attributes), ``_onnx_builder`` (the
 graph under construction), ``_onnx_nodes`` (step 3, the node pass, and 4) and ``_onnx_quant``
 (QDQ and QONNX quantization, called from the node pass).
@@ -31,49 +32,31 @@ graph under construction), ``_onnx_nodes`` (step 3, the node pass, and 4) and ``
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import onnx
-
-from ..errors import GraphError, HwmapError, ModelError
-from ..graph import Graph
 from ..hookspecs import hookimpl
-from ..source import UNKNOWN_NODES_KEY, ParseOptions, validate_known
-from ._onnx_nodes import Converter
-from ._onnx_quant import QONNX_DOMAINS
-from ._onnx_read import (MIN_OPSET, check_external_data, collect_types, default_opset, fix_input_shapes,
-                         has_external_data, infer_shapes, one_line, onnx_call, read_model, upgrade_opset)
+from ..source import ParseOptions
+
+if TYPE_CHECKING:
+    import onnx
+
+    from ..graph import Graph
 
 __all__ = ["hwmap_parse", "graph_from_onnx", "MIN_OPSET", "QONNX_DOMAINS"]
 
 
-# ---------------------------------------------------------------------------------------
-# entry points
-# ---------------------------------------------------------------------------------------
 @hookimpl
-def hwmap_parse(source: str, options: ParseOptions) -> Graph | None:
+def hwmap_parse(source: str, options: ParseOptions) -> "Graph | None":
     """Parse ``source`` if it is a path ending in ``.onnx``; ``None`` otherwise."""
     if not isinstance(source, str) or not source.lower().endswith(".onnx"):
         return None
-    path = Path(source)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelError("no such file", where=source) from None
-    except OSError as e:
-        raise ModelError(f"cannot read file: {e.strerror or e}", where=source) from None
-    return graph_from_onnx(data, name=path.stem, options=options, base_dir=path.parent, where=source)
+    from ._onnx_convert import parse_file
+
+    return parse_file(source, options)
 
 
-def graph_from_onnx(
-    model: onnx.ModelProto | bytes,
-    *,
-    name: str,
-    options: ParseOptions,
-    base_dir: Path | None = None,
-    where: str | None = None,
-) -> Graph:
+def graph_from_onnx(model: "onnx.ModelProto | bytes", *, name: str, options: ParseOptions,
+                    base_dir: Any = None, where: str | None = None) -> "Graph":
     """Convert an ONNX model (a ``ModelProto`` or its serialized bytes) into a validated Graph.
 
     ``name`` names the graph unless ``options.name`` is set; ``base_dir`` is the folder
@@ -81,44 +64,14 @@ def graph_from_onnx(
     refused); ``where`` is what error messages name (default: the model's name). The
     caller's ``ModelProto`` is not modified.
     """
-    where = where or f"ONNX model {name!r}"
-    proto = read_model(model, where)
-    check_external_data(proto, base_dir, where)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if base_dir is not None and has_external_data(proto):
-            onnx_call(lambda: onnx.load_external_data_for_model(proto, str(base_dir)),
-                       "cannot load external data", where)
-        # After loading: the checker would otherwise look for external files relative to
-        # the working directory.
-        onnx_call(lambda: onnx.checker.check_model(proto, full_check=False), "ONNX checker rejected the model", where)
-        proto, original_opset = upgrade_opset(proto, where)
-        fix_input_shapes(proto, options, where)
-        inferred = infer_shapes(proto)
-    shapes, dtypes = collect_types(inferred)
-    try:
-        converter = Converter(proto, shapes, dtypes, where, allow_unknown=options.allow_unknown)
-        graph = converter.run(options.name or name)
-    except HwmapError:
-        raise
-    except (ValueError, TypeError, IndexError, KeyError, ArithmeticError, MemoryError) as e:
-        # A malformed model that got past the checker (inconsistent tensor data, ...).
-        raise ModelError(f"cannot convert: {type(e).__name__}: {one_line(e)}", where=where) from None
-    graph.meta = {
-        "source_format": "onnx",
-        "opset": default_opset(proto),
-        "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
-    }
-    if original_opset != graph.meta["opset"]:
-        graph.meta["converted_from_opset"] = original_opset
-    unknown = converter.unknown_nodes()
-    if unknown:
-        graph.meta[UNKNOWN_NODES_KEY] = unknown
-    try:
-        return validate_known(graph)
-    except GraphError as e:
-        raise ModelError(f"converted graph is inconsistent: {e}", where=where) from None
-    except (ValueError, TypeError, IndexError, KeyError, ArithmeticError) as e:
-        # an op's shape inference choking on a malformed (but ONNX-checked) model
-        raise ModelError(f"converted graph is inconsistent: {type(e).__name__}: {one_line(e)}",
-                         where=where) from None
+    from ._onnx_convert import graph_from_onnx as convert
+
+    return convert(model, name=name, options=options, base_dir=base_dir, where=where)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("MIN_OPSET", "QONNX_DOMAINS"):
+        from . import _onnx_convert
+
+        return getattr(_onnx_convert, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
