@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from .cli_progress import make_progress
 from .errors import HwmapError
+from .text import markup_escape, one_line, printable
 
 __all__ = ["main", "DEMO_MODEL", "DEMO_DATA"]
 
@@ -39,7 +40,7 @@ def _terminal_width() -> int:
 
 
 def _warn(message: str) -> None:
-    print(f"hwmap: warning: {message}", file=sys.stderr)
+    print(f"hwmap: warning: {one_line(message)}", file=sys.stderr)
 
 
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -62,7 +63,7 @@ def _options(args: argparse.Namespace) -> Any:
 
 def _write_output(text: str, path: str | None) -> None:
     if path is None or path == "-":
-        sys.stdout.write(text)
+        sys.stdout.write(printable(text))
     else:
         Path(path).write_text(text)
 
@@ -113,17 +114,16 @@ def cmd_targets(args: argparse.Namespace) -> int:
     table = Table(title="installed hwmap targets")
     for col in ("kind", "package", "version", "presets", "description"):
         table.add_column(col)
-    from rich.markup import escape  # plugin-supplied text may contain "[...]": not markup
 
     for r in rows:
-        table.add_row(*(escape(x) for x in (r["kind"], r["package"], r["version"], ", ".join(r["presets"]),
+        table.add_row(*(markup_escape(x) for x in (r["kind"], r["package"], r["version"], ", ".join(r["presets"]),
                                             r["description"])))
     presets = Table(title="presets (use as KIND:PRESET)")
     for col in ("preset", "description"):
         presets.add_column(col)
     for r in rows:
         for name, description in r["preset_descriptions"].items():
-            presets.add_row(escape(f"{r['kind']}:{name}"), escape(description or ""))
+            presets.add_row(markup_escape(f"{r['kind']}:{name}"), markup_escape(description or ""))
     con = _stdout_console()
     if rows:
         con.print(table)
@@ -132,7 +132,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
     else:
         con.print("no target plugins installed (pip install a package that provides the 'hwmap.targets' entry point)")
     for e in errors:
-        con.print(f"[red]load error[/red] {escape(e['plugin'])}: {escape(e['error'])}")
+        con.print(f"[red]load error[/red] {markup_escape(e['plugin'])}: {markup_escape(e['error'])}")
     return 0
 
 
@@ -166,9 +166,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         for line in default_fallbacks(args.config):
             _warn(f"{args.config}: {line}")
     if args.show:
-        sys.stdout.write(show_config(target))
+        sys.stdout.write(printable(show_config(target)))
     else:
-        print(f"{args.config}: valid {target.kind} config {target.name!r}")
+        print(one_line(f"{args.config}: valid {target.kind} config {target.name!r}"))
     return 0
 
 
@@ -218,7 +218,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     elif not args.plot or args.output:
         _stdout_console().print(prof.table())
     if args.plot:
-        print(f"wrote {args.plot}", file=sys.stderr)
+        print(one_line(f"wrote {args.plot}"), file=sys.stderr)
     return 0
 
 
@@ -243,14 +243,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
             _warn(f"target {target.kind!r} draws no mapping picture; --plot ignored")
         else:
             plotter(res.mapping, target, Path(args.plot))
-            print(f"wrote {args.plot}", file=sys.stderr)
+            print(one_line(f"wrote {args.plot}"), file=sys.stderr)
     con = _stdout_console()
     con.print(table([res.kpis]))
     if res.kpis.layers:
         con.print(layers_table(res.kpis))
     if res.kpis.sensitivity:
         con.print(sensitivity_table(res.kpis))
-    print(f"wrote {outdir}", file=sys.stderr)
+    print(one_line(f"wrote {outdir}"), file=sys.stderr)
     return 0
 
 
@@ -292,7 +292,7 @@ def _emit_records(records: list[Any], args: argparse.Namespace) -> None:
 
     if args.plot:
         report.plot(records, Path(args.plot))
-        print(f"wrote {args.plot}", file=sys.stderr)
+        print(one_line(f"wrote {args.plot}"), file=sys.stderr)
     if args.json:
         _write_output(report.to_json(records), args.output)
     elif args.csv:
@@ -378,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except HwmapError as e:
         for line in e.lines():
-            print(f"hwmap: error: {line}", file=sys.stderr)
+            print(f"hwmap: error: {one_line(line)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("hwmap: interrupted", file=sys.stderr)
@@ -389,12 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("HWMAP_DEBUG"):
             raise
         where = f"{e.filename}: " if e.filename else ""
-        print(f"hwmap: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(one_line(f"hwmap: error: {where}{e.strerror or e}"), file=sys.stderr)
         return 2
     except Exception as e:
         if os.environ.get("HWMAP_DEBUG"):
             raise
-        msg = f"{type(e).__name__}: {e}".replace("\n", " ")
+        msg = one_line(f"{type(e).__name__}: {e}")
         print(f"hwmap: internal error: {msg} (set HWMAP_DEBUG=1 for the traceback)", file=sys.stderr)
         return 3
 

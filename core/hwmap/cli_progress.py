@@ -14,6 +14,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from .text import markup_escape
+
 __all__ = ["LineProgress", "RichProgress", "make_progress", "SLOW_STAGE_S"]
 
 #: A finished stage that took longer than this stays visible on a terminal.
@@ -60,10 +62,9 @@ class RichProgress:
 
     @contextmanager
     def stage(self, label: str) -> Iterator[None]:
-        from rich.markup import escape
 
         outer = self._task
-        task = self.bar.add_task(escape(label), total=None)
+        task = self.bar.add_task(markup_escape(label), total=None)
         self._task = task
         t0 = time.perf_counter()
         try:
@@ -73,7 +74,7 @@ class RichProgress:
             self._task = outer
             took = time.perf_counter() - t0
             if took > SLOW_STAGE_S:
-                self.bar.console.print(f"[dim]{escape(label)}: {took:.1f} s[/dim]", highlight=False)
+                self.bar.console.print(f"[dim]{markup_escape(label)}: {took:.1f} s[/dim]", highlight=False)
 
     def update(self, done: int, total: int) -> None:
         if self._task is not None:

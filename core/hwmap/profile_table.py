@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .text import markup_escape
+
 if TYPE_CHECKING:
     from .profile import Profile
 
@@ -19,20 +21,19 @@ def table(prof: "Profile") -> Any:
     """A ``rich.table.Table`` of the rows, in human-readable units, totals as caption.
 
     What an unknown row does not count is shown as ``?``; its kind cell names the op."""
-    from rich.markup import escape
     from rich.table import Table
 
     measured = prof.settings.samples is not None
-    t = Table(title=f"profile of {prof.settings.model} ({prof.settings.macs} MACs, "
-                    f"{_num(prof.settings.fps)} FPS, {prof.settings.act_bits}-bit activations)",
-              caption=summary(prof))
+    t = Table(title=markup_escape(f"profile of {prof.settings.model} ({prof.settings.macs} MACs, "
+                                  f"{_num(prof.settings.fps)} FPS, {prof.settings.act_bits}-bit activations)"),
+              caption=markup_escape(summary(prof)))
     for col in ("#", "layer", "kind", "stride", "params", "MACs", "output", "data vol ×in", "bandwidth"):
         t.add_column(col, justify="left" if col in ("layer", "kind") else "right")
     if measured:
         t.add_column("act. sparsity", justify="right")
         t.add_column("temp. sparsity", justify="right")
     for r in prof.rows:
-        cells = [str(r.index), escape(r.name), f"unknown ({escape(r.op)})" if r.unknown else r.kind,
+        cells = [str(r.index), markup_escape(r.name), f"unknown ({markup_escape(r.op)})" if r.unknown else r.kind,
                  "×".join(map(str, r.stride)) if r.stride else "", _known(r.params, si), _known(r.macs, si),
                  _known(r.output_elements, si), _known(r.data_volume_rel, lambda v: f"{v:.3g}"),
                  _known(r.bandwidth_bps, bitrate)]

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .jsonio import dumps, json_default
 from .kpi import ENERGY_KINDS, KPIs
-from .numfmt import (DOES_NOT_FIT, MISSING, fmt_bytes, fmt_energy, fmt_fraction, fmt_ops, fmt_power, fmt_rate, fmt_scalar, fmt_time,
-                     format_count, format_si)
+from .numfmt import (DOES_NOT_FIT, MISSING, fmt_bytes, fmt_energy, fmt_fraction, fmt_ops, fmt_power, fmt_rate,
+                     fmt_scalar, fmt_time, format_count, format_si)
 from .report_plot import figure, plot
+from .text import rich_text
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -174,21 +175,20 @@ def _title(records: Sequence[KPIs]) -> str:
 def table(records: list[KPIs]) -> "Table":
     """A rich table: one column per target, one row per KPI."""
     from rich.table import Table
-    from rich.text import Text
 
-    t = Table(title=Text(_title(records), style="bold"), show_lines=False, title_justify="left")
+    t = Table(title=rich_text(_title(records), style="bold"), show_lines=False, title_justify="left")
     t.add_column("KPI", style="bold", no_wrap=True)
     for r in records:
         name, kind = _header(r)
         # Text, not a str: a label like "imc [4 cores]" must not be read as rich markup
-        t.add_column(Text(f"{name}\n{kind}" if kind else name), justify="right", overflow="fold",
+        t.add_column(rich_text(f"{name}\n{kind}" if kind else name), justify="right", overflow="fold",
                      max_width=VIOLATION_WIDTH + 2)
     for name, cells in rows(records):
         rendered = []
         for r, lines in zip(records, cells):
             style = "red" if not r.fits and name in ("fits", "violations") else ""
             left = name in ("violations", "bottleneck")
-            rendered.append(Text("\n".join(lines), style=style, justify="left" if left else "right"))
+            rendered.append(rich_text("\n".join(lines), style=style, justify="left" if left else "right"))
         t.add_row(name, *rendered)
     return t
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from .kpi import ENERGY_KINDS, KPIs
 from .numfmt import MISSING, fmt_energy, fmt_fraction, fmt_ops, fmt_scalar, fmt_time, format_si, sig
+from .text import rich_text
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -34,7 +35,6 @@ def _kinds(records: Sequence[KPIs]) -> list[str]:
 def layers_table(record: KPIs) -> "Table":
     """A rich table of ``record.layers`` with a total row, titled with the bottleneck."""
     from rich.table import Table
-    from rich.text import Text
 
     kinds = _kinds([record])
     total = record.energy_per_inference_j or 0.0
@@ -43,7 +43,7 @@ def layers_table(record: KPIs) -> "Table":
     if record.bottleneck is not None:
         b = record.bottleneck
         caption = f"bottleneck: {b.description}" + (f" (layer {b.layer})" if b.layer else "")
-    t = Table(title=Text(title, style="bold"), title_justify="left", caption=Text(caption) if caption else None,
+    t = Table(title=rich_text(title, style="bold"), title_justify="left", caption=rich_text(caption) if caption else None,
               caption_justify="left")
     t.add_column("layer", no_wrap=True)
     t.add_column("op")
@@ -58,7 +58,7 @@ def layers_table(record: KPIs) -> "Table":
         cells += [fmt_energy(layer.energy_j[k]) if k in layer.energy_j else MISSING for k in kinds]
         cells += [fmt_energy(e), fmt_fraction(e / total) if total > 0 else MISSING,
                   fmt_ops(layer.ops, record.ops_kind)]
-        t.add_row(Text(layer.name), Text(layer.op), *cells)
+        t.add_row(rich_text(layer.name), rich_text(layer.op), *cells)
     unattributed = total - sum(layer.energy_total_j for layer in record.layers)
     if record.layers:
         t.add_section()
@@ -69,7 +69,7 @@ def layers_table(record: KPIs) -> "Table":
         note = "" if abs(unattributed) <= 1e-6 * max(total, 1e-30) else f" ({fmt_energy(unattributed)} not in a layer)"
         cells += [fmt_energy(total) + note, "100 %" if total > 0 else MISSING,
                   fmt_ops(record.ops_per_inference, record.ops_kind)]
-        t.add_row(Text("total"), Text(""), *cells)
+        t.add_row(rich_text("total"), rich_text(""), *cells)
     return t
 
 
@@ -97,9 +97,8 @@ def sensitivity_table(record: KPIs) -> "Table":
     """How each headline KPI moves (as a ratio to the record's own) when an assumed constant
     is halved (×0.5) and doubled (×2)."""
     from rich.table import Table
-    from rich.text import Text
 
-    t = Table(title=Text(f"{record.config or record.target}: sensitivity to assumed constants", style="bold"),
+    t = Table(title=rich_text(f"{record.config or record.target}: sensitivity to assumed constants", style="bold"),
               title_justify="left",
               caption="each cell: the KPI with the constant halved → doubled, as a ratio to the value above",
               caption_justify="left")
@@ -113,7 +112,7 @@ def sensitivity_table(record: KPIs) -> "Table":
         cells = []
         for key, _ in SENSITIVITY_KPIS:
             cells.append(" → ".join(_ratio(row.get(f), key) for f in ("x0.5", "x2")))
-        t.add_row(Text(path), Text(value), *(Text(c) for c in cells), Text(str(row.get("source", ""))))
+        t.add_row(rich_text(path), rich_text(value), *(rich_text(c) for c in cells), rich_text(str(row.get("source", ""))))
     return t
 
 

@@ -1,0 +1,104 @@
+"""Writing where the user said, and nowhere else.
+
+Every file hwmap writes goes through :func:`write_atomic`: it is built in a temporary file of
+an unpredictable name created exclusively in the destination folder (so a planted symlink
+is never followed) and renamed into place, so an interrupted write leaves the old file or
+none. :func:`check_output_file` refuses a destination before any work is done: a missing
+folder is never created, a directory is never written over. Temporaries carry the creating
+process's id, and :func:`remove_stale` deletes those a killed process left behind (never
+anything without hwmap's marker).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .errors import DataError
+
+__all__ = ["write_atomic", "check_output_file", "temp_dir", "remove_stale", "MARKER", "TEMP_PREFIX"]
+
+#: Temporary files and folders hwmap creates start with this, then the process id.
+TEMP_PREFIX = ".hwmap-tmp-"
+#: A file hwmap puts in each temporary folder it creates: only such folders are ever removed
+#: as stale.
+MARKER = ".hwmap-partial"
+
+
+def _prefix() -> str:
+    return f"{TEMP_PREFIX}{os.getpid()}-"
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """``path`` if a file can be written there: its folder exists and it is not a directory.
+    ``option`` names the command-line option in the error."""
+    p = Path(path)
+    if p.name in ("", ".", ".."):
+        raise DataError(f"{option} must name a file, not {str(path)!r}", where=str(path))
+    if p.is_dir():
+        raise DataError(f"{option}: is a directory; name a file", where=str(path))
+    if not p.parent.is_dir():
+        raise DataError(f"{option}: no such folder {str(p.parent)!r} (hwmap does not create it)", where=str(path))
+    return p
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a fresh temporary file beside ``path`` (same suffix, so a writer
+    that picks its format by suffix still does), then rename it to ``path``."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=_prefix(), suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """:func:`write_atomic` for text (UTF-8)."""
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def temp_dir(parent: Path) -> Path:
+    """A new, empty, marked folder in ``parent`` to build an output directory in."""
+    d = Path(tempfile.mkdtemp(prefix=_prefix(), dir=parent))
+    (d / MARKER).write_bytes(b"")
+    return d
+
+
+def remove_stale(parent: Path) -> None:
+    """Remove the marked temporary folders (and temporary files) in ``parent`` whose creating
+    process no longer runs: what a killed hwmap left behind."""
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(TEMP_PREFIX):
+            continue
+        pid_text = entry.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            if (entry / MARKER).is_file():
+                shutil.rmtree(entry, ignore_errors=True)
+        elif entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
