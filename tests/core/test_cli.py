@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toy_target.install import subprocess_env, write_dist
+from fake_dist import TOY_ENTRY_POINT, subprocess_env, write_dist
 
 MODEL = "zoo:digits_cnn"
 DATA = "zoo:digits"
@@ -44,7 +44,7 @@ def one_error_line(p: subprocess.CompletedProcess, code: int = 2) -> str:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding the fake ``toy-target`` distribution."""
     root = tmp_path_factory.mktemp("site")
-    write_dist(root, "toy-target", {"toy_cpu": "toy_target.plugin"}, version="0.1")
+    write_dist(root, "toy-target", TOY_ENTRY_POINT, version="0.1")
     return root
 
 
@@ -85,7 +85,7 @@ def test_targets_with_a_broken_and_a_duplicate_plugin(tmp_path: Path, site: Path
     # "[/opt/sdk]" looks like a closing rich markup tag: the table must print it as text
     (tmp_path / "hwmap_broken_target.py").write_text("raise ImportError('vendor SDK [/opt/sdk] missing')\n")
     (tmp_path / "hwmap_toy_twin.py").write_text(
-        "from hwmap import hookimpl\nfrom toy_target.hardware import ToyConfig\n\n@hookimpl\n"
+        "from hwmap import hookimpl\nfrom hwmap_toy_cpu.hardware import ToyConfig\n\n@hookimpl\n"
         "def hwmap_register_targets(register):\n    register(kind='toy_cpu', config=ToyConfig, description='twin')\n")
     write_dist(tmp_path, "broken-target", {"broken": "hwmap_broken_target"})
     write_dist(tmp_path, "toy-twin", {"toy_twin": "hwmap_toy_twin"})

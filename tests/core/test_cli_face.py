@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hwmap import zoo
-from toy_target.install import subprocess_env, write_dist
+from fake_dist import TOY_ENTRY_POINT, subprocess_env, write_dist
 
 #: The console script pip installed next to this interpreter: what users run. Unlike
 #: ``python -m``, it does not put the working directory on ``sys.path``.
@@ -38,7 +38,7 @@ def one_error_line(p: subprocess.CompletedProcess, code: int = 2) -> str:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     site = tmp_path_factory.mktemp("site")
-    write_dist(site, "toy-target", {"toy_cpu": "toy_target.plugin"}, version="0.1")
+    write_dist(site, "toy-target", TOY_ENTRY_POINT, version="0.1")
     return subprocess_env(site)
 
 
@@ -95,7 +95,7 @@ def test_a_preset_without_description_shows_none_and_a_broken_one_is_a_load_erro
     (presets / "said.toml").write_text('kind = "toy_plain"\ndescription = "with [brackets] kept"\n[hardware]\n')
     (presets / "broken.toml").write_text('kind = "toy_plain"\ndescription = \n')
     (tmp_path / "hwmap_toy_plain.py").write_text(
-        "from pathlib import Path\nfrom hwmap import hookimpl\nfrom toy_target.hardware import ToyConfig\n\n"
+        "from pathlib import Path\nfrom hwmap import hookimpl\nfrom hwmap_toy_cpu.hardware import ToyConfig\n\n"
         "@hookimpl\ndef hwmap_register_targets(register):\n"
         f"    folder = Path({str(presets)!r})\n"
         "    register(kind='toy_plain', config=ToyConfig, description='toy without descriptions',\n"

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from hwmap import Artifacts, KPIs, Simulation, hookimpl
 from hwmap.registry import Registry
 from hwmap.testing import RANDOM_SAMPLES, assert_conforms, check_target, conformance_test
-from toy_target import plugin
-from toy_target.hardware import Hardware, ToyConfig
+from hwmap_toy_cpu import plugin
+from hwmap_toy_cpu.hardware import Hardware, ToyConfig
 from toy_variants import Variant, failures_of, write_presets
 
 pytestmark = pytest.mark.usefixtures("toy_registry")

@@ -19,7 +19,7 @@ from hwmap.flow import simulate_dir
 from hwmap.registry import Registry
 from hwmap.source import load_model
 from hwmap.testing import REL_RMS_FLOOR, TOP1_FLOOR, other_weights
-from toy_target import plugin
+from hwmap_toy_cpu import plugin
 from toy_variants import Variant, failures_of, write_presets
 
 pytestmark = pytest.mark.usefixtures("toy_registry")

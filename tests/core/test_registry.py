@@ -11,6 +11,7 @@ from pydantic import Field
 from hwmap import Graph, Legalized, Mapping, Node, PluginError, TargetConfig, TargetError, Tensor, hookimpl
 from hwmap import registry as reg_mod
 from hwmap.config import load_target
+from fake_dist import TOY_ENTRY_POINT
 
 
 class CountingConfig(TargetConfig):
@@ -123,7 +124,7 @@ def test_register_targets_raising_is_a_load_error_and_harms_no_one(toy_registry:
 
 
 def test_same_plugin_twice_is_refused(toy_registry: reg_mod.Registry) -> None:
-    from toy_target import plugin
+    from hwmap_toy_cpu import plugin
 
     assert toy_registry.add_plugin(plugin, name="toy_again") is None
     assert any(e.plugin == "toy_again" and "registration refused" in e.error for e in toy_registry.errors)
@@ -157,7 +158,7 @@ def _autoload(monkeypatch: pytest.MonkeyPatch, root: Path) -> reg_mod.Registry:
 
 def test_entry_point_autoload_finds_an_installed_target(registry: reg_mod.Registry, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch, make_dist: Any) -> None:
-    make_dist(tmp_path, "toy-target", {"toy_cpu": "toy_target.plugin"}, version="0.1")
+    make_dist(tmp_path, "toy-target", TOY_ENTRY_POINT, version="0.1")
     reg = _autoload(monkeypatch, tmp_path)
     spec = reg.spec("toy_cpu")
     assert (spec.plugin_name, spec.package, spec.version) == ("toy_cpu", "toy-target", "0.1")
@@ -167,7 +168,7 @@ def test_entry_point_autoload_finds_an_installed_target(registry: reg_mod.Regist
 
 def test_autoload_can_be_disabled(registry: reg_mod.Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   make_dist: Any) -> None:
-    make_dist(tmp_path, "toy-target", {"toy_cpu": "toy_target.plugin"})
+    make_dist(tmp_path, "toy-target", TOY_ENTRY_POINT)
     monkeypatch.syspath_prepend(str(tmp_path))
     for value in ("1", "true", "yes"):
         monkeypatch.setenv(reg_mod.AUTOLOAD_ENV, value)
@@ -183,7 +184,7 @@ def test_a_broken_import_is_reported_and_the_healthy_plugin_works(
     (tmp_path / "hwmap_broken_target.py").write_text(
         "raise ImportError('needs the vendor SDK libfoo.so, which is not installed')\n")
     make_dist(tmp_path, "broken-target", {"broken": "hwmap_broken_target"})
-    make_dist(tmp_path, "toy-target", {"toy_cpu": "toy_target.plugin"})
+    make_dist(tmp_path, "toy-target", TOY_ENTRY_POINT)
     reg = _autoload(monkeypatch, tmp_path)
     errs = [e for e in reg.errors if e.plugin.startswith("broken")]
     assert len(errs) == 1
@@ -201,11 +202,11 @@ def test_two_distributions_registering_one_kind(registry: reg_mod.Registry, tmp_
                                                 monkeypatch: pytest.MonkeyPatch, make_dist: Any) -> None:
     (tmp_path / "hwmap_toy_twin.py").write_text(
         "from hwmap import hookimpl\n"
-        "from toy_target.hardware import ToyConfig\n\n"
+        "from hwmap_toy_cpu.hardware import ToyConfig\n\n"
         "@hookimpl\n"
         "def hwmap_register_targets(register):\n"
         "    register(kind='toy_cpu', config=ToyConfig, description='an impostor')\n")
-    make_dist(tmp_path, "toy-target", {"toy_cpu": "toy_target.plugin"})
+    make_dist(tmp_path, "toy-target", TOY_ENTRY_POINT)
     make_dist(tmp_path, "toy-twin", {"toy_twin": "hwmap_toy_twin"}, version="9.9")
     reg = _autoload(monkeypatch, tmp_path)
     errs = [e for e in reg.errors if e.plugin == "toy_twin"]
@@ -218,8 +219,8 @@ def test_two_distributions_registering_one_kind(registry: reg_mod.Registry, tmp_
 def test_a_plugin_that_is_not_a_plugin_is_reported(registry: reg_mod.Registry, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch, make_dist: Any) -> None:
     # an entry point naming an attribute that does not exist
-    make_dist(tmp_path, "typo-target", {"typo": "toy_target.plugin:no_such_attribute"})
-    make_dist(tmp_path, "toy-target", {"toy_cpu": "toy_target.plugin"})
+    make_dist(tmp_path, "typo-target", {"typo": "hwmap_toy_cpu.plugin:no_such_attribute"})
+    make_dist(tmp_path, "toy-target", TOY_ENTRY_POINT)
     reg = _autoload(monkeypatch, tmp_path)
     errs = [e for e in reg.errors if e.plugin.startswith("typo")]
     assert len(errs) == 1 and errs[0].error.startswith("import failed: AttributeError")

@@ -14,8 +14,8 @@ from pydantic import BaseModel
 from hwmap import Artifacts, FidelityClaim, KPIs, Simulation, hookimpl
 from hwmap.registry import Registry
 from hwmap.testing import check_target
-from toy_target import plugin
-from toy_target.hardware import ToyConfig
+from hwmap_toy_cpu import plugin
+from hwmap_toy_cpu.hardware import ToyConfig
 
 __all__ = ["KIND", "Variant", "write_presets", "failures_of"]
 

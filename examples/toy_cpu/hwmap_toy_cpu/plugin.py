@@ -31,6 +31,8 @@ PRESETS = Path(__file__).parent / "presets"
 PROGRAM_FORMAT = "toy_cpu.program"
 #: Activations move through the 8-bit datapath: one byte per element.
 ACT_BYTES = 1
+#: Samples the simulator runs at a time; it reports its progress after each slice.
+SLICE = 64
 
 
 @hookimpl
@@ -165,9 +167,14 @@ def hwmap_simulate(artifacts: Artifacts, target: Target, inputs: dict[str, np.nd
     from hwmap.execute import run
 
     graph = load_program(artifacts.directory)
-    outputs = run(graph, inputs)
-    n = int(next(iter(inputs.values())).shape[0]) if inputs else 0
-    return Simulation({k: outputs[k] for k in graph.outputs}, {"samples": n})
+    n = int(next(iter(inputs.values())).shape[0])
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in graph.outputs}
+    for start in range(0, n, SLICE):
+        outputs = run(graph, {k: v[start:start + SLICE] for k, v in inputs.items()})
+        for k in graph.outputs:
+            parts[k].append(outputs[k])
+        target.report_progress(min(start + SLICE, n), n)
+    return Simulation({k: np.concatenate(v) for k, v in parts.items()}, {"samples": n})
 
 
 # -- estimate ---------------------------------------------------------------------------------------
