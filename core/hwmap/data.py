@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DataError
+from .safeio import load_npz
 
 __all__ = ["Dataset", "load_data"]
 
@@ -40,14 +40,11 @@ def load_data(ref: str) -> Dataset:
         raise DataError("no such file", where=ref)
     if path.suffix != ".npz":
         raise DataError(f"data must be an .npz with an array 'x' (and 'y') or zoo:NAME, not {path.suffix or 'a file without extension'!r}", where=ref)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "x" not in z.files:
-                raise DataError(f"no array 'x' in the .npz (arrays: {', '.join(z.files) or 'none'})", where=ref)
-            x = np.asarray(z["x"])
-            y = np.asarray(z["y"]) if "y" in z.files else None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"cannot read .npz: {e}", where=ref) from None
+    arrays = load_npz(path, where=ref)
+    if "x" not in arrays:
+        raise DataError(f"no array 'x' in the .npz (arrays: {', '.join(arrays) or 'none'})", where=ref)
+    x = arrays["x"]
+    y = arrays.get("y")
     if x.ndim < 1 or x.shape[0] == 0:
         raise DataError(f"'x' must be batch-first with at least one sample, got shape {list(x.shape)}", where=ref)
     if y is not None and (y.ndim != 1 or y.shape[0] != x.shape[0]):

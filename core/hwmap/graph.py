@@ -402,9 +402,11 @@ def _save_npz_deterministic(path: Path, arrays: dict[str, np.ndarray]) -> None:
 save_npz = _save_npz_deterministic
 
 
-def load_npz(source: Any) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` (a path or a binary file object), by key; pickles refused.
+def load_npz(source: Any, where: str | None = None) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (a path, bytes or a binary file object), by key: numbers
+    and booleans only, every declared size checked against the memory limit before
+    anything is allocated (:func:`hwmap.safeio.load_npz`). Raises
+    :class:`~hwmap.errors.DataError` naming ``where``."""
+    from .safeio import load_npz as safe_load
 
-    Raises what ``np.load`` raises (``OSError``, ``ValueError``, ...): callers word it."""
-    with np.load(source, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return safe_load(source, where=where)
