@@ -62,7 +62,10 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """:func:`write_atomic` for text (UTF-8)."""
-    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    write_atomic(path, write)
 
 
 def temp_dir(parent: Path) -> Path:

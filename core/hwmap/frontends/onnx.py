@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from ..graph import Graph
 
-__all__ = ["hwmap_parse", "graph_from_onnx", "MIN_OPSET", "QONNX_DOMAINS"]
+__all__ = ["hwmap_parse", "graph_from_onnx"]  # MIN_OPSET, QONNX_DOMAINS: from _onnx_convert on use
 
 
 @hookimpl
