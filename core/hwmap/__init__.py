@@ -28,6 +28,7 @@ from .target import (
     Mapping,
     Simulation,
     Target,
+    ConfigSection,
     FidelityClaim,
     TargetConfig,
     TargetSpec,
@@ -37,7 +38,7 @@ from .data import Dataset, load_data
 __version__ = "0.1.0"
 
 __all__ = [
-    "Assumption", "Bottleneck", "FidelityClaim", "LayerCost", "Provenance", "constant",
+    "Assumption", "Bottleneck", "ConfigSection", "FidelityClaim", "LayerCost", "Provenance", "constant",
     "Artifacts", "ConfigError", "DataError", "Dataset", "Diagnostic", "DoesNotFitError", "Fidelity", "Graph",
     "GraphError", "HwmapError", "KPIs", "Legalized", "Mapping", "ModelError", "Node", "ParseOptions",
     "PluginError", "QuantAnnotation", "Simulation", "Target", "TargetConfig", "TargetError", "TargetSpec",

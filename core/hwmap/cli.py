@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from .cli_progress import make_progress
 from .errors import HwmapError
+from .files import check_output_file, write_atomic, write_text_atomic
 from .text import markup_escape, one_line, printable
 
 __all__ = ["main", "DEMO_MODEL", "DEMO_DATA"]
@@ -65,7 +67,22 @@ def _write_output(text: str, path: str | None) -> None:
     if path is None or path == "-":
         sys.stdout.write(printable(text))
     else:
-        Path(path).write_text(text)
+        write_text_atomic(Path(path), text)
+
+
+def _check_outputs(args: argparse.Namespace, *options: str) -> None:
+    """Refuse every output file the command was given (``--output``, ``--plot``, ...) before
+    any work: a missing folder is never created, a directory never written over."""
+    for name in options:
+        value = getattr(args, name, None)
+        if value and value != "-":
+            check_output_file(value, "--" + name if name != "output" or args.command != "simulate" else "-o")
+
+
+def _plot_to(path: str, draw: Any) -> None:
+    """``draw(tmp_path)`` into a temporary file beside ``path``, renamed into place."""
+    write_atomic(Path(path), draw)
+    print(one_line(f"wrote {path}"), file=sys.stderr)
 
 
 def _data(args: argparse.Namespace) -> Any:
@@ -197,6 +214,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from .profile import profile
     from .source import load_model
 
+    _check_outputs(args, "output", "plot")
     options = _options(args)
     options.allow_unknown = not args.strict  # unknown ops become rows without MACs, with a warning
     with make_progress(args.quiet) as progress:
@@ -210,15 +228,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     for line in prof.warnings:
         _warn(line)
     if args.plot:
-        prof.plot(Path(args.plot))
+        _plot_to(args.plot, prof.plot)
     if args.json:
         _write_output(json.dumps(prof.to_json(), indent=1, sort_keys=True) + "\n", args.output)
     elif args.csv:
         _write_output(prof.to_csv(), args.output)
     elif not args.plot or args.output:
         _stdout_console().print(prof.table())
-    if args.plot:
-        print(one_line(f"wrote {args.plot}"), file=sys.stderr)
     return 0
 
 
@@ -228,6 +244,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from .report import table
     from .report_detail import layers_table, sensitivity_table
 
+    _check_outputs(args, "plot")
     target = load_target(args.target, args.set or [])
     data = _data(args)
     _check_calibrate(args, data)
@@ -242,8 +259,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         if plotter is None:
             _warn(f"target {target.kind!r} draws no mapping picture; --plot ignored")
         else:
-            plotter(res.mapping, target, Path(args.plot))
-            print(one_line(f"wrote {args.plot}"), file=sys.stderr)
+            _plot_to(args.plot, lambda tmp: plotter(res.mapping, target, tmp))
     con = _stdout_console()
     con.print(table([res.kpis]))
     if res.kpis.layers:
@@ -255,30 +271,20 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    import tempfile
-
     import numpy as np
 
     from .data import load_data
     from .flow import simulate_dir
     from .graph import save_npz
 
-    if args.output and not Path(args.output).parent.is_dir():
-        raise HwmapError("no such folder for the output file", where=args.output)
+    _check_outputs(args, "output")
     data = load_data(args.data)
     outdir = Path(args.dir)
     with make_progress(args.quiet) as progress:
         scored = simulate_dir(outdir, data, progress=progress)
     if args.output:
-        out = Path(args.output)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        os.close(fd)
-        try:
-            save_npz(Path(tmp_name), {k: np.asarray(v) for k, v in scored.simulation.outputs.items()})
-            os.replace(tmp_name, out)
-        finally:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
+        outputs = {k: np.asarray(v) for k, v in scored.simulation.outputs.items()}
+        write_atomic(Path(args.output), lambda tmp: save_npz(tmp, outputs))
     summary = {"fidelity": vars(scored.fidelity), "accuracy": scored.accuracy,
                "reference_accuracy": scored.reference_accuracy, "samples": scored.samples,
                "calibration_samples": 0}
@@ -291,8 +297,7 @@ def _emit_records(records: list[Any], args: argparse.Namespace) -> None:
     from .report_detail import layers_csv, sensitivity_table
 
     if args.plot:
-        report.plot(records, Path(args.plot))
-        print(one_line(f"wrote {args.plot}"), file=sys.stderr)
+        _plot_to(args.plot, lambda tmp: report.plot(records, tmp))
     if args.json:
         _write_output(report.to_json(records), args.output)
     elif args.csv:
@@ -324,6 +329,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .config import load_target
     from .flow import compare
 
+    _check_outputs(args, "output", "plot")
     refs = args.configs or _default_targets()
     if not refs:
         raise HwmapError("no target plugins installed and no CONFIG given: nothing to compare")
@@ -344,6 +350,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .profile import profile
     from .source import load_model
 
+    _check_outputs(args, "output", "plot")
     refs = _default_targets()
     con = _stdout_console()
     with make_progress(args.quiet) as progress:
@@ -374,15 +381,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .cli_parser import build_parser, parse
 
     args = parse(build_parser(), argv)
+    previous = signal.signal(signal.SIGTERM, _terminated) if _main_thread() else None
     try:
+        if getattr(args, "max_memory", None):
+            from .limits import parse_size, set_max_memory
+
+            set_max_memory(parse_size(args.max_memory))
         return int(args.func(args) or 0)
     except HwmapError as e:
         for line in e.lines():
             print(f"hwmap: error: {one_line(line)}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("hwmap: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # work in progress was removed on the way out (finally blocks)
+        print("hwmap: terminated" if isinstance(e, _Terminated) else "hwmap: interrupted", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(e, _Terminated) else signal.SIGINT)
     except BrokenPipeError:
         return 0
     except OSError as e:  # an output path that cannot be written (-o, --output, --plot): bad input
@@ -397,6 +409,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = one_line(f"{type(e).__name__}: {e}")
         print(f"hwmap: internal error: {msg} (set HWMAP_DEBUG=1 for the traceback)", file=sys.stderr)
         return 3
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        from .limits import set_max_memory
+
+        set_max_memory(None)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` removes what it was building."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":  # pragma: no cover

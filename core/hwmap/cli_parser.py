@@ -31,8 +31,13 @@ class _Parser(argparse.ArgumentParser):
 
 def _sub(sub: "argparse._SubParsersAction[_Parser]", name: str, help: str, description: str,
          example: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=description, epilog=f"example:\n  {example}",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = sub.add_parser(name, help=help, description=description, epilog=f"example:\n  {example}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--max-memory", metavar="SIZE",
+                   help="the most memory one input may make hwmap allocate (a model's tensors, an .npz's arrays, "
+                        "a program's tables), bytes with an optional K/M/G suffix; larger inputs are refused "
+                        "before they are read (default: HWMAP_MAX_MEMORY, else 1G)")
+    return s
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -141,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
              "mapping.json, target.json, artifacts/ (what the hardware would load) and kpis.json. With --data the "
              "artifacts are simulated on the scored samples and compared with the reference model. Prints the "
              "KPIs and the per-layer breakdown. Exit code 1 when the model does not fit.",
-             "hwmap compile zoo:digits_cnn --target analog_imc:default --data zoo:digits -o out/digits")
+             "hwmap compile zoo:digits_cnn --target analog_imc:default --data zoo:digits -o digits")
     s.add_argument("model", help=_MODEL_HELP)
     s.add_argument("--target", required=True, metavar="CONFIG",
                    help="the target config: a TOML file, KIND:PRESET, or CONFIG@KEY=VALUE[@KEY=VALUE...]")
@@ -157,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
              "Run the artifacts of a compile directory, read back from disk, on all the data given (nothing "
              "calibrates; at most 512 samples) and compare them with the reference model; prints fidelity and, "
              "with labels, the target's and the reference's accuracy as JSON.",
-             "hwmap simulate out/digits --data zoo:digits -o out/digits-outputs.npz")
+             "hwmap simulate digits --data zoo:digits -o digits-outputs.npz")
     s.add_argument("dir", help="a directory written by hwmap compile")
     s.add_argument("--data", required=True, help="zoo:NAME or an .npz holding x (and y): every sample is scored")
     s.add_argument("-o", "--output", metavar="OUT.npz", help="also write the simulated outputs, one array per graph "

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from .constants import NO_SOURCE, SET_SOURCE, UNSOURCED, field_source, leaf_fields, leaves
 from .errors import ConfigError
+from .safeio import read_file
 from .target import Target
 
 if sys.version_info >= (3, 11):
@@ -38,12 +39,15 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["load_target", "parse_overrides", "validate_config", "read_toml", "schema_for", "read_config",
-           "split_variant", "ConfigDoc", "default_fallbacks", "MAX_CONFIG_BYTES", "MAX_EXTENDS_DEPTH"]
+           "split_variant", "ConfigDoc", "default_fallbacks", "MAX_CONFIG_BYTES", "MAX_EXTENDS_DEPTH",
+           "MAX_DEPTH"]
 
 #: A config file larger than this is refused (configs are a few kB; memory stays bounded).
 MAX_CONFIG_BYTES = 1 << 20
 #: How many files an ``extends`` chain may hold.
 MAX_EXTENDS_DEPTH = 16
+#: How deep tables and arrays may nest in a config (and a ``--set`` key path may reach).
+MAX_DEPTH = 32
 #: Top-level keys the core reads itself; everything else is the plugin's schema.
 _CORE_KEYS = ("kind", "name", "description", "extends")
 _SOURCED_KEYS = {"value", "source"}
@@ -51,24 +55,30 @@ _SOURCED_KEYS = {"value", "source"}
 
 def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file as a dict (sourced values still in their ``{value, source}`` form)."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError("no such file", where=str(path)) from None
-    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
-        raise ConfigError(f"cannot read: {getattr(e, 'strerror', None) or e}",
-                          where=repr(str(path)) if "\x00" in str(path) else str(path)) from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"larger than {MAX_CONFIG_BYTES:,} bytes: not a target config", where=str(path))
+    if "\x00" in str(path):
+        raise ConfigError("a path cannot hold a NUL byte", where=repr(str(path)))
+    raw = read_file(Path(path), what="file", error=ConfigError, limit=MAX_CONFIG_BYTES)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"not UTF-8 text (byte {e.start})", where=str(path)) from None
     try:
-        return tomllib.loads(text)
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"invalid TOML: {e}", where=str(path)) from None
+    except RecursionError:
+        raise ConfigError(f"nested deeper than a config can be (at most {MAX_DEPTH} levels)", where=str(path)) from None
+    _check_depth(doc, str(path))
+    return doc
+
+
+def _check_depth(value: Any, where: str, depth: int = 0) -> None:
+    """Refuse tables or arrays nested deeper than :data:`MAX_DEPTH` (validation recurses)."""
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"nested deeper than a config can be (at most {MAX_DEPTH} levels)", where=where)
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for v in children:
+        _check_depth(v, where, depth + 1)
 
 
 def parse_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
@@ -80,11 +90,16 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
         key, raw = item.split("=", 1)
         path = [p.strip() for p in key.strip().split(".")]
         if not key.strip() or any(not p for p in path):
-            raise ConfigError(f"--set {item!r}: empty key or key part")
+            raise ConfigError(f"--set {item[:80]!r}: empty key or key part")
+        if len(path) > MAX_DEPTH:
+            raise ConfigError(f"--set: key path of {len(path)} parts; a config nests at most {MAX_DEPTH} levels")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw
+        except RecursionError:
+            raise ConfigError(f"--set {key[:80]}: value nested deeper than a config can be") from None
+        _check_depth(value, f"--set {key[:80]}", len(path))
         out.append((path, value))
     return out
 

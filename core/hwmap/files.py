@@ -19,7 +19,8 @@ from typing import Callable
 
 from .errors import DataError
 
-__all__ = ["write_atomic", "check_output_file", "temp_dir", "remove_stale", "MARKER", "TEMP_PREFIX"]
+__all__ = ["write_atomic", "write_text_atomic", "check_output_file", "check_output_dir", "temp_dir", "commit_dir",
+           "remove_stale", "MARKER", "TEMP_PREFIX"]
 
 #: Temporary files and folders hwmap creates start with this, then the process id.
 TEMP_PREFIX = ".hwmap-tmp-"
@@ -43,6 +44,44 @@ def check_output_file(path: str | Path, option: str) -> Path:
     if not p.parent.is_dir():
         raise DataError(f"{option}: no such folder {str(p.parent)!r} (hwmap does not create it)", where=str(path))
     return p
+
+
+def check_output_dir(path: str | Path, own: Callable[[Path], list[str]], option: str = "-o") -> Path:
+    """``path`` if hwmap may (re)create a directory there: its folder exists, it is not a
+    symbolic link, and if it exists it is a directory holding nothing but what ``own(path)``
+    does not list as foreign (``own`` returns the entries hwmap did not write)."""
+    p = Path(path)
+    where = str(path)
+    if p.name in ("", ".", ".."):
+        raise DataError(f"{option} must name a directory to create or replace, not {where!r}", where=where)
+    if p.is_symlink():
+        raise DataError(f"{option}: is a symbolic link; name the directory itself", where=where)
+    if not p.parent.is_dir():
+        raise DataError(f"{option}: no such folder {str(p.parent)!r} (hwmap does not create it)", where=where)
+    if p.exists():
+        if not p.is_dir():
+            raise DataError(f"{option}: exists and is not a directory", where=where)
+        foreign = own(p)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise DataError(f"{option}: holds files hwmap did not write ({shown}); it replaces only its own "
+                            "output directories: choose another -o or move them", where=where)
+    return p
+
+
+def commit_dir(tmp: Path, path: Path) -> None:
+    """Put the finished folder ``tmp`` (from :func:`temp_dir`) at ``path``, replacing what
+    :func:`check_output_dir` accepted there."""
+    (tmp / MARKER).unlink(missing_ok=True)
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    old = temp_dir(path.parent)
+    try:
+        os.replace(path, old / "previous")
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:

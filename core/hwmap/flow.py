@@ -27,6 +27,7 @@ import numpy as np
 
 from .data import Dataset
 from .errors import DataError, DoesNotFitError, HwmapError, TargetError
+from .files import check_output_dir, commit_dir, remove_stale, temp_dir
 from .graph import Graph
 from .jsonio import dumps
 from .kpi import Fidelity, KPIs
@@ -248,26 +249,38 @@ def _provenance(kpis: KPIs, graph: Graph, target: Target, data: Dataset | None, 
         p.kpis["reference_accuracy"] = "simulated"
 
 
-def _prepare_outdir(outdir: Path) -> Path:
-    """A fresh hidden sibling folder to build in; refuse to replace a foreign directory."""
-    if outdir.exists():
-        if not outdir.is_dir():
-            raise DataError("exists and is not a directory", where=str(outdir))
-        if any(outdir.iterdir()) and not (outdir / "kpis.json").exists():
-            raise DataError("exists, is not empty and is not an hwmap output directory (no kpis.json); "
-                            "choose another -o", where=str(outdir))
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.parent))
+#: What ``compile -o DIR`` writes at the top of DIR; ``graph/`` and ``legalized/`` hold a
+#: saved graph, ``artifacts/`` the files its ``artifacts.json`` lists.
+OUTPUT_ENTRIES = ("graph", "legalized", "mapping.json", "target.json", "diagnostics.json", "artifacts", "kpis.json")
+_GRAPH_FILES = {"graph.json", "params.npz"}
 
 
-def _commit_outdir(tmp: Path, outdir: Path) -> None:
-    if outdir.exists():
-        old = outdir.with_name(f".{outdir.name}.old-{os.getpid()}")
-        os.replace(outdir, old)
-        os.replace(tmp, outdir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, outdir)
+def foreign_entries(outdir: Path) -> list[str]:
+    """What in an existing ``-o`` directory hwmap did not write (empty: it may be replaced)."""
+    from .safeio import read_file
+
+    out = [e for e in sorted(os.listdir(outdir)) if e not in OUTPUT_ENTRIES]
+    for sub in ("graph", "legalized"):
+        d = outdir / sub
+        if d.is_dir() and not d.is_symlink():
+            out += [f"{sub}/{e}" for e in sorted(os.listdir(d)) if e not in _GRAPH_FILES]
+        elif d.exists() or d.is_symlink():
+            out.append(sub)
+    art = outdir / "artifacts"
+    if art.is_dir() and not art.is_symlink():
+        listed: set[str] = {"artifacts.json"}
+        try:
+            manifest = json.loads(read_file(art / "artifacts.json", what="artifacts.json", limit=1 << 20,
+                                            follow_symlinks=False))
+            listed |= {str(f) for f in manifest.get("files", [])} if isinstance(manifest, dict) else set()
+        except (HwmapError, ValueError, TypeError):
+            pass  # unreadable: only the files a manifest would list are hwmap's
+        for f in sorted(str(p.relative_to(art)) for p in art.rglob("*") if not p.is_dir() or p.is_symlink()):
+            if f not in listed:
+                out.append(f"artifacts/{f}")
+    elif art.exists() or art.is_symlink():
+        out.append("artifacts")
+    return out
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -298,6 +311,8 @@ def compile_model(
     (:func:`hwmap.sensitivity.sensitivity`) into ``kpis.sensitivity``.
     """
     prog = progress or NullProgress()
+    if outdir is not None:  # refuse a destination before any work is done
+        outdir = check_output_dir(outdir, foreign_entries)
     reg = get_registry()
     kind = target.kind
     model_name = model if isinstance(model, str) else model.name
@@ -317,7 +332,11 @@ def compile_model(
                               [str(v) for v in legal.violations])
     with prog.stage(f"mapping onto {target.name}"):
         mapping: Mapping = reg.call("hwmap_map", kind, graph=legal.graph, target=target)
-    tmp = _prepare_outdir(outdir) if outdir is not None else Path(tempfile.mkdtemp(prefix="hwmap-"))
+    if outdir is not None:
+        remove_stale(outdir.parent)
+        tmp = temp_dir(outdir.parent)
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="hwmap-"))
     try:
         art_dir = tmp / "artifacts"
         art_dir.mkdir()
@@ -352,7 +371,7 @@ def compile_model(
                                               "config": target.config.model_dump(mode="json")})
             _write_json(tmp / "diagnostics.json", [vars(d) for d in legal.diagnostics])
             (tmp / "kpis.json").write_text(kpis.dumps())
-            _commit_outdir(tmp, outdir)
+            commit_dir(tmp, outdir)
             artifacts = Artifacts.read(outdir / "artifacts")
         return CompileResult(graph, legal, mapping, artifacts if outdir is not None else None,
                              result.simulation if result is not None else None, kpis, outdir)

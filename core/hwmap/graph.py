@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import GraphError
 
-__all__ = ["QuantAnnotation", "Tensor", "Node", "Graph", "FORMAT_VERSION"]
+__all__ = ["QuantAnnotation", "Tensor", "Node", "Graph", "FORMAT_VERSION", "save_npz", "load_npz"]
 
 FORMAT_VERSION = 1
 
@@ -351,7 +351,7 @@ class Graph:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "graph.json").write_text(json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n")
-        _save_npz_deterministic(directory / "params.npz", self.arrays())
+        save_npz(directory / "params.npz", self.arrays())
 
     @classmethod
     def from_json(cls, d: dict[str, Any], arrays: Any) -> "Graph":
@@ -385,8 +385,9 @@ def _array_from_json(d: Any) -> np.ndarray:
     return np.asarray(d, dtype=np.float64)
 
 
-def _save_npz_deterministic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` stores zip timestamps; write members with a fixed date so bytes repeat."""
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` as an uncompressed ``.npz`` whose bytes depend on the arrays only:
+    members sorted by key, no pickles, a fixed zip date (``np.savez`` stores the time)."""
     import io
     import zipfile
 
@@ -398,8 +399,6 @@ def _save_npz_deterministic(path: Path, arrays: dict[str, np.ndarray]) -> None:
             info.external_attr = 0o644 << 16
             zf.writestr(info, buf.getvalue())
 
-
-save_npz = _save_npz_deterministic
 
 
 def load_npz(source: Any, where: str | None = None) -> dict[str, np.ndarray]:

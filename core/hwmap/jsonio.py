@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["json_default", "dumps"]
+__all__ = ["json_default", "dumps", "finite"]
 
 
 def json_default(o: Any) -> Any:
@@ -22,6 +23,21 @@ def json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+def finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (Python or numpy, in arrays too) as ``None``:
+    strict JSON has no NaN or Infinity, and a reader of ``kpis.json`` must not need them."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return finite(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
 def dumps(obj: Any) -> str:
-    """Indented, key-sorted JSON text ending in a newline (byte-identical for equal input)."""
-    return json.dumps(obj, indent=1, sort_keys=True, default=json_default) + "\n"
+    """Indented, key-sorted, strict JSON text ending in a newline (byte-identical for equal
+    input; NaN and infinities written as ``null``, see :func:`finite`)."""
+    return json.dumps(finite(obj), indent=1, sort_keys=True, default=json_default, allow_nan=False) + "\n"

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TargetConfig",
+    "ConfigSection",
     "FidelityClaim",
     "TargetSpec",
     "Target",
@@ -35,11 +36,23 @@ __all__ = [
 ]
 
 
-class TargetConfig(BaseModel):
-    """Base of every plugin's config model: unknown keys are errors, values are validated
-    on assignment, so a ``--set`` override is checked like the file itself."""
+#: How every config model validates: unknown keys are errors, values are checked on
+#: assignment (a ``--set`` override is checked like the file itself), types are strict (``true``
+#: is not 1, ``8.0`` is not 8; an integer is a fine float), and ``inf``/``nan`` are refused.
+CONFIG_RULES = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+class ConfigSection(BaseModel):
+    """Base of a config table (``[hardware]``, ``[energy]``...): the same rules as
+    :class:`TargetConfig`."""
+
+    model_config = CONFIG_RULES
+
+
+class TargetConfig(BaseModel):
+    """Base of every plugin's config model; its tables derive from :class:`ConfigSection`."""
+
+    model_config = CONFIG_RULES
 
 
 @dataclass(frozen=True)

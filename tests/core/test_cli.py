@@ -243,7 +243,7 @@ def test_compile_refuses_to_replace_a_foreign_directory(env: dict[str, str], tmp
     out.mkdir()
     (out / "holiday.jpg").write_bytes(b"not mine")
     line = one_error_line(hwmap("compile", MODEL, "--target", "toy_cpu:default", "-o", str(out), env=env))
-    assert "not an hwmap output directory" in line
+    assert "holds files hwmap did not write (holiday.jpg)" in line
     assert [x.name for x in out.iterdir()] == ["holiday.jpg"] and [x.name for x in tmp_path.iterdir()] == ["photos"]
 
 
@@ -331,7 +331,7 @@ def test_compare_bad_input(env: dict[str, str], tmp_path: Path) -> None:
     missing = tmp_path / "no" / "such" / "dir" / "out.json"
     line = one_error_line(hwmap("compare", "zoo:chapter_cnn", "toy_cpu:default", "--json", "--output", str(missing),
                                 env=env))
-    assert line == f"hwmap: error: {missing}: No such file or directory"
+    assert line == f"hwmap: error: {missing}: --output: no such folder '{missing.parent}' (hwmap does not create it)"
 
 
 # -- demo ----------------------------------------------------------------------------------------------

@@ -411,3 +411,34 @@ def test_show_prints_toml_that_reads_back_with_units_and_sources(tmp_path: Path)
     p = _write(tmp_path, text, "shown.toml")
     again = load_target(str(p))
     assert back["kind"] == "toy_cpu" and again.config == t.config
+
+
+# -- configs accepted by check build: strict types, finite numbers, bounded nesting -------------------
+@pytest.mark.parametrize("line, needle", [
+    ("macs_per_cycle = true", "key 'hardware.macs_per_cycle' = True: Input should be a valid integer"),
+    ("macs_per_cycle = 8.0", "key 'hardware.macs_per_cycle' = 8.0: Input should be a valid integer"),
+    ("clock_hz = nan", "key 'hardware.clock_hz' = nan: Input should be a finite number"),
+    ("clock_hz = inf", "key 'hardware.clock_hz' = inf"),
+    ("sram_bytes = 1e30", "key 'hardware.sram_bytes' = 1e+30"),
+])
+def test_types_are_strict_and_numbers_finite(tmp_path: Path, line: str, needle: str) -> None:
+    msg, _ = _error(tmp_path, f'kind = "toy_cpu"\n[hardware]\n{line}\n')
+    assert needle in msg
+    assert load_target(str(_write(tmp_path, 'kind = "toy_cpu"\n[hardware]\nclock_hz = 100\n', "int.toml"))) \
+        .config.hardware.clock_hz == 100.0  # an integer is a fine float
+
+
+def test_nesting_is_bounded(tmp_path: Path) -> None:
+    msg, _ = _error(tmp_path, 'kind = "toy_cpu"\nx = ' + "[" * 3000 + "]" * 3000 + "\n")
+    assert "nested deeper than a config can be (at most 32 levels)" in msg
+    msg, _ = _error(tmp_path, 'kind = "toy_cpu"\nx = ' + "[" * 40 + "]" * 40 + "\n")
+    assert "nested deeper" in msg
+    with pytest.raises(ConfigError, match="key path of 3000 parts; a config nests at most 32 levels"):
+        load_target("toy_cpu:default", [".".join(["a"] * 3000) + "=1"])
+    with pytest.raises(ConfigError, match="value nested deeper than a config can be"):
+        load_target("toy_cpu:default", ["hardware.x=" + "[" * 3000 + "]" * 3000])
+
+
+def test_a_config_is_read_only_from_a_regular_file() -> None:
+    with pytest.raises(ConfigError, match="/dev/zero: file is not a regular file"):
+        load_target("/dev/zero")

@@ -318,7 +318,7 @@ def test_the_commands_run_as_the_guide_says(installed_env: dict[str, str], tmp_p
     assert "macs_per_cycle = 16" in mine and "assumed: a 128-bit SIMD datapath" in mine
     (refused,) = [p for line, p in outputs.items() if EXIT.search(line)]
     assert "weight_memory" in refused["stderr"]
-    kpis = json.loads((tmp_path / "out" / "digits" / "kpis.json").read_text())
+    kpis = json.loads((tmp_path / "digits" / "kpis.json").read_text())
     sens = kpis["sensitivity"]
     # latency scales with the assumed clock and MAC lanes; the energy, whose constants are cited, does not move
     assert sorted(sens) == ["hardware.clock_hz", "hardware.macs_per_cycle", "hardware.sram_bytes"]

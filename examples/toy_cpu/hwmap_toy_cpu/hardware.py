@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from hwmap import TargetConfig, constant
+from hwmap import ConfigSection, TargetConfig, constant
 
 __all__ = ["Hardware", "Energy", "ToyConfig"]
 
 
-class Hardware(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+class Hardware(ConfigSection):
     clock_hz: float = Field(100e6, gt=0, le=10e9, description="clock frequency in Hz")
     macs_per_cycle: int = Field(4, ge=1, le=4096, description="8-bit MACs the MAC unit completes per clock")
-    sram_bytes: int = Field(256 * 1024, ge=1, description="on-chip SRAM holding every weight, in bytes")
+    sram_bytes: int = Field(256 * 1024, ge=1, le=2**32, description="on-chip SRAM holding every weight, in bytes")
 
 
-class Energy(BaseModel):
+class Energy(ConfigSection):
     """Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014,
     45 nm: 8-bit multiply 0.2 pJ + 8-bit add 0.03 pJ = 0.23 pJ per MAC; a 64-bit read from
     an 8 KB SRAM 10 pJ."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     mac_pj: float = constant(0.23, "pJ", "Horowitz, ISSCC 2014, 45 nm: 8-bit multiply 0.2 pJ + 8-bit add 0.03 pJ",
                              ge=0, description="energy of one 8-bit MAC")

@@ -30,9 +30,9 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from hwmap import TargetConfig, constant
+from hwmap import ConfigSection, TargetConfig, constant
 
 __all__ = [
     "HardwareConfig", "NocConfig", "EnergyConfig", "MapperConfig", "NoiseConfig", "AnalogIMCConfig",
@@ -49,20 +49,25 @@ AIHWKIT = "aihwkit PCMLikeNoiseModel (Nandakumar et al., ICECS 2019)"
 CHAPTER = "the chapter (ANDANTE, Section 3.4)"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class _Section(ConfigSection):
+    """A table of the config: strict types, no unknown keys, no inf/nan (hwmap.ConfigSection)."""
+
+
+#: The most crossbar elements a chip may have (cores × elements per core): the mapper and the
+#: simulator keep per-element state, so a config beyond this would not build in bounded memory.
+MAX_ELEMENTS = 1 << 24
 
 
 class HardwareConfig(_Section):
     cores: int = constant(4, "", f"assumed: a small multi-core chip ({LE_GALLO} has 64 cores; the presets set their "
-                          "own)", ge=1, description="processing cores on the chip")
-    crossbar_rows: int = constant(256, "", f"{LE_GALLO}: 256×256 cells per core", ge=1,
+                          "own)", ge=1, le=4096, description="processing cores on the chip")
+    crossbar_rows: int = constant(256, "", f"{LE_GALLO}: 256×256 cells per core", ge=1, le=8192,
                                   description="rows (word lines, inputs) of one core's crossbar")
-    crossbar_cols: int = constant(256, "", f"{LE_GALLO}: 256×256 cells per core", ge=1,
+    crossbar_cols: int = constant(256, "", f"{LE_GALLO}: 256×256 cells per core", ge=1, le=8192,
                                   description="columns (bit lines, outputs) of one core's crossbar")
-    element_rows: int = constant(16, "", "the chapter, Fig. 3.13: elements of 16 × 4 synaptic weights", ge=1,
+    element_rows: int = constant(16, "", "the chapter, Fig. 3.13: elements of 16 × 4 synaptic weights", ge=1, le=8192,
                                  description="rows of one concatenable crossbar element")
-    element_cols: int = constant(4, "", "the chapter, Fig. 3.13: elements of 16 × 4 synaptic weights", ge=1,
+    element_cols: int = constant(4, "", "the chapter, Fig. 3.13: elements of 16 × 4 synaptic weights", ge=1, le=8192,
                                  description="columns of one concatenable crossbar element")
     bits_per_cell: int = constant(4, "bit", "assumed: 16-level multi-level cells, between ISAAC's 2-bit cells "
                                   f"({ISAAC}) and one 8-bit cell per weight", ge=1, le=8,
@@ -80,21 +85,21 @@ class HardwareConfig(_Section):
     adc_bits: int = constant(8, "bit", f"{ISAAC}: 8-bit ADC", ge=1, le=16,
                              description="ADC resolution of one column read-out")
     columns_per_adc: int = constant(8, "", "assumed: 8 neighbouring columns per ADC (ISAAC time-multiplexes 128 "
-                                    f"columns onto one ADC, {ISAAC})", ge=1,
+                                    f"columns onto one ADC, {ISAAC})", ge=1, le=8192,
                                     description="columns multiplexed onto one ADC")
     input_buffer_bytes: int = constant(65536, "B", f"assumed: 64 KB per core, the size of ISAAC's tile buffer "
-                                       f"({ISAAC}: 64 KB eDRAM)", ge=1, description="input buffer per core")
+                                       f"({ISAAC}: 64 KB eDRAM)", ge=1, le=2**30, description="input buffer per core")
     output_buffer_bytes: int = constant(65536, "B", f"assumed: 64 KB per core, the size of ISAAC's tile buffer "
-                                        f"({ISAAC}: 64 KB eDRAM)", ge=1, description="output buffer per core")
-    clock_hz: float = constant(1.0e9, "Hz", f"assumed: 1 GHz digital clock ({ISAAC}: 1.2 GHz)", gt=0,
+                                        f"({ISAAC}: 64 KB eDRAM)", ge=1, le=2**30, description="output buffer per core")
+    clock_hz: float = constant(1.0e9, "Hz", f"assumed: 1 GHz digital clock ({ISAAC}: 1.2 GHz)", gt=0, le=1e11,
                                description="digital clock of FSMs, buffers and NoC")
-    read_pulse_s: float = constant(10e-9, "s", f"{NEUROSIM}: ~10 ns read pulse", ge=0,
+    read_pulse_s: float = constant(10e-9, "s", f"{NEUROSIM}: ~10 ns read pulse", ge=0, le=1.0,
                                    description="analog read pulse of one crossbar read")
-    adc_conversion_s: float = constant(1.0 / 1.28e9, "s", f"{ISAAC}: ADC at 1.28 GS/s", gt=0,
+    adc_conversion_s: float = constant(1.0 / 1.28e9, "s", f"{ISAAC}: ADC at 1.28 GS/s", gt=0, le=1.0,
                                        description="one ADC conversion; a read takes read_pulse_s + "
                                                    "columns_per_adc × adc_conversion_s")
     program_row_s: float = constant(1.0e-6, "s", "assumed: ~10 write-verify iterations of ~100 ns pulses per row",
-                                    ge=0, description="write-verify programming of one crossbar row (its cells in "
+                                    ge=0, le=10.0, description="write-verify programming of one crossbar row (its cells in "
                                                       "parallel); paid per computation cycle when weights are "
                                                       "reprogrammed")
 
@@ -109,6 +114,10 @@ class HardwareConfig(_Section):
         if self.columns_per_adc > self.crossbar_cols:
             raise ValueError(f"hardware.columns_per_adc = {self.columns_per_adc} exceeds crossbar_cols = "
                              f"{self.crossbar_cols}")
+        elements = self.cores * (self.crossbar_rows // self.element_rows) * (self.crossbar_cols // self.element_cols)
+        if elements > MAX_ELEMENTS:
+            raise ValueError(f"hardware.cores × (crossbar_rows / element_rows) × (crossbar_cols / element_cols) = "
+                             f"{elements:,} crossbar elements; allowed: at most {MAX_ELEMENTS:,}")
         return self
 
 
@@ -116,30 +125,30 @@ class NocConfig(_Section):
     topology: Literal["mesh"] = constant("mesh", "", "assumed: a 2-D mesh with XY routing, the usual many-core NoC "
                                          f"(ISAAC's tiles sit on a concentrated mesh, {ISAAC})",
                                          description="2-D mesh with XY routing")
-    mesh_cols: int = constant(0, "", "hwmap analog_imc convention: 0 = ceil(sqrt(cores)), a near-square mesh", ge=0,
+    mesh_cols: int = constant(0, "", "hwmap analog_imc convention: 0 = ceil(sqrt(cores)), a near-square mesh", ge=0, le=4096,
                               description="cores per mesh row; 0 = ceil(sqrt(cores))")
-    link_width_bits: int = constant(64, "bit", f"assumed: 64-bit links ({ISAAC}: 32-bit c-mesh flits)", ge=1,
+    link_width_bits: int = constant(64, "bit", f"assumed: 64-bit links ({ISAAC}: 32-bit c-mesh flits)", ge=1, le=65536,
                                     description="bits per link per clock")
-    hop_latency_cycles: int = constant(2, "cycles", "assumed: one router cycle and one link cycle per hop", ge=0,
+    hop_latency_cycles: int = constant(2, "cycles", "assumed: one router cycle and one link cycle per hop", ge=0, le=10**6,
                                        description="router + link cycles per hop")
 
 
 class EnergyConfig(_Section):
-    adc_pj_per_conversion: float = constant(1.56, "pJ", f"{ISAAC}: 8-bit ADC, 2 mW at 1.28 GS/s", ge=0,
+    adc_pj_per_conversion: float = constant(1.56, "pJ", f"{ISAAC}: 8-bit ADC, 2 mW at 1.28 GS/s", ge=0, le=1e6,
                                             description="energy of one ADC conversion")
     dac_pj_per_input: float = constant(0.39, "pJ", f"{ISAAC}: 1024 1-bit DACs at 4 mW, one conversion each per "
-                                       "100 ns read", ge=0, description="one DAC conversion of one row input")
+                                       "100 ns read", ge=0, le=1e6, description="one DAC conversion of one row input")
     cell_read_fj: float = constant(1.8, "fJ", f"{ISAAC}: 8 arrays of 128×128 cells at 2.4 mW, one read per 100 ns",
-                                   ge=0, description="one cell in one crossbar read")
-    buffer_pj_per_bit: float = constant(0.156, "pJ", f"{HOROWITZ}: 10 pJ per 64-bit read of an 8 KB SRAM", ge=0,
+                                   ge=0, le=1e9, description="one cell in one crossbar read")
+    buffer_pj_per_bit: float = constant(0.156, "pJ", f"{HOROWITZ}: 10 pJ per 64-bit read of an 8 KB SRAM", ge=0, le=1e6,
                                         description="one buffer bit read or written")
     noc_pj_per_bit_hop: float = constant(0.5, "pJ", "assumed: order of magnitude of a short on-chip link plus a "
-                                         "router hop", ge=0, description="one bit over one router hop")
+                                         "router hop", ge=0, le=1e6, description="one bit over one router hop")
     program_pj_per_cell: float = constant(100.0, "pJ", "assumed: order of magnitude of a PCM/RRAM write-verify of "
-                                          "one cell", ge=0, description="write-verify programming of one cell")
-    digital_pj_per_op: float = constant(0.03, "pJ", f"{HOROWITZ}: 8-bit add 0.03 pJ", ge=0,
+                                          "one cell", ge=0, le=1e9, description="write-verify programming of one cell")
+    digital_pj_per_op: float = constant(0.03, "pJ", f"{HOROWITZ}: 8-bit add 0.03 pJ", ge=0, le=1e6,
                                         description="one digital add or post-op (shift-and-add, accumulation)")
-    static_w_per_core: float = constant(0.0, "W", "assumed: leakage and clocking not modelled (0 W)", ge=0,
+    static_w_per_core: float = constant(0.0, "W", "assumed: leakage and clocking not modelled (0 W)", ge=0, le=1e3,
                                         description="leakage and clocking per used core")
 
 
@@ -154,14 +163,14 @@ class NoiseConfig(_Section):
     enabled: bool = constant(False, "", "hwmap analog_imc convention: ideal devices unless noise is asked for",
                              description="apply PCM programming noise and drift in the simulator")
     g_max_us: float = constant(25.0, "µS", f"{AIHWKIT}: g_max = 25 µS, the reference of its programming-noise fit",
-                               gt=0, description="maximum conductance")
+                               gt=0, le=1e6, description="maximum conductance")
     drift_nu: float = constant(0.06, "", "assumed: one drift exponent for every cell, inside the 0.049–0.1 range of "
-                               f"the mean exponent of {AIHWKIT}", ge=0,
+                               f"the mean exponent of {AIHWKIT}", ge=0, le=1.0,
                                description="drift exponent ν in g(t) = g0 (t/t0)^-ν")
     t_inference_s: float = constant(20.0, "s", f"assumed: read at t0 = 20 s after programming, the reference time "
-                                    f"of the drift law of {AIHWKIT} (no drift yet)", gt=0,
+                                    f"of the drift law of {AIHWKIT} (no drift yet)", gt=0, le=1e10,
                                     description="time since programming (t0 = 20 s)")
-    seed: int = constant(0, "", "hwmap analog_imc convention: a fixed seed, so a noisy chip is reproducible", ge=0,
+    seed: int = constant(0, "", "hwmap analog_imc convention: a fixed seed, so a noisy chip is reproducible", ge=0, le=2**32 - 1,
                          description="noise seed (deterministic)")
 
 
