@@ -11,7 +11,8 @@ returns the list of failures instead (empty: the target conforms), one line each
 checked, the measured value and the bound. What is checked:
 
 1. the kind is registered, with a description and a pydantic config model that rejects
-   unknown keys (a :class:`hwmap.TargetConfig` subclass or ``extra="forbid"``), and a
+   unknown keys (a :class:`hwmap.TargetConfig` subclass or ``extra="forbid"``) whose tables
+   reject unknown keys and non-finite numbers (:class:`hwmap.ConfigSection`), and a
    ``default`` preset (the one ``compare`` and ``demo`` use);
 2. every preset loads and every value it sets carries a source (``key = { value = ...,
    source = "..." }``), the JSON Schema (``hwmap schema``) can be produced, and a wrong key
@@ -174,9 +175,13 @@ def _check_registration(spec: TargetSpec) -> list[str]:
         if name in ("kind", "name"):
             out.append(f"registration: config model field {name!r} clashes with the config file's own {name!r} key")
         ann = info.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel) and ann.model_config.get("extra") != "forbid":
-            out.append(f"registration: config table [{name}] ({ann.__name__}) accepts unknown keys "
-                       "(set model_config = ConfigDict(extra='forbid'))")
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            if ann.model_config.get("extra") != "forbid":
+                out.append(f"registration: config table [{name}] ({ann.__name__}) accepts unknown keys "
+                           "(derive it from hwmap.ConfigSection)")
+            if ann.model_config.get("allow_inf_nan", True):
+                out.append(f"registration: config table [{name}] ({ann.__name__}) accepts inf and nan "
+                           "(derive it from hwmap.ConfigSection)")
     if "default" not in spec.presets:
         out.append(f"registration: no 'default' preset (presets: {', '.join(sorted(spec.presets)) or 'none'}); "
                    "compare and demo use it")

@@ -128,6 +128,18 @@ class LaxTable(Variant):
     config = LaxTableConfig
 
 
+class InfHardware(Hardware):
+    model_config = ConfigDict(allow_inf_nan=True)
+
+
+class InfTableConfig(ToyConfig):
+    hardware: InfHardware = Field(default_factory=InfHardware)
+
+
+class InfTable(Variant):
+    config = InfTableConfig
+
+
 def _as_toy(target: Any) -> Any:
     from hwmap import Target
 
@@ -163,6 +175,8 @@ def test_the_unbroken_variant_conforms(toy_registry: Registry, bad_presets: dict
                        "registration: config model LaxConfig accepts unknown keys",
                        "config: an unknown key 'hwmap_conformance_unknown_key' in a copy of the default preset "
                        "is accepted"]),
+    (InfTable, ["registration: config table [hardware] (InfHardware) accepts inf and nan (derive it from "
+                "hwmap.ConfigSection)"]),
     (LaxTable, ["registration: config table [hardware] (LaxHardware) accepts unknown keys",
                 "config: an unknown key 'hardware.hwmap_conformance_unknown_key' in a copy of the default preset "
                 "is accepted"]),
