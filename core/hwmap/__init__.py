@@ -20,6 +20,7 @@ from .graph import Graph, Node, QuantAnnotation, Tensor
 from .hookspecs import hookimpl, hookspec
 from .kpi import Assumption, Bottleneck, Fidelity, KPIs, LayerCost, Provenance
 from .constants import constant
+from .config import presets_in
 from .source import ParseOptions, load_model
 from .target import (
     Artifacts,
@@ -38,7 +39,7 @@ from .data import Dataset, load_data
 __version__ = "0.1.0"
 
 __all__ = [
-    "Assumption", "Bottleneck", "ConfigSection", "FidelityClaim", "LayerCost", "Provenance", "constant",
+    "Assumption", "Bottleneck", "ConfigSection", "FidelityClaim", "LayerCost", "Provenance", "constant", "presets_in",
     "Artifacts", "ConfigError", "DataError", "Dataset", "Diagnostic", "DoesNotFitError", "Fidelity", "Graph",
     "GraphError", "HwmapError", "KPIs", "Legalized", "Mapping", "ModelError", "Node", "ParseOptions",
     "PluginError", "QuantAnnotation", "Simulation", "Target", "TargetConfig", "TargetError", "TargetSpec",

@@ -39,7 +39,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["load_target", "parse_overrides", "validate_config", "read_toml", "schema_for", "read_config",
-           "split_variant", "ConfigDoc", "default_fallbacks", "MAX_CONFIG_BYTES", "MAX_EXTENDS_DEPTH",
+           "split_variant", "presets_in", "ConfigDoc", "default_fallbacks", "MAX_CONFIG_BYTES", "MAX_EXTENDS_DEPTH",
            "MAX_DEPTH"]
 
 #: A config file larger than this is refused (configs are a few kB; memory stays bounded).
@@ -378,6 +378,19 @@ def default_fallbacks(ref: str) -> list[str]:
                        f"({src or NO_SOURCE}), while {spec.kind}:default sets {theirs[path]!r}; "
                        f"set it, or start the file with extends = \"{spec.kind}:default\"")
     return out
+
+
+def presets_in(package: str, folder: str = "presets") -> dict[str, Path]:
+    """The ``*.toml`` files shipped in ``package``'s ``folder``, by stem, sorted: what a
+    plugin passes to ``register(presets=...)``."""
+    from importlib import resources
+
+    try:
+        root = resources.files(package) / folder
+        files = sorted((p for p in root.iterdir() if p.name.endswith(".toml")), key=lambda p: p.name)
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError) as e:
+        raise ConfigError(f"no preset folder {folder!r} in package {package!r}: {e}") from None
+    return {p.name[: -len(".toml")]: Path(str(p)) for p in files}
 
 
 def schema_for(kind: str) -> dict[str, Any]:

@@ -11,16 +11,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from .graph import Graph
+from .errors import TargetError
 from .jsonio import dumps
 
 if TYPE_CHECKING:
     from .kpi import Assumption
+
+C = TypeVar("C", bound=BaseModel)
 
 __all__ = [
     "TargetConfig",
@@ -120,6 +123,14 @@ class Target:
 
     def config_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, **self.config.model_dump(mode="json")}
+
+    def config_as(self, model: type[C]) -> C:
+        """The validated config, typed as the plugin's own model (``target.config_as(MyConfig)``);
+        a :class:`~hwmap.errors.TargetError` if it is another model's."""
+        if not isinstance(self.config, model):
+            raise TargetError(f"target {self.name!r} holds a {type(self.config).__name__} config, not a "
+                              f"{model.__name__}")
+        return self.config
 
     def constants(self) -> "dict[str, Assumption]":
         """Every value of the effective config by dotted path, as an

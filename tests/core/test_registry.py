@@ -232,3 +232,21 @@ def test_builtin_frontends_are_registered_without_autoload(registry: reg_mod.Reg
     assert registry.errors == []
     assert set(reg_mod.BUILTIN_PLUGINS) <= names
     assert registry.kinds() == []
+
+
+def test_config_as_and_presets_in(toy_registry: Any) -> None:
+    from hwmap import TargetError, presets_in
+    from hwmap_toy_cpu.hardware import ToyConfig
+
+    presets = presets_in("hwmap_toy_cpu")
+    assert sorted(presets) == ["default", "small"] and all(p.suffix == ".toml" for p in presets.values())
+    target = load_target("toy_cpu:default")
+    assert target.config_as(ToyConfig) is target.config
+    with pytest.raises(TargetError, match="holds a ToyConfig config, not a Hardware"):
+        from hwmap_toy_cpu.hardware import Hardware
+
+        target.config_as(Hardware)
+    from hwmap import ConfigError
+
+    with pytest.raises(ConfigError, match="no preset folder 'presets' in package 'json'"):
+        presets_in("json")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from hwmap import Artifacts, FidelityClaim, KPIs, Simulation, hookimpl
+from hwmap import Artifacts, FidelityClaim, KPIs, Simulation, hookimpl, presets_in
 from hwmap.registry import Registry
 from hwmap.testing import check_target
 from hwmap_toy_cpu import plugin
@@ -62,7 +62,7 @@ class Variant:
 def write_presets(folder: Path) -> dict[str, Path]:
     """The toy target's default preset, declaring kind ``toy_bad``, written into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    text = (plugin.PRESETS / "default.toml").read_text().replace('kind = "toy_cpu"', f'kind = "{KIND}"')
+    text = presets_in("hwmap_toy_cpu")["default"].read_text().replace('kind = "toy_cpu"', f'kind = "{KIND}"')
     (folder / "default.toml").write_text(text)
     return {"default": folder / "default.toml"}
 

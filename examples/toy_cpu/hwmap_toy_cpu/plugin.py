@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hwmap import (Artifacts, Assumption, Bottleneck, Diagnostic, Graph, KPIs, LayerCost, Legalized, Mapping, Node,
-                   Provenance, Simulation, Target, TargetError, hookimpl)
+                   Provenance, Simulation, Target, TargetError, hookimpl, presets_in)
 from hwmap.graph import load_npz, save_npz
 from hwmap.jsonio import dumps
 from hwmap.ops import get_op
@@ -27,7 +27,6 @@ from hwmap.ops import get_op
 from .hardware import ToyConfig
 
 KIND = "toy_cpu"
-PRESETS = Path(__file__).parent / "presets"
 PROGRAM_FORMAT = "toy_cpu.program"
 #: Activations move through the 8-bit datapath: one byte per element.
 ACT_BYTES = 1
@@ -38,7 +37,7 @@ SLICE = 64
 @hookimpl
 def hwmap_register_targets(register: Any) -> None:
     register(kind=KIND, config=ToyConfig, description="throw-away test CPU: layer by layer, int8 weights in SRAM",
-             presets={p.stem: p for p in sorted(PRESETS.glob("*.toml"))})
+             presets=presets_in("hwmap_toy_cpu"))
 
 
 # -- weight storage -----------------------------------------------------------------------------
@@ -84,7 +83,7 @@ def _node_bytes(node: Node) -> int:
 # -- legalize -------------------------------------------------------------------------------------
 @hookimpl
 def hwmap_legalize(graph: Graph, target: Target) -> Legalized:
-    cfg: ToyConfig = target.config  # type: ignore[assignment]
+    cfg = target.config_as(ToyConfig)
     g = graph.copy()
     diags: list[Diagnostic] = []
     for n in g.nodes:
@@ -181,7 +180,7 @@ def hwmap_simulate(artifacts: Artifacts, target: Target, inputs: dict[str, np.nd
 @hookimpl
 def hwmap_estimate(mapping: Mapping, target: Target, activity: dict[str, Any] | None) -> KPIs:
     assert isinstance(mapping, ToyMapping)
-    cfg: ToyConfig = target.config  # type: ignore[assignment]
+    cfg = target.config_as(ToyConfig)
     lanes = cfg.hardware.macs_per_cycle
     layers = []
     for x in mapping.layers:

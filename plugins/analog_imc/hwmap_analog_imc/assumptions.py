@@ -106,7 +106,7 @@ def assumptions(target: Target, planes: int, meta: dict[str, Any], activity: dic
     ``planes``: input bit-planes per read; ``meta``: the legalized graph's ``meta`` (its
     calibration); ``buffer_need``: the busiest core's input and output working sets (bytes);
     ``notes``: the mapping's notes."""
-    cfg: AnalogIMCConfig = target.config  # type: ignore[assignment]
+    cfg = target.config_as(AnalogIMCConfig)
     hw = cfg.hardware
     out: dict[str, Assumption] = dict(target.constants())
     out.update(_models(planes))

@@ -107,7 +107,7 @@ def _compute_op(node: Node) -> str:
 
 def legalize(graph: Graph, target: Target) -> Legalized:
     """Fuse, check and quantize ``graph`` for ``target`` (see the module docstring)."""
-    cfg: AnalogIMCConfig = target.config  # type: ignore[assignment]
+    cfg = target.config_as(AnalogIMCConfig)
     g = run_passes(graph.copy(), [FoldConstants(), FoldBatchNorm()])
     g = run_passes(g, [FuseComputeWithPostOps(post_ops=POST_OPS, allow_dynamic_operands=False)])
     diagnostics = _check(g, cfg)

@@ -9,14 +9,13 @@ stays cheap.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hwmap import (Artifacts, FidelityClaim, Graph, KPIs, Legalized, Mapping, Simulation, Target, TargetError,
-                   hookimpl)
+                   hookimpl, presets_in)
 
 from .hardware import AnalogIMCConfig, Blueprint, columns_per_weight
 
@@ -44,9 +43,7 @@ FIDELITY = FidelityClaim(top1_agreement=0.99)
 
 def presets() -> dict[str, Path]:
     """The packaged ``presets/*.toml``, by stem (``default``, ``chapter-fig3.13``, ``isaac-like``)."""
-    root = resources.files("hwmap_analog_imc") / "presets"
-    return {p.name[: -len(".toml")]: Path(str(p)) for p in sorted(root.iterdir(), key=lambda p: p.name)
-            if p.name.endswith(".toml")}
+    return presets_in("hwmap_analog_imc")
 
 
 @hookimpl
@@ -91,7 +88,7 @@ def hwmap_map(graph: Graph, target: Target) -> Mapping:
     from .mapper import map_layers
     from .mapping import AnalogMapping
 
-    cfg: AnalogIMCConfig = target.config  # type: ignore[assignment]
+    cfg = target.config_as(AnalogIMCConfig)
     blueprint = Blueprint.from_config(cfg)
     layers = crossbar_layers(graph, columns_per_weight(cfg.hardware))
     result = map_layers(layers, blueprint, cfg.mapper.strategy)
