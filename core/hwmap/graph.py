@@ -361,6 +361,10 @@ class Graph:
                 return 0.0
             return float(t.nbytes) * (scale if t.shape[:1] == declared else 1.0)
 
+        def shape(name: str) -> list[int]:
+            s = list(self.tensors[name].shape)
+            return [batch, *s[1:]] if batch is not None and s[:1] == list(declared) else s
+
         params = float(sum(a.nbytes for n in self.nodes for sub in n.walk() for a in sub.params.values()))
         worst, what = 0.0, "no node"
         for n in self.nodes:
@@ -368,11 +372,11 @@ class Graph:
             need = sum(nbytes(t) for t in names)
             if need > worst:
                 worst = need
-                shapes = ", ".join(f"{t} {list(self.tensors[t].shape)}" for t in names if t in self.tensors)
+                shapes = ", ".join(f"{t} {shape(t)}" for t in names if t in self.tensors)
                 what = f"node {n.name!r} ({n.op}) with its tensors {shapes}"
         for t in self.inputs:  # a graph without nodes still holds its inputs
             if nbytes(t) > worst:
-                worst, what = nbytes(t), f"graph input {t!r} {list(self.tensors[t].shape)}"
+                worst, what = nbytes(t), f"graph input {t!r} {shape(t)}"
         total = params + worst
         return int(min(total, 2.0**63)), f"{what} and {int(params):,} bytes of parameters"
 

@@ -310,6 +310,32 @@ def test_onnx_input_shape_too_large_for_memory(tmp_path: Path, capsys: pytest.Ca
     assert "more than the 1 GiB memory limit" in line, line
 
 
+def test_the_executor_checks_the_batch_it_runs_before_evaluating(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1→256-channel convolution takes 4 MiB of output a 64×64 sample: 16 samples at once
+    are refused under a 32 MiB limit before anything runs, 4 run."""
+    from hwmap.errors import DataError
+    from hwmap.execute import run
+
+    w = numpy_helper.from_array(np.ones((256, 1, 3, 3), np.float32), "w")
+    path = _onnx(tmp_path / "wide.onnx", [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")],
+                 [w], [_vi("x", ["N", 1, 64, 64])], [_vi("y", ["N", 256, 64, 64])])
+    g = load_model(str(path))
+    monkeypatch.setenv(ENV, "32M")
+    assert run(g, {"x": np.zeros((4, 1, 64, 64), np.float32)})["y"].shape == (4, 256, 64, 64)
+    x = np.zeros((16, 1, 64, 64), np.float32)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"^graph 'wide': running the graph at batch 16: node 'conv' \(Conv\) with "
+                                            r"its tensors x \[16, 1, 64, 64\], y \[16, 256, 64, 64\] and 9,216 bytes "
+                                            r"of parameters would take 64.3 MiB, more than the 32 MiB memory limit"):
+            run(g, {"x": x})
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 4 * MIB, peak
+
+
 @pytest.mark.parametrize("shape, needle", [
     ("1,3,99999999999999999999,4", "size 99999999999999999999 is larger than any tensor can be (at most 2147483647)"),
     ("1,3,2147483647,2147483647", "input shape [1, 3, 2147483647, 2147483647]: a float32 tensor of that shape would "
