@@ -45,11 +45,15 @@ def run(graph: Graph, inputs: Mapping[str, np.ndarray], *, quantized: bool = Fal
     inputs included; with ``quantized``, as fake-quantized). Stateful graphs take and
     return ``(N, T, *features)`` arrays. ``quantized``: apply the graph's quantization
     annotations (see the module docstring); without annotations the result is the same.
-    Raises :class:`DataError` for a missing, unknown or mis-shaped input and
-    :class:`GraphError` (naming the node) when an op cannot evaluate.
+    Raises :class:`DataError` for a missing, unknown or mis-shaped input, and before anything
+    runs when the graph at the inputs' batch needs more than the memory limit
+    (:meth:`~hwmap.graph.Graph.check_memory`), and :class:`GraphError` (naming the node) when
+    an op cannot evaluate.
     """
     stateful = is_stateful(graph)
     arrays, n = _check_inputs(graph, inputs, stateful)
+    # Refused before anything is evaluated: the nodes' tensors at this batch, from shapes.
+    graph.check_memory(batch=n, error=DataError, where=f"graph {graph.name!r}")
     nodes = _rebase_batch(graph, n)
     quants: dict[str, QuantAnnotation] = {}
     hidden: set[str] = set()

@@ -27,11 +27,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .errors import GraphError
+from .errors import GraphError, HwmapError
+from .limits import check_size
 
 __all__ = ["QuantAnnotation", "Tensor", "Node", "Graph", "FORMAT_VERSION", "save_npz", "load_npz"]
 
@@ -137,6 +138,11 @@ class Tensor:
     @property
     def size(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes its values take (a dtype numpy does not know, e.g. bfloat16, counts 4)."""
+        return self.size * _itemsize(self.dtype)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
@@ -265,13 +271,18 @@ class Graph:
     def validate(self) -> "Graph":
         """Check the graph is well formed; raise :class:`GraphError` naming node and problem.
 
-        Checks: unique node names (fused ones included); every tensor declared; every input
-        produced earlier or a graph input (a dangling tensor, or a cycle when the producer
-        comes later); one producer per tensor; outputs produced; known ops; shapes agree with
-        each op's shape inference where the op defines one.
+        Checks: shapes without negative sizes (:meth:`check_shapes`); what running the graph
+        needs within the memory limit (:meth:`check_memory`); finite parameters
+        (:meth:`check_params`); unique node names (fused ones included); every tensor
+        declared; every input produced earlier or a graph input (a dangling tensor, or a cycle
+        when the producer comes later); one producer per tensor; outputs produced; known ops;
+        shapes agree with each op's shape inference where the op defines one.
         """
         from .ops import get_op  # local: ops imports graph
 
+        self.check_shapes()
+        self.check_memory()
+        self.check_params()
         seen_nodes: set[str] = set()
         for n in self.nodes:
             for sub in n.walk():
@@ -317,6 +328,85 @@ class Graph:
         for t in self.outputs:
             if t not in available:
                 raise GraphError(f"graph output {t!r} is not produced by any node", where=f"graph {self.name!r}")
+        return self
+
+    def check_shapes(self, *, error: Callable[..., HwmapError] = GraphError, where: str | None = None) -> "Graph":
+        """Refuse a tensor with a negative size, and a graph input with a size that is not
+        positive (zero-sized intermediate tensors, e.g. the shape of a scalar, are allowed)."""
+        where = where or f"graph {self.name!r}"
+        inputs = set(self.inputs)
+        for t in self.tensors.values():
+            if any(d < 0 for d in t.shape) or (t.name in inputs and any(d <= 0 for d in t.shape)):
+                kind = "graph input" if t.name in inputs else "tensor"
+                raise error(f"{kind} {t.name!r} has shape {list(t.shape)}: sizes must be positive", where=where)
+        return self
+
+    def memory_footprint(self, batch: int | None = None) -> tuple[int, str]:
+        """The bytes a run of the graph needs at least, and what they are, from declared
+        shapes alone (nothing is evaluated).
+
+        That is every parameter (all are held in memory while the graph runs) plus the input
+        and output tensors of the node that needs the most (they coexist while it evaluates),
+        each tensor at its declared shape and dtype. It is a lower bound: an executor keeping
+        more tensors alive needs more, never less, so a graph refused on it could not have run
+        within the limit. ``batch``: the size at a batch other than the declared one (tensors
+        whose first size is the declared batch scale with it).
+        """
+        declared = self.tensors[self.inputs[0]].shape[:1] if self.inputs and self.inputs[0] in self.tensors else ()
+        scale = batch / declared[0] if batch is not None and declared and declared[0] > 0 else 1.0
+
+        def nbytes(name: str) -> float:
+            t = self.tensors.get(name)
+            if t is None:
+                return 0.0
+            return float(t.nbytes) * (scale if t.shape[:1] == declared else 1.0)
+
+        def shape(name: str) -> list[int]:
+            s = list(self.tensors[name].shape)
+            return [batch, *s[1:]] if batch is not None and s[:1] == list(declared) else s
+
+        params = float(sum(a.nbytes for n in self.nodes for sub in n.walk() for a in sub.params.values()))
+        worst, what = 0.0, "no node"
+        for n in self.nodes:
+            names = list(dict.fromkeys([*n.inputs, *n.outputs]))
+            need = sum(nbytes(t) for t in names)
+            if need > worst:
+                worst = need
+                shapes = ", ".join(f"{t} {shape(t)}" for t in names if t in self.tensors)
+                what = f"node {n.name!r} ({n.op}) with its tensors {shapes}"
+        for t in self.inputs:  # a graph without nodes still holds its inputs
+            if nbytes(t) > worst:
+                worst, what = nbytes(t), f"graph input {t!r} {shape(t)}"
+        total = params + worst
+        return int(min(total, 2.0**63)), f"{what} and {int(params):,} bytes of parameters"
+
+    def check_memory(self, batch: int | None = None, *, error: Callable[..., HwmapError] = GraphError,
+                     where: str | None = None) -> "Graph":
+        """Refuse the graph if running it needs more than the memory limit
+        (:func:`hwmap.limits.max_memory`; what is counted: :meth:`memory_footprint`)."""
+        need, what = self.memory_footprint(batch)
+        at = f" at batch {batch}" if batch is not None else ""
+        check_size(need, f"running the graph{at}: {what}", where=where or f"graph {self.name!r}", error=error)
+        return self
+
+    def check_params(self, *, error: Callable[..., HwmapError] = GraphError, where: str | None = None) -> "Graph":
+        """Refuse NaN or infinite parameters and quantization scales or zero points (fused
+        nodes' included), naming the node and the parameter."""
+        where = where or f"graph {self.name!r}"
+        for n in self.nodes:
+            for sub in n.walk():
+                node = f"node {sub.name!r} ({sub.op})"
+                for slot, a in sub.params.items():
+                    _refuse_nonfinite(a, f"{node}: parameter {slot!r} {list(np.shape(a))}", error, where)
+                for slot, q in sub.param_quant.items():
+                    _refuse_nonfinite(q.scale, f"{node}: the quantization scale of parameter {slot!r}", error, where)
+                    _refuse_nonfinite(q.zero_point, f"{node}: the quantization zero point of parameter {slot!r}",
+                                      error, where)
+        for t in self.tensors.values():
+            if t.quant is not None:
+                _refuse_nonfinite(t.quant.scale, f"the quantization scale of tensor {t.name!r}", error, where)
+                _refuse_nonfinite(t.quant.zero_point, f"the quantization zero point of tensor {t.name!r}", error,
+                                  where)
         return self
 
     # -- serialization -------------------------------------------------------------------
@@ -372,6 +462,46 @@ class Graph:
         except (OSError, ValueError) as e:
             raise GraphError(f"cannot read graph: {e}", where=str(directory)) from None
         return cls.from_json(d, arrays)
+
+
+def _itemsize(dtype: str) -> int:
+    try:
+        return int(np.dtype(dtype).itemsize) or 1
+    except TypeError:  # a dtype numpy does not know (bfloat16): as float32
+        return 4
+
+
+def count_nonfinite(a: Any, chunk: int = 1 << 20) -> tuple[int, int, int | None]:
+    """``(NaNs, infinities, flat index of the first)`` in ``a``, counted in chunks so the
+    temporary masks stay small whatever the array's size. Integers and booleans have none."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "fc" or a.size == 0:
+        return 0, 0, None
+    flat = a.reshape(-1)
+    nans = infs = 0
+    first: int | None = None
+    for start in range(0, flat.size, chunk):
+        part = flat[start:start + chunk]
+        bad = ~np.isfinite(part)
+        if bad.any():
+            n = int(np.count_nonzero(np.isnan(part)))
+            nans += n
+            infs += int(np.count_nonzero(bad)) - n
+            if first is None:
+                first = start + int(np.argmax(bad))
+    return nans, infs, first
+
+
+def describe_nonfinite(nans: int, infs: int) -> str:
+    """``"2 NaN and 1 infinite values"``."""
+    parts = [f"{nans} NaN" if nans else "", f"{infs} infinite" if infs else ""]
+    return " and ".join(p for p in parts if p) + (" value" if nans + infs == 1 else " values")
+
+
+def _refuse_nonfinite(a: Any, what: str, error: Callable[..., HwmapError], where: str | None) -> None:
+    nans, infs, _ = count_nonfinite(a)
+    if nans or infs:
+        raise error(f"{what} holds {describe_nonfinite(nans, infs)}; parameters must be finite", where=where)
 
 
 def _array_to_json(a: np.ndarray) -> Any:

@@ -20,18 +20,24 @@ the first unknown op, and :func:`require_known` refuses it naming every one.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import GraphError, ModelError, UnsupportedOpError
 from .graph import Graph
+from .limits import check_size
 
 __all__ = ["ParseOptions", "UnknownNode", "load_model", "unknown_nodes", "require_known", "validate_known",
-           "UNKNOWN_NODES_KEY"]
+           "check_input_shape", "UNKNOWN_NODES_KEY", "MAX_DIM"]
 
 #: ``Graph.meta`` key listing the unknown nodes of a graph parsed with ``allow_unknown``.
 UNKNOWN_NODES_KEY = "unknown_nodes"
+#: The largest size one axis of an input shape may have (more is a typo or an attack).
+MAX_DIM = 2**31 - 1
 
 
 @dataclass
@@ -123,6 +129,25 @@ def validate_known(graph: Graph) -> Graph:
     return graph
 
 
+def check_input_shape(shape: Sequence[Any], where: str | None = None, *, what: str = "input shape") -> tuple[int, ...]:
+    """``shape`` (``--input-shape``, or the batch) as a tuple of ints, checked: every size a
+    positive integer of at most :data:`MAX_DIM`, and one float32 tensor of that shape within
+    the memory limit. Raises :class:`ModelError` naming ``where``."""
+    try:
+        dims = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise ModelError(f"{what} {shape!r}: sizes must be integers", where=where) from None
+    if not dims or any(d <= 0 for d in dims):
+        raise ModelError(f"{what} {list(dims)}: sizes must be positive integers", where=where)
+    big = [d for d in dims if d > MAX_DIM]
+    if big:
+        raise ModelError(f"{what} {list(dims)}: size {big[0]} is larger than any tensor can be "
+                         f"(at most {MAX_DIM})", where=where)
+    check_size(math.prod(dims) * 4, f"{what} {list(dims)}: a float32 tensor of that shape", where=where,
+               error=ModelError)
+    return dims
+
+
 def load_model(source: str, options: ParseOptions | None = None) -> Graph:
     """Parse ``source`` into a validated Graph, or raise :class:`ModelError` naming it.
 
@@ -133,6 +158,8 @@ def load_model(source: str, options: ParseOptions | None = None) -> Graph:
     from .registry import get_registry
 
     options = options or ParseOptions()
+    if options.input_shape is not None:
+        options = dataclasses.replace(options, input_shape=check_input_shape(options.input_shape, source))
     if source.startswith("zoo:"):
         from . import zoo
 

@@ -15,8 +15,10 @@ from ..graph import Graph
 from ..source import UNKNOWN_NODES_KEY, ParseOptions, validate_known
 from ._onnx_nodes import Converter
 from ._onnx_quant import QONNX_DOMAINS
-from ._onnx_read import (MIN_OPSET, check_external_data, collect_types, default_opset, fix_input_shapes,
-                         has_external_data, infer_shapes, one_line, onnx_call, read_model, upgrade_opset)
+from ..safeio import read_file
+from ._onnx_read import (MIN_OPSET, check_external_data, check_opset, collect_types, default_opset,
+                         fix_input_shapes, has_external_data, infer_shapes, one_line, onnx_call, read_model,
+                         upgrade_opset)
 
 __all__ = ["parse_file", "graph_from_onnx", "MIN_OPSET", "QONNX_DOMAINS"]
 
@@ -27,12 +29,7 @@ __all__ = ["parse_file", "graph_from_onnx", "MIN_OPSET", "QONNX_DOMAINS"]
 def parse_file(source: str, options: ParseOptions) -> Graph:
     """Read the ``.onnx`` file ``source`` and convert it."""
     path = Path(source)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelError("no such file", where=source) from None
-    except OSError as e:
-        raise ModelError(f"cannot read file: {e.strerror or e}", where=source) from None
+    data = read_file(path, what="file", error=ModelError)
     return graph_from_onnx(data, name=path.stem, options=options, base_dir=path.parent, where=source)
 
 
@@ -53,6 +50,7 @@ def graph_from_onnx(
     """
     where = where or f"ONNX model {name!r}"
     proto = read_model(model, where)
+    check_opset(proto, where)
     check_external_data(proto, base_dir, where)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -84,6 +82,8 @@ def graph_from_onnx(
     unknown = converter.unknown_nodes()
     if unknown:
         graph.meta[UNKNOWN_NODES_KEY] = unknown
+    graph.check_shapes(error=ModelError, where=where).check_memory(error=ModelError, where=where)
+    graph.check_params(error=ModelError, where=where)
     try:
         return validate_known(graph)
     except GraphError as e:

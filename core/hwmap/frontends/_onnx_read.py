@@ -22,13 +22,12 @@ import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from ..errors import HwmapError, ModelError
-from ..source import ParseOptions
+from ..limits import check_size
+from ..source import ParseOptions, check_input_shape
 
 #: Oldest default-domain opset read directly; older models go through the version converter.
 MIN_OPSET = 13
 DEFAULT_DOMAINS = ("", "ai.onnx")
-# A sparse tensor is densified into a parameter; refuse shapes no edge model has (2^28 values).
-_MAX_DENSE_ELEMENTS = 2**28
 
 
 # ---------------------------------------------------------------------------------------
@@ -99,16 +98,21 @@ def has_external_data(model: onnx.ModelProto) -> bool:
 
 
 def check_external_data(model: onnx.ModelProto, base_dir: Path | None, where: str) -> None:
-    """Accept external data only when every file resolves inside the model's own folder.
+    """Accept external data only when every file resolves inside the model's own folder, is
+    a regular file, and what would be read of it fits the memory limit.
 
     Absolute locations, ``..`` escapes and symlinks pointing elsewhere are refused before
-    any file is opened, so a model cannot make hwmap read arbitrary files.
+    any file is opened, so a model cannot make hwmap read arbitrary files; devices and FIFOs
+    are refused; each tensor's declared size and the bytes read (its ``length``, or the rest
+    of the file from its ``offset``) are checked, all tensors together, before any is read.
     """
     root: Path | None = None
+    total = 0
     for t in _all_tensors(model.graph):
         if t.data_location != TensorProto.EXTERNAL:
             continue
-        location = next((e.value for e in t.external_data if e.key == "location"), "")
+        info = {e.key: e.value for e in t.external_data}
+        location = info.get("location", "")
         if base_dir is None:
             raise ModelError(f"tensor {t.name!r} keeps its data in external file {location!r}, but the model "
                              "was given without its folder", where=where)
@@ -120,9 +124,64 @@ def check_external_data(model: onnx.ModelProto, base_dir: Path | None, where: st
         if target is None or not target.is_relative_to(root):
             raise ModelError(f"tensor {t.name!r}: external data location {location!r} is outside the model's "
                              f"folder {str(root)!r}; refused", where=where)
-        if not target.is_file():
+        if not target.exists():
             raise ModelError(f"tensor {t.name!r}: external data file {location!r} not found in {str(root)!r}",
                              where=where)
+        if not target.is_file():
+            raise ModelError(f"tensor {t.name!r}: external data file {location!r} is not a regular file "
+                             "(a directory, device or FIFO); refused", where=where)
+        total += _external_bytes(t, info, target.stat().st_size, where)
+        check_size(total, f"tensor {t.name!r}: the external data of the model's tensors (together {total:,} "
+                          "bytes)", where=where, error=ModelError)
+
+
+def _external_bytes(t: TensorProto, info: dict[str, str], file_size: int, where: str) -> int:
+    """The bytes onnx would read for tensor ``t`` from its external file, after checking its
+    offset, length and declared size."""
+    what = f"tensor {t.name!r}: external data"
+    try:
+        offset = int(info.get("offset") or 0)
+        length = int(info["length"]) if info.get("length") else None
+    except ValueError:
+        raise ModelError(f"{what}: offset and length must be integers", where=where) from None
+    if offset < 0 or (length is not None and length < 0):
+        raise ModelError(f"{what}: negative offset or length", where=where)
+    if offset + (length or 0) > file_size:
+        raise ModelError(f"{what}: offset {offset} and length {length or 0} go past the end of its "
+                         f"{file_size:,}-byte file", where=where)
+    check_tensor_size(t, what, where)
+    return length if length is not None else file_size - offset
+
+
+def tensor_nbytes(dims: Any, data_type: int) -> int:
+    """The bytes a tensor of ``dims`` and ONNX element type ``data_type`` declares (negative
+    sizes count as their magnitude: they are refused when decoded)."""
+    dt = _np_dtype_name(data_type)
+    itemsize = np.dtype(dt).itemsize if dt else 8
+    n = 1
+    for d in dims:
+        n *= abs(int(d))
+    return n * itemsize
+
+
+def check_tensor_size(t: TensorProto, what: str, where: str) -> None:
+    """Refuse a tensor whose declared shape would take more than the memory limit."""
+    check_size(tensor_nbytes(t.dims, t.data_type), f"{what} of shape {[int(d) for d in t.dims]}", where=where,
+               error=ModelError)
+
+
+def check_opset(model: onnx.ModelProto, where: str) -> None:
+    """Refuse a default-domain opset (or IR version) newer than the installed onnx knows: its
+    ops' meaning and shape inference are unknown to it, so nothing it says could be trusted."""
+    known = onnx.defs.onnx_opset_version()
+    opset = default_opset(model)
+    if opset > known:
+        raise ModelError(f"opset {opset} is newer than the installed onnx {onnx.__version__} knows (up to "
+                         f"opset {known}); upgrade onnx or export the model at opset {known} or older", where=where)
+    if model.ir_version > onnx.IR_VERSION:
+        raise ModelError(f"IR version {model.ir_version} is newer than the installed onnx {onnx.__version__} "
+                         f"knows (up to {onnx.IR_VERSION}); upgrade onnx or export with an older IR version",
+                         where=where)
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -158,7 +217,9 @@ def fix_input_shapes(model: onnx.ModelProto, options: ParseOptions, where: str) 
     """
     init = {t.name for t in model.graph.initializer} | {t.values.name for t in model.graph.sparse_initializer}
     inputs = [vi for vi in model.graph.input if vi.name not in init]
-    wanted = tuple(options.input_shape) if options.input_shape is not None and len(inputs) == 1 else None
+    wanted = None
+    if options.input_shape is not None and len(inputs) == 1:
+        wanted = check_input_shape(options.input_shape, where)
     for vi in inputs:
         if vi.type.WhichOneof("value") != "tensor_type":
             raise ModelError(f"graph input {vi.name!r} is not a tensor", where=where)
@@ -177,10 +238,12 @@ def fix_input_shapes(model: onnx.ModelProto, options: ParseOptions, where: str) 
                                      f"{_dims_text(dims)}", where=where)
                 d.dim_value = int(wanted[i])
             elif not known:
-                if i == 0:
-                    if int(options.batch) < 1:
-                        raise ModelError(f"batch must be at least 1, got {options.batch}", where=where)
-                    d.dim_value = int(options.batch)
+                if i == 0:  # the batch: symbolic, missing, or 0/-1 as some exporters write it
+                    d.dim_value = check_input_shape((options.batch,), where, what="batch")[0]
+                elif d.HasField("dim_value"):
+                    raise ModelError(f"graph input {vi.name!r} has size {d.dim_value} in dimension {i} of shape "
+                                     f"{_dims_text(dims)}: sizes must be positive (or give --input-shape)",
+                                     where=where)
                 else:
                     raise ModelError(f"graph input {vi.name!r} has symbolic dimension {i} "
                                      f"({d.dim_param or '?'}) in shape {_dims_text(dims)}; give a concrete "
@@ -231,7 +294,9 @@ def _np_dtype_name(elem_type: int) -> str | None:
 # values: tensors, attributes, Constant nodes
 # ---------------------------------------------------------------------------------------
 def to_array(t: TensorProto, what: str, where: str) -> np.ndarray:
-    """A TensorProto's value as an owned numpy array; string tensors are refused."""
+    """A TensorProto's value as an owned numpy array; string tensors, and tensors declaring
+    more than the memory limit, are refused (before decoding)."""
+    check_tensor_size(t, what, where)
     try:
         a = numpy_helper.to_array(t)
     except Exception as e:
@@ -246,8 +311,10 @@ def sparse_to_array(sp: onnx.SparseTensorProto, what: str, where: str) -> np.nda
     values = to_array(sp.values, what, where)
     idx = to_array(sp.indices, what, where).astype(np.int64)
     dims = tuple(int(d) for d in sp.dims)
-    if any(d < 0 for d in dims) or np.prod(dims, dtype=np.float64) > _MAX_DENSE_ELEMENTS:
-        raise ModelError(f"{what}: sparse tensor of shape {list(dims)} is too large to densify", where=where)
+    if any(d < 0 for d in dims):
+        raise ModelError(f"{what}: sparse tensor of shape {list(dims)} has a negative size", where=where)
+    check_size(tensor_nbytes(dims, sp.values.data_type), f"{what}: sparse tensor of shape {list(dims)} densified",
+               where=where, error=ModelError)
     dense = np.zeros(dims, dtype=values.dtype)
     if idx.ndim == 1:
         dense.reshape(-1)[idx] = values  # linearized indices

@@ -45,6 +45,7 @@ Conventions
 from __future__ import annotations
 
 import heapq
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +54,14 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import HwmapError, ModelError
-from ..graph import Graph, Node, Tensor
+from ..graph import Graph, Node, Tensor, count_nonfinite, describe_nonfinite
 from ..hookspecs import hookimpl
+from ..limits import check_size
 from ..ops import get_op
+from ..safeio import read_file
 from ..source import ParseOptions
 
-__all__ = ["hwmap_parse", "graph_from_nir", "read_nir", "NEURON_PARAMS", "NEURON_OPS", "STATEFUL"]
+__all__ = ["hwmap_parse", "graph_from_nir", "read_nir", "check_hdf5", "NEURON_PARAMS", "NEURON_OPS", "STATEFUL"]
 
 # NIR neuron class -> the parameter fields that become params (nir/ir/neuron.py).
 NEURON_PARAMS: dict[str, tuple[str, ...]] = {
@@ -87,20 +90,106 @@ def hwmap_parse(source: str, options: ParseOptions) -> Graph | None:
 def read_nir(path: str | Path) -> Any:
     """Read a ``.nir`` (HDF5) file into a ``nir.NIRGraph``; a corrupt file is a ModelError.
 
-    Graphs whose NIR types do not check (older exporters, scalar neuron parameters) are
-    read again without NIR's type check: hwmap infers every shape itself."""
+    The file is read once, through :func:`hwmap.safeio.read_file` (a regular file within the
+    memory limit), and everything else comes from those bytes: before any dataset is read,
+    :func:`check_hdf5` refuses what would read outside them (external storage, external and
+    soft links, virtual datasets, filters HDF5 would load as plugins) and datasets whose
+    declared sizes exceed the limit. NIR's own reader then builds the graph from the same
+    open file. Graphs whose NIR types do not check (older exporters, scalar neuron
+    parameters) are built again without NIR's type check: hwmap infers every shape itself."""
     nir = _import_nir()
+    import h5py
+
     where = str(path)
-    if not Path(path).is_file():
-        raise ModelError("no such file", where=where)
+    data = read_file(Path(path), what="file", error=ModelError)
     try:
-        return nir.read(path)
-    except Exception:
-        pass
-    try:
-        return nir.read(path, type_check=False)
+        f = h5py.File(io.BytesIO(data), "r")
     except Exception as e:
-        raise ModelError(f"not a readable NIR file: {_one_line(e)}", where=where) from None
+        raise ModelError(f"not a readable NIR file (HDF5): {_one_line(e)}", where=where) from None
+    with f:
+        check_hdf5(f, where)
+        if not isinstance(f.get("node"), h5py.Group):
+            raise ModelError("not a NIR file: no group 'node' at its root", where=where)
+        problem = "no graph"
+        for type_check in (True, False):  # as nir.read(path) then nir.read(path, type_check=False)
+            try:
+                tree = nir.serialization.hdf2dict(f["node"])  # read afresh: building the graph edits it
+                if "type_check" in tree:
+                    raise ValueError("its graph has a key 'type_check'")
+                return nir.dict2NIRNode({**tree, "type_check": type_check})
+            except Exception as e:
+                problem = _one_line(e)
+    raise ModelError(f"not a readable NIR file: {problem}", where=where)
+
+
+#: HDF5 filters built into HDF5 and h5py; any other is refused (HDF5 would look for a plugin).
+_FILTERS = {"deflate": 1, "shuffle": 2, "fletcher32": 3, "szip": 4, "nbit": 5, "scaleoffset": 6, "lzf": 32000}
+# What one element of a variable-length string costs once read (a Python str), at least.
+_VLEN_STRING_BYTES = 64
+
+
+def check_hdf5(f: Any, where: str) -> None:
+    """Refuse an HDF5 file that reads outside itself or declares more than the memory limit.
+
+    Walks every link from the root without following any but hard links: an external link,
+    a soft link, a dataset with external storage or a virtual dataset, a filter that is not
+    built in, a dataset of a type that is not numbers or strings (references, compounds,
+    opaque data), and datasets whose shape × item size (or chunk) exceeds the limit, each
+    alone or all together, are refused, naming the object. Nothing is read but metadata."""
+    import h5py
+
+    total = 0
+    seen: set[Any] = set()
+    stack: list[tuple[str, Any]] = [("", f)]
+    while stack:
+        prefix, group = stack.pop()
+        for name in list(group):
+            path = f"{prefix}/{name}"
+            link = group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise ModelError(f"HDF5 object {path!r} is an external link to another file; refused", where=where)
+            if not isinstance(link, h5py.HardLink):
+                raise ModelError(f"HDF5 object {path!r} is a {type(link).__name__} (only plain objects are read); "
+                                 "refused", where=where)
+            obj = group[name]
+            if isinstance(obj, h5py.Group):
+                if obj.id in seen:
+                    raise ModelError(f"HDF5 group {path!r} is linked more than once (a cycle?); refused", where=where)
+                seen.add(obj.id)
+                stack.append((path, obj))
+            elif isinstance(obj, h5py.Dataset):
+                total += _check_dataset(obj, path, total, where)
+
+
+def _check_dataset(ds: Any, path: str, total: int, where: str) -> int:
+    """The bytes reading dataset ``ds`` takes, after refusing what reads outside the file."""
+    import h5py
+
+    what = f"HDF5 dataset {path!r}"
+    if ds.is_virtual:
+        raise ModelError(f"{what} is a virtual dataset (its data lives in other files); refused", where=where)
+    if ds.external:
+        raise ModelError(f"{what} keeps its data in external file(s), outside the NIR file; refused", where=where)
+    plist = ds.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code = plist.get_filter(i)[0]
+        if code not in _FILTERS.values():
+            raise ModelError(f"{what} uses HDF5 filter {code}, not one built in ({', '.join(_FILTERS)}); refused",
+                             where=where)
+    dtype = ds.dtype
+    if h5py.check_string_dtype(dtype) is not None:
+        itemsize = _VLEN_STRING_BYTES if dtype.kind == "O" else max(dtype.itemsize, 1)
+    elif dtype.kind in "biuf":
+        itemsize = dtype.itemsize
+    else:
+        raise ModelError(f"{what} has HDF5 type {dtype} (not numbers or strings); refused", where=where)
+    shape = ds.shape or ()
+    nbytes = math.prod(shape) * itemsize
+    chunk = math.prod(ds.chunks) * itemsize if ds.chunks else 0
+    check_size(max(nbytes, chunk), f"{what} of shape {list(shape)} ({dtype})", where=where, error=ModelError)
+    check_size(total + nbytes, f"{what}: the datasets of the file (together {total + nbytes:,} bytes)",
+               where=where, error=ModelError)
+    return nbytes
 
 
 def graph_from_nir(nirgraph: Any, *, name: str, options: ParseOptions, where: str | None = None) -> Graph:
@@ -174,6 +263,7 @@ class _Builder:
             raise ModelError("NIR graph has no Input node", where=self.where)
         graph = Graph(self.name, inputs, sorted(outputs) + sorted(leaves), self.nodes, self.tensors,
                       meta={"dt": dt})
+        graph.check_memory(error=ModelError, where=self.where)
         return graph.validate()
 
     # -- topology ----------------------------------------------------------------------------
@@ -239,6 +329,8 @@ class _Builder:
         return name
 
     def _declare(self, tensor: str, shape: tuple[int, ...]) -> None:
+        check_size(math.prod(shape) * 4, f"tensor {tensor!r} of shape {list(shape)} (float32)", where=self.where,
+                   error=ModelError)
         self.tensors[tensor] = Tensor(tensor, shape, "float32")
 
     def _emit(self, node: Node) -> None:
@@ -311,13 +403,25 @@ def _converter(*kinds: str) -> Callable[[Converter], Converter]:
     return deco
 
 
-def _f32(a: Any) -> np.ndarray:
-    return np.array(a, dtype=np.float32)
+def _f32(b: _Builder, key: str, pname: str, a: Any) -> np.ndarray:
+    """Parameter ``pname`` of NIR node ``key`` as float32, refused unless it is real and finite."""
+    what = f"NIR node {key!r}: parameter {pname!r}"
+    if np.iscomplexobj(a):
+        raise ModelError(f"{what} holds complex numbers", where=b.where)
+    try:
+        out = np.array(a, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ModelError(f"{what} is not numeric", where=b.where) from None
+    nans, infs, first = count_nonfinite(out)
+    if nans or infs:
+        raise ModelError(f"{what} {list(out.shape)} holds {describe_nonfinite(nans, infs)} (the first at flat index "
+                         f"{first}); parameters must be finite", where=b.where)
+    return out
 
 
 @_converter("Affine", "Linear")
 def _affine(b: _Builder, key: str, n: Any, x: tuple[int, ...]) -> Node:
-    w = _f32(n.weight)
+    w = _f32(b, key, "weight", n.weight)
     if w.ndim != 2:
         raise ModelError(f"NIR {type(n).__name__} {key!r}: weight of shape {list(w.shape)} is not a matrix",
                          where=b.where)
@@ -338,7 +442,7 @@ def _scale(b: _Builder, key: str, n: Any, x: tuple[int, ...]) -> Node:
 
 @_converter("Conv1d", "Conv2d")
 def _conv(b: _Builder, key: str, n: Any, x: tuple[int, ...]) -> Node:
-    w = _f32(n.weight)
+    w = _f32(b, key, "weight", n.weight)
     nd = 1 if type(n).__name__ == "Conv1d" else 2
     if w.ndim != nd + 2 or len(x) != nd + 2:
         raise ModelError(f"NIR {type(n).__name__} {key!r}: weight {list(w.shape)} and input {list(x[1:])} per "
@@ -410,7 +514,13 @@ def _neuron(b: _Builder, key: str, n: Any, x: tuple[int, ...]) -> Node:
 
 @_converter("Delay")
 def _delay(b: _Builder, key: str, n: Any, x: tuple[int, ...]) -> Node:
-    return Node(key, "Delay", [], [], {}, {"delay": _broadcast(b, key, "delay", n.delay, x[1:])})
+    delay = _broadcast(b, key, "delay", n.delay, x[1:])
+    if b.dt is not None and delay.size:  # a run keeps the last round(delay / dt) inputs
+        longest = float(np.max(delay))
+        steps = round(longest / b.dt)
+        check_size(steps * math.prod(x) * 4, f"NIR Delay {key!r}: the {steps} time steps of inputs of shape "
+                   f"{list(x)} it holds (delay {longest} s at dt {b.dt} s)", where=b.where, error=ModelError)
+    return Node(key, "Delay", [], [], {}, {"delay": delay})
 
 
 @_converter("Threshold")
@@ -423,9 +533,11 @@ def _threshold(b: _Builder, key: str, n: Any, x: tuple[int, ...]) -> Node:
 def _broadcast(b: _Builder, key: str, pname: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
     """``value`` as float32 of ``shape``: scalars and broadcastable arrays are expanded;
     leading length-1 axes beyond the shape's rank (a kept batch axis) are dropped."""
-    a = _f32(value)
+    a = _f32(b, key, pname, value)
     while a.ndim > len(shape) and a.shape[0] == 1:
         a = a[0]
+    check_size(math.prod(shape) * 4, f"NIR node {key!r}: parameter {pname!r} broadcast to shape {list(shape)}",
+               where=b.where, error=ModelError)
     try:
         return np.ascontiguousarray(np.broadcast_to(a, shape)).copy()
     except ValueError:

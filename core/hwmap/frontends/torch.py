@@ -13,7 +13,16 @@ Sources, resolved by :func:`load_factory`:
 
 Only the module named is imported; while it loads and while the factory runs, its folder is
 appended to ``sys.path`` (after every installed package) so that it can import its own
-sibling files, and is removed again afterwards.
+sibling files, and is removed again afterwards. A ``.py`` file is read as any model file is
+(:func:`hwmap.safeio.read_file`: a regular file within the memory limit). Whatever the
+user's code raises while it loads, builds or runs the model, ``SystemExit`` included (a
+script calling ``sys.exit()`` or ``exit()``), becomes a :class:`~hwmap.errors.ModelError`;
+only ``KeyboardInterrupt`` (the user's own Ctrl-C) passes through.
+
+Memory: the input shape is checked first (:func:`hwmap.source.check_input_shape`); the forward
+pass that precedes the export runs under a guard that works out every op's output shape on
+torch's ``meta`` device (from shapes alone, nothing allocated) and refuses the model before
+an op whose inputs and new outputs together exceed the memory limit runs.
 
 The module is exported to ONNX in memory with TorchScript-based ``torch.onnx.export``
 (``dynamo=False``, opset 17, constant folding on) and read by the ONNX frontend, so a torch
@@ -38,7 +47,9 @@ from typing import Any, Iterator
 from ..errors import HwmapError, ModelError
 from ..graph import Graph
 from ..hookspecs import hookimpl
-from ..source import ParseOptions
+from ..limits import check_size, max_memory
+from ..safeio import read_file
+from ..source import ParseOptions, check_input_shape
 
 __all__ = ["hwmap_parse", "graph_from_factory", "graph_from_module", "load_factory", "Factory", "SPEC_PATTERN",
            "FILE_SPEC_PATTERN", "OPSET"]
@@ -48,6 +59,8 @@ SPEC_PATTERN = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 # The path of a Python file, a colon, a Python identifier: ``./nets/mynet.py:make``.
 FILE_SPEC_PATTERN = re.compile(r"^(?P<file>.+\.py):(?P<factory>[A-Za-z_]\w*)$")
 OPSET = 17
+# What the user's code may raise that becomes a ModelError: everything but KeyboardInterrupt.
+_USER_ERRORS = (Exception, SystemExit, GeneratorExit)
 
 
 @hookimpl
@@ -98,7 +111,7 @@ def graph_from_factory(spec: str, options: ParseOptions) -> Graph:
     try:
         with _searched_last(f.folder):
             model = factory()
-    except (Exception, SystemExit) as e:
+    except _USER_ERRORS as e:
         raise ModelError(f"factory {f.name!r} in {f.label} raised {_one_line(e)}", where=spec) from None
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"factory {f.name!r} in {f.label} returned an object of type {type(model).__name__}, "
@@ -109,8 +122,9 @@ def graph_from_factory(spec: str, options: ParseOptions) -> Graph:
 def _load_file(file: str, attr: str, spec: str) -> Factory:
     """Execute the Python file ``file`` as a fresh module."""
     path = Path(file)
-    if not path.is_file():
+    if not path.is_file():  # a directory, device or FIFO too: never opened
         raise ModelError(f"no such file {file!r}" if not path.exists() else f"{file!r} is not a file", where=spec)
+    source = read_file(path, what=f"Python file {file!r}", error=ModelError)
     name = "_hwmap_model_" + re.sub(r"\W", "_", path.stem)
     mod_spec = importlib.util.spec_from_file_location(name, path)
     if mod_spec is None or mod_spec.loader is None:
@@ -119,9 +133,10 @@ def _load_file(file: str, attr: str, spec: str) -> Factory:
     folder = path.resolve().parent
     sys.modules[name] = module  # dataclasses and typing look classes' modules up there
     try:
+        code = compile(source, str(path), "exec", dont_inherit=True)  # the bytes read, not the file again
         with _searched_last(folder):
-            mod_spec.loader.exec_module(module)
-    except (Exception, SystemExit) as e:
+            exec(code, module.__dict__)
+    except _USER_ERRORS as e:
         sys.modules.pop(name, None)
         raise ModelError(f"cannot execute {file!r}: {_one_line(e)}", where=spec) from None
     return Factory(module, attr, f"file {file!r}", folder)
@@ -136,7 +151,7 @@ def _import_module(modname: str, attr: str, spec: str) -> Factory:
     except ModuleNotFoundError as e:
         if e.name != top:  # the module exists but imports something missing: its own error
             raise ModelError(f"cannot import module {modname!r}: {_one_line(e)}", where=spec) from None
-    except (Exception, SystemExit) as e:  # ImportError, or anything the module raises while importing
+    except _USER_ERRORS as e:  # ImportError, or anything the module raises while importing
         raise ModelError(f"cannot import module {modname!r}: {_one_line(e)}", where=spec) from None
     cwd = Path.cwd()
     if not ((cwd / f"{top}.py").is_file() or (cwd / top / "__init__.py").is_file()):
@@ -145,7 +160,7 @@ def _import_module(modname: str, attr: str, spec: str) -> Factory:
     try:
         with _searched_last(cwd):
             module = importlib.import_module(modname)
-    except (Exception, SystemExit) as e:
+    except _USER_ERRORS as e:
         raise ModelError(f"cannot import module {modname!r} from the working directory {str(cwd)!r}: "
                          f"{_one_line(e)}", where=spec) from None
     return Factory(module, attr, _module_label(module), cwd)
@@ -194,12 +209,14 @@ def graph_from_module(model: Any, *, name: str, options: ParseOptions) -> Graph:
     """
     torch = _import_torch()
     shape = _input_shape(options, name)
-    model.eval()
-    x = torch.zeros(shape)
     try:
-        with torch.no_grad():
+        model.eval()
+        x = torch.zeros(shape)
+        with torch.no_grad(), _memory_guard(torch, name):
             y = model(x)
-    except Exception as e:
+    except HwmapError:
+        raise
+    except _USER_ERRORS as e:
         raise ModelError(f"forward pass on input shape {list(shape)} failed: {_one_line(e)}", where=name) from None
     n_out = len(y) if isinstance(y, (tuple, list)) else 1
     output_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
@@ -209,7 +226,7 @@ def graph_from_module(model: Any, *, name: str, options: ParseOptions) -> Graph:
             warnings.simplefilter("ignore")  # exporter chatter (tracer, constant folding) is not the user's
             torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=OPSET, do_constant_folding=True,
                               input_names=["input"], output_names=output_names)
-    except Exception as e:
+    except _USER_ERRORS as e:
         raise ModelError(f"torch.onnx.export failed: {_one_line(e)}", where=name) from None
     from .onnx import graph_from_onnx
 
@@ -221,13 +238,58 @@ def _input_shape(options: ParseOptions, where: str) -> tuple[int, ...]:
     if shape is None:
         raise ModelError("a PyTorch model needs an input shape: pass --input-shape, e.g. --input-shape 1,3,32,32",
                          where=where)
-    try:
-        dims = tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        raise ModelError(f"--input-shape must be integers, got {shape!r}", where=where) from None
-    if not dims or any(d <= 0 for d in dims):
-        raise ModelError(f"--input-shape must be positive integers, got {list(dims)}", where=where)
-    return dims
+    return check_input_shape(shape, where, what="--input-shape")
+
+
+_GUARD: Any = None
+
+
+def _memory_guard(torch: Any, where: str) -> Any:
+    """A torch dispatch mode refusing (ModelError naming ``where``) an op before it runs when
+    its tensor inputs and the new tensors it would return exceed the memory limit. The
+    output shapes come from running the op on ``meta`` tensors (shapes only; factory ops
+    are sent to the meta device too); an op whose outputs alias its inputs (views, in-place
+    ops) allocates nothing new; an op without a meta implementation is not checked."""
+    global _GUARD
+    if _GUARD is None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten, tree_map
+
+        meta = torch.device("meta")
+
+        def nbytes(tree: Any) -> int:
+            return sum(t.numel() * t.element_size() for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor))
+
+        def to_meta(t: Any) -> Any:
+            if isinstance(t, torch.Tensor):
+                return torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=meta)
+            return t
+
+        class Guard(TorchDispatchMode):  # type: ignore[misc]
+            def __init__(self, where: str) -> None:
+                super().__init__()
+                self.where = where
+                self.limit = max_memory()
+
+            def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+                kwargs = kwargs or {}
+                returns = func._schema.returns
+                if returns and not all(r.alias_info is not None for r in returns):
+                    margs, mkwargs = tree_map(to_meta, (args, kwargs))
+                    if any(a.name == "device" for a in func._schema.arguments):
+                        mkwargs["device"] = meta
+                    try:
+                        new = nbytes(func(*margs, **mkwargs))
+                    except Exception:  # no meta kernel (data-dependent output): not checked
+                        new = 0
+                    need = nbytes((args, kwargs)) + new
+                    if need > self.limit:
+                        check_size(need, f"the forward pass: op {func} with its inputs and outputs",
+                                   where=self.where, error=ModelError, limit=self.limit)
+                return func(*args, **kwargs)
+
+        _GUARD = Guard
+    return _GUARD(where)
 
 
 def _import_torch() -> Any:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import GraphError, HwmapError
 from ..graph import Graph, Node
+from ..limits import check_size
 from ..ops import get_op
 from .base import prune_tensors, remove_orphan_constants, slot_of_input, unique_node_name
 
@@ -120,6 +121,11 @@ def _evaluate_if_constant(g: Graph, n: Node, known: dict[str, np.ndarray]) -> li
     opdef = get_op(n.op, where=where)
     if opdef.evaluate is None or opdef.step is not None or opdef.category in ("neuron", "quant"):
         return None
+    # What the node would allocate, from its declared outputs, before it is evaluated.
+    declared = [g.tensor(t) for t in n.outputs]
+    check_size(sum(t.nbytes for t in declared),
+               f"folding constant node {n.name!r} ({n.op}) into outputs {[list(t.shape) for t in declared]}",
+               where=f"graph {g.name!r}", error=GraphError)
     try:
         values = opdef.evaluate(n, [known[t] for t in n.inputs])
     except HwmapError:
