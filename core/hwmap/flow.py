@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .data import Dataset
+from .data import Dataset, check_labels
 from .errors import DataError, DoesNotFitError, HwmapError, TargetError
 from .files import check_output_dir, commit_dir, remove_stale, temp_dir
 from .graph import Graph
@@ -321,8 +321,9 @@ def compile_model(
             model = load_model(model, options)
     graph = require_known(model, f"compiling for target {target.name!r}")
     calib, scored = split_data(data, calibrate) if data is not None else (None, None)
-    if scored is not None:
+    if scored is not None and data is not None:
         model_inputs(graph, scored)  # the data fits the model before any work is done
+        check_labels(data, graph)
     target.calibration = next(iter(model_inputs(graph, calib, len(calib)).values())) if calib is not None else None
     with prog.stage(f"legalizing for {target.name}"):
         legal: Legalized = reg.call("hwmap_legalize", kind, graph=graph, target=target)
@@ -400,6 +401,7 @@ def simulate_dir(outdir: Path, data: Dataset, progress: Progress | None = None) 
         raise DataError("not an hwmap compile directory (no artifacts/artifacts.json)", where=str(outdir))
     target = load_compiled_target(outdir)
     graph = Graph.load(outdir / "graph")
+    check_labels(data, graph)
     return _simulate_and_compare(target, outdir / "artifacts", graph, data.head(MAX_SIM_SAMPLES), None,
                                  progress or NullProgress())
 
@@ -425,6 +427,7 @@ def compare(
     graph = require_known(model, "comparing targets")
     reference = None
     if data is not None:  # the reference model's outputs are the same for every target
+        check_labels(data, graph)
         _, scored = split_data(data, calibrate)
         reference = _reference(graph, model_inputs(graph, scored), prog)
     records = []

@@ -5,7 +5,6 @@ integer class indices, and classes of the model where the model's output says ho
 
 from __future__ import annotations
 
-import inspect
 import re
 import tracemalloc
 import warnings
@@ -15,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-import hwmap.flow
 from hwmap import DataError, load_data, load_model
 from hwmap.cli import main
 from hwmap.data import check_labels, classes_of
@@ -132,10 +130,6 @@ def test_labels_must_be_classes_of_the_model(tmp_path: Path) -> None:
     check_labels(load_data(str(_npz(tmp_path, "none.npz", x=X))), graph)
 
 
-FLOW_CHECKS_LABELS = "check_labels" in inspect.getsource(hwmap.flow)
-
-
-@pytest.mark.skipif(not FLOW_CHECKS_LABELS, reason="hwmap.flow does not call hwmap.data.check_labels yet")
 def test_labels_beyond_the_classes_refuse_the_compile(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                       toy_registry: Any) -> None:
     path = _npz(tmp_path, x=X, y=np.full(40, 57))

@@ -178,7 +178,7 @@ def load_graph(name: str, options: "ParseOptions") -> "Graph":
     shape = options.input_shape
     if shape is None:
         shape = (options.batch, *model.input_shape[1:])
-    return graph_from_onnx(load_onnx(name, shape), name=f"zoo:{name}", options=options)
+    return graph_from_onnx(load_onnx(name, shape), name=f"zoo:{name}", options=options, where=f"zoo:{name}")
 
 
 def load_data(name: str) -> "Dataset":
