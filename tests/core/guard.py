@@ -1,0 +1,88 @@
+"""Running ``hwmap`` in-process on untrusted input while watching what it opens and allocates.
+
+:func:`run_cli` calls ``hwmap.cli.main`` with stderr captured, every path opened recorded
+through an audit hook (``sys.addaudithook``, the ``open`` event of ``open``, ``os.open``,
+``io.open``...) and the peak of Python's allocations measured with ``tracemalloc`` (numpy
+reports its array buffers to it). :func:`outside` lists the recorded paths that are in none
+of the allowed roots: the input's own folder and file, and hwmap's and Python's installation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import sysconfig
+import tracemalloc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import hwmap
+
+_recording: list[list[str]] = []
+
+
+def _hook(event: str, args: tuple[Any, ...]) -> None:
+    if event == "open" and _recording and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.fsdecode(args[0])
+        _recording[-1].append(os.path.abspath(path))
+
+
+sys.addaudithook(_hook)  # an audit hook cannot be removed: it records only inside run_cli
+
+
+@dataclass
+class Run:
+    code: int
+    stderr: str
+    stdout: str
+    opened: list[str]
+    peak: int  # bytes, tracemalloc
+
+    def error_line(self) -> str:
+        """The one line the failure said (asserting it is one ``hwmap: error:`` line)."""
+        lines = self.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("hwmap: error: "), self.stderr
+        return lines[0]
+
+
+def run_cli(argv: Sequence[str]) -> Run:
+    """``hwmap ARGV`` in this process: exit code, stderr, stdout, the paths opened and the
+    peak of traced allocations."""
+    from hwmap.cli import main
+
+    err, out = io.StringIO(), io.StringIO()
+    _recording.append([])
+    tracemalloc.start()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            code = main(list(argv))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        opened = _recording.pop()
+    return Run(code, err.getvalue(), out.getvalue(), opened, peak)
+
+
+def installation_roots() -> list[Path]:
+    """Where Python, its packages and hwmap (with the plugins in this repository) live."""
+    paths = sysconfig.get_paths()
+    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(paths["stdlib"]), Path(paths["purelib"]),
+             Path(paths["platlib"]), Path(hwmap.__file__).parent}
+    repo = Path(hwmap.__file__).resolve().parents[2]
+    roots |= {repo / "plugins", repo / "examples"}
+    return sorted(roots)
+
+
+def outside(opened: Sequence[str], allowed: Sequence[Path]) -> list[str]:
+    """The paths of ``opened`` (resolved: ``..`` and symbolic links followed) in none of
+    ``allowed`` (resolved too) and none of :func:`installation_roots`."""
+    roots = [os.path.realpath(r) for r in [*allowed, *installation_roots()]]
+    bad = []
+    for p in opened:
+        real = os.path.realpath(p)
+        if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+            bad.append(p)
+    return bad
