@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import DataError, HwmapError, PluginError
 from .graph import Graph
 from .jsonio import dumps
-from .limits import check_size, max_memory
+from .limits import check_size
 from .safeio import open_regular
 from .target import Artifacts, Target
 

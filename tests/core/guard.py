@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import sys
 import sysconfig
 import tracemalloc
@@ -64,6 +65,39 @@ def run_cli(argv: Sequence[str]) -> Run:
         tracemalloc.stop()
         opened = _recording.pop()
     return Run(code, err.getvalue(), out.getvalue(), opened, peak)
+
+
+def fresh_copy(src: Path, dst: Path, monkeypatch: Any) -> Path:
+    """A copy of compile directory ``src`` at ``dst``, with the default memory bound
+    (``HWMAP_MAX_MEMORY`` unset for the test)."""
+    from hwmap.limits import ENV, set_max_memory
+
+    monkeypatch.delenv(ENV, raising=False)
+    set_max_memory(None)
+    shutil.copytree(src, dst)
+    return dst
+
+
+def simulate(cdir: Path, data: Path) -> Run:
+    """``hwmap simulate CDIR --data DATA`` in-process, asserting nothing was opened outside
+    the compile directory, the data file and the installation, and no traceback printed."""
+    run = run_cli(["simulate", str(cdir), "--data", str(data), "-q"])
+    assert outside(run.opened, [cdir, data]) == []
+    assert "Traceback" not in run.stderr
+    return run
+
+
+def refused(cdir: Path, data: Path, *fragments: str, peak: int | None = None) -> str:
+    """:func:`simulate` failed with exit code 2 and one error line holding every fragment
+    (and, with ``peak``, traced allocations peaked below it); the line."""
+    run = simulate(cdir, data)
+    assert run.code == 2, run.stderr
+    line = run.error_line()
+    for f in fragments:
+        assert f in line, line
+    if peak is not None:
+        assert run.peak < peak, f"{run.peak:,} bytes"
+    return line
 
 
 def installation_roots() -> list[Path]:

@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pytest
 
-from guard import outside, run_cli
+import guard
+from guard import Run
 from hwmap import Artifacts, DataError, GraphError, load_model
 from hwmap import registry as _registry
 from hwmap.compiledir import (JSON_EXPANSION, MAX_JSON_DEPTH, config_digest, name_problem, open_compile_dir,
@@ -23,7 +24,7 @@ from hwmap.config import load_target
 from hwmap.data import load_data
 from hwmap.flow import compile_model, load_compiled_target, simulate_dir
 from hwmap.graph import Graph
-from hwmap.limits import ENV, set_max_memory
+from hwmap.limits import ENV
 from hwmap.testing import other_weights
 
 MODEL = "zoo:digits_mlp"
@@ -62,29 +63,15 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
 def cdir(built: dict[str, Path], toy_registry: _registry.Registry, tmp_path: Path,
          monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh copy of the compiled directory, the toy target registered, the default bound."""
-    monkeypatch.delenv(ENV, raising=False)
-    set_max_memory(None)
-    out = tmp_path / "cdir"
-    shutil.copytree(built["a"], out)
-    return out
+    return guard.fresh_copy(built["a"], tmp_path / "cdir", monkeypatch)
 
 
-def simulate(cdir: Path, built: dict[str, Path]) -> Any:
-    """``hwmap simulate CDIR --data DATA`` in-process; nothing opened outside the compile
-    directory, the data file and the installation."""
-    run = run_cli(["simulate", str(cdir), "--data", str(built["data"]), "-q"])
-    assert outside(run.opened, [cdir, built["data"]]) == []
-    assert "Traceback" not in run.stderr
-    return run
+def simulate(cdir: Path, built: dict[str, Path]) -> Run:
+    return guard.simulate(cdir, built["data"])
 
 
 def refused(cdir: Path, built: dict[str, Path], *fragments: str) -> str:
-    run = simulate(cdir, built)
-    assert run.code == 2, run.stderr
-    line = run.error_line()
-    for f in fragments:
-        assert f in line, line
-    return line
+    return guard.refused(cdir, built["data"], *fragments)
 
 
 def edit_json(path: Path, change: Callable[[Any], Any]) -> None:
