@@ -14,7 +14,8 @@ never quotes its bytes.
 * **Artifacts.** ``artifacts.json`` lists the files ``emit`` wrote; a plugin opens them only
   through :class:`~hwmap.target.Artifacts` (``open``, ``read_bytes``, ``read_json``,
   ``load_npz``), which opens a listed name only, and only as a relative path of plain
-  components below ``artifacts/`` (no absolute path, no ``..``).
+  components below ``artifacts/`` (no absolute path, no ``..``); what it refuses is a
+  :class:`~hwmap.errors.TargetError` (exit code 2 too) naming the artifact.
 * **Sizes.** Every file's size is checked before it is read: a JSON file may take
   :data:`JSON_EXPANSION` times its size in memory once parsed, and that must be within
   :func:`hwmap.limits.max_memory`; JSON may nest at most :data:`MAX_JSON_DEPTH` levels;
@@ -44,7 +45,7 @@ from typing import IO, Any, Callable, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import DataError, HwmapError, PluginError
+from .errors import DataError, HwmapError, PluginError, TargetError
 from .graph import Graph
 from .jsonio import dumps
 from .limits import check_size
@@ -265,14 +266,15 @@ def read_manifest(directory: Path) -> Artifacts:
 
 def artifact_path(artifacts: Artifacts, name: str) -> Path:
     """The path of artifact ``name``: a listed, plain relative name (see :func:`name_problem`)
-    without a symbolic link below ``artifacts.directory`` (it need not exist yet)."""
+    without a symbolic link below ``artifacts.directory`` (it need not exist yet). Errors
+    about artifacts are :class:`~hwmap.errors.TargetError` s (the target's own files)."""
     manifest = str(Path(artifacts.directory) / MANIFEST)
     problem = name_problem(name)
     if problem:
-        raise DataError(f"artifact {str(name)[:80]!r} {problem}; refused", where=manifest)
+        raise TargetError(f"artifact {str(name)[:80]!r} {problem}; refused", where=manifest)
     if name not in artifacts.files:
-        raise DataError(f"artifact {name[:80]!r} is not listed in {MANIFEST}; refused", where=manifest)
-    return member(Path(artifacts.directory), name, what="artifact", missing_ok=True)
+        raise TargetError(f"artifact {name[:80]!r} is not listed in {MANIFEST}; refused", where=manifest)
+    return member(Path(artifacts.directory), name, what="artifact", error=TargetError, missing_ok=True)
 
 
 def open_artifact(artifacts: Artifacts, name: str, max_bytes: int | None = None) -> IO[bytes]:
@@ -280,19 +282,19 @@ def open_artifact(artifacts: Artifacts, name: str, max_bytes: int | None = None)
     (:func:`artifact_path`), at most ``max_bytes`` long when given and within the memory
     bound."""
     artifact_path(artifacts, name)
-    f = open_member(Path(artifacts.directory), name, what="artifact")
+    f = open_member(Path(artifacts.directory), name, what="artifact", error=TargetError)
     size = os.fstat(f.fileno()).st_size
     if max_bytes is not None and size > max_bytes:
         f.close()
-        raise DataError(f"artifact is {size:,} bytes, more than the {max_bytes:,} its target reads",
-                        where=str(Path(artifacts.directory) / name))
+        raise TargetError(f"artifact is {size:,} bytes, more than the {max_bytes:,} its target reads",
+                          where=str(Path(artifacts.directory) / name))
     return f
 
 
 def read_artifact(artifacts: Artifacts, name: str, max_bytes: int | None = None) -> bytes:
     """The bytes of artifact ``name`` (see :func:`open_artifact`)."""
     with open_artifact(artifacts, name, max_bytes) as f:
-        return _read_all(f, what="artifact", where=str(Path(artifacts.directory) / name))
+        return _read_all(f, what="artifact", where=str(Path(artifacts.directory) / name), error=TargetError)
 
 
 def config_digest(target: Target) -> str:
@@ -317,7 +319,6 @@ class _TargetDoc(BaseModel):
 def load_target(outdir: Path) -> Target:
     """The target a compile directory was built for, from its ``target.json``: the schema,
     the kind (an installed plugin) and the config (the kind's config model) checked."""
-    from .config import validate_config
     from .registry import get_registry
 
     outdir = Path(outdir)
@@ -333,7 +334,10 @@ def load_target(outdir: Path) -> Target:
         spec = get_registry().spec(t.kind)
     except PluginError as e:
         raise PluginError(str(e), where=where) from None
-    config = validate_config(spec.config_model, t.config, where)
+    try:
+        config = spec.config_model.model_validate(t.config)
+    except ValidationError as e:
+        raise DataError(f"config does not match the {t.kind} config schema: {schema_problem(e)}", where=where) from None
     return Target(spec=spec, config=config, name=t.name, source=t.source if t.source is not None else str(outdir))
 
 

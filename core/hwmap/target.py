@@ -185,7 +185,7 @@ class Artifacts:
     ``directory`` (no absolute path, no ``..``, no symbolic link on the way) and a regular
     file (no device, FIFO or directory), and only within the memory bound
     (:func:`hwmap.limits.max_memory`) or the smaller ``max_bytes`` the plugin gives.
-    Anything else is a :class:`hwmap.DataError` naming the file (and never quoting it).
+    Anything else is a :class:`hwmap.TargetError` naming the file (and never quoting it).
 
     ``graph_sha256`` and ``config_sha256`` are the digests of the parsed graph and the
     effective config the artifacts were compiled from (:meth:`write_manifest` records
@@ -222,17 +222,20 @@ class Artifacts:
         """Listed artifact ``name`` parsed as JSON (UTF-8, nesting and size bounded:
         :func:`hwmap.compiledir.read_json`)."""
         from .compiledir import JSON_EXPANSION, parse_json
+        from .errors import TargetError
 
         limit = max_memory() // JSON_EXPANSION if max_bytes is None else min(max_bytes, max_memory() // JSON_EXPANSION)
-        return parse_json(self.read_bytes(name, max_bytes=limit), what="artifact", where=str(self.path(name)))
+        return parse_json(self.read_bytes(name, max_bytes=limit), what="artifact", where=str(self.path(name)),
+                          error=TargetError)
 
     def load_npz(self, name: str) -> dict[str, np.ndarray]:
         """Every array of listed ``.npz`` artifact ``name``, sizes checked from the arrays'
         headers before any is read (:func:`hwmap.safeio.load_npz`)."""
+        from .errors import TargetError
         from .safeio import load_npz
 
         with self.open(name) as f:
-            return load_npz(f, where=str(self.path(name)))
+            return load_npz(f, where=str(self.path(name)), error=TargetError)
 
     def write_manifest(self, graph: Graph | None = None, target: "Target | None" = None) -> Path:
         """Write ``artifacts.json``: the files, the manifest and, given the parsed ``graph``

@@ -10,17 +10,13 @@ import json
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-import numpy as np
 import pytest
 
 import guard
 from guard import Run
 from hwmap import TargetError
-from hwmap.config import load_target
-from hwmap.data import load_data
-from hwmap.flow import compile_model
 from hwmap.limits import ENV
 from hwmap_analog_imc.program import Program, footprint, read_program
 from hwmap_analog_imc.program_bin import _ENTRY, _HEADER, _SECTION_NAMES
@@ -30,13 +26,9 @@ REFUSED_PEAK = 32 << 20
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """zoo:digits_mlp compiled for analog_imc:default (calibrated), and 4 samples to simulate."""
-    root = tmp_path_factory.mktemp("analog")
-    data = load_data("zoo:digits")
-    compile_model("zoo:digits_mlp", load_target("analog_imc:default"), root / "out", data=data.head(32))
-    np.savez(root / "data.npz", x=data.x[:4], y=data.y[:4])
-    yield {"dir": root / "out", "data": root / "data.npz"}
+    return guard.compiled_analog(tmp_path_factory.mktemp("analog"))
 
 
 @pytest.fixture

@@ -67,6 +67,29 @@ def run_cli(argv: Sequence[str]) -> Run:
     return Run(code, err.getvalue(), out.getvalue(), opened, peak)
 
 
+def digits_data(path: Path) -> Path:
+    """The first 4 samples of zoo:digits (images and labels) as an .npz at ``path``."""
+    import numpy as np
+
+    from hwmap.data import load_data
+
+    d = load_data("zoo:digits")
+    np.savez(path, x=d.x[:4], y=d.y[:4])
+    return path
+
+
+def compiled_analog(root: Path) -> dict[str, Path]:
+    """zoo:digits_mlp compiled for analog_imc:default into ``root/out`` (calibrated on 8 of
+    32 digits), and :func:`digits_data` in ``root/data.npz``."""
+    from hwmap.config import load_target
+    from hwmap.data import load_data
+    from hwmap.flow import compile_model
+
+    compile_model("zoo:digits_mlp", load_target("analog_imc:default"), root / "out",
+                  data=load_data("zoo:digits").head(32))
+    return {"dir": root / "out", "data": digits_data(root / "data.npz")}
+
+
 def fresh_copy(src: Path, dst: Path, monkeypatch: Any) -> Path:
     """A copy of compile directory ``src`` at ``dst``, with the default memory bound
     (``HWMAP_MAX_MEMORY`` unset for the test)."""

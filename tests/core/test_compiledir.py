@@ -16,7 +16,7 @@ import pytest
 
 import guard
 from guard import Run
-from hwmap import Artifacts, DataError, GraphError, load_model
+from hwmap import Artifacts, DataError, GraphError, TargetError, load_model
 from hwmap import registry as _registry
 from hwmap.compiledir import (JSON_EXPANSION, MAX_JSON_DEPTH, config_digest, name_problem, open_compile_dir,
                               read_manifest, stamp)
@@ -53,10 +53,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
             compile_model(other_weights(graph), load_target("toy_cpu:default"), root / "b")
         finally:
             _registry.reset_registry()
-    data = root / "data.npz"
-    d = load_data("zoo:digits")
-    np.savez(data, x=d.x[:4], y=d.y[:4])
-    yield {"a": root / "a", "b": root / "b", "data": data}
+    yield {"a": root / "a", "b": root / "b", "data": guard.digits_data(root / "data.npz")}
 
 
 @pytest.fixture
@@ -118,29 +115,29 @@ def test_the_artifacts_api_opens_only_listed_regular_files_inside(cdir: Path, tm
     assert set(artifacts.load_npz("weights.npz")) == set(np.load(art / "weights.npz").files)
     with artifacts.open("weights.npz") as f:
         assert f.read(2) == b"PK"
-    with pytest.raises(DataError, match="not listed in artifacts.json"):
+    with pytest.raises(TargetError, match="not listed in artifacts.json"):
         artifacts.read_bytes("kpis.json")
-    with pytest.raises(DataError, match="refused"):
+    with pytest.raises(TargetError, match="refused"):
         artifacts.read_bytes("../kpis.json")
-    with pytest.raises(DataError, match="more than the 10 its target reads"):
+    with pytest.raises(TargetError, match="more than the 10 its target reads"):
         artifacts.read_bytes("program.json", max_bytes=10)
     secret = tmp_path / "secret.txt"
     secret.write_text("root:x:0:0:secret\n")
     (art / "program.json").unlink()
     (art / "program.json").symlink_to(secret)
-    with pytest.raises(DataError, match="symbolic link") as e:
+    with pytest.raises(TargetError, match="symbolic link") as e:
         artifacts.read_bytes("program.json")
     assert "secret" not in str(e.value).replace("secret.txt", "")
     (art / "program.json").unlink()
     (art / "program.json").mkdir()
-    with pytest.raises(DataError, match="directory"):
+    with pytest.raises(TargetError, match="directory"):
         artifacts.read_bytes("program.json")
     (art / "program.json").rmdir()
     os.mkfifo(art / "program.json")  # opening a FIFO for reading would block: refused from its type
-    with pytest.raises(DataError, match="not a regular file"):
+    with pytest.raises(TargetError, match="not a regular file"):
         artifacts.read_bytes("program.json")
     (art / "program.json").unlink()
-    with pytest.raises(DataError, match="no such artifact"):
+    with pytest.raises(TargetError, match="no such artifact"):
         artifacts.read_bytes("program.json")
 
 
@@ -150,7 +147,7 @@ def test_a_symlinked_folder_on_the_way_is_refused(cdir: Path, tmp_path: Path) ->
     (outside_dir / "w.bin").write_bytes(b"secret")
     (cdir / "artifacts" / "sub").symlink_to(outside_dir)
     artifacts = Artifacts(cdir / "artifacts", ["sub/w.bin"])
-    with pytest.raises(DataError, match="symbolic link"):
+    with pytest.raises(TargetError, match="symbolic link"):
         artifacts.read_bytes("sub/w.bin")
 
 
@@ -170,7 +167,7 @@ def test_an_artifact_larger_than_the_bound_is_refused_before_it_is_read(cdir: Pa
     art = Artifacts.read(cdir / "artifacts")
     with open(cdir / "artifacts" / "weights.npz", "r+b") as f:
         f.truncate(8 << 30)  # sparse: 8 GiB that take no disk
-    with pytest.raises(DataError, match=r"weights.npz: artifact \(8,589,934,592 bytes\) would take 8 GiB, more than "
+    with pytest.raises(TargetError, match=r"weights.npz: artifact \(8,589,934,592 bytes\) would take 8 GiB, more than "
                                         r"the 64 MiB memory limit"):
         art.read_bytes("weights.npz")
     with open(cdir / "artifacts" / "artifacts.json", "r+b") as f:

@@ -540,6 +540,9 @@ def _check(p: Program, where: str) -> None:
                 raise bad(f"READ instruction {k} refers to a missing layer or block")
             if ins.pos_start + ins.pos_count > p.layers[ins.layer].positions:
                 raise bad(f"READ instruction {k} reads positions past the layer's {p.layers[ins.layer].positions}")
+            if any((p.blocks[b].layer, p.blocks[b].group, p.blocks[b].row_start, p.blocks[b].row_count)
+                   != (ins.layer, ins.group, ins.row_start, ins.row_count) for b in ins.blocks):
+                raise bad(f"READ instruction {k} drives word lines (layer, group, rows) its blocks do not hold")
         else:
             if ins.block >= nb or ins.dst_core >= c.cores:
                 raise bad(f"ACCUM instruction {k} refers to a missing block or core")

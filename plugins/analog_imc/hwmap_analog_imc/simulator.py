@@ -35,6 +35,7 @@ ceil(bits/link_width)`` clock cycles each).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -105,6 +106,17 @@ class _Op:
         except _EVALUATION_ERRORS as e:
             raise GraphError(f"evaluation failed: {type(e).__name__}: {e}",
                              where=f"node {self.node.name!r} ({self.node.op})") from None
+
+
+def _quietly(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``f`` run with numpy's floating-point warnings off: arithmetic a program drives to
+    infinity or NaN (a scale of 1e300) gives that as its result, which the fidelity shows,
+    not a warning on stderr beside hwmap's one-line messages."""
+    @functools.wraps(f)
+    def quiet(*args: Any, **kwargs: Any) -> Any:
+        with np.errstate(all="ignore"):
+            return f(*args, **kwargs)
+    return quiet
 
 
 #: What an op's reference semantics raise on operands or attributes a program got wrong.
@@ -235,6 +247,7 @@ class Simulator:
         return max(1, budget // max(1, max((lay.bytes_per_sample for lay in self._layers), default=1)))
 
     # -- execution
+    @_quietly
     def _forward(self, inputs: dict[int, np.ndarray], counts: list[Any], clipped: list[int],
                  collect: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """One slice of samples through every step; adds to ``counts`` and ``clipped``."""
@@ -287,6 +300,7 @@ class Simulator:
 
 
 # ------------------------------------------------------------------------------ layers
+@_quietly
 def _prepare_layer(program: Program, layer_id: int, noise: NoiseConfig | None,
                    index: ScheduleIndex) -> FastLayer | _ReferenceLayer:
     """The fast exact kernel with noise off where its bounds hold, else the reference one."""
@@ -391,6 +405,7 @@ class _StaticActivity:
     noc_bit_hops: int
 
 
+@_quietly
 def _static_activity(program: Program) -> _StaticActivity:
     """MVMs, ADC conversions and cell reads per layer, and the time of every computation
     cycle (the slowest core's reads, one after another, plus the cycle's NoC transfers)."""
