@@ -123,7 +123,7 @@ def member(root: Path, name: str, *, what: str, error: Callable[..., HwmapError]
             return Path(root) / name
         raise error(f"no such {what}", where=str(at))
     if problem == "link":
-        raise error(f"{what}: a symbolic link, where only regular files and folders belong; refused", where=str(at))
+        raise error(f"{what} is a symbolic link; refused (hwmap reads regular files and folders only)", where=str(at))
     if problem:
         raise error(f"cannot read {what}: {problem}", where=str(at))
     return at
@@ -367,8 +367,8 @@ def _required(outdir: Path, rel: str) -> Path:
     if problem == "missing":
         raise DataError(f"not an hwmap compile directory (no {rel})", where=str(outdir))
     if problem == "link":
-        raise DataError(f"{at.relative_to(outdir)} is a symbolic link, where only regular files and folders belong; "
-                        "refused", where=str(outdir))
+        raise DataError(f"{at.relative_to(outdir)} is a symbolic link; refused (hwmap reads regular files and folders "
+                        "only)", where=str(outdir))
     if problem:
         raise DataError(f"cannot read {rel}: {problem}", where=str(outdir))
     mode = os.lstat(at).st_mode
@@ -399,8 +399,8 @@ def check_provenance(artifacts: Artifacts, graph: Graph, target: Target, outdir:
     got = config_digest(target)
     if artifacts.config_sha256 != got:
         raise DataError(f"the artifacts were compiled for another hardware config (sha256 "
-                        f"{artifacts.config_sha256[:12]}) than the one in {outdir / 'target.json'} (sha256 {got[:12]}); "
-                        "refused", where=where)
+                        f"{artifacts.config_sha256[:12]}) than the one in {outdir / 'target.json'} "
+                        f"(sha256 {got[:12]}); refused", where=where)
 
 
 def open_compile_dir(outdir: Path) -> CompileDir:

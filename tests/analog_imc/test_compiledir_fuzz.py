@@ -38,8 +38,8 @@ PEAK = 256 << 20
 EXAMPLES = int(os.environ.get("HWMAP_FUZZ_EXAMPLES", "60"))
 
 STRINGS = ["../../../../etc/passwd", "/dev/zero", "/etc/passwd", "program.bin", "program.lst", "kpis.json", "",
-           "..", "artifacts.json", "a/../../b", "analog_imc", "toy_cpu", "Gemm", "Relu", "float32", "object",
-           "hwmap.graph", "0" * 64, "\x1b[31m", "input", "output"]
+           "..", "artifacts.json", "a/../../../../etc/passwd", "analog_imc", "toy_cpu", "Gemm", "Relu", "float32",
+           "object", "hwmap.graph", "0" * 64, "\x1b[31m", "input", "output"]
 INTS = [0, 1, -1, 2, 7, 255, 256, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 500_000_000, 2**63, -(2**63), 10**30]
 FLOATS = [0.0, -0.0, 1e-300, 1e300, float("nan"), float("inf"), -1.0, 0.5]
 

@@ -127,7 +127,7 @@ def test_a_layer_over_two_billion_positions_is_refused_before_it_is_prepared(cdi
         p.tensors[lay.input] = dataclasses.replace(t, shape=(t.shape[0], 1 << 31, t.shape[-1]))
         p.layers[0] = dataclasses.replace(lay, positions=1 << 31)
     rewrite(cdir, spread)
-    refused(cdir, built, "simulating the program", "memory limit")
+    refused(cdir, built, "program.bin", "simulating the program", "memory limit")
 
 
 def test_footprint_is_within_the_default_bound_for_a_real_program(cdir: Path) -> None:

@@ -500,7 +500,8 @@ def _check(p: Program, where: str) -> None:
         if not (math.isfinite(lay.in_scale) and lay.in_scale > 0) or span < 0 or not 1 <= lay.planes <= c.input_bits \
                 or span.bit_length() > lay.planes * c.dac_bits:
             raise bad(f"layer {i} ({lay.name}) has an input quantization its DAC bit-planes cannot drive (scale "
-                      f"{lay.in_scale!r}, codes {lay.in_qmin}..{lay.in_qmax}, {lay.planes} planes of {c.dac_bits} bits)")
+                      f"{lay.in_scale!r}, codes {lay.in_qmin}..{lay.in_qmax}, {lay.planes} planes of "
+                      f"{c.dac_bits} bits)")
     held = [0] * nl  # weights (rows x filters) the blocks of each layer hold
     for i, b in enumerate(p.blocks):
         if b.layer >= nl:

@@ -148,10 +148,10 @@ class Simulator:
     independent and give identical results (a session keeps nothing from one run to the
     next but Reshape nodes rebased to a batch size)."""
 
-    def __init__(self, program: Program, noise: NoiseConfig | None = None) -> None:
+    def __init__(self, program: Program, noise: NoiseConfig | None = None, *, where: str | None = None) -> None:
         prepare, per_sample = footprint(program, noise is not None)
         check_size(prepare + per_sample, f"simulating the program ({prepare:,} bytes to prepare its layers, "
-                   f"{per_sample:,} per sample)", error=TargetError)
+                   f"{per_sample:,} per sample)", where=where, error=TargetError)
         self.program = program
         self.noise = noise
         self._names = [t.name for t in program.tensors]
@@ -179,7 +179,7 @@ class Simulator:
         program = load_program(artifacts)
         noise_cfg = getattr(target.config, "noise", None)
         noise = noise_cfg if isinstance(noise_cfg, NoiseConfig) and noise_cfg.enabled else None
-        return cls(program, noise)
+        return cls(program, noise, where=str(artifacts.path(artifacts.manifest.get("program", PROGRAM_FILE))))
 
     @property
     def layers(self) -> list[FastLayer | _ReferenceLayer]:
