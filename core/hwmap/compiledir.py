@@ -3,8 +3,10 @@
 ``hwmap compile MODEL --target CONFIG -o DIR`` writes a compile directory; ``hwmap simulate
 DIR`` reads it back. Users download and share these directories, so they are input like any
 model file: :func:`open_compile_dir` reads one only as follows, and refuses anything else with
-a :class:`~hwmap.errors.DataError` (exit code 2) whose one-line message names the file and
-never quotes its bytes.
+an hwmap error of exit code 2 whose one-line message names the file and never quotes its
+bytes: a :class:`~hwmap.errors.DataError` for the directory's own files, a
+:class:`~hwmap.errors.GraphError` for the graph, a :class:`~hwmap.errors.PluginError` for a
+target kind that is not installed, a :class:`~hwmap.errors.TargetError` for an artifact.
 
 * **Layout.** ``kpis.json`` (what marks an hwmap output directory), ``target.json``,
   ``graph/graph.json`` with ``graph/params.npz``, and ``artifacts/artifacts.json`` must be

@@ -404,7 +404,7 @@ Dim = Annotated[int, Field(ge=0)]
 
 
 class _ArrayJson(_Strict):
-    shape: list[Dim] = Field(max_length=1)
+    shape: list[Dim] = Field(max_length=8)
     data: list[float]
 
 
