@@ -343,7 +343,7 @@ def compile_model(
         art_dir.mkdir()
         with prog.stage(f"emitting artifacts for {target.name}"):
             artifacts: Artifacts = reg.call("hwmap_emit", kind, mapping=mapping, target=target, outdir=art_dir)
-            artifacts.write_manifest()
+            artifacts.write_manifest(graph=graph, target=target)
         result = None
         if scored is not None:
             result = _simulate_and_compare(target, art_dir, graph, scored, reference, prog)
@@ -382,28 +382,25 @@ def compile_model(
 
 
 def load_compiled_target(outdir: Path) -> Target:
-    """The target a compile directory was built for, from its ``target.json``."""
-    from .config import validate_config
+    """The target a compile directory was built for, from its ``target.json`` (checked:
+    :func:`hwmap.compiledir.load_target`)."""
+    from .compiledir import load_target
 
-    try:
-        d = json.loads((outdir / "target.json").read_text())
-    except (OSError, ValueError) as e:
-        raise DataError(f"not an hwmap compile directory ({e})", where=str(outdir)) from None
-    spec = get_registry().spec(d["kind"])
-    config = validate_config(spec.config_model, d["config"], str(outdir / "target.json"))
-    return Target(spec=spec, config=config, name=d["name"], source=d.get("source", str(outdir)))
+    return load_target(outdir)
 
 
 def simulate_dir(outdir: Path, data: Dataset, progress: Progress | None = None) -> Scored:
     """Run a compile directory's artifacts on all of ``data`` (up to
-    :data:`MAX_SIM_SAMPLES`; nothing calibrates) and compare with its parsed graph."""
-    if not (outdir / "artifacts" / "artifacts.json").exists():
-        raise DataError("not an hwmap compile directory (no artifacts/artifacts.json)", where=str(outdir))
-    target = load_compiled_target(outdir)
-    graph = Graph.load(outdir / "graph")
-    check_labels(data, graph)
-    return _simulate_and_compare(target, outdir / "artifacts", graph, data.head(MAX_SIM_SAMPLES), None,
-                                 progress or NullProgress())
+    :data:`MAX_SIM_SAMPLES`; nothing calibrates) and compare with its parsed graph. The
+    directory is input: it is read and checked by :func:`hwmap.compiledir.open_compile_dir`
+    (a :class:`DataError` for anything it refuses, such as artifacts of another graph or
+    config)."""
+    from .compiledir import open_compile_dir
+
+    compiled = open_compile_dir(Path(outdir))
+    check_labels(data, compiled.graph)
+    return _simulate_and_compare(compiled.target, compiled.artifacts.directory, compiled.graph,
+                                 data.head(MAX_SIM_SAMPLES), None, progress or NullProgress())
 
 
 def compare(

@@ -27,9 +27,10 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Annotated, Any, Callable, Iterator, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import GraphError, HwmapError
 from .limits import check_size
@@ -444,24 +445,183 @@ class Graph:
         save_npz(directory / "params.npz", self.arrays())
 
     @classmethod
-    def from_json(cls, d: dict[str, Any], arrays: Any) -> "Graph":
-        if d.get("format") != "hwmap.graph":
-            raise GraphError("not an hwmap graph (missing format marker)")
-        if d.get("version") != FORMAT_VERSION:
-            raise GraphError(f"graph format version {d.get('version')!r} is not {FORMAT_VERSION}")
+    def from_json(cls, d: Any, arrays: Any, *, where: str | None = None) -> "Graph":
+        """The graph ``d`` (as :meth:`to_json` writes it) describes, its parameters from
+        ``arrays`` (``node/slot`` keys, as :meth:`arrays`). Everything is checked before it
+        is used (:func:`check_graph_json`): the schema, every parameter array present with
+        the declared shape and dtype (and none left over), tensor sizes within the memory
+        bound, and the graph well formed (:meth:`validate`). A :class:`GraphError` naming
+        ``where`` for the first problem."""
+        check_graph_json(d, arrays, where)
         tensors = {t["name"]: Tensor.from_json(t) for t in d["tensors"]}
-        return cls(d["name"], list(d["inputs"]), list(d["outputs"]),
-                   [Node.from_json(n, arrays) for n in d["nodes"]], tensors, d.get("meta", {}))
+        graph = cls(d["name"], list(d["inputs"]), list(d["outputs"]),
+                    [Node.from_json(n, arrays) for n in d["nodes"]], tensors, d.get("meta", {}))
+        try:
+            return graph.validate()
+        except HwmapError as e:  # a GraphError, or an op no one knows
+            raise GraphError(str(e), where=where) from None
+        except _ATTRIBUTE_ERRORS as e:  # an op's shape inference choking on attributes of the wrong type
+            raise GraphError(f"a node's attributes do not fit its op: {type(e).__name__}: {e}", where=where) from None
 
     @classmethod
     def load(cls, directory: str | Path) -> "Graph":
+        """The graph :meth:`save` wrote into ``directory``: ``graph.json`` (a regular file,
+        not a symbolic link, its size and nesting bounded: :func:`hwmap.compiledir.read_json`)
+        and ``params.npz`` (:func:`hwmap.safeio.load_npz`), checked as :meth:`from_json`
+        says."""
+        from .compiledir import open_member, read_json
+        from .safeio import load_npz as safe_load
+
         directory = Path(directory)
-        try:
-            d = json.loads((directory / "graph.json").read_text())
-            arrays = load_npz(directory / "params.npz")
-        except (OSError, ValueError) as e:
-            raise GraphError(f"cannot read graph: {e}", where=str(directory)) from None
-        return cls.from_json(d, arrays)
+        where = str(directory / "graph.json")
+        d = read_json(directory / "graph.json", what="graph file", error=GraphError)
+        with open_member(directory, "params.npz", what="graph parameters file", error=GraphError) as f:
+            arrays = safe_load(f, where=str(directory / "params.npz"), error=GraphError)
+        return cls.from_json(d, arrays, where=where)
+
+
+#: What an op's shape inference raises on attributes of the wrong type or value.
+_ATTRIBUTE_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError, OverflowError,
+                     RecursionError)
+
+
+# -- the schema of graph.json -----------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+Dim = Annotated[int, Field(ge=0)]
+
+
+class _ArrayJson(_Strict):
+    shape: list[Dim] = Field(max_length=8)
+    data: list[float]
+
+
+class _QuantJson(_Strict):
+    scale: _ArrayJson | float | list[float]
+    zero_point: _ArrayJson | float | list[float]
+    bits: int = Field(ge=1, le=64)
+    signed: bool
+    axis: int | None = None
+    narrow: bool = False
+
+
+class _TensorJson(_Strict):
+    name: str
+    shape: list[Dim] = Field(max_length=32)
+    dtype: str = "float32"
+    quant: _QuantJson | None = None
+
+
+class _ParamJson(_Strict):
+    shape: list[Dim] = Field(max_length=32)
+    dtype: str
+
+
+class _NodeJson(_Strict):
+    name: str
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, _ParamJson] = Field(default_factory=dict)
+    param_quant: dict[str, _QuantJson] = Field(default_factory=dict)
+    fused: list["_NodeJson"] = Field(default_factory=list)
+
+
+class _GraphJson(_Strict):
+    format: Literal["hwmap.graph"]
+    version: int
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    tensors: list[_TensorJson]
+    nodes: list[_NodeJson]
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+def check_graph_json(d: Any, arrays: Any, where: str | None = None) -> None:
+    """Check a graph's JSON (:meth:`Graph.to_json`) and its parameter arrays before
+    anything is built from them; a :class:`GraphError` naming ``where`` for the first
+    problem. Checks: the schema (types, keys, the format marker and version); tensor names
+    unique, dtypes numeric, quantization scales of their declared shape with an axis inside
+    the tensor; every parameter of every node (fused ones included) in ``arrays`` with its
+    declared shape and dtype, and no array no node declares; the declared tensors together
+    within the memory bound (:func:`hwmap.limits.check_size`)."""
+    from .compiledir import schema_problem
+    from .limits import check_size
+
+    if not isinstance(d, dict) or d.get("format") != "hwmap.graph":
+        raise GraphError("not an hwmap graph (missing format marker)", where=where)
+    if d.get("version") != FORMAT_VERSION:
+        shown = d.get("version") if isinstance(d.get("version"), int) else "?"
+        raise GraphError(f"graph format version {shown!r} is not {FORMAT_VERSION}", where=where)
+    try:
+        doc = _GraphJson.model_validate(d)
+    except ValidationError as e:
+        raise GraphError(f"does not match the graph schema: {schema_problem(e)}", where=where) from None
+    names: set[str] = set()
+    total = 0
+    for t in doc.tensors:
+        if t.name in names:
+            raise GraphError(f"tensor {t.name[:80]!r} is declared twice", where=where)
+        names.add(t.name)
+        itemsize = _numeric_dtype(t.dtype, f"tensor {t.name[:80]!r}", where).itemsize
+        total += math.prod(t.shape) * itemsize
+        if t.quant is not None:
+            _check_quant(t.quant, len(t.shape), f"tensor {t.name[:80]!r}", where)
+    check_size(total, f"the graph's tensors (declared {total:,} bytes)", where=where, error=GraphError)
+    used: set[str] = set()
+    todo = list(doc.nodes)
+    while todo:
+        n = todo.pop()
+        todo.extend(n.fused)
+        for slot, p in n.params.items():
+            key = f"{n.name}/{slot}"
+            what = f"parameter {key[:120]!r}"
+            if key not in arrays:
+                raise GraphError(f"{what} is missing from params.npz", where=where)
+            a = arrays[key]
+            if not isinstance(a, np.ndarray) or list(a.shape) != p.shape or str(a.dtype) != p.dtype:
+                raise GraphError(f"{what} in params.npz is not the {p.dtype[:20]} array of shape {p.shape[:8]} "
+                                 "the graph declares", where=where)
+            used.add(key)
+            if slot in n.param_quant:
+                _check_quant(n.param_quant[slot], a.ndim, what, where)
+    extra = sorted(set(arrays) - used)
+    if extra:
+        raise GraphError(f"params.npz holds {len(extra)} array(s) no node declares, e.g. {extra[0][:120]!r}",
+                         where=where)
+
+
+def _numeric_dtype(name: str, what: str, where: str | None) -> np.dtype[Any]:
+    try:
+        dtype = np.dtype(name)
+    except (TypeError, ValueError, SyntaxError):
+        raise GraphError(f"{what} has dtype {name[:20]!r}, which is not a numpy dtype", where=where) from None
+    if dtype.kind not in "biufc" or dtype.hasobject:
+        raise GraphError(f"{what} has dtype {name[:20]!r}: only numbers and booleans", where=where)
+    return dtype
+
+
+def _check_quant(q: _QuantJson, ndim: int, what: str, where: str | None) -> None:
+    """A quantization annotation on a tensor or parameter of rank ``ndim``: its scale and
+    zero point hold as many numbers as their shape says, per tensor or 1-D along an axis
+    inside the tensor."""
+    sizes = []
+    for part in (q.scale, q.zero_point):
+        if isinstance(part, _ArrayJson):
+            if len(part.data) != math.prod(part.shape):
+                raise GraphError(f"{what}: a quantization array holds {len(part.data)} numbers for shape "
+                                 f"{part.shape}", where=where)
+            sizes.append(len(part.data))
+        else:
+            sizes.append(len(part) if isinstance(part, list) else 1)
+    if q.axis is not None and not -max(ndim, 1) <= q.axis < max(ndim, 1):
+        raise GraphError(f"{what}: quantization axis {q.axis} outside a tensor of rank {ndim}", where=where)
+    if q.axis is None and max(sizes) > 1:
+        raise GraphError(f"{what}: per-axis quantization scales without an axis", where=where)
 
 
 def _itemsize(dtype: str) -> int:

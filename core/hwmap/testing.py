@@ -34,9 +34,11 @@ checked, the measured value and the bound. What is checked:
 6. the simulation is a function of the artifacts: with the files ``emit`` listed deleted,
    simulate fails with an :class:`hwmap.HwmapError`; with the artifacts of the same model
    with other weights (each weight tensor's values shuffled by a seeded generator,
-   compiled into its own directory) swapped in, it gives exactly what that model's own
-   directory gives, or refuses with an :class:`hwmap.HwmapError` (a target may check that
-   artifacts belong to the graph);
+   compiled into its own directory) swapped in, and the digests ``artifacts.json`` records
+   set to the directory's graph and config (so ``hwmap simulate``'s own check, which refuses
+   artifacts of another graph, lets them through to the target), it gives exactly what that
+   model's own directory gives, or refuses with an :class:`hwmap.HwmapError` (a target may
+   check that artifacts belong to the graph);
 7. the KPI record is complete (:meth:`hwmap.KPIs.check`), names target, config and model,
    states its assumptions, and carries a fidelity when data was given.
 
@@ -444,6 +446,7 @@ def _check_artifacts_swapped(moved: Path, graph: Graph, probe: Dataset, ref: str
     """Simulating ``moved`` with the artifacts of the same model with other weights (compiled
     into its own directory) swapped in must give exactly what that directory gives, or be
     refused with an :class:`HwmapError`."""
+    from .compiledir import stamp
     from .flow import compile_model
 
     other = tmp_path / "other-weights"
@@ -458,6 +461,7 @@ def _check_artifacts_swapped(moved: Path, graph: Graph, probe: Dataset, ref: str
     shutil.copytree(moved, swapped)
     shutil.rmtree(swapped / "artifacts")
     shutil.copytree(other / "artifacts", swapped / "artifacts")
+    stamp(swapped)  # past the core's digest check (it would refuse the swap): the target's simulator is judged
     try:
         got = _simulate(swapped, probe)
     except HwmapError:

@@ -104,7 +104,7 @@ def test_simulate_reports_progress_after_each_slice(toy_registry: Registry, tmp_
     target.progress = lambda done, total: seen.append((done, total))
     sim = plugin.hwmap_simulate(Artifacts.read(tmp_path / "out" / "artifacts"), target, {"input": x})
     assert plugin.SLICE == 64 and seen == [(64, 150), (128, 150), (150, 150)]
-    whole = run(plugin.load_program(tmp_path / "out" / "artifacts"), {"input": x})["output"]
+    whole = run(plugin.load_program(Artifacts.read(tmp_path / "out" / "artifacts")), {"input": x})["output"]
     assert sim.outputs["output"].shape == (150, 10)
     np.testing.assert_allclose(sim.outputs["output"], whole, rtol=1e-5, atol=1e-6)
 

@@ -10,7 +10,6 @@ activation byte is read and written once, in 64-bit words; energy is
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from hwmap import (Artifacts, Assumption, Bottleneck, Diagnostic, Graph, KPIs, LayerCost, Legalized, Mapping, Node,
                    Provenance, Simulation, Target, TargetError, hookimpl, presets_in)
-from hwmap.graph import load_npz, save_npz
+from hwmap.graph import save_npz
 from hwmap.jsonio import dumps
 from hwmap.ops import get_op
 
@@ -63,6 +62,8 @@ def _decode(stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for k, v in stored.items():
         if k.endswith(".q"):
             base = k[:-2]
+            if f"{base}.scale" not in stored:
+                raise TargetError(f"weights.npz holds {k!r} without its scale {base + '.scale'!r}")
             out[base] = (v.astype(np.float32) * stored[f"{base}.scale"]).astype(np.float32)
         elif not k.endswith(".scale"):
             out[k] = v
@@ -149,23 +150,22 @@ def hwmap_emit(mapping: Mapping, target: Target, outdir: Path) -> Artifacts:
     return Artifacts(outdir, ["program.json", "weights.npz"], {"format": PROGRAM_FORMAT, "version": 1})
 
 
-def load_program(directory: Path) -> Graph:
-    """The graph the artifacts describe, weights decoded from their stored int8 form."""
-    try:
-        program = json.loads((directory / "program.json").read_text())
-        stored = load_npz(directory / "weights.npz")
-    except (OSError, ValueError) as e:
-        raise TargetError(f"cannot read the toy_cpu program: {e}", where=str(directory)) from None
+def load_program(artifacts: Artifacts) -> Graph:
+    """The graph the artifacts describe, weights decoded from their stored int8 form, read
+    only through ``artifacts`` (listed regular files inside the artifacts directory, their
+    sizes checked; anything else is an hwmap error naming the file)."""
+    program = artifacts.read_json("program.json")
+    stored = artifacts.load_npz("weights.npz")
     if not isinstance(program, dict) or program.get("format") != PROGRAM_FORMAT:
-        raise TargetError(f"program.json is not a {PROGRAM_FORMAT}", where=str(directory))
-    return Graph.from_json(program["graph"], _decode(stored))
+        raise TargetError(f"program.json is not a {PROGRAM_FORMAT}", where=str(artifacts.directory))
+    return Graph.from_json(program.get("graph"), _decode(stored), where=str(artifacts.path("program.json")))
 
 
 @hookimpl
 def hwmap_simulate(artifacts: Artifacts, target: Target, inputs: dict[str, np.ndarray]) -> Simulation:
     from hwmap.execute import run
 
-    graph = load_program(artifacts.directory)
+    graph = load_program(artifacts)
     n = int(next(iter(inputs.values())).shape[0])
     parts: dict[str, list[np.ndarray]] = {k: [] for k in graph.outputs}
     for start in range(0, n, SLICE):

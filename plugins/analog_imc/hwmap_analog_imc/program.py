@@ -132,18 +132,21 @@ import math
 from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from typing import ClassVar, Union
+from typing import Callable, ClassVar, Union
 
 import numpy as np
 
+import hwmap
 from hwmap import TargetError
+from hwmap.compiledir import MAX_JSON_DEPTH, json_depth
 
 __all__ = [
     "PROGRAM_FILE",
     "MAGIC", "VERSION", "NONE", "ENC_DIFFERENTIAL", "ENC_OFFSET", "KIND_ACT", "KIND_PSUM",
     "LAYOUT_WHOLE", "LAYOUT_CHANNELS_FIRST", "LAYOUT_CHANNELS_LAST", "region_elements",
     "Config", "TensorRec", "LayerRec", "BlockRec", "WeightsRec", "AdcRec", "ReadRec", "AccumRec",
-    "PostOpRec", "DigitalRec", "TransferRec", "Program", "read_program", "parse_listing",
+    "PostOpRec", "DigitalRec", "TransferRec", "Program", "read_program", "load_program", "parse_listing",
+    "footprint",
 ]
 
 MAGIC = b"HWMAPIMC"
@@ -415,13 +418,29 @@ class Program:
 
 def read_program(path: Path | str) -> Program:
     """Read a binary program file; :class:`hwmap.TargetError` with a one-line message if it
-    is missing, truncated, corrupt (CRC), of another format or version, or inconsistent."""
+    is missing, not a regular file, larger than the memory bound, truncated, corrupt (CRC),
+    of another format or version, or inconsistent."""
+    from hwmap.safeio import read_file
+
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise TargetError(f"cannot read program: {e.strerror or e}", where=str(path)) from None
+    data = read_file(path, what="file", error=_cannot_read)
     return Program.from_bytes(data, str(path))
+
+
+def load_program(artifacts: hwmap.Artifacts) -> Program:
+    """The program of emitted ``artifacts``: the file their manifest's ``program`` names
+    (``program.bin`` by default), read through :meth:`hwmap.Artifacts.read_bytes` (listed,
+    a regular file inside the artifacts directory, within the memory bound), then decoded
+    and checked as :func:`read_program` does."""
+    name = artifacts.manifest.get("program", PROGRAM_FILE)
+    if not isinstance(name, str):
+        raise TargetError("the manifest's 'program' is not a file name", where=str(artifacts.directory))
+    data = artifacts.read_bytes(name)
+    return Program.from_bytes(data, str(artifacts.path(name)))
+
+
+def _cannot_read(message: str, *, where: str | None = None) -> TargetError:
+    return TargetError(f"cannot read program: {message}", where=where)
 
 
 def parse_listing(text: str, where: str = "program.lst") -> Program:
@@ -448,8 +467,10 @@ def _check(p: Program, where: str) -> None:
         if not (r < nc or (optional and r == NONE)):
             raise bad(f"{what} refers to constant {r}, the program has {nc}")
 
-    if min(c.cores, c.element_rows, c.element_cols, c.bits_per_cell, c.dac_bits, c.adc_bits) < 1:
-        raise bad("CONFIG has a zero core count, element size or bit width")
+    _check_config(c, bad)
+    if c.computation_cycles > max(1, nb):
+        raise bad(f"CONFIG declares {c.computation_cycles:,} computation cycles for {nb:,} blocks (each cycle holds "
+                  "at least one)")
     for i, t in enumerate(p.tensors):
         if t.flags & FLAG_QUANT:
             ref(t.q_scale, f"tensor {i} quant scale")
@@ -475,6 +496,13 @@ def _check(p: Program, where: str) -> None:
         if not _geometry_ok(lay, p.tensors[lay.input].shape):
             raise bad(f"layer {i} ({lay.name}) does not fit its input tensor of shape "
                       f"{list(p.tensors[lay.input].shape)}")
+        span = lay.in_qmax - lay.in_qmin
+        if not (math.isfinite(lay.in_scale) and lay.in_scale > 0) or span < 0 or not 1 <= lay.planes <= c.input_bits \
+                or span.bit_length() > lay.planes * c.dac_bits:
+            raise bad(f"layer {i} ({lay.name}) has an input quantization its DAC bit-planes cannot drive (scale "
+                      f"{lay.in_scale!r}, codes {lay.in_qmin}..{lay.in_qmax}, {lay.planes} planes of "
+                      f"{c.dac_bits} bits)")
+    held = [0] * nl  # weights (rows x filters) the blocks of each layer hold
     for i, b in enumerate(p.blocks):
         if b.layer >= nl:
             raise bad(f"block {i} refers to layer {b.layer}, the program has {nl}")
@@ -484,6 +512,14 @@ def _check(p: Program, where: str) -> None:
             raise bad(f"block {i} lies outside layer {b.layer} ({lay.name})")
         if b.core >= c.cores or b.cycle >= c.computation_cycles:
             raise bad(f"block {i} sits on core {b.core} in cycle {b.cycle}, outside the chip/program")
+        if ((b.elem_row + b.elem_rows) * c.element_rows > c.crossbar_rows
+                or (b.elem_col + b.elem_cols) * c.element_cols > c.crossbar_cols):
+            raise bad(f"block {i} lies outside its {c.crossbar_rows}x{c.crossbar_cols} crossbar")
+        held[b.layer] += b.row_count * b.filter_count
+    for i, lay in enumerate(p.layers):  # before anything the size of a layer is made
+        if held[i] < lay.groups * lay.rows * lay.filters:
+            raise bad(f"layer {i} ({lay.name}) declares {lay.groups * lay.rows * lay.filters:,} weights per filter "
+                      f"column, its blocks hold {held[i]:,}")
     if len(p.weights) != nb or len(p.adc) != nb:
         raise bad(f"{nb} blocks but {len(p.weights)} weight and {len(p.adc)} ADC records")
     for i, (w, a) in enumerate(zip(p.weights, p.adc)):
@@ -497,13 +533,17 @@ def _check(p: Program, where: str) -> None:
         if a.shifts.shape != (p.layers[b.layer].planes, cpf):
             raise bad(f"ADC record of block {i} has {a.shifts.shape} shifts, expected (planes, cols_per_filter)")
     for k, ins in enumerate(p.schedule):
-        if ins.core >= c.cores:
-            raise bad(f"instruction {k} runs on core {ins.core}, the chip has {c.cores}")
+        if ins.core >= c.cores or ins.cycle >= c.computation_cycles:
+            raise bad(f"instruction {k} runs on core {ins.core} in cycle {ins.cycle}, the chip has {c.cores} cores "
+                      f"and the program {c.computation_cycles} cycles")
         if isinstance(ins, ReadRec):
             if ins.layer >= nl or any(b >= nb for b in ins.blocks):
                 raise bad(f"READ instruction {k} refers to a missing layer or block")
             if ins.pos_start + ins.pos_count > p.layers[ins.layer].positions:
                 raise bad(f"READ instruction {k} reads positions past the layer's {p.layers[ins.layer].positions}")
+            if any((p.blocks[b].layer, p.blocks[b].group, p.blocks[b].row_start, p.blocks[b].row_count)
+                   != (ins.layer, ins.group, ins.row_start, ins.row_count) for b in ins.blocks):
+                raise bad(f"READ instruction {k} drives word lines (layer, group, rows) its blocks do not hold")
         else:
             if ins.block >= nb or ins.dst_core >= c.cores:
                 raise bad(f"ACCUM instruction {k} refers to a missing block or core")
@@ -529,9 +569,61 @@ def _check(p: Program, where: str) -> None:
     named: list[PostOpRec | DigitalRec] = [*p.postops, *p.digital]
     for op in named:
         try:
-            json.loads(op.attrs)
-        except ValueError:
-            raise bad(f"{op.KEYWORD} {op.name!r} has attributes that are not JSON") from None
+            attrs = json.loads(op.attrs)
+        except (ValueError, RecursionError):
+            attrs = None
+        if not isinstance(attrs, dict) or json_depth(attrs, MAX_JSON_DEPTH + 1) > MAX_JSON_DEPTH:
+            raise bad(f"{op.KEYWORD} {op.name[:80]!r} has attributes that are not a JSON object (of at most "
+                      f"{MAX_JSON_DEPTH} levels)")
+
+
+#: The bounds of every CONFIG field the simulator computes with: bit widths as the
+#: ``[hardware]`` config allows them, counts at least 1 where they divide.
+_CONFIG_BOUNDS = {"bits_per_cell": (1, 8), "weight_bits": (1, 32), "input_bits": (1, 32), "dac_bits": (1, 16),
+                  "adc_bits": (1, 32), "cores": (1, None), "element_rows": (1, None), "element_cols": (1, None),
+                  "columns_per_adc": (1, None), "link_width_bits": (1, None), "batch": (1, None)}
+
+
+def _check_config(c: Config, bad: Callable[[str], TargetError]) -> None:
+    for name, (lo, hi) in _CONFIG_BOUNDS.items():
+        v = getattr(c, name)
+        if v < lo or (hi is not None and v > hi):
+            raise bad(f"CONFIG {name} = {v} is outside {lo}..{hi if hi is not None else ''}")
+    if not (math.isfinite(c.clock_hz) and c.clock_hz > 0):
+        raise bad(f"CONFIG clock_hz = {c.clock_hz!r} is not a positive frequency")
+    for name in ("read_pulse_s", "adc_conversion_s"):
+        v = getattr(c, name)
+        if not (math.isfinite(v) and v >= 0):
+            raise bad(f"CONFIG {name} = {v!r} is not a duration")
+
+
+def footprint(p: Program, noise: bool = False) -> tuple[int, int]:
+    """Upper estimates, in bytes, of the memory the simulator takes for ``p``: to prepare
+    it (per layer its integer weight matrix once per run of positions read by the same
+    READs, the cover check, the im2col index plan and the DAC activity plan; the cells
+    stacked and as floats) and per sample simulated (every tensor, and the largest layer's
+    codes, digit planes and accumulations: float32 planes for the fast kernel, float64 ones
+    and the column sums for the per-plane kernel device ``noise`` takes). The simulator
+    checks both against the memory bound before it allocates anything the size of a layer
+    (measured: zoo:mobilenet_v1 on analog_imc:default estimates 416 MB and 196 MB, takes
+    149 MB to decode and prepare and 48 MB per sample; with noise 331 MB estimated and
+    278 MB taken per sample)."""
+    cuts: list[set[int]] = [{0, lay.positions} for lay in p.layers]
+    geoms: list[set[tuple[int, int, int, int]]] = [set() for _ in p.layers]
+    for ins in p.schedule:
+        if isinstance(ins, ReadRec):
+            cuts[ins.layer] |= {ins.pos_start, ins.pos_start + ins.pos_count}
+            geoms[ins.layer].add((ins.row_start, ins.row_count, ins.pos_start, ins.pos_count))
+    prepare = 12 * sum(w.cells.size for w in p.weights)
+    per_sample = 8 * sum(math.prod(t.shape[1:]) for t in p.tensors)
+    worst = 0
+    for lay, cut, geom in zip(p.layers, cuts, geoms):
+        grf = lay.groups * lay.rows * lay.filters
+        prepare += 16 * grf * len(cut) + 24 * lay.positions * lay.rows + 8 * sum(rc * pc for _, rc, _, pc in geom)
+        per_vector = (8 * lay.rows * (lay.planes + 3) + 32 * lay.filters if noise
+                      else 4 * lay.rows * (lay.planes + 2) + 24 * lay.filters)
+        worst = max(worst, lay.groups * lay.positions * per_vector)
+    return prepare, per_sample + worst
 
 
 def region_extent(shape: tuple[int, ...], layout: int) -> tuple[int, int] | None:

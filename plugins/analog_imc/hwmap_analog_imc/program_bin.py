@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from hwmap import TargetError
+from hwmap.limits import check_size
 
 from .program import (
     MAGIC, VERSION, AccumRec, AdcRec, BlockRec, Config, DigitalRec, Instruction, LayerRec, PostOpRec, Program,
@@ -226,16 +227,22 @@ class _In:
         st = _struct(fmt)
         return st.unpack_from(self.data, self.skip(st.size))
 
+    def words(self, n: int) -> tuple[int, ...]:
+        """``n`` u32 values (a variable count: checked against what is left before anything
+        the size of ``n`` is made)."""
+        at = self.skip(4 * n)
+        return tuple(np.frombuffer(self.data, dtype="<u4", count=n, offset=at).tolist()) if n else ()
+
     def get(self, kind: str) -> Any:
         """One variable-length field (fixed-width ones are unpacked in runs by :meth:`record`)."""
         if kind == "str":
             return self.string(self.unpack("I")[0])
         if kind == "u32s":
             (n,) = self.unpack("I")
-            return self.unpack(f"{n}I") if n else ()
+            return self.words(n)
         if kind == "params":
             (n,) = self.unpack("I")
-            vals = self.unpack(f"{2 * n}I") if n else ()
+            vals = self.words(2 * n)
             return tuple((self.string(vals[2 * i]), vals[2 * i + 1]) for i in range(n))
         raise AssertionError(kind)  # pragma: no cover
 
@@ -261,9 +268,12 @@ class _In:
 
 
 def decode(data: bytes, where: str) -> Program:
-    """The checked :class:`Program` in ``data``; :class:`hwmap.TargetError` naming what is wrong."""
+    """The checked :class:`Program` in ``data``; :class:`hwmap.TargetError` naming what is
+    wrong (never quoting the file). Before any section is decoded, each section's record
+    count is checked against its length (:func:`_min_record`) and what the decoded records
+    will take against the memory bound (:func:`_decoded_bytes`)."""
     if len(data) < 8 or data[:8] != MAGIC:
-        raise TargetError(f"not an analog_imc program (bad magic {data[:8]!r}, expected {MAGIC!r})", where=where)
+        raise TargetError(f"not an analog_imc program (bad magic: it does not start with {MAGIC!r})", where=where)
     if len(data) < _HEADER.size + 4:
         raise TargetError(f"truncated: {len(data)} bytes, shorter than the header", where=where)
     _, version, nsec, _, total = _HEADER.unpack_from(data, 0)
@@ -277,14 +287,27 @@ def decode(data: bytes, where: str) -> Program:
         raise TargetError("checksum mismatch (CRC-32): the file is corrupt", where=where)
     if nsec != len(_SECTION_NAMES) or _HEADER.size + nsec * _ENTRY.size > total - 4:
         raise TargetError(f"{nsec} sections, expected {len(_SECTION_NAMES)}", where=where)
-    payloads: list[tuple[int, bytes]] = []
+    entries: list[tuple[int, int, int]] = []  # (count, offset, length)
+    expected = _HEADER.size + nsec * _ENTRY.size
     for i in range(nsec):
         typ, count, off, length = _ENTRY.unpack_from(data, _HEADER.size + i * _ENTRY.size)
+        name = _SECTION_NAMES[i]
         if typ != i + 1:
-            raise TargetError(f"section {i} has type {typ}, expected {i + 1} ({_SECTION_NAMES[i]})", where=where)
-        if off + length > total - 4:
-            raise TargetError(f"section {_SECTION_NAMES[i]} runs past the end of the file", where=where)
-        payloads.append((count, data[off:off + length]))
+            raise TargetError(f"section {i} has type {typ}, expected {i + 1} ({name})", where=where)
+        if off != expected or off + length > total - 4:
+            raise TargetError(f"section {name} does not follow the one before it (offset {off:,}, expected "
+                              f"{expected:,}) or runs past the end of the file", where=where)
+        if count * _min_record(name) > length:
+            raise TargetError(f"section {name} declares {count:,} records, more than its {length:,} bytes can hold",
+                              where=where)
+        entries.append((count, off, length))
+        expected = off + length
+    if expected != total - 4:
+        raise TargetError(f"{total - 4 - expected:,} bytes between the last section and the checksum", where=where)
+    check_size(sum(_decoded_bytes(name, count, length) for name, (count, _, length) in zip(_SECTION_NAMES, entries)),
+               f"the decoded program ({sum(e[0] for e in entries):,} records in {total:,} bytes)", where=where,
+               error=TargetError)
+    payloads = [(count, data[off:off + length]) for count, off, length in entries]
     name = "STRINGS"
     try:
         count, raw = payloads[1]
@@ -303,7 +326,7 @@ def decode(data: bytes, where: str) -> Program:
             rd = _In(raw, strings)
             results[name] = _read_section(name, rd, count)
             rd.done()
-    except (_Malformed, UnicodeDecodeError, ValueError, TypeError) as e:
+    except (_Malformed, UnicodeDecodeError, ValueError, TypeError, struct.error) as e:
         raise TargetError(f"malformed section {name}: {e}", where=where) from None
     if len(results["CONFIG"]) != 1:
         raise TargetError(f"section CONFIG holds {len(results['CONFIG'])} records, expected 1", where=where)
@@ -311,6 +334,33 @@ def decode(data: bytes, where: str) -> Program:
                 results["WEIGHTS"], results["ADC"], results["SCHEDULE"], results["POSTOPS"], results["DIGITAL"],
                 results["NOC"])
     return p.check(where)
+
+
+#: Bytes one decoded record takes at most (the object, its field dict and the ints in it),
+#: and per section the bytes its decoding takes per byte of payload (WEIGHTS: the cells
+#: unpacked, up to 8 per byte, and the whole section's lanes; SCHEDULE: the section as one
+#: list of Python ints, 40 bytes per 4; the others: ints and tuples of variable fields).
+_RECORD_BYTES = 1024
+_BYTES_PER_BYTE = {"WEIGHTS": 24, "SCHEDULE": 12, "CONSTS": 2, "ADC": 2}
+_DEFAULT_BYTES_PER_BYTE = 10
+
+
+def _decoded_bytes(name: str, count: int, length: int) -> int:
+    """An upper estimate of the memory decoding a section of ``count`` records in
+    ``length`` bytes takes."""
+    return count * _RECORD_BYTES + length * _BYTES_PER_BYTE.get(name, _DEFAULT_BYTES_PER_BYTE)
+
+
+@cache
+def _min_record(name: str) -> int:
+    """The fewest bytes one record of section ``name`` takes in the file (variable-length
+    fields empty): a declared count above the section's length over this is a lie."""
+    fixed = {"u32": 4, "ref": 4, "i32": 4, "u64": 8, "f64": 8, "str": 4, "u32s": 4, "params": 4}
+    if name in _RECORD_CLASSES:
+        return sum(fixed[k] for k in getattr(_RECORD_CLASSES[name], "SPEC"))
+    if name == "SCHEDULE":
+        return 4 + min(sum(fixed[k] for k in getattr(cls, "SPEC")) for cls in _OPCODES.values())
+    return {"STRINGS": 4, "CONSTS": 16, "WEIGHTS": 40, "ADC": 16}[name]
 
 
 def _read_section(name: str, rd: _In, count: int) -> list[Any]:
@@ -326,6 +376,10 @@ def _read_section(name: str, rd: _In, count: int) -> list[Any]:
     return _read_records(rd, _RECORD_CLASSES[name], count)
 
 
+#: The most dimensions a program constant may have (numpy's own limit is 64).
+_MAX_NDIM = 32
+
+
 def _read_consts(rd: _In, count: int) -> list[np.ndarray]:
     """The CONSTS section: per array its dtype, shape and bytes."""
     out = []
@@ -338,6 +392,8 @@ def _read_consts(rd: _In, count: int) -> list[np.ndarray]:
             dtype = dtypes[name] = np.dtype(name)
             if dtype.kind not in "biuf":
                 raise _Malformed(f"constant of dtype {dtype} is not numeric")
+        if ndim > _MAX_NDIM:
+            raise _Malformed(f"constant of {ndim} dimensions (at most {_MAX_NDIM})")
         dims = rd.unpack(f"{ndim}QQ")
         dims, nbytes = dims[:-1], dims[-1]
         if nbytes != math.prod(dims) * dtype.itemsize:

@@ -202,6 +202,8 @@ def from_listing(text: str, where: str) -> Program:
         raise TargetError("truncated: a WEIGHTS record is missing cell rows", where=where) from None
     except (ValueError, KeyError, TypeError, IndexError, OverflowError) as e:
         raise TargetError(f"line {lineno}: {e}", where=where) from None
+    except RecursionError:
+        raise TargetError(f"line {lineno}: a JSON value nests too deep", where=where) from None
     if not ended:
         raise TargetError("truncated: no END line", where=where)
     if len(recs["CONFIG"]) != 1:

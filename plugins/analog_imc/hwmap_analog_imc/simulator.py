@@ -35,22 +35,23 @@ ceil(bits/link_width)`` clock cycles each).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 import hwmap
 from hwmap import DataError, GraphError, HwmapError, Node, TargetError
+from hwmap.limits import check_size, max_memory
 from hwmap.ops import get_op
 
 from .crossbar import LayerBase, LayerKernel, ScheduleIndex, adc_error_bound, input_codes, nonzero_digits
 from .fast_layer import FastLayer, NotExact, Tuning
 from .hardware import NoiseConfig
-from .program import FLAG_INPUT, FLAG_OUTPUT, PROGRAM_FILE, Program, ReadRec, read_program
+from .program import FLAG_INPUT, FLAG_OUTPUT, PROGRAM_FILE, Program, ReadRec, footprint, load_program
 
 __all__ = ["PROGRAM_FILE", "Simulator", "simulate", "run_program", "adc_error_bound", "input_codes",
            "LayerKernel", "FastLayer"]
@@ -102,8 +103,25 @@ class _Op:
             return self.evaluate(self.node, args)
         except HwmapError:
             raise
-        except (ValueError, IndexError, TypeError, ZeroDivisionError) as e:
-            raise GraphError(f"evaluation failed: {e}", where=f"node {self.node.name!r} ({self.node.op})") from None
+        except _EVALUATION_ERRORS as e:
+            raise GraphError(f"evaluation failed: {type(e).__name__}: {e}",
+                             where=f"node {self.node.name!r} ({self.node.op})") from None
+
+
+def _quietly(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``f`` run with numpy's floating-point warnings off: arithmetic a program drives to
+    infinity or NaN (a scale of 1e300) gives that as its result, which the fidelity shows,
+    not a warning on stderr beside hwmap's one-line messages."""
+    @functools.wraps(f)
+    def quiet(*args: Any, **kwargs: Any) -> Any:
+        with np.errstate(all="ignore"):
+            return f(*args, **kwargs)
+    return quiet
+
+
+#: What an op's reference semantics raise on operands or attributes a program got wrong.
+_EVALUATION_ERRORS = (ValueError, IndexError, TypeError, ZeroDivisionError, KeyError, AttributeError, OverflowError,
+                      FloatingPointError, RecursionError)
 
 
 @dataclass
@@ -130,7 +148,10 @@ class Simulator:
     independent and give identical results (a session keeps nothing from one run to the
     next but Reshape nodes rebased to a batch size)."""
 
-    def __init__(self, program: Program, noise: NoiseConfig | None = None) -> None:
+    def __init__(self, program: Program, noise: NoiseConfig | None = None, *, where: str | None = None) -> None:
+        prepare, per_sample = footprint(program, noise is not None)
+        check_size(prepare + per_sample, f"simulating the program ({prepare:,} bytes to prepare its layers, "
+                   f"{per_sample:,} per sample)", where=where, error=TargetError)
         self.program = program
         self.noise = noise
         self._names = [t.name for t in program.tensors]
@@ -152,13 +173,13 @@ class Simulator:
 
     @classmethod
     def load(cls, artifacts: hwmap.Artifacts, target: hwmap.Target) -> "Simulator":
-        """Read ``program.bin`` from ``artifacts.directory`` and prepare it; device noise
-        when ``target.config.noise.enabled``."""
-        name = str(artifacts.manifest.get("program", PROGRAM_FILE))
-        program = read_program(Path(artifacts.directory) / name)
+        """Read ``program.bin`` through ``artifacts`` (:func:`~hwmap_analog_imc.program.load_program`:
+        only a listed, regular file inside the artifacts directory) and prepare it; device
+        noise when ``target.config.noise.enabled``."""
+        program = load_program(artifacts)
         noise_cfg = getattr(target.config, "noise", None)
         noise = noise_cfg if isinstance(noise_cfg, NoiseConfig) and noise_cfg.enabled else None
-        return cls(program, noise)
+        return cls(program, noise, where=str(artifacts.path(artifacts.manifest.get("program", PROGRAM_FILE))))
 
     @property
     def layers(self) -> list[FastLayer | _ReferenceLayer]:
@@ -220,10 +241,13 @@ class Simulator:
         return _Digital(_Op.of(node), d.inputs, d.outputs, rebase)
 
     def _slice_samples(self) -> int:
-        """Samples per slice: every layer's working arrays within ``_SLICE_BYTES``."""
-        return max(1, _SLICE_BYTES // max(1, max((lay.bytes_per_sample for lay in self._layers), default=1)))
+        """Samples per slice: every layer's working arrays within ``_SLICE_BYTES`` (a quarter
+        of the memory bound when that is smaller)."""
+        budget = min(_SLICE_BYTES, max_memory() // 4)
+        return max(1, budget // max(1, max((lay.bytes_per_sample for lay in self._layers), default=1)))
 
     # -- execution
+    @_quietly
     def _forward(self, inputs: dict[int, np.ndarray], counts: list[Any], clipped: list[int],
                  collect: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """One slice of samples through every step; adds to ``counts`` and ``clipped``."""
@@ -276,6 +300,7 @@ class Simulator:
 
 
 # ------------------------------------------------------------------------------ layers
+@_quietly
 def _prepare_layer(program: Program, layer_id: int, noise: NoiseConfig | None,
                    index: ScheduleIndex) -> FastLayer | _ReferenceLayer:
     """The fast exact kernel with noise off where its bounds hold, else the reference one."""
@@ -380,6 +405,7 @@ class _StaticActivity:
     noc_bit_hops: int
 
 
+@_quietly
 def _static_activity(program: Program) -> _StaticActivity:
     """MVMs, ADC conversions and cell reads per layer, and the time of every computation
     cycle (the slowest core's reads, one after another, plus the cycle's NoC transfers)."""
@@ -419,17 +445,24 @@ def _static_activity(program: Program) -> _StaticActivity:
 
 def _adc_loads(owner: np.ndarray, start: np.ndarray, width: np.ndarray, per_adc: int, n_reads: int) -> np.ndarray:
     """Per READ, the most columns one ADC converts: block ``i`` of READ ``owner[i]`` has
-    columns ``start[i] .. start[i] + width[i]``, ADC ``a`` serves columns ``a·per_adc ..``."""
+    columns ``start[i] .. start[i] + width[i]``, ADC ``a`` serves columns ``a·per_adc ..``
+    (summed per (READ, ADC) pair over the pairs that occur: memory in the number of pairs,
+    however wide the crossbar)."""
     first = start // per_adc
     count = np.maximum(0, (start + width - 1) // per_adc - first + 1)  # ADCs each block touches
     pair = np.repeat(np.arange(owner.size), count)
     a = first[pair] + np.arange(pair.size) - np.repeat(np.cumsum(count) - count, count)
     cols = np.minimum(start[pair] + width[pair], (a + 1) * per_adc) - np.maximum(start[pair], a * per_adc)
+    out = np.zeros(n_reads, dtype=np.int64)
     if not pair.size:
-        return np.zeros(n_reads, dtype=np.int64)
-    span = int(a.max()) + 1
-    per = np.bincount(owner[pair] * span + a, weights=cols, minlength=n_reads * span)
-    return per.reshape(n_reads, span).max(axis=1).astype(np.int64)
+        return out
+    reads = owner[pair]
+    order = np.lexsort((a, reads))
+    reads, a, cols = reads[order], a[order], cols[order]
+    head = np.flatnonzero(np.r_[True, (reads[1:] != reads[:-1]) | (a[1:] != a[:-1])])
+    per = np.add.reduceat(cols, head)  # columns per (READ, ADC)
+    np.maximum.at(out, reads[head], per)
+    return out
 
 
 def _activity(static: _StaticActivity, program: Program, n: int, counts: list[Any], clipped: list[int]
