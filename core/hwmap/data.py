@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import DataError
-from .graph import count_nonfinite, describe_nonfinite
+from .nonfinite import count_nonfinite, describe_nonfinite
 from .safeio import load_npz
 
 if TYPE_CHECKING:

@@ -27,12 +27,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import GraphError, HwmapError
+from .nonfinite import count_nonfinite, describe_nonfinite
 from .limits import check_size
 
 __all__ = ["QuantAnnotation", "Tensor", "Node", "Graph", "FORMAT_VERSION", "save_npz", "load_npz"]
@@ -448,10 +448,12 @@ class Graph:
     def from_json(cls, d: Any, arrays: Any, *, where: str | None = None) -> "Graph":
         """The graph ``d`` (as :meth:`to_json` writes it) describes, its parameters from
         ``arrays`` (``node/slot`` keys, as :meth:`arrays`). Everything is checked before it
-        is used (:func:`check_graph_json`): the schema, every parameter array present with
+        is used (:func:`hwmap.graph_json.check_graph_json`): the schema, every parameter array present with
         the declared shape and dtype (and none left over), tensor sizes within the memory
         bound, and the graph well formed (:meth:`validate`). A :class:`GraphError` naming
         ``where`` for the first problem."""
+        from .graph_json import check_graph_json
+
         check_graph_json(d, arrays, where)
         tensors = {t["name"]: Tensor.from_json(t) for t in d["tensors"]}
         graph = cls(d["name"], list(d["inputs"]), list(d["outputs"]),
@@ -485,177 +487,11 @@ _ATTRIBUTE_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError
                      RecursionError)
 
 
-# -- the schema of graph.json -----------------------------------------------------------------------------
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-Dim = Annotated[int, Field(ge=0)]
-
-
-class _ArrayJson(_Strict):
-    shape: list[Dim] = Field(max_length=8)
-    data: list[float]
-
-
-class _QuantJson(_Strict):
-    scale: _ArrayJson | float | list[float]
-    zero_point: _ArrayJson | float | list[float]
-    bits: int = Field(ge=1, le=64)
-    signed: bool
-    axis: int | None = None
-    narrow: bool = False
-
-
-class _TensorJson(_Strict):
-    name: str
-    shape: list[Dim] = Field(max_length=32)
-    dtype: str = "float32"
-    quant: _QuantJson | None = None
-
-
-class _ParamJson(_Strict):
-    shape: list[Dim] = Field(max_length=32)
-    dtype: str
-
-
-class _NodeJson(_Strict):
-    name: str
-    op: str
-    inputs: list[str]
-    outputs: list[str]
-    attrs: dict[str, Any] = Field(default_factory=dict)
-    params: dict[str, _ParamJson] = Field(default_factory=dict)
-    param_quant: dict[str, _QuantJson] = Field(default_factory=dict)
-    fused: list["_NodeJson"] = Field(default_factory=list)
-
-
-class _GraphJson(_Strict):
-    format: Literal["hwmap.graph"]
-    version: int
-    name: str
-    inputs: list[str]
-    outputs: list[str]
-    tensors: list[_TensorJson]
-    nodes: list[_NodeJson]
-    meta: dict[str, Any] = Field(default_factory=dict)
-
-
-def check_graph_json(d: Any, arrays: Any, where: str | None = None) -> None:
-    """Check a graph's JSON (:meth:`Graph.to_json`) and its parameter arrays before
-    anything is built from them; a :class:`GraphError` naming ``where`` for the first
-    problem. Checks: the schema (types, keys, the format marker and version); tensor names
-    unique, dtypes numeric, quantization scales of their declared shape with an axis inside
-    the tensor; every parameter of every node (fused ones included) in ``arrays`` with its
-    declared shape and dtype, and no array no node declares; the declared tensors together
-    within the memory bound (:func:`hwmap.limits.check_size`)."""
-    from .compiledir import schema_problem
-    from .limits import check_size
-
-    if not isinstance(d, dict) or d.get("format") != "hwmap.graph":
-        raise GraphError("not an hwmap graph (missing format marker)", where=where)
-    if d.get("version") != FORMAT_VERSION:
-        shown = d.get("version") if isinstance(d.get("version"), int) else "?"
-        raise GraphError(f"graph format version {shown!r} is not {FORMAT_VERSION}", where=where)
-    try:
-        doc = _GraphJson.model_validate(d)
-    except ValidationError as e:
-        raise GraphError(f"does not match the graph schema: {schema_problem(e)}", where=where) from None
-    names: set[str] = set()
-    total = 0
-    for t in doc.tensors:
-        if t.name in names:
-            raise GraphError(f"tensor {t.name[:80]!r} is declared twice", where=where)
-        names.add(t.name)
-        itemsize = _numeric_dtype(t.dtype, f"tensor {t.name[:80]!r}", where).itemsize
-        total += math.prod(t.shape) * itemsize
-        if t.quant is not None:
-            _check_quant(t.quant, len(t.shape), f"tensor {t.name[:80]!r}", where)
-    check_size(total, f"the graph's tensors (declared {total:,} bytes)", where=where, error=GraphError)
-    used: set[str] = set()
-    todo = list(doc.nodes)
-    while todo:
-        n = todo.pop()
-        todo.extend(n.fused)
-        for slot, p in n.params.items():
-            key = f"{n.name}/{slot}"
-            what = f"parameter {key[:120]!r}"
-            if key not in arrays:
-                raise GraphError(f"{what} is missing from params.npz", where=where)
-            a = arrays[key]
-            if not isinstance(a, np.ndarray) or list(a.shape) != p.shape or str(a.dtype) != p.dtype:
-                raise GraphError(f"{what} in params.npz is not the {p.dtype[:20]} array of shape {p.shape[:8]} "
-                                 "the graph declares", where=where)
-            used.add(key)
-            if slot in n.param_quant:
-                _check_quant(n.param_quant[slot], a.ndim, what, where)
-    extra = sorted(set(arrays) - used)
-    if extra:
-        raise GraphError(f"params.npz holds {len(extra)} array(s) no node declares, e.g. {extra[0][:120]!r}",
-                         where=where)
-
-
-def _numeric_dtype(name: str, what: str, where: str | None) -> np.dtype[Any]:
-    try:
-        dtype = np.dtype(name)
-    except (TypeError, ValueError, SyntaxError):
-        raise GraphError(f"{what} has dtype {name[:20]!r}, which is not a numpy dtype", where=where) from None
-    if dtype.kind not in "biufc" or dtype.hasobject:
-        raise GraphError(f"{what} has dtype {name[:20]!r}: only numbers and booleans", where=where)
-    return dtype
-
-
-def _check_quant(q: _QuantJson, ndim: int, what: str, where: str | None) -> None:
-    """A quantization annotation on a tensor or parameter of rank ``ndim``: its scale and
-    zero point hold as many numbers as their shape says, per tensor or 1-D along an axis
-    inside the tensor."""
-    sizes = []
-    for part in (q.scale, q.zero_point):
-        if isinstance(part, _ArrayJson):
-            if len(part.data) != math.prod(part.shape):
-                raise GraphError(f"{what}: a quantization array holds {len(part.data)} numbers for shape "
-                                 f"{part.shape}", where=where)
-            sizes.append(len(part.data))
-        else:
-            sizes.append(len(part) if isinstance(part, list) else 1)
-    if q.axis is not None and not -max(ndim, 1) <= q.axis < max(ndim, 1):
-        raise GraphError(f"{what}: quantization axis {q.axis} outside a tensor of rank {ndim}", where=where)
-    if q.axis is None and max(sizes) > 1:
-        raise GraphError(f"{what}: per-axis quantization scales without an axis", where=where)
-
-
 def _itemsize(dtype: str) -> int:
     try:
         return int(np.dtype(dtype).itemsize) or 1
     except TypeError:  # a dtype numpy does not know (bfloat16): as float32
         return 4
-
-
-def count_nonfinite(a: Any, chunk: int = 1 << 20) -> tuple[int, int, int | None]:
-    """``(NaNs, infinities, flat index of the first)`` in ``a``, counted in chunks so the
-    temporary masks stay small whatever the array's size. Integers and booleans have none."""
-    a = np.asarray(a)
-    if a.dtype.kind not in "fc" or a.size == 0:
-        return 0, 0, None
-    flat = a.reshape(-1)
-    nans = infs = 0
-    first: int | None = None
-    for start in range(0, flat.size, chunk):
-        part = flat[start:start + chunk]
-        bad = ~np.isfinite(part)
-        if bad.any():
-            n = int(np.count_nonzero(np.isnan(part)))
-            nans += n
-            infs += int(np.count_nonzero(bad)) - n
-            if first is None:
-                first = start + int(np.argmax(bad))
-    return nans, infs, first
-
-
-def describe_nonfinite(nans: int, infs: int) -> str:
-    """``"2 NaN and 1 infinite values"``."""
-    parts = [f"{nans} NaN" if nans else "", f"{infs} infinite" if infs else ""]
-    return " and ".join(p for p in parts if p) + (" value" if nans + infs == 1 else " values")
 
 
 def _refuse_nonfinite(a: Any, what: str, error: Callable[..., HwmapError], where: str | None) -> None:

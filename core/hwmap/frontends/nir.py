@@ -54,7 +54,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import HwmapError, ModelError
-from ..graph import Graph, Node, Tensor, count_nonfinite, describe_nonfinite
+from ..graph import Graph, Node, Tensor
+from ..nonfinite import count_nonfinite, describe_nonfinite
 from ..hookspecs import hookimpl
 from ..limits import check_size
 from ..ops import get_op
