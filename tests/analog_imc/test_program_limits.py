@@ -18,7 +18,8 @@ import guard
 from guard import Run
 from hwmap import TargetError
 from hwmap.limits import ENV
-from hwmap_analog_imc.program import Program, footprint, read_program
+from hwmap_analog_imc.program import Program, read_program
+from hwmap_analog_imc.program_check import footprint
 from hwmap_analog_imc.program_bin import _ENTRY, _HEADER, _SECTION_NAMES
 
 #: Peak of Python's traced allocations a refused program may cause (the program is 8 KB).

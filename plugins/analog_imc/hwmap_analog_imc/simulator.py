@@ -51,7 +51,8 @@ from hwmap.ops import get_op
 from .crossbar import LayerBase, LayerKernel, ScheduleIndex, adc_error_bound, input_codes, nonzero_digits
 from .fast_layer import FastLayer, NotExact, Tuning
 from .hardware import NoiseConfig
-from .program import FLAG_INPUT, FLAG_OUTPUT, PROGRAM_FILE, Program, ReadRec, footprint, load_program
+from .program import FLAG_INPUT, FLAG_OUTPUT, PROGRAM_FILE, Program, ReadRec, load_program
+from .program_check import footprint
 
 __all__ = ["PROGRAM_FILE", "Simulator", "simulate", "run_program", "adc_error_bound", "input_codes",
            "LayerKernel", "FastLayer"]
