@@ -53,12 +53,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 from pydantic import BaseModel
@@ -73,8 +75,11 @@ from .registry import get_registry
 from .target import Artifacts, FidelityClaim, Simulation, TargetConfig, TargetSpec
 from .tomlwrite import dumps_toml
 
-__all__ = ["check_target", "assert_conforms", "conformance_test", "BOGUS_KEY", "TOP1_FLOOR", "REL_RMS_FLOOR",
-           "RANDOM_SAMPLES", "PROBE_SAMPLES", "other_weights"]
+if TYPE_CHECKING:
+    from .registry import Registry
+
+__all__ = ["check_target", "assert_conforms", "conformance_test", "registered", "BOGUS_KEY", "TOP1_FLOOR",
+           "REL_RMS_FLOOR", "RANDOM_SAMPLES", "PROBE_SAMPLES", "other_weights"]
 
 #: The key the suite adds to a preset to see it rejected.
 BOGUS_KEY = "hwmap_conformance_unknown_key"
@@ -159,6 +164,36 @@ def conformance_test(kind: str, **kw: Any) -> Callable[[Path], None]:
     test_target_conforms.__name__ = f"test_{kind}_conforms"
     test_target_conforms.__doc__ = f"hwmap conformance suite for target kind {kind!r}."
     return test_target_conforms
+
+
+@contextmanager
+def registered(*plugins: Any, autoload: bool = False) -> Iterator["Registry"]:
+    """A fresh process-wide registry holding the core's frontends and ``plugins`` (modules
+    or objects with hook implementations), registered in-process: how a plugin's tests try
+    a target that is not installed, or a variant of one. Entry points are skipped unless
+    ``autoload``; the previous registry and setting come back on exit. A plugin the
+    registry refuses raises :class:`hwmap.PluginError` with the registry's reason."""
+    from .errors import PluginError
+    from .registry import AUTOLOAD_ENV, reset_registry
+
+    previous = os.environ.get(AUTOLOAD_ENV)
+    if not autoload:
+        os.environ[AUTOLOAD_ENV] = "1"
+    reset_registry()
+    try:
+        reg = get_registry()
+        for plugin in plugins:
+            name = getattr(plugin, "__name__", None) or type(plugin).__name__
+            if reg.add_plugin(plugin, name=name) is None or any(e.plugin == name for e in reg.errors):
+                problem = next((e.error for e in reg.errors if e.plugin == name), "refused")
+                raise PluginError(f"plugin {name!r} could not be registered: {problem}")
+        yield reg
+    finally:
+        reset_registry()
+        if previous is None:
+            os.environ.pop(AUTOLOAD_ENV, None)
+        else:
+            os.environ[AUTOLOAD_ENV] = previous
 
 
 # -- 1. registration -----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -204,3 +205,22 @@ def test_no_default_preset(toy_registry: Registry, bad_presets: dict[str, Path],
     failures = _failures(toy_registry, Variant, {"other": bad_presets["default"]}, tmp_path)
     assert failures[0] == "registration: no 'default' preset (presets: other); compare and demo use it"
     assert failures[-1] == "preset 'default' to compile with does not exist (presets: other)"
+
+
+def test_registered_gives_a_fresh_registry_with_the_plugins_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hwmap import PluginError
+    from hwmap.registry import AUTOLOAD_ENV, get_registry
+    from hwmap.testing import registered
+
+    monkeypatch.delenv(AUTOLOAD_ENV, raising=False)
+    with registered(plugin) as reg:
+        assert reg.kinds() == ["toy_cpu"] and get_registry() is reg
+        assert_conforms("toy_cpu", model="zoo:chapter_cnn")
+    assert AUTOLOAD_ENV not in os.environ
+
+    class Twice(Variant):
+        kind = "toy_cpu"  # already registered by the toy: refused
+
+    with pytest.raises(PluginError, match="plugin 'Twice' could not be registered: kind 'toy_cpu' is already"):
+        with registered(plugin, Twice({})):
+            pass
