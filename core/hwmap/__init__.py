@@ -17,7 +17,7 @@ from .errors import (
     UnsupportedOpError,
 )
 from .graph import Graph, Node, QuantAnnotation, Tensor
-from .hookspecs import hookimpl, hookspec
+from .hookspecs import Register, hookimpl, hookspec
 from .kpi import Assumption, Bottleneck, Fidelity, KPIs, LayerCost, Provenance
 from .constants import constant
 from .config import presets_in
@@ -39,7 +39,7 @@ from .data import Dataset, load_data
 __version__ = "0.1.0"
 
 __all__ = [
-    "Assumption", "Bottleneck", "ConfigSection", "FidelityClaim", "LayerCost", "Provenance", "constant", "presets_in",
+    "Assumption", "Bottleneck", "ConfigSection", "FidelityClaim", "LayerCost", "Provenance", "Register", "constant", "presets_in",
     "Artifacts", "ConfigError", "DataError", "Dataset", "Diagnostic", "DoesNotFitError", "Fidelity", "Graph",
     "GraphError", "HwmapError", "KPIs", "Legalized", "Mapping", "ModelError", "Node", "ParseOptions",
     "PluginError", "QuantAnnotation", "Simulation", "Target", "TargetConfig", "TargetError", "TargetSpec",

@@ -11,16 +11,26 @@ implementation never needs to test ``target.kind``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pluggy
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from .graph import Graph
     from .kpi import KPIs
     from .source import ParseOptions
-    from .target import Artifacts, Legalized, Mapping, Simulation, Target
+    from .target import Artifacts, FidelityClaim, Legalized, Mapping, Simulation, Target
+
+class Register(Protocol):
+    """The ``register`` callback ``hwmap_register_targets`` receives: call it once per kind."""
+
+    def __call__(self, *, kind: str, config: "type[BaseModel]", description: str,
+                 presets: "dict[str, Path] | None" = None, fidelity: "FidelityClaim | None" = None) -> None:
+        ...
+
 
 PROJECT = "hwmap"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -28,7 +38,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def hwmap_register_targets(register: Callable[..., None]) -> None:
+def hwmap_register_targets(register: Register) -> None:
     """Declare the target kinds this plugin provides.
 
     Called once when the plugin is loaded. Call ``register(kind=..., config=...,

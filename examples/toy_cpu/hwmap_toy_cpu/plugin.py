@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from hwmap import (Artifacts, Assumption, Bottleneck, Diagnostic, Graph, KPIs, LayerCost, Legalized, Mapping, Node,
-                   Provenance, Simulation, Target, TargetError, hookimpl, presets_in)
+                   Provenance, Register, Simulation, Target, TargetError, hookimpl, presets_in)
 from hwmap.graph import save_npz
 from hwmap.jsonio import dumps
 from hwmap.ops import get_op
@@ -34,7 +34,7 @@ SLICE = 64
 
 
 @hookimpl
-def hwmap_register_targets(register: Any) -> None:
+def hwmap_register_targets(register: Register) -> None:
     register(kind=KIND, config=ToyConfig, description="throw-away test CPU: layer by layer, int8 weights in SRAM",
              presets=presets_in("hwmap_toy_cpu"))
 
@@ -186,11 +186,11 @@ def hwmap_estimate(mapping: Mapping, target: Target, activity: dict[str, Any] | 
     for x in mapping.layers:
         cycles = math.ceil((x.macs or x.out_elements) / lanes)
         act_bytes = (x.in_elements + x.out_elements) * ACT_BYTES
-        energy = {"compute": x.macs * cfg.energy.mac_pj * 1e-12,
+        split = {"compute": x.macs * cfg.energy.mac_pj * 1e-12,
                   "memory": (math.ceil(x.weight_bytes / 8) + math.ceil(act_bytes / 8))
                   * cfg.energy.sram_read_pj_per_64bit * 1e-12}
         layers.append(LayerCost(x.name, x.op, latency_s=cycles / cfg.hardware.clock_hz, cycles=cycles,
-                                energy_j=energy, ops=x.macs,
+                                energy_j=split, ops=x.macs,
                                 resources={"weight_bytes": x.weight_bytes, "activation_bytes": act_bytes}))
     cycles = max(sum(layer.cycles or 0 for layer in layers), 1)
     latency = cycles / cfg.hardware.clock_hz

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from hwmap import (Artifacts, FidelityClaim, Graph, KPIs, Legalized, Mapping, Simulation, Target, TargetError,
-                   hookimpl, presets_in)
+                   Register, hookimpl, presets_in)
 
 from .hardware import AnalogIMCConfig, Blueprint, columns_per_weight
 
@@ -47,7 +47,7 @@ def presets() -> dict[str, Path]:
 
 
 @hookimpl
-def hwmap_register_targets(register: Any) -> None:
+def hwmap_register_targets(register: Register) -> None:
     register(kind=KIND, config=AnalogIMCConfig, description=DESCRIPTION, presets=presets(), fidelity=FIDELITY)
 
 
