@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import guard
-from guard import outside, run_cli
+from guard import CLIMB_TO_PASSWD, outside, run_cli
 from hwmap import HwmapError
 from hwmap.compiledir import stamp
 from hwmap.limits import ENV, set_max_memory
@@ -37,8 +37,8 @@ from hwmap_analog_imc.program import Program, field_names
 PEAK = 256 << 20
 EXAMPLES = int(os.environ.get("HWMAP_FUZZ_EXAMPLES", "60"))
 
-STRINGS = ["../../../../etc/passwd", "/dev/zero", "/etc/passwd", "program.bin", "program.lst", "kpis.json", "",
-           "..", "artifacts.json", "a/../../../../etc/passwd", "analog_imc", "toy_cpu", "Gemm", "Relu", "float32",
+STRINGS = [CLIMB_TO_PASSWD, "/dev/zero", "/etc/passwd", "program.bin", "program.lst", "kpis.json", "",
+           "..", "artifacts.json", "a/" + CLIMB_TO_PASSWD, "analog_imc", "toy_cpu", "Gemm", "Relu", "float32",
            "object", "hwmap.graph", "0" * 64, "\x1b[31m", "input", "output"]
 INTS = [0, 1, -1, 2, 7, 255, 256, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 500_000_000, 2**63, -(2**63), 10**30]
 FLOATS = [0.0, -0.0, 1e-300, 1e300, float("nan"), float("inf"), -1.0, 0.5]

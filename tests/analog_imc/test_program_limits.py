@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pytest
 
 import guard
-from guard import Run
+from guard import CLIMB_TO_PASSWD, Run
 from hwmap import TargetError
 from hwmap.limits import ENV
 from hwmap_analog_imc.program import Program, read_program
@@ -153,7 +153,7 @@ def set_manifest(cdir: Path, change: Callable[[dict[str, Any]], None]) -> None:
     path.write_text(json.dumps(doc))
 
 
-@pytest.mark.parametrize("name", ["../../../../etc/passwd", "/dev/zero", "/etc/passwd"])
+@pytest.mark.parametrize("name", [CLIMB_TO_PASSWD, "/dev/zero", "/etc/passwd"])
 def test_a_program_named_outside_the_artifacts_is_not_opened(cdir: Path, built: dict[str, Path], name: str) -> None:
     set_manifest(cdir, lambda d: d["manifest"].update(program="kpis.json"))
     refused(cdir, built, "artifact 'kpis.json' is not listed in artifacts.json")

