@@ -3,21 +3,42 @@ plus the stateless Threshold and SumPool2d.
 
 The continuous-time definitions are NIR 1.0's (``nir/ir/neuron.py``, ``delay.py``,
 ``threshold.py``, ``pooling.py``; Pedersen et al., "Neuromorphic intermediate
-representation", Nat. Commun. 15, 8122, 2024). hwmap discretises them with forward Euler at
-the node's ``dt`` attribute (seconds), one step per input time step:
+representation", Nat. Commun. 15, 8122, 2024). hwmap discretises them at the node's ``dt``
+attribute (seconds), one step per input time step. With ``k = dt/tau`` (forward Euler, the
+default) each membrane-like state follows
 
-* LIF      ``v += dt/tau * ((v_leak - v) + r*I)``; ``z = v > v_threshold``; ``v = v_reset`` where ``z``
+* LIF      ``v += k * ((v_leak - v) + r*I)``; ``z = v > v_threshold``; then the reset where ``z``
 * IF       ``v += dt * r*I``; same threshold and reset
-* LI       ``v += dt/tau * ((v_leak - v) + r*I)``; output ``v``
-* CubaLIF  ``i += dt/tau_syn * (-i + w_in*S)``, then ``v += dt/tau_mem * ((v_leak - v) + r*i)``
+* LI       ``v += k * ((v_leak - v) + r*I)``; output ``v``
+* CubaLIF  ``i += k_syn * (-i + w_in*S)``, then ``v += k_mem * ((v_leak - v) + r*i)``
   with the *updated* ``i`` (the input reaches the membrane in the same step); threshold, reset
 * CubaLI   as CubaLIF without threshold; output ``v``
 * Integrator (also registered as ``I``, NIR's class name) ``v += dt * r*I``; output ``v``
 * Delay    ``y[t] = x[t - round(delay/dt)]`` per element (halves round to even), zeros before
 
-Conventions: the spike condition is strict, ``v > v_threshold``, as NIR writes it; the reset
-sets ``v_reset`` (NIR's default 0 when the param is absent); every state starts at 0 at t=0
-(``v`` and ``i``), the initial state of the NIR reference simulators (snnTorch, Rockpool,
+LIF, IF and CubaLIF take three more settings (not NIR's: NIR resets to ``v_reset`` from 0):
+
+* attribute ``reset``: ``"value"`` (the default: ``v = v_reset`` where it spiked) or
+  ``"subtract"`` (``v = v - v_threshold`` where it spiked: the residue above the threshold is
+  kept, as integrate-and-fire neurons of converted networks need, Rueckauer et al., Front.
+  Neurosci. 11:682, 2017, eq. 2b).
+* attribute ``discretization``: ``"euler"`` (the default, ``k = dt/tau`` above) or ``"exact"``:
+  ``k = 1 - exp(-dt/tau)``, so that with ``alpha = exp(-dt/tau)``
+
+      LIF      ``v = alpha*v + (1 - alpha)*(v_leak + r*I)``
+      CubaLIF  ``i = beta*i + (1 - beta)*w_in*S`` (``beta = exp(-dt/tau_syn)``), then
+               ``v = alpha*v + (1 - alpha)*(v_leak + r*i)``
+
+  each state decays exponentially over the step and its input, held for the step, charges it
+  exactly as the NIR ODE would (zero-order hold). This is Rockpool's ``LIFNeuronTorch``
+  (``v = alpha*v + x + bias``) and ``LIFTorch`` (``i = beta*(i + x)``, ``v = alpha*v + i + bias``)
+  with ``r = 1/(1 - alpha)``, ``v_leak = bias/(1 - alpha)`` and ``w_in = beta/(1 - beta)``:
+  the tests check the two spike for spike. IF has no decay: its two discretizations agree.
+* parameter ``v_init`` (default 0): the membrane potential at t=0, broadcast like the others.
+
+Conventions: the spike condition is strict, ``v > v_threshold``, as NIR writes it; the value
+reset sets ``v_reset`` (NIR's default 0 when the param is absent); states start at 0 at t=0
+(``v`` at ``v_init``), the initial state of the NIR reference simulators (snnTorch, Rockpool,
 Lava). State is kept in float64; outputs are float32 (spikes are 0.0/1.0).
 
 Parameters live in ``node.params`` under their NIR names and broadcast to the feature shape
@@ -36,7 +57,7 @@ from . import OpDef, Shape, register_op
 from ._operands import as_f32, bind, fail, ints, require_dt, shape_of
 from ._window import sliding, window
 
-__all__ = ["NEURON_PARAMS", "feature_param"]
+__all__ = ["NEURON_PARAMS", "EXTRA_PARAMS", "RESETS", "DISCRETIZATIONS", "feature_param", "neuron_settings"]
 
 # op -> (required params, optional params with their NIR defaults)
 NEURON_PARAMS: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
@@ -50,6 +71,12 @@ NEURON_PARAMS: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
     "Delay": (("delay",), {}),
     "Threshold": (("threshold",), {}),
 }
+#: Parameters hwmap adds to NIR's (not in NIR, so a NIR file never sets them), with defaults.
+EXTRA_PARAMS: dict[str, dict[str, float]] = {"LIF": {"v_init": 0.0}, "IF": {"v_init": 0.0},
+                                             "CubaLIF": {"v_init": 0.0}}
+#: Values of the ``reset`` and ``discretization`` attributes (the first is the default).
+RESETS = ("value", "subtract")
+DISCRETIZATIONS = ("euler", "exact")
 
 
 def feature_param(node: Any, name: str, features: Shape, default: float | None = None) -> np.ndarray:
@@ -72,11 +99,28 @@ def feature_param(node: Any, name: str, features: Shape, default: float | None =
 def _params(node: Any, features: Shape) -> dict[str, np.ndarray]:
     required, optional = NEURON_PARAMS[node.op]
     p = {k: feature_param(node, k, features) for k in required}
-    p.update({k: feature_param(node, k, features, d) for k, d in optional.items()})
+    p.update({k: feature_param(node, k, features, d) for k, d in {**optional, **EXTRA_PARAMS.get(node.op, {})}.items()})
     for k in ("tau", "tau_syn", "tau_mem"):
         if k in p and not np.all(p[k] > 0):
             raise fail(node, f"time constant {k!r} must be positive")
     return p
+
+
+def neuron_settings(node: Any) -> tuple[str, str]:
+    """``(reset, discretization)`` of a LIF, IF or CubaLIF node (defaults ``"value"``,
+    ``"euler"``); a :class:`GraphError` naming the node for any other value, or for either
+    attribute on a neuron that has no threshold or no decay to apply it to."""
+    reset, disc = node.attrs.get("reset", RESETS[0]), node.attrs.get("discretization", DISCRETIZATIONS[0])
+    if node.op not in EXTRA_PARAMS:
+        given = [k for k in ("reset", "discretization") if k in node.attrs]
+        if given:
+            raise fail(node, f"attribute {given[0]!r} applies to LIF, IF and CubaLIF only")
+    if reset not in RESETS:
+        raise fail(node, f"attribute 'reset' = {reset!r}: must be one of {', '.join(map(repr, RESETS))}")
+    if disc not in DISCRETIZATIONS:
+        raise fail(node, f"attribute 'discretization' = {disc!r}: must be one of "
+                         f"{', '.join(map(repr, DISCRETIZATIONS))}")
+    return reset, disc
 
 
 def _infer(node: Any, shapes: Sequence[Shape]) -> list[Shape]:
@@ -85,18 +129,32 @@ def _infer(node: Any, shapes: Sequence[Shape]) -> list[Shape]:
         raise fail(node, "input must be batch first")
     if node.op != "Threshold":
         require_dt(node)
+    neuron_settings(node)
     _params(node, x[1:])
     return [x]
 
 
+def _gain(dt: float, tau: np.ndarray, discretization: str) -> np.ndarray:
+    """How much of the way to its target a state moves in one step: ``dt/tau`` (forward
+    Euler) or ``1 - exp(-dt/tau)`` (exact exponential decay over the step)."""
+    return dt / tau if discretization == "euler" else -np.expm1(-dt / tau)
+
+
 def _init(node: Any, x: np.ndarray, state: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    """Fresh state (all zeros, broadcast params) at t=0, else the carried one."""
+    """Fresh state (``v`` at ``v_init``, other states 0, broadcast params, step gains) at
+    t=0, else the carried one."""
     if state is not None:
         if state["shape"] != x.shape:
             raise fail(node, f"input shape {list(x.shape)} changed between steps (was {list(state['shape'])})")
         return state
-    zeros = {k: np.zeros(x.shape, dtype=np.float64) for k in names}
-    return {"shape": x.shape, "p": _params(node, x.shape[1:]), "dt": require_dt(node), **zeros}
+    p = _params(node, x.shape[1:])
+    dt = require_dt(node)
+    reset, disc = neuron_settings(node)
+    states = {k: np.zeros(x.shape, dtype=np.float64) for k in names}
+    if "v_init" in p:
+        states["v"] = np.broadcast_to(p["v_init"], x.shape).astype(np.float64)
+    gains = {f"k_{k}": _gain(dt, p[k], disc) for k in ("tau", "tau_syn", "tau_mem") if k in p}
+    return {"shape": x.shape, "p": p, "dt": dt, "reset": reset, **gains, **states}
 
 
 def _neuron(name: str, update: Callable[[dict[str, Any], np.ndarray], np.ndarray], state_names: tuple[str, ...],
@@ -110,14 +168,15 @@ def _neuron(name: str, update: Callable[[dict[str, Any], np.ndarray], np.ndarray
 
 
 def _spike(s: dict[str, Any], v: np.ndarray) -> np.ndarray:
-    z = v > s["p"]["v_threshold"]
-    s["v"] = np.where(z, s["p"]["v_reset"], v)
+    p = s["p"]
+    z = v > p["v_threshold"]
+    s["v"] = v - z * p["v_threshold"] if s["reset"] == "subtract" else np.where(z, p["v_reset"], v)
     return z.astype(np.float64)
 
 
 def _lif(s: dict[str, Any], x: np.ndarray) -> np.ndarray:
     p = s["p"]
-    return _spike(s, s["v"] + s["dt"] / p["tau"] * ((p["v_leak"] - s["v"]) + p["r"] * x))
+    return _spike(s, s["v"] + s["k_tau"] * ((p["v_leak"] - s["v"]) + p["r"] * x))
 
 
 def _if(s: dict[str, Any], x: np.ndarray) -> np.ndarray:
@@ -126,14 +185,14 @@ def _if(s: dict[str, Any], x: np.ndarray) -> np.ndarray:
 
 def _li(s: dict[str, Any], x: np.ndarray) -> np.ndarray:
     p = s["p"]
-    s["v"] = s["v"] + s["dt"] / p["tau"] * ((p["v_leak"] - s["v"]) + p["r"] * x)
+    s["v"] = s["v"] + s["k_tau"] * ((p["v_leak"] - s["v"]) + p["r"] * x)
     return s["v"]
 
 
 def _cuba_current(s: dict[str, Any], x: np.ndarray) -> np.ndarray:
     p = s["p"]
-    s["i"] = s["i"] + s["dt"] / p["tau_syn"] * (-s["i"] + p["w_in"] * x)
-    return s["v"] + s["dt"] / p["tau_mem"] * ((p["v_leak"] - s["v"]) + p["r"] * s["i"])
+    s["i"] = s["i"] + s["k_tau_syn"] * (-s["i"] + p["w_in"] * x)
+    return s["v"] + s["k_tau_mem"] * ((p["v_leak"] - s["v"]) + p["r"] * s["i"])
 
 
 def _cubalif(s: dict[str, Any], x: np.ndarray) -> np.ndarray:
@@ -150,10 +209,13 @@ def _integrator(s: dict[str, Any], x: np.ndarray) -> np.ndarray:
     return s["v"]
 
 
-_neuron("LIF", _lif, ("v",), "NIR LIF, forward Euler, spike if v > v_threshold, reset to v_reset.")
-_neuron("IF", _if, ("v",), "NIR IF, forward Euler, spike if v > v_threshold, reset to v_reset.")
+_neuron("LIF", _lif, ("v",), "NIR LIF, forward Euler or exact decay, spike if v > v_threshold, reset to v_reset "
+                             "or by subtraction, membrane from v_init.")
+_neuron("IF", _if, ("v",), "NIR IF, spike if v > v_threshold, reset to v_reset or by subtraction, membrane from "
+                           "v_init.")
 _neuron("LI", _li, ("v",), "NIR LI, forward Euler; outputs the membrane potential.")
-_neuron("CubaLIF", _cubalif, ("v", "i"), "NIR CubaLIF, forward Euler (synaptic current first).")
+_neuron("CubaLIF", _cubalif, ("v", "i"), "NIR CubaLIF, forward Euler or exact decay (synaptic current first), "
+                                         "reset to v_reset or by subtraction, membrane from v_init.")
 _neuron("CubaLI", _cubali, ("v", "i"), "NIR CubaLI, forward Euler; outputs the membrane potential.")
 _neuron("Integrator", _integrator, ("v",), "NIR I (integrator), forward Euler; outputs v.")
 _neuron("I", _integrator, ("v",), "NIR I under its NIR class name: the same op as Integrator.")
