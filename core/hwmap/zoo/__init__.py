@@ -16,7 +16,15 @@ mobilenet_v1     1×3×224×224  MobileNet V1 1.0, 1000 classes, seeded, BN as n
 resnet_small     1×3×32×32    three one-block residual stages, 10 classes, seeded
 digits_mlp       1×1×8×8      MLP 64-32-10 trained on scikit-learn digits
 digits_cnn       1×1×8×8      CNN conv8-conv16/2-fc10 trained on scikit-learn digits
+digits_snn       1×1×8×8      spiking 64-LIF128-10 trained on the digits (surrogate gradients),
+                              built through NIR; one frame per time step (see below)
 ===============  ===========  ==========================================================
+
+``digits_snn`` is a neutral graph built through the NIR frontend, not ONNX
+(:mod:`hwmap.zoo.digits_snn`): it has no ONNX form (:func:`load_onnx` refuses it), and
+:func:`load_graph` builds it. Its graph takes ``(N, T, 1, 8, 8)`` over time
+(``digits_snn.encode_digits``: the image at each of ``TIMESTEPS`` steps) and its class
+scores are the output summed over the steps (``digits_snn.readout``).
 
 Data: ``digits``, the held-out 20 % of scikit-learn's digits (360 images, N×1×8×8 in
 [0, 1], int64 labels).
@@ -56,6 +64,9 @@ class ZooModel:
     input_shape: tuple[int, ...]
     build: Callable[[tuple[int, ...]], "onnx.ModelProto"]
     data: str | None = None
+    #: Set for a model built through another frontend than ONNX: ``graph(input_shape, options)``
+    #: gives its neutral graph, and ``build`` refuses.
+    graph: Callable[[tuple[int, ...], "ParseOptions"], "Graph"] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,23 @@ def _digits_cnn(shape: tuple[int, ...]) -> "onnx.ModelProto":
     return build_digits_cnn(shape)
 
 
+def _digits_snn_onnx(shape: tuple[int, ...]) -> "onnx.ModelProto":
+    raise ModelError("a spiking network built through NIR has no ONNX form; load it as a graph "
+                     "(hwmap.load_model('zoo:digits_snn'))", where="zoo:digits_snn")
+
+
+def _digits_snn_graph(shape: tuple[int, ...], options: "ParseOptions") -> "Graph":
+    from .digits_snn import DT, build_digits_snn
+
+    if options.dt is not None and options.dt != DT:
+        raise ModelError(f"the network was trained at dt = {DT} s; dt = {options.dt} s would change its dynamics "
+                         "(leave --dt out)", where="zoo:digits_snn")
+    if tuple(shape[1:]) != (1, 8, 8):
+        raise ModelError(f"input {list(shape)}: the network takes one N×1×8×8 frame per time step",
+                         where="zoo:digits_snn")
+    return build_digits_snn(batch=shape[0])
+
+
 _MODELS: dict[str, ZooModel] = {m.name: m for m in (
     ZooModel("chapter_cnn", "the chapter's Fig. 3.13 example: two convolutions, 3×29×8 output (seeded weights)",
              (1, 1, 13, 64), _chapter_cnn),
@@ -111,6 +139,9 @@ _MODELS: dict[str, ZooModel] = {m.name: m for m in (
              _digits_mlp, "digits"),
     ZooModel("digits_cnn", "CNN conv8-conv16/2-fc10 trained on scikit-learn digits (use with zoo:digits)",
              (1, 1, 8, 8), _digits_cnn, "digits"),
+    ZooModel("digits_snn", "spiking 64-LIF128-10 trained on scikit-learn digits with surrogate gradients (NIR; "
+             "input: T = 8 frames, digits_snn.encode_digits)", (1, 1, 8, 8), _digits_snn_onnx,
+             graph=_digits_snn_graph),
 )}
 
 _DATA: dict[str, ZooData] = {d.name: d for d in (
@@ -167,7 +198,8 @@ def load_onnx(name: str, input_shape: tuple[int, ...] | None = None) -> "onnx.Mo
 
 
 def load_graph(name: str, options: "ParseOptions") -> "Graph":
-    """Zoo model ``name`` as a neutral graph named ``zoo:NAME``, through the ONNX frontend.
+    """Zoo model ``name`` as a neutral graph named ``zoo:NAME``, through the ONNX frontend
+    (a model with ``graph``, ``digits_snn``: through its own builder, NIR).
 
     The input shape is ``options.input_shape``, else the default with the batch set to
     ``options.batch``.
@@ -178,6 +210,8 @@ def load_graph(name: str, options: "ParseOptions") -> "Graph":
     shape = options.input_shape
     if shape is None:
         shape = (options.batch, *model.input_shape[1:])
+    if model.graph is not None:
+        return model.graph(_check_shape(model, shape), options)
     return graph_from_onnx(load_onnx(name, shape), name=f"zoo:{name}", options=options, where=f"zoo:{name}")
 
 
