@@ -10,7 +10,8 @@ zoo builds from the file (through NIR), with how many test images the two classi
 The network, encoding and readout are the zoo's (``hwmap.zoo.digits_snn``): each image is
 the constant input current of ``TIMESTEPS`` = 8 steps (direct encoding), 64 → 128 LIF
 neurons (``hwmap.nn.LIF``, forward Euler at 1 ms, reset to zero, per-neuron trainable time
-constant and threshold) → 10 outputs summed over the steps (membrane readout). The loss is
+constant and threshold) → 10 outputs summed over the steps (the membrane readout; the zoo's
+Readout divides the sum by the step count, which leaves the class unchanged). The loss is
 the cross-entropy of those sums. The backward pass uses the chapter's ReLU-shaped surrogate
 (eq. 3.2-3.3): only neurons that fire pass a gradient, so the threshold starts low (0.25)
 for most hidden neurons to fire at the start.
@@ -38,7 +39,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -46,7 +46,7 @@ from hwmap.execute import run
 from hwmap.graph import save_npz
 from hwmap.nn import LIF, SNN
 from hwmap.zoo.digits import digits_split
-from hwmap.zoo.digits_snn import ARRAYS, DT, HIDDEN, TIMESTEPS, build_digits_snn, encode_digits, readout
+from hwmap.zoo.digits_snn import ARRAYS, DT, HIDDEN, TIMESTEPS, build_digits_snn, encode_digits
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "core" / "hwmap" / "zoo" / "data"
 SEED = 0
@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / "digits_snn.npz"
     save_npz(path, weights)
 
-    graph = build_digits_snn(batch=len(x_test), weights=weights)
-    core_pred = readout(run(graph, {graph.inputs[0]: xv})[graph.outputs[0]]).argmax(1)
+    graph = build_digits_snn(batch=len(x_test), weights=weights)  # Encoder and Readout inside: static data
+    core_pred = run(graph, {graph.inputs[0]: x_test})[graph.outputs[0]].argmax(1)
     n_params = sum(v.size for v in weights.values())
     print(f"digits_snn: {n_params} parameters, T = {TIMESTEPS}, test accuracy {(torch_pred == y_test).mean():.4f} "
           f"(torch), {(core_pred == y_test).mean():.4f} (hwmap executor), {int((torch_pred == core_pred).sum())}/"

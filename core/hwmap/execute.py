@@ -10,6 +10,15 @@ This is what "the reference model" means in fidelity numbers: ONNX semantics for
 * A graph with any stateful op (an op with ``step``: NIR neurons, Delay) runs over discrete
   time: every input is ``(N, T, *features)``, the nodes run once per step in order, each
   stateful node carrying its state, and outputs are ``(N, T, *features)``.
+* An *encoded* graph (one holding an ``Encoder``, :mod:`hwmap.ops.time`) takes static inputs
+  ``(N, *features)`` like an ANN. The nodes that depend on no encoder run once, before the
+  steps; the encoders' downstream runs the encoders' ``timesteps`` steps (static tensors are
+  seen unchanged at every step); a ``Readout``'s output is the value it has after the last
+  step, and the nodes that depend on it run once, after the steps. Graph outputs computed
+  per step are ``(N, T, *features)``; the others (a Readout's result) are static, shaped
+  like the ANN's outputs. A stateful node outside the steps, a Readout of a static tensor,
+  an Encoder of a per-step tensor, or encoders that disagree on the step count are refused
+  naming the node.
 * ``quantized=True`` runs the graph with its quantization annotations applied (fake
   quantization, :meth:`~hwmap.graph.QuantAnnotation.fake_quantize`): every parameter with a
   ``param_quant`` annotation (fused sub-nodes' included) is quantized before its node
@@ -29,12 +38,34 @@ from .errors import DataError, GraphError, HwmapError
 from .graph import Graph, Node, QuantAnnotation
 from .ops import get_op
 
-__all__ = ["run", "run_batched", "is_stateful"]
+__all__ = ["run", "run_batched", "is_stateful", "is_encoded", "has_time_axis", "encoded_steps", "per_step_tensors"]
 
 
 def is_stateful(graph: Graph) -> bool:
     """Whether the graph holds an op that carries state over time steps."""
     return any(get_op(n.op, where=f"node {n.name!r}").step is not None for n in graph.nodes)
+
+
+def is_encoded(graph: Graph) -> bool:
+    """Whether the graph holds an ``Encoder``: it takes static data and makes the steps itself."""
+    return any(n.op == "Encoder" for n in graph.nodes)
+
+
+def encoded_steps(graph: Graph) -> int:
+    """How many time steps an encoded graph runs (its Encoders' ``timesteps``); 1 otherwise."""
+    from .ops.time import encoder_settings
+
+    return max((encoder_settings(n)[1] for n in graph.nodes if n.op == "Encoder"), default=1)
+
+
+def per_step_tensors(graph: Graph) -> set[str]:
+    """The tensors an encoded graph computes once per time step (empty for other graphs)."""
+    return set(_phases(graph, graph.nodes).per_step) if is_encoded(graph) else set()
+
+
+def has_time_axis(graph: Graph) -> bool:
+    """Whether the graph's inputs are ``(N, T, *features)``: stateful and not encoded."""
+    return is_stateful(graph) and not is_encoded(graph)
 
 
 def run(graph: Graph, inputs: Mapping[str, np.ndarray], *, quantized: bool = False,
@@ -51,7 +82,8 @@ def run(graph: Graph, inputs: Mapping[str, np.ndarray], *, quantized: bool = Fal
     an op cannot evaluate.
     """
     stateful = is_stateful(graph)
-    arrays, n = _check_inputs(graph, inputs, stateful)
+    timed = stateful and not is_encoded(graph)
+    arrays, n = _check_inputs(graph, inputs, timed)
     # Refused before anything is evaluated: the nodes' tensors at this batch, from shapes.
     graph.check_memory(batch=n, error=DataError, where=f"graph {graph.name!r}")
     nodes = _rebase_batch(graph, n)
@@ -64,6 +96,8 @@ def run(graph: Graph, inputs: Mapping[str, np.ndarray], *, quantized: bool = Fal
         env = _fake_quantize_all(arrays, quants)
         _forward(nodes, env, None, quants)
         return _select(env, wanted, graph, hidden)
+    if not timed:
+        return _run_encoded(graph, nodes, _fake_quantize_all(arrays, quants), quants, wanted, hidden)
     steps = next(iter(arrays.values())).shape[1] if arrays else 1
     states: dict[str, Any] = {}
     frames: list[dict[str, np.ndarray]] = []
@@ -192,6 +226,78 @@ def _forward(nodes: list[Node], env: dict[str, np.ndarray], states: dict[str, An
         if len(outs) != len(node.outputs):
             raise GraphError(f"op gave {len(outs)} outputs for {len(node.outputs)} declared", where=where)
         env.update(_fake_quantize_all(dict(zip(node.outputs, outs)), quants))
+
+
+@dataclasses.dataclass
+class _Phases:
+    """An encoded graph's nodes split by when they run, and its tensors by how they vary."""
+
+    before: list[Node]
+    steps: list[Node]
+    after: list[Node]
+    per_step: list[str]  # tensors with one value per step
+    results: list[str]  # the Readouts' outputs: their value after the last step
+    count: int  # the number of steps
+
+
+def _phases(graph: Graph, nodes: list[Node]) -> _Phases:
+    """Split an encoded graph's ``nodes`` (in order) as the module docstring says."""
+    from .ops.time import encoder_settings
+
+    ph = _Phases([], [], [], [], [], 0)
+    per_step: set[str] = set()
+    after: set[str] = set()
+    counts: dict[int, str] = {}
+    for node in nodes:
+        where = f"node {node.name!r} ({node.op})"
+        stateful = get_op(node.op, where=where).step is not None
+        timed_in = any(t in per_step for t in node.inputs)
+        after_in = any(t in after for t in node.inputs)
+        if node.op == "Encoder":
+            if timed_in or after_in:
+                raise GraphError("an Encoder's input must be static data, not a tensor computed per time step",
+                                 where=where)
+            counts.setdefault(encoder_settings(node)[1], node.name)
+        elif node.op == "Readout" and not timed_in:
+            raise GraphError("a Readout's input must be computed per time step (downstream of an Encoder)",
+                             where=where)
+        elif timed_in and after_in:
+            raise GraphError("mixes a tensor computed per time step with a Readout's result", where=where)
+        if node.op == "Encoder" or timed_in:
+            ph.steps.append(node)
+            (ph.results if node.op == "Readout" else ph.per_step).extend(node.outputs)
+            (after if node.op == "Readout" else per_step).update(node.outputs)
+            continue
+        if stateful:
+            raise GraphError(f"a stateful op {'after a Readout' if after_in else 'before any Encoder'} would run "
+                             "once, not over the time steps", where=where)
+        (ph.after if after_in else ph.before).append(node)
+        if after_in:
+            after.update(node.outputs)
+    if len(counts) > 1:
+        named = ", ".join(f"{name!r} {t}" for t, name in counts.items())
+        raise GraphError(f"its Encoders disagree on the number of time steps ({named})", where=f"graph {graph.name!r}")
+    ph.count = next(iter(counts))
+    return ph
+
+
+def _run_encoded(graph: Graph, nodes: list[Node], env: dict[str, np.ndarray], quants: Mapping[str, QuantAnnotation],
+                 wanted: list[str] | None, hidden: set[str]) -> dict[str, np.ndarray]:
+    """Run an encoded graph on static inputs ``env`` (see the module docstring)."""
+    ph = _phases(graph, nodes)
+    _forward(ph.before, env, None, quants)
+    keep = [t for t in ph.per_step if t not in hidden and (wanted is None or t in wanted)]
+    states: dict[str, Any] = {}
+    frames: list[list[np.ndarray]] = []
+    step_env = env
+    for _ in range(ph.count):
+        step_env = dict(env)
+        _forward(ph.steps, step_env, states, quants)
+        frames.append([step_env[t] for t in keep])
+    env.update({t: step_env[t] for t in ph.results})
+    _forward(ph.after, env, None, quants)
+    env.update({t: np.stack([f[i] for f in frames], axis=1) for i, t in enumerate(keep)})
+    return _select(env, wanted, graph, hidden)
 
 
 def _select(env: dict[str, np.ndarray], wanted: list[str] | None, graph: Graph,

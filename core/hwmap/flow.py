@@ -170,6 +170,15 @@ def fidelity(reference: dict[str, np.ndarray], simulated: dict[str, np.ndarray])
     return Fidelity(metric=metric, value=value, samples=samples, detail=detail)
 
 
+def encodings_refused(graph: Graph, target: Target) -> list[str]:
+    """A violation for each ``Encoder`` whose encoding the target does not take
+    (:attr:`~hwmap.target.TargetSpec.encodings`)."""
+    takes = target.spec.encodings
+    return [f"encoding at node {n.name!r}: {target.name!r} takes {', '.join(takes) or 'no'} encoded input, "
+            f"not {n.attrs.get('encoding', 'direct')!r}"
+            for n in graph.nodes if n.op == "Encoder" and n.attrs.get("encoding", "direct") not in takes]
+
+
 def _samples(inputs: dict[str, np.ndarray]) -> int:
     return len(next(iter(inputs.values())))
 
@@ -325,6 +334,9 @@ def compile_model(
         model_inputs(graph, scored)  # the data fits the model before any work is done
         check_labels(data, graph)
     target.calibration = next(iter(model_inputs(graph, calib, len(calib)).values())) if calib is not None else None
+    refused = encodings_refused(graph, target)
+    if refused:
+        raise DoesNotFitError(f"{model_name} does not fit target {target.name!r}: " + "; ".join(refused), refused)
     with prog.stage(f"legalizing for {target.name}"):
         legal: Legalized = reg.call("hwmap_legalize", kind, graph=graph, target=target)
     if not legal.fits:

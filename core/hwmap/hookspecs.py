@@ -11,7 +11,7 @@ implementation never needs to test ``target.kind``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import numpy as np
 import pluggy
@@ -28,7 +28,8 @@ class Register(Protocol):
     """The ``register`` callback ``hwmap_register_targets`` receives: call it once per kind."""
 
     def __call__(self, *, kind: str, config: "type[BaseModel]", description: str,
-                 presets: "dict[str, Path] | None" = None, fidelity: "FidelityClaim | None" = None) -> None:
+                 presets: "dict[str, Path] | None" = None, fidelity: "FidelityClaim | None" = None,
+                 encodings: "Sequence[str] | None" = None) -> None:
         ...
 
 
@@ -47,7 +48,9 @@ def hwmap_register_targets(register: Register) -> None:
     shipped in the plugin's package (``default`` is the one ``compare`` and ``demo`` use),
     ``fidelity`` an optional :class:`hwmap.FidelityClaim`: what the target promises about its
     simulator beyond the conformance suite's floor (a top-1 agreement, a maximum relative
-    error, bit-exactness against the shared quantized reference).
+    error, bit-exactness against the shared quantized reference); ``encodings`` the encodings
+    of ``Encoder`` nodes the target takes (default all: ``direct``, ``rate``, ``poisson``; a
+    device that receives spikes only passes ``("rate", "poisson")``).
     """
 
 

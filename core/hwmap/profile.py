@@ -59,6 +59,11 @@ Counts (per sample: the batch dimension is excluded everywhere)
   quantization annotation, whose bit width wins (mixed precision); likewise ``weight_bits``
   for a compute node whose weight is annotated and ``input_bits`` for an annotated graph
   input. ``weight_bytes`` = ceil(weights·bits/8).
+* In an encoded graph (an ``Encoder`` node: the graph runs ``T`` time steps per inference,
+  :mod:`hwmap.ops.time`) a row computed once per step has ``steps`` = ``T``, and its
+  ``macs``, ``data_volume`` (and ``_rel``) and ``bandwidth_bps`` are per inference, ``T``
+  times the per-step figures; ``output_elements`` stays per step. Other rows have
+  ``steps`` = 1.
 * The network input stream is :attr:`Profile.input`: input elements·``input_bits``·``fps``;
   at 1280×720, 30 FPS, 8-bit RGB that is 1280·720·3·8·30 = 663.6 Mbit/s.
 
@@ -69,7 +74,8 @@ The graph runs (:func:`hwmap.execute.run`, the reference executor) on the first
 the row's output over all samples; ``temporal_sparsity`` the fraction of output elements
 exactly equal to the previous sample's (what a temporal delta layer would not transmit;
 needs two samples). A stateful graph (NIR neurons) takes ``(N, T, *features)`` data and
-each time step counts as a frame. Without data both are ``None``.
+each time step counts as a frame; an encoded graph (with an ``Encoder`` node) takes static
+data, and each step of its tensors computed per step counts as a frame. Without data both are ``None``.
 
 Unknown nodes
 -------------
@@ -156,6 +162,9 @@ class LayerProfile:
     temporal_sparsity: float | None = None
     unknown: bool = False
     note: str | None = None
+    #: How many times per inference the row runs: an encoded graph's time steps for a row
+    #: computed per step (its macs, data volume and bandwidth count them all), else 1.
+    steps: int = 1
 
 
 @dataclass
@@ -296,6 +305,7 @@ def profile(graph: Graph, *, fps: float = 30.0, act_bits: int = 8, input_bits: i
                          act_bits, weight_bits)
             if g.members[0].name in unknown else
             _row(graph, i + 1, g, batch, in_elems, fps, act_bits, weight_bits, macs) for i, g in enumerate(groups)]
+    _repeat_per_step_rows(graph, rows)
     samples = None
     if data is not None:
         samples = _measure_sparsity(graph, rows, data, max_samples)
@@ -303,6 +313,22 @@ def profile(graph: Graph, *, fps: float = 30.0, act_bits: int = 8, input_bits: i
     totals = _totals(rows, fps, samples is not None)
     totals.unknown_ops = sorted({u.op for u in unknown.values() if u.cause == "unknown_op"})
     return Profile(rows, inp, totals, settings, _warnings(list(unknown.values())))
+
+
+def _repeat_per_step_rows(graph: Graph, rows: list[LayerProfile]) -> None:
+    """In an encoded graph, a row computed once per time step does its work ``T`` times per
+    inference: its ``steps``, MACs, data volume and bandwidth say so."""
+    from .execute import encoded_steps, per_step_tensors
+
+    per_step = per_step_tensors(graph)
+    steps = encoded_steps(graph)
+    for r in rows:
+        if r.output in per_step:
+            r.steps = steps
+            r.macs = None if r.macs is None else r.macs * steps
+            r.data_volume = None if r.data_volume is None else r.data_volume * steps
+            r.data_volume_rel = None if r.data_volume_rel is None else r.data_volume_rel * steps
+            r.bandwidth_bps = None if r.bandwidth_bps is None else r.bandwidth_bps * steps
 
 
 # -- one row -----------------------------------------------------------------------------
@@ -473,15 +499,16 @@ def _measure_sparsity(graph: Graph, rows: list[LayerProfile], data: np.ndarray, 
     """Run ``data`` through the graph; fill each row's sparsities; return the samples used.
 
     A stateful graph (NIR neurons) takes ``(N, T, *features)`` data: each time step is then
-    a frame, and temporal sparsity compares consecutive steps."""
-    from .execute import is_stateful, run
+    a frame, and temporal sparsity compares consecutive steps. An encoded graph takes static
+    data; its tensors computed per step give a frame per step, the others one per sample."""
+    from .execute import encoded_steps, has_time_axis, run
 
     if len(graph.inputs) != 1:
         raise DataError(f"profiling with data needs a graph with one input, {graph.name!r} has "
                         f"{len(graph.inputs)}", where="profile data")
     name = graph.inputs[0]
     want = graph.tensor(name).shape[1:]
-    stateful = is_stateful(graph)
+    stateful = has_time_axis(graph)
     lead = 2 if stateful else 1
     x = np.asarray(data)
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
@@ -493,9 +520,10 @@ def _measure_sparsity(graph: Graph, rows: list[LayerProfile], data: np.ndarray, 
     n = min(int(x.shape[0]), max_samples)
     if n == 0 or min(x.shape[:lead]) == 0:
         raise DataError(f"need at least 1 sample, got data of shape {list(x.shape)}", where="profile data")
-    steps = int(x.shape[1]) if stateful else 1
+    steps = int(x.shape[1]) if stateful else encoded_steps(graph)
     zeros = [0] * len(rows)
     same = [0] * len(rows)
+    frame_counts = [0] * len(rows)
     prev: list[np.ndarray | None] = [None] * len(rows)
     chunk = _chunk(graph, steps)
     for start in range(0, n, chunk):
@@ -504,14 +532,17 @@ def _measure_sparsity(graph: Graph, rows: list[LayerProfile], data: np.ndarray, 
         for i, r in enumerate(rows):
             if r.output not in values:
                 raise GraphError(f"execution gave no value for tensor {r.output!r}", where=f"layer {r.name!r}")
-            frames = np.asarray(values[r.output]).reshape(k * steps, -1)  # one frame per sample (or step)
+            out = np.asarray(values[r.output])
+            per_sample = max(1, int(np.prod(graph.tensor(r.output).shape[1:], dtype=np.int64)))
+            frames = out.reshape(max(1, out.size // per_sample), -1)  # one frame per sample (or step)
+            frame_counts[i] += frames.shape[0]
             zeros[i] += int(np.count_nonzero(frames == 0))
             same[i] += int(np.count_nonzero(frames[1:] == frames[:-1]))
             if prev[i] is not None:
                 same[i] += int(np.count_nonzero(frames[0] == prev[i]))
             prev[i] = frames[-1].copy()
-    total_frames = n * steps
     for i, r in enumerate(rows):
+        total_frames = frame_counts[i]
         last = prev[i]
         elems = int(last.size) if last is not None else 0  # a row's first output is measured
         r.activation_sparsity = zeros[i] / (elems * total_frames) if elems else None

@@ -14,7 +14,7 @@ import os
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pluggy
 
@@ -26,7 +26,7 @@ __all__ = ["Registry", "LoadError", "get_registry", "reset_registry", "ENTRY_POI
 
 ENTRY_POINT_GROUP = "hwmap.targets"
 AUTOLOAD_ENV = "HWMAP_DISABLE_PLUGIN_AUTOLOAD"
-BUILTIN_PLUGINS = ("hwmap.frontends.onnx", "hwmap.frontends.torch", "hwmap.frontends.nir")
+BUILTIN_PLUGINS = ("hwmap.frontends.onnx", "hwmap.frontends.torch", "hwmap.frontends.nir", "hwmap.frontends.saved")
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,16 @@ class Registry:
         declared: list[TargetSpec] = []
 
         def register(kind: str, config: type, description: str, presets: dict[str, Any] | None = None,
-                     fidelity: FidelityClaim | None = None) -> None:
+                     fidelity: FidelityClaim | None = None, encodings: Sequence[str] | None = None) -> None:
             presets_paths = {k: Path(str(v)) for k, v in (presets or {}).items()}
             if fidelity is not None and not isinstance(fidelity, FidelityClaim):
                 raise TypeError(f"fidelity for kind {kind!r} must be a hwmap.FidelityClaim, not {type(fidelity).__name__}")
-            declared.append(TargetSpec(kind, config, description, presets_paths, name, package, version, fidelity))
+            takes = TargetSpec.encodings if encodings is None else tuple(encodings)
+            unknown = sorted(set(takes) - set(TargetSpec.encodings))
+            if unknown or isinstance(encodings, str):
+                raise TypeError(f"encodings for kind {kind!r} must be a sequence of {', '.join(TargetSpec.encodings)}")
+            declared.append(TargetSpec(kind, config, description, presets_paths, name, package, version, fidelity,
+                                       takes))
 
         try:
             impl(register=register)

@@ -186,5 +186,5 @@ def _not_parsed(source: str) -> ModelError:
                           f"{source}:make (a function returning a torch.nn.Module)", where=source)
     if path.exists():
         return ModelError(f"no frontend reads files of type {path.suffix or '(no extension)'!r} "
-                          "(known: .onnx, .nir, FILE.py:factory, package.module:factory)", where=source)
+                          "(known: .onnx, .nir, a saved graph's folder, FILE.py:factory, package.module:factory)", where=source)
     return ModelError("not a file, a zoo:NAME, a FILE.py:factory or a package.module:factory spec", where=source)

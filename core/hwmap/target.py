@@ -90,6 +90,10 @@ class TargetSpec:
     package: str = ""
     version: str = ""
     fidelity: FidelityClaim | None = None
+    #: The encodings of ``Encoder`` nodes (:mod:`hwmap.ops.time`) the target takes: a spiking
+    #: device that receives spikes only lists ``("rate", "poisson")``; an encoded graph with
+    #: another encoding does not fit it.
+    encodings: tuple[str, ...] = ("direct", "rate", "poisson")
 
 
 @dataclass

@@ -16,7 +16,6 @@ from torch import nn  # noqa: E402
 
 from hwmap import ModelError, ParseOptions, load_model  # noqa: E402
 from hwmap.execute import run  # noqa: E402
-from hwmap.frontends.nir import graph_from_nir  # noqa: E402
 from hwmap.graph import Node  # noqa: E402
 from hwmap.nn import LIF, SNN, LayerSpec, build_nir, to_graph, to_nir  # noqa: E402
 from hwmap.ops import get_op  # noqa: E402

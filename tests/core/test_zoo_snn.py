@@ -34,7 +34,7 @@ def digits() -> hwmap.Dataset:
 def executed(digits: hwmap.Dataset) -> dict[str, np.ndarray]:
     """Every tensor of the zoo graph run by hwmap's executor on all of zoo:digits."""
     graph = hwmap.load_model("zoo:digits_snn")
-    return run(graph, {graph.inputs[0]: encode_digits(digits.x)}, collect=True)
+    return run(graph, {graph.inputs[0]: digits.x}, collect=True)
 
 
 def _script() -> ModuleType:
@@ -50,11 +50,12 @@ def test_listed_and_built_through_nir() -> None:
     assert m.input_shape == (1, 1, 8, 8) and "spiking" in m.description
     g = hwmap.load_model("zoo:digits_snn", ParseOptions(batch=4))
     assert g.name == "zoo:digits_snn" and g.meta["dt"] == digits_snn.DT
-    assert [(n.name, n.op) for n in g.nodes] == [("flatten", "Reshape"), ("fc1", "Gemm"), ("lif1", "LIF"),
-                                                ("fc2", "Gemm")]
+    assert [(n.name, n.op) for n in g.nodes] == [("encode_input", "Encoder"), ("flatten", "Reshape"), ("fc1", "Gemm"),
+                                                ("lif1", "LIF"), ("fc2", "Gemm"), ("readout_output", "Readout")]
+    assert g.nodes[0].attrs == {"encoding": "direct", "timesteps": TIMESTEPS} and g.nodes[-1].attrs == {"mode": "membrane"}
     assert g.tensor(g.inputs[0]).shape == (4, 1, 8, 8) and g.tensor(g.outputs[0]).shape == (4, 10)
     w = load_snn_weights()
-    lif = g.nodes[2].params
+    lif = g.node("lif1").params
     np.testing.assert_array_equal(lif["tau"], w["lif1.tau"])
     np.testing.assert_array_equal(lif["v_threshold"], w["lif1.v_threshold"])
     assert (lif["r"] == 1).all() and (lif["v_leak"] == 0).all() and (lif["v_reset"] == 0).all()
@@ -65,8 +66,9 @@ def test_listed_and_built_through_nir() -> None:
 
 
 def test_accuracy_in_the_executor(digits: hwmap.Dataset, executed: dict[str, np.ndarray]) -> None:
-    assert executed["output"].shape == (360, TIMESTEPS, 10)
-    acc = float((readout(executed["output"]).argmax(1) == digits.y).mean())
+    assert executed["output"].shape == (360, 10) and executed["output.steps"].shape == (360, TIMESTEPS, 10)
+    np.testing.assert_allclose(executed["output"], readout(executed["output.steps"]) / TIMESTEPS, rtol=1e-6)
+    acc = float((executed["output"].argmax(1) == digits.y).mean())
     assert acc >= 0.95, f"executor accuracy {acc:.4f} on zoo:digits"
     rate = float(executed["lif1"].mean())
     assert 0.03 < rate < 0.5, rate  # a spiking network, not a saturated or silent one
@@ -85,8 +87,8 @@ def test_torch_agrees_spike_for_spike(digits: hwmap.Dataset, executed: dict[str,
     np.testing.assert_array_equal(hidden.numpy(), executed["lif1"])
     acc = float((scores.argmax(1) == digits.y).mean())
     assert acc >= 0.95, f"torch accuracy {acc:.4f} on zoo:digits"
-    np.testing.assert_array_equal(scores.argmax(1), readout(executed["output"]).argmax(1))
-    np.testing.assert_allclose(scores, readout(executed["output"]), rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(scores.argmax(1), executed["output"].argmax(1))
+    np.testing.assert_allclose(scores, readout(executed["output.steps"]), rtol=1e-5, atol=1e-4)
 
 
 def test_training_script_reproduces_shipped_weights(tmp_path: Path) -> None:

@@ -36,7 +36,8 @@ class OpDef:
     neurons): it returns ``(outputs, new_state)``; ``state`` is ``None`` at t=0.
     ``macs(node, input_shapes, output_shapes)`` counts multiply-accumulates (0 if none).
     ``category``: ``"compute"`` (weights), ``"elementwise"``, ``"pool"``, ``"shape"``
-    (data movement only), ``"neuron"``, ``"quant"``.
+    (data movement only), ``"neuron"``, ``"quant"``, ``"time"`` (Encoder, Readout: where
+    a graph's time steps begin and end, :mod:`hwmap.ops.time`).
     """
 
     name: str

@@ -20,10 +20,11 @@ from .base import (
 )
 from .bn_fold import FoldBatchNorm
 from .const_fold import FoldConstants
+from .encode import encode_graph
 from .fusion import COMPUTE_OPS, DEFAULT_POST_OPS, FuseComputeWithPostOps
 
 __all__ = [
     "COMPUTE_OPS", "DEFAULT_POST_OPS", "FoldBatchNorm", "FoldConstants", "FuseComputeWithPostOps", "Pass",
-    "constant_value", "prune_tensors", "remove_orphan_constants", "run_passes", "single_consumer",
+    "constant_value", "encode_graph", "prune_tensors", "remove_orphan_constants", "run_passes", "single_consumer",
     "slot_of_input", "unique_node_name",
 ]

@@ -17,14 +17,13 @@ resnet_small     1×3×32×32    three one-block residual stages, 10 classes, se
 digits_mlp       1×1×8×8      MLP 64-32-10 trained on scikit-learn digits
 digits_cnn       1×1×8×8      CNN conv8-conv16/2-fc10 trained on scikit-learn digits
 digits_snn       1×1×8×8      spiking 64-LIF128-10 trained on the digits (surrogate gradients),
-                              built through NIR; one frame per time step (see below)
+                              built through NIR, 8 time steps inside the graph (see below)
 ===============  ===========  ==========================================================
 
 ``digits_snn`` is a neutral graph built through the NIR frontend, not ONNX
 (:mod:`hwmap.zoo.digits_snn`): it has no ONNX form (:func:`load_onnx` refuses it), and
-:func:`load_graph` builds it. Its graph takes ``(N, T, 1, 8, 8)`` over time
-(``digits_snn.encode_digits``: the image at each of ``TIMESTEPS`` steps) and its class
-scores are the output summed over the steps (``digits_snn.readout``).
+:func:`load_graph` builds it. An ``Encoder`` (direct, 8 steps) and a ``Readout`` (membrane)
+inside the graph make it take ``zoo:digits`` as the ANNs do and give ``(N, 10)`` scores.
 
 Data: ``digits``, the held-out 20 % of scikit-learn's digits (360 images, N×1×8×8 in
 [0, 1], int64 labels).
@@ -139,8 +138,8 @@ _MODELS: dict[str, ZooModel] = {m.name: m for m in (
              _digits_mlp, "digits"),
     ZooModel("digits_cnn", "CNN conv8-conv16/2-fc10 trained on scikit-learn digits (use with zoo:digits)",
              (1, 1, 8, 8), _digits_cnn, "digits"),
-    ZooModel("digits_snn", "spiking 64-LIF128-10 trained on scikit-learn digits with surrogate gradients (NIR; "
-             "input: T = 8 frames, digits_snn.encode_digits)", (1, 1, 8, 8), _digits_snn_onnx,
+    ZooModel("digits_snn", "spiking 64-LIF128-10 trained on scikit-learn digits with surrogate gradients (NIR, "
+             "8 time steps inside the graph; use with zoo:digits)", (1, 1, 8, 8), _digits_snn_onnx, "digits",
              graph=_digits_snn_graph),
 )}
 

@@ -11,22 +11,22 @@ ReLU-shaped surrogate gradient (Section 3.2.4, eqs. 3.2-3.3) by
 ``scripts/train_digits_snn.py``, on the training part of the zoo's split
 (:func:`hwmap.zoo.digits.digits_split`), so ``zoo:digits`` is its held-out set.
 
-Time: **encoding** and **readout** are outside the graph (hwmap's ``Encoder`` and
-``Readout`` ops will hold them):
+Time is part of the graph (:mod:`hwmap.ops.time`), so the network takes ``zoo:digits`` as
+it is, like the ANNs, and gives ``(N, 10)`` class scores:
 
-* :data:`ENCODING` = ``"direct"``: the image (pixels in [0, 1]) is the input current of
-  every one of :data:`TIMESTEPS` = 8 steps, unchanged (:func:`encode_digits`:
-  ``(N, 1, 8, 8)`` → ``(N, 8, 1, 8, 8)``);
-* :data:`READOUT` = ``"membrane"``: the class scores are ``fc2``'s output **summed over
-  the steps** (:func:`readout`) — the membrane potential after the last step of a
-  non-leaky integrator (no threshold, starting at 0) fed by ``fc2``, so the 10 output
-  neurons never spike. The largest score is the class.
+* an ``Encoder`` with :data:`ENCODING` = ``"direct"``: the image (pixels in [0, 1]) is the
+  input current of every one of :data:`TIMESTEPS` = 8 steps, unchanged;
+* a ``Readout`` with :data:`READOUT` = ``"membrane"``: the class scores are ``fc2``'s output
+  averaged over the steps — the membrane potential after the last step of a non-leaky
+  integrator (no threshold, starting at 0) fed by ``fc2``, divided by the step count, so
+  the 10 output neurons never spike. The largest score is the class.
 
-The graph (:func:`build_digits_snn`) is built as a ``nir.NIRGraph``
+The per-step network (:func:`build_digits_snn_steps`) is built as a ``nir.NIRGraph``
 (:func:`build_digits_snn_nir`) read by hwmap's NIR frontend: input ``input`` of shape
 ``(batch, 1, 8, 8)`` — one frame; the executor runs it on ``(N, T, 1, 8, 8)`` — and output
-``output``, ``(N, T, 10)`` per step. Its arrays are float32, keyed as :data:`ARRAYS`, in
-``data/digits_snn.npz``.
+``output``, ``(N, T, 10)`` per step. :func:`build_digits_snn` puts it between the Encoder
+and the Readout (:func:`hwmap.passes.encode_graph`); NIR has no node for either. Its arrays
+are float32, keyed as :data:`ARRAYS`, in ``data/digits_snn.npz``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from ..graph import Graph
 
 __all__ = ["TIMESTEPS", "DT", "ENCODING", "READOUT", "HIDDEN", "INPUT_SHAPE", "LAYERS", "ARRAYS",
-           "encode_digits", "readout", "load_snn_weights", "build_digits_snn_nir", "build_digits_snn"]
+           "encode_digits", "readout", "load_snn_weights", "build_digits_snn_nir", "build_digits_snn_steps",
+           "build_digits_snn"]
 
 #: Time steps each image is presented for (direct encoding).
 TIMESTEPS = 8
@@ -52,7 +53,7 @@ TIMESTEPS = 8
 DT = 1e-3
 #: How a static image becomes the input sequence: the ``Encoder`` op's ``encoding``.
 ENCODING = "direct"
-#: How the output sequence becomes class scores: the ``Readout`` op's ``mode`` (a sum over steps).
+#: How the output sequence becomes class scores: the ``Readout`` op's ``mode`` (the mean over steps).
 READOUT = "membrane"
 #: Hidden LIF neurons.
 HIDDEN = 128
@@ -104,8 +105,18 @@ def build_digits_snn_nir(weights: dict[str, np.ndarray] | None = None) -> Any:
     return build_nir(LAYERS, load_snn_weights() if weights is None else weights, INPUT_SHAPE[1:])
 
 
-def build_digits_snn(batch: int = 1, weights: dict[str, np.ndarray] | None = None) -> "Graph":
-    """The network as hwmap's neutral graph ``zoo:digits_snn`` (through NIR), input
-    ``(batch, 1, 8, 8)`` per step; run it on :func:`encode_digits` and apply :func:`readout`."""
+def build_digits_snn_steps(batch: int = 1, weights: dict[str, np.ndarray] | None = None) -> "Graph":
+    """The per-step network as a neutral graph (through NIR), input ``(batch, 1, 8, 8)`` per
+    step; run it on :func:`encode_digits` and apply :func:`readout`."""
     return graph_from_layers(LAYERS, load_snn_weights() if weights is None else weights, INPUT_SHAPE[1:], dt=DT,
                              batch=batch, name=_WHERE)
+
+
+def build_digits_snn(batch: int = 1, weights: dict[str, np.ndarray] | None = None) -> "Graph":
+    """``zoo:digits_snn``: the per-step network (:func:`build_digits_snn_steps`) between a
+    direct ``Encoder`` of :data:`TIMESTEPS` steps and a membrane ``Readout``; static input
+    ``(batch, 1, 8, 8)``, output ``(batch, 10)``."""
+    from ..passes.encode import encode_graph
+
+    return encode_graph(build_digits_snn_steps(batch, weights), timesteps=TIMESTEPS, encoding=ENCODING,
+                        readout=READOUT)
