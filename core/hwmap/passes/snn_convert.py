@@ -3,8 +3,8 @@
 The rate-based conversion of Rueckauer, Lungu, Hu, Pfeiffer and Liu, "Conversion of
 continuous-valued deep networks to efficient event-driven networks for image
 classification", Front. Neurosci. 11:682, 2017 (*Rueckauer 2017* below). A ReLU activation
-``a = max(0, W x + b)`` (their eq. 1) is approximated by the firing rate of an
-integrate-and-fire (IF) neuron driven by the same weighted input (their eq. 3):
+``a = max(0, W x + b)`` is approximated by the firing rate of an integrate-and-fire (IF)
+neuron driven by the same weighted input:
 
 * **Neurons.** Every ``Relu`` becomes an ``IF`` node (:mod:`hwmap.ops.neuron`) with
   ``r = 1``, ``dt = 1`` (one step is one unit of time; a target sets the physical step),
@@ -17,7 +17,7 @@ integrate-and-fire (IF) neuron driven by the same weighted input (their eq. 3):
   initial potential minimizing the expected conversion error ("Optimized potential
   initialization for low-latency spiking neural networks", AAAI 2022); at ``T = 4`` it is
   what keeps the converted network near the ANN.
-* **Normalization** (Rueckauer 2017 sec. 2.2.2, "robust normalization"). The scale ``λ``
+* **Normalization** (Rueckauer 2017, "Parameter normalization": the robust normalization). The scale ``λ``
   of a layer is the ``p``-th percentile of its activations on the calibration samples (the
   non-zero ones, as the authors' SNN toolbox does: a mostly silent layer would otherwise get
   a scale of 0); ``p`` is :attr:`ConversionConfig.percentile`. With
@@ -36,12 +36,12 @@ integrate-and-fire (IF) neuron driven by the same weighted input (their eq. 3):
   ``percentile = "auto"`` converts with each of :data:`AUTO_PERCENTILES` and keeps the one
   whose readout is closest to the ANN's outputs (mean squared error) on the *calibration*
   samples, at the configured time steps and encoding.
-* **Biases** are constant input currents (Rueckauer 2017 sec. 2.2.1): ``b_l / λ_l`` is
+* **Biases** are constant input currents (Rueckauer 2017, "Converting biases"): ``b_l / λ_l`` is
   added at every time step, spread evenly over the ``T`` steps rather than given once.
 * **Input** (:attr:`ConversionConfig.encoding`): an ``Encoder`` node turns the static
   input into one tensor per step. ``direct`` feeds the analog input to the first layer at
-  every step (Rueckauer 2017 sec. 2.2.3: the first hidden layer integrates analog
-  currents); ``rate`` gives deterministic regular spikes at rate ``clip(x, 0, 1)``;
+  every step (Rueckauer 2017, "Analog input to first hidden layer": the first hidden
+  layer integrates analog currents); ``rate`` gives deterministic regular spikes at rate ``clip(x, 0, 1)``;
   ``poisson`` Bernoulli spikes with that probability per step (seeded, reproducible).
 * **Readout** (:attr:`ConversionConfig.readout`): the last layer has no neuron. With
   ``membrane`` (the default) a ``Readout`` node averages its input current over the steps
@@ -81,6 +81,7 @@ from pydantic import field_validator
 from ..constants import constant
 from ..errors import DataError, GraphError, HwmapError
 from ..graph import Graph, Node, Tensor
+from ..ops.time import MAX_TIMESTEPS
 from ..target import ConfigSection
 from .base import prune_tensors, run_passes, unique_node_name
 from .bn_fold import FoldBatchNorm
@@ -129,14 +130,15 @@ class ConversionConfig(ConfigSection):
     ``--set conversion.timesteps=4`` overrides a value like any other."""
 
     timesteps: int = constant(8, "steps", "hwmap's default: zoo:digits_cnn converted with direct encoding is "
-                              "within 0.5 points of the ANN at 8 steps (docs/snn.md)", ge=1, le=100_000,
+                              "within 0.5 points of the ANN at 8 steps (docs/snn.md)", ge=1, le=MAX_TIMESTEPS,
                               description="time steps each inference runs for")
     encoding: Literal["direct", "rate", "poisson"] = constant(
-        "direct", "", f"{_SOURCE}, sec. 2.2.3: the analog input drives the first layer at every step",
+        "direct", "", f"{_SOURCE}, analog input to the first hidden layer at every step",
         description="how the static input becomes per-step input: direct (the analog values every step), rate "
                     "(deterministic regular spikes at rate clip(x, 0, 1)) or poisson (Bernoulli spikes)")
     percentile: Union[float, Literal["auto"]] = constant(
-        99.9, "%", f"{_SOURCE}, sec. 2.2.2: robust normalization by the 99.9th percentile of the activations",
+        99.9, "%", f"{_SOURCE}, parameter normalization: the robust normalization by the 99.9th "
+        "percentile of the activations",
         description="each scale λ is this percentile of the non-zero activations on the calibration samples "
                     "(100: their maximum); auto: the one of 95, 98, 99, 99.5, 99.9, 99.99, 100 whose readout is "
                     "closest to the ANN's outputs on the calibration samples")
@@ -149,7 +151,7 @@ class ConversionConfig(ConfigSection):
         description="membrane: the last layer's input current averaged over the steps; spike_count: the last "
                     "layer spikes too and its spikes are counted")
     max_pool: Literal["refuse", "average"] = constant(
-        "refuse", "", f"{_SOURCE}, sec. 2.2.5: max pooling has no rate-preserving IF counterpart",
+        "refuse", "", f"{_SOURCE}, spiking max-pooling: a rate-coded IF neuron cannot take a maximum",
         description="refuse a network with max pooling, or replace it by average pooling of the same window")
     seed: int = constant(0, "", "hwmap's default", ge=0, le=2**63 - 1,
                          description="seed of the poisson encoder (with the sample's content and the step)")
