@@ -34,6 +34,10 @@ class _Plugin:
 
     @hookimpl
     def hwmap_legalize(self, graph: Graph, target: Target) -> Legalized:
+        from hwmap.execute import is_encoded
+
+        if is_encoded(graph):  # converted already (hwmap convert -o): taken as it is
+            return Legalized(graph, [])
         cfg = target.config_as(SpikingToyConfig)
         conv = convert_to_snn(graph, target.calibration, cfg.conversion)
         return Legalized(conv.graph, [], notes=conv.notes)
