@@ -313,3 +313,27 @@ def test_set_conversion_timesteps_reaches_a_spiking_targets_legalize() -> None:
     assert res.legalized.graph.meta["conversion"]["percentile"] == 99.0
     assert res.kpis.provenance.data["calibration_samples"] == 90
     assert res.kpis.accuracy is not None and res.kpis.accuracy >= res.kpis.reference_accuracy - 0.015
+
+
+def test_the_comparison_script_runs(capsys: Any) -> None:
+    """examples/conversion/compare_spikingjelly.py at one T: hwmap's rows, and spikingjelly's
+    when it imports (it is not a dependency)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "conversion" / "compare_spikingjelly.py"
+    spec = importlib.util.spec_from_file_location("compare_spikingjelly", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--timesteps", "4", "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["ann_accuracy"] == pytest.approx(264 / 270) and report["scored_samples"] == 270
+    rows = report["rows"]
+    assert rows["hwmap, direct (default)"][0]["accuracy"] >= report["ann_accuracy"] - 0.015
+    if isinstance(script.spikingjelly_converter(), str):
+        assert not any(k.startswith("spikingjelly") for k in rows)
+    else:
+        assert rows["spikingjelly, mode 99.9%"][0]["timesteps"] == 4
