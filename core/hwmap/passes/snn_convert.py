@@ -20,7 +20,9 @@ neuron driven by the same weighted input:
 * **Normalization** (Rueckauer 2017, "Parameter normalization": the robust normalization). The scale ``λ``
   of a layer is the ``p``-th percentile of its activations on the calibration samples (the
   non-zero ones, as the authors' SNN toolbox does: a mostly silent layer would otherwise get
-  a scale of 0); ``p`` is :attr:`ConversionConfig.percentile`. With
+  a scale of 0); ``p`` is :attr:`ConversionConfig.percentile`, 99.9 by default (a high
+  percentile instead of the maximum is their robust normalization; 99.9 is the value
+  spikingjelly's ann2snn examples use). With
   :attr:`ConversionConfig.normalization` = ``"channel"`` (the default) each channel of a
   feature map (a convolution's output) gets its own ``λ``, the channel-wise
   normalization of Kim, Park, Na and Yoon ("Spiking-YOLO: spiking neural network for
@@ -137,8 +139,8 @@ class ConversionConfig(ConfigSection):
         description="how the static input becomes per-step input: direct (the analog values every step), rate "
                     "(deterministic regular spikes at rate clip(x, 0, 1)) or poisson (Bernoulli spikes)")
     percentile: Union[float, Literal["auto"]] = constant(
-        99.9, "%", f"{_SOURCE}, parameter normalization: the robust normalization by the 99.9th "
-        "percentile of the activations",
+        99.9, "%", f"{_SOURCE}, parameter normalization: robust normalization by a high percentile of the "
+        "activations instead of their maximum; 99.9 as in spikingjelly's ann2snn examples",
         description="each scale λ is this percentile of the non-zero activations on the calibration samples "
                     "(100: their maximum); auto: the one of 95, 98, 99, 99.5, 99.9, 99.99, 100 whose readout is "
                     "closest to the ANN's outputs on the calibration samples")
