@@ -242,9 +242,7 @@ def convert_to_snn(graph: Graph, calibration: np.ndarray | None, config: Convers
     x = _check_calibration(graph, calibration)
     notes: list[str] = []
     ann = _prepare(graph, config, notes)
-    from ..execute import run
-
-    acts = run(ann, {ann.inputs[0]: x}, collect=True)
+    acts = _activations(ann, x)
     if config.percentile != "auto":
         return _Builder(ann, acts, x, config, float(config.percentile), list(notes)).build()
     errors: dict[str, float] = {}
@@ -265,6 +263,20 @@ def convert_to_snn(graph: Graph, calibration: np.ndarray | None, config: Convers
                       + ", ".join(f"{k}: {v:.4g}" for k, v in errors.items()) + ")")
     best.graph.meta["conversion"] = best.to_json()
     return best
+
+
+def _activations(ann: Graph, x: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """The ANN's ReLU outputs and graph outputs on the calibration samples, run in slices
+    (only what the scales need is kept)."""
+    from ..execute import run
+
+    keep = [n.outputs[0] for n in ann.nodes if n.op == "Relu"] + list(ann.outputs)
+    parts: dict[str, list[np.ndarray]] = {t: [] for t in keep}
+    for start in range(0, len(x), batch_size):
+        out = run(ann, {ann.inputs[0]: x[start:start + batch_size]}, collect=True)
+        for t in keep:
+            parts[t].append(out[t])
+    return {t: np.concatenate(v, axis=0) for t, v in parts.items()}
 
 
 def _run_encoded(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
