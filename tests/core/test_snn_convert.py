@@ -337,3 +337,23 @@ def test_the_comparison_script_runs(capsys: Any) -> None:
         assert not any(k.startswith("spikingjelly") for k in rows)
     else:
         assert rows["spikingjelly, mode 99.9%"][0]["timesteps"] == 4
+
+
+def test_compare_takes_conversion_settings_per_target() -> None:
+    """``compare`` with ``--set conversion.timesteps=4`` and a variant
+    ``KIND:default@conversion.encoding=rate``: each column converts with its own table."""
+    from spiking_toy import KIND, plugin
+
+    from hwmap.config import load_target
+    from hwmap.flow import compare
+    from hwmap.testing import registered
+
+    with registered(plugin):
+        targets = [load_target(f"{KIND}:default", ["conversion.timesteps=4"]),
+                   load_target(f"{KIND}:default@conversion.encoding=rate", ["conversion.timesteps=4"])]
+        assert [t.config.conversion.encoding for t in targets] == ["direct", "rate"]  # type: ignore[attr-defined]
+        records = compare("zoo:digits_cnn", targets, data=load_data("zoo:digits"))
+    assert all(r.fits for r in records), [r.violations for r in records]
+    assert [r.latency_s for r in records] == [pytest.approx(4e-3)] * 2
+    assert records[0].accuracy is not None and records[1].accuracy is not None
+    assert records[0].fidelity is not None and records[0].fidelity.samples == 270
