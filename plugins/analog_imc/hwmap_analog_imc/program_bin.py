@@ -12,7 +12,7 @@ import math
 import struct
 import zlib
 from functools import cache
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -88,7 +88,7 @@ def _plan(cls: type) -> tuple[tuple[str, ...], list[tuple[struct.Struct | None, 
 
 
 def _put_record(out: bytearray, rec: Any, strings: _Strings) -> None:
-    names, runs = _plan(type(rec))
+    names, runs = _plan(type(rec))  # type: ignore[arg-type]  # a record class is hashable
     for st, kind, i, j in runs:
         if st is not None:
             out += st.pack(*(getattr(rec, n) for n in names[i:j]))
@@ -120,7 +120,7 @@ def _put_instruction(out: bytearray, ins: Instruction, strings: _Strings) -> Non
 
 
 #: The writer of each section's records that has its own layout (the others: :func:`_put_record`).
-_WRITERS = {"CONSTS": _put_const, "WEIGHTS": _put_weights, "ADC": _put_adc, "SCHEDULE": _put_instruction}
+_WRITERS: dict[str, Callable[[bytearray, Any, _Strings], None]] = {"CONSTS": _put_const, "WEIGHTS": _put_weights, "ADC": _put_adc, "SCHEDULE": _put_instruction}
 
 
 def encode(p: Program) -> bytes:

@@ -65,7 +65,7 @@ def _parse(kind: str, s: str) -> Any:
 
 
 def _line(rec: Any) -> str:
-    names = field_names(type(rec))
+    names = field_names(type(rec))  # type: ignore[arg-type]  # a record class is hashable
     return rec.KEYWORD + " " + " ".join(f"{n}={_fmt(k, getattr(rec, n))}" for n, k in zip(names, rec.SPEC))
 
 
