@@ -8,7 +8,7 @@ import math
 from typing import Callable
 
 from hwmap import TargetError
-from hwmap.compiledir import MAX_JSON_DEPTH, json_depth
+from hwmap.safeio import MAX_JSON_DEPTH, json_depth
 
 from .program import (Config, DigitalRec, FLAG_QUANT, LAYOUT_CHANNELS_FIRST, LAYOUT_CHANNELS_LAST, LAYOUT_WHOLE,
                       LayerRec, NONE, PostOpRec, Program, ReadRec)
