@@ -26,6 +26,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Iterable
 
@@ -184,6 +185,19 @@ def test_every_plugin_of_the_repository_is_under_contract() -> None:
     plugins = repository_plugins()
     assert {"hwmap_analog_imc", "hwmap_toy_cpu"} <= plugins.keys()
     assert uncovered(plugins, CONFIG) == [], f"add each plugin package to {CONFIG.name}: {plugins}"
+
+
+def test_the_readme_shows_the_layers_the_contract_checks() -> None:
+    section = (REPO / "README.md").read_text().split("\n## Architecture\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[2] for line in section.splitlines() if line.startswith("| ") and "`core/hwmap`" not in line]
+    shown = [re.findall(r"`([\w*]+)`", row) for row in rows]
+    ini = configparser.ConfigParser()
+    ini.read(CONFIG)
+    layers = [re.findall(r"\w+", line) for line in ini["importlinter:contract:layers"]["layers"].strip().splitlines()]
+    assert len(shown) == len(layers)
+    for names, tails in zip(shown, layers):
+        assert {n for n in names for t in tails if fnmatch(t, n)} == set(names), (names, tails)
+        assert {t for t in tails for n in names if fnmatch(t, n)} == set(tails), (names, tails)
 
 
 def test_the_command_line_parser_names_only_commands_the_cli_runs() -> None:
