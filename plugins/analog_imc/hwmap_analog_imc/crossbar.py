@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from hwmap import TargetError
-from hwmap.ops._window import Window, sliding
+from hwmap.ops import Window, sliding
 
 from .hardware import NoiseConfig
 from .noise import noisy_levels

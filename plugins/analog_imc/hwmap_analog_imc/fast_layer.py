@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 from hwmap import TargetError
-from hwmap.ops._window import sliding
+from hwmap.ops import sliding
 
 from .crossbar import (F32_EXACT, F64_EXACT, LayerBase, ScheduleIndex, check_cover, column_dtype, layer_reads,
                        layer_window, max_digits, nonzero_digits)
