@@ -39,13 +39,14 @@ from .target import (
     TargetSpec,
 )
 from .data import Dataset, load_data
-from .passes.snn_convert import Conversion, ConversionConfig, LayerScale, convert_to_snn
+from .conversion_config import ConversionConfig
+from .passes.snn_convert import Conversion, ConversionSettings, LayerScale, convert_to_snn
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Assumption", "Bottleneck", "ConfigSection", "FidelityClaim", "LayerCost", "Provenance", "Register", "constant", "presets_in",
-    "Conversion", "ConversionConfig", "LayerScale", "convert_to_snn",
+    "Conversion", "ConversionConfig", "ConversionSettings", "LayerScale", "convert_to_snn",
     "Artifacts", "ConfigError", "DataError", "Dataset", "Diagnostic", "DoesNotFitError", "Fidelity", "Graph",
     "GraphError", "HwmapError", "KPIs", "Legalized", "Mapping", "ModelError", "Node", "ParseOptions",
     "PluginError", "QuantAnnotation", "Simulation", "Target", "TargetConfig", "TargetError", "TargetSpec",

@@ -21,7 +21,8 @@ import numpy as np
 from .data import Dataset, check_labels
 from .errors import ConfigError, DataError
 from .graph import Graph, Node, Tensor
-from .passes.snn_convert import Conversion, ConversionConfig, check_timesteps, convert_to_snn
+from .conversion_config import ConversionConfig
+from .passes.snn_convert import Conversion, check_timesteps, convert_to_snn
 from .progress import NullProgress, Progress
 
 __all__ = ["ConvertRun", "ConvertReport", "convert_and_score", "count_spikes", "parse_timesteps",

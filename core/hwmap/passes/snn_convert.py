@@ -20,10 +20,10 @@ neuron driven by the same weighted input:
 * **Normalization** (Rueckauer 2017, "Parameter normalization": the robust normalization). The scale ``λ``
   of a layer is the ``p``-th percentile of its activations on the calibration samples (the
   non-zero ones, as the authors' SNN toolbox does: a mostly silent layer would otherwise get
-  a scale of 0); ``p`` is :attr:`ConversionConfig.percentile`, 99.9 by default (a high
+  a scale of 0); ``p`` is :attr:`ConversionSettings.percentile`, 99.9 by default (a high
   percentile instead of the maximum is their robust normalization; 99.9 is the value
   spikingjelly's ann2snn examples use). With
-  :attr:`ConversionConfig.normalization` = ``"channel"`` (the default) each channel of a
+  :attr:`ConversionSettings.normalization` = ``"channel"`` (the default) each channel of a
   feature map (a convolution's output) gets its own ``λ``, the channel-wise
   normalization of Kim, Park, Na and Yoon ("Spiking-YOLO: spiking neural network for
   energy-efficient object detection", AAAI 2020): a channel whose activations are small is
@@ -40,12 +40,12 @@ neuron driven by the same weighted input:
   samples, at the configured time steps and encoding.
 * **Biases** are constant input currents (Rueckauer 2017, "Converting biases"): ``b_l / λ_l`` is
   added at every time step, spread evenly over the ``T`` steps rather than given once.
-* **Input** (:attr:`ConversionConfig.encoding`): an ``Encoder`` node turns the static
+* **Input** (:attr:`ConversionSettings.encoding`): an ``Encoder`` node turns the static
   input into one tensor per step. ``direct`` feeds the analog input to the first layer at
   every step (Rueckauer 2017, "Analog input to first hidden layer": the first hidden
   layer integrates analog currents); ``rate`` gives deterministic regular spikes at rate ``clip(x, 0, 1)``;
   ``poisson`` Bernoulli spikes with that probability per step (seeded, reproducible).
-* **Readout** (:attr:`ConversionConfig.readout`): the last layer has no neuron. With
+* **Readout** (:attr:`ConversionSettings.readout`): the last layer has no neuron. With
   ``membrane`` (the default) a ``Readout`` node averages its input current over the steps
   (a non-leaky integrator divided by ``T``), and the last layer is scaled by ``λ_{L-1}``
   only (``W_L ← W_L · λ_{L-1}``, ``b_L`` unscaled), so the readout sits on the ANN's logit
@@ -60,7 +60,7 @@ neuron driven by the same weighted input:
   reader needs (a residual shortcut joins a branch normalized by another ``λ``), a ``Mul``
   by the ratio of the two scales is inserted on that edge (a per-channel gain).
 * **Refused**, by name: max pooling (an IF neuron's rate cannot take a maximum; with
-  :attr:`ConversionConfig.max_pool` = ``"average"`` it is replaced by average pooling of
+  :attr:`ConversionSettings.max_pool` = ``"average"`` it is replaced by average pooling of
   the same window, which changes the network: the calibration runs the replaced one),
   activations without a spiking counterpart (Sigmoid, Tanh, Softmax, LeakyRelu...), any op
   this pass does not know, and graphs that already hold neurons.
@@ -74,23 +74,20 @@ is given and nothing else; ``hwmap convert`` and the flow give it the calibratio
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Union
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Callable
 
 import numpy as np
-from pydantic import field_validator
 
-from ..constants import constant
 from ..errors import DataError, GraphError, HwmapError
 from ..graph import Graph, Node, Tensor
 from ..ops.time import MAX_TIMESTEPS
-from ..target import ConfigSection
 from .base import prune_tensors, run_passes, unique_node_name
 from .bn_fold import FoldBatchNorm
 from .const_fold import FoldConstants
 
 __all__ = [
-    "ConversionConfig", "Conversion", "LayerScale", "convert_to_snn", "ENCODINGS", "READOUTS", "MAX_POOL",
+    "ConversionSettings", "Conversion", "LayerScale", "convert_to_snn", "ENCODINGS", "READOUTS", "MAX_POOL",
     "NORMALIZATIONS", "AUTO_PERCENTILES", "WEIGHTED_OPS", "LINEAR_OPS", "JOIN_OPS", "NO_SPIKING_COUNTERPART",
     "IF_THRESHOLD", "IF_V_INIT", "STEP_DT",
 ]
@@ -123,49 +120,48 @@ NO_SPIKING_COUNTERPART = ("Sigmoid", "Tanh", "Softmax", "LogSoftmax", "LeakyRelu
 _MAX_POOLS = {"MaxPool": "AveragePool", "GlobalMaxPool": "GlobalAveragePool"}
 _POOLS = ("AveragePool", "GlobalAveragePool")
 _RESHAPES = ("Flatten", "Reshape", "Squeeze", "Unsqueeze")
-_SOURCE = "Rueckauer et al., Front. Neurosci. 11:682, 2017"
 
 
-class ConversionConfig(ConfigSection):
-    """The ``[conversion]`` table of a spiking target's config: how an ANN handed to it is
-    converted (:mod:`hwmap.passes.snn_convert` explains each setting).
-    ``--set conversion.timesteps=4`` overrides a value like any other."""
+@dataclass(frozen=True)
+class ConversionSettings:
+    """How to convert (each setting is explained in the module docstring). Spiking targets
+    keep them as the ``[conversion]`` table of their config, :class:`hwmap.ConversionConfig`,
+    which :func:`convert_to_snn` takes as well (any object with these attributes does)."""
 
-    timesteps: int = constant(8, "steps", "hwmap's default: zoo:digits_cnn converted with direct encoding is "
-                              "within 0.5 points of the ANN at 8 steps (docs/snn.md)", ge=1, le=MAX_TIMESTEPS,
-                              description="time steps each inference runs for")
-    encoding: Literal["direct", "rate", "poisson"] = constant(
-        "direct", "", f"{_SOURCE}, analog input to the first hidden layer at every step",
-        description="how the static input becomes per-step input: direct (the analog values every step), rate "
-                    "(deterministic regular spikes at rate clip(x, 0, 1)) or poisson (Bernoulli spikes)")
-    percentile: Union[float, Literal["auto"]] = constant(
-        99.9, "%", f"{_SOURCE}, parameter normalization: robust normalization by a high percentile of the "
-        "activations instead of their maximum; 99.9 as in spikingjelly's ann2snn examples",
-        description="each scale λ is this percentile of the non-zero activations on the calibration samples "
-                    "(100: their maximum); auto: the one of 95, 98, 99, 99.5, 99.9, 99.99, 100 whose readout is "
-                    "closest to the ANN's outputs on the calibration samples")
-    normalization: Literal["channel", "layer"] = constant(
-        "channel", "", "Kim et al., AAAI 2020 (Spiking-YOLO): channel-wise normalization",
-        description="one scale λ per channel of a feature map, or one per layer (fully connected layers have one "
-                    "either way)")
-    readout: Literal["membrane", "spike_count"] = constant(
-        "membrane", "", "hwmap's default: the mean input current of the last layer, on the ANN's logit scale",
-        description="membrane: the last layer's input current averaged over the steps; spike_count: the last "
-                    "layer spikes too and its spikes are counted")
-    max_pool: Literal["refuse", "average"] = constant(
-        "refuse", "", f"{_SOURCE}, spiking max-pooling: a rate-coded IF neuron cannot take a maximum",
-        description="refuse a network with max pooling, or replace it by average pooling of the same window")
-    seed: int = constant(0, "", "hwmap's default", ge=0, le=2**63 - 1,
-                         description="seed of the poisson encoder (with the sample's content and the step)")
+    timesteps: int = 8
+    encoding: str = "direct"
+    percentile: float | str = 99.9
+    normalization: str = "channel"
+    readout: str = "membrane"
+    max_pool: str = "refuse"
+    seed: int = 0
 
-    @field_validator("percentile")
+    def __post_init__(self) -> None:
+        check_timesteps(self.timesteps)
+        for name, allowed in (("encoding", ENCODINGS), ("normalization", NORMALIZATIONS), ("readout", READOUTS),
+                              ("max_pool", MAX_POOL)):
+            if getattr(self, name) not in allowed:
+                raise DataError(f"conversion setting {name} = {getattr(self, name)!r}: must be one of "
+                                f"{', '.join(map(repr, allowed))}")
+        p = self.percentile
+        if p != "auto" and (isinstance(p, (bool, str)) or not isinstance(p, (int, float)) or not math.isfinite(p)
+                            or not 0 < p <= 100):
+            raise DataError(f"conversion setting percentile = {p!r}: must be a number in (0, 100] or 'auto'")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise DataError(f"conversion setting seed = {self.seed!r}: must be an integer from 0 to 2**63 - 1")
+
     @classmethod
-    def _percentile_range(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return v
-        if isinstance(v, bool) or not math.isfinite(v) or not 0 < v <= 100:
-            raise ValueError("must be a number in (0, 100] or \"auto\"")
-        return v
+    def of(cls, config: Any) -> "ConversionSettings":
+        """``config`` (settings, a :class:`hwmap.ConversionConfig`, any object with the same
+        attributes, or ``None`` for the defaults) as settings."""
+        if config is None:
+            return cls()
+        if isinstance(config, cls):
+            return config
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -207,34 +203,35 @@ class Conversion:
     input_scale: float
     percentile: float
     notes: list[str]
-    config: ConversionConfig
+    config: ConversionSettings
     calibration_samples: int
     neurons: list[str] = field(default_factory=list)
     auto: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"config": self.config.model_dump(mode="json"), "percentile": self.percentile,
+        return {"config": self.config.to_json(), "percentile": self.percentile,
                 "input_scale": self.input_scale, "calibration_samples": self.calibration_samples,
                 "scales": [s.to_json() for s in self.scales], "neurons": list(self.neurons),
                 "notes": list(self.notes), **({"auto_mse": dict(self.auto)} if self.auto else {})}
 
 
 # -- the pass ----------------------------------------------------------------------------------
-def convert_to_snn(graph: Graph, calibration: np.ndarray | None, config: ConversionConfig | None = None, *,
+def convert_to_snn(graph: Graph, calibration: np.ndarray | None, config: Any = None, *,
                    timesteps: int | None = None) -> Conversion:
     """Convert the ReLU network ``graph`` into an encoded spiking graph.
 
     ``calibration``: samples batch first, shaped like the graph's one input (the
     calibration part of the data only: scored samples must never choose a scale).
-    ``timesteps`` overrides ``config.timesteps``. ``graph`` is left untouched.
+    ``config``: :class:`ConversionSettings`, a :class:`hwmap.ConversionConfig` (a target's
+    ``[conversion]`` table) or ``None`` for the defaults; ``timesteps`` overrides its
+    ``timesteps``. ``graph`` is left untouched.
     Raises :class:`~hwmap.errors.GraphError` naming the node for anything that cannot be
     converted, :class:`~hwmap.errors.DataError` for calibration data that does not fit or a
     time-step count below 1.
     """
-    config = config if config is not None else ConversionConfig()
+    config = ConversionSettings.of(config)
     if timesteps is not None:
-        config = config.model_copy(update={"timesteps": check_timesteps(timesteps)})
-    check_timesteps(config.timesteps)
+        config = replace(config, timesteps=check_timesteps(timesteps))
     where = f"graph {graph.name!r}"
     if len(graph.inputs) != 1:
         raise GraphError(f"the conversion takes graphs with one input; this one has {len(graph.inputs)} "
@@ -290,9 +287,12 @@ _EVALUATE: Callable[[Graph, np.ndarray], dict[str, np.ndarray]] = _run_encoded
 
 
 def check_timesteps(t: Any) -> int:
-    """``t`` as a number of time steps (an integer of at least 1), else a :class:`DataError`."""
+    """``t`` as a number of time steps (an integer from 1 to the Encoder's limit), else a
+    :class:`DataError`."""
     if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1:
         raise DataError(f"time steps {t!r}: must be an integer of at least 1")
+    if t > MAX_TIMESTEPS:
+        raise DataError(f"time steps {t!r}: at most {MAX_TIMESTEPS}")
     return int(t)
 
 
@@ -314,7 +314,7 @@ def _check_calibration(graph: Graph, calibration: np.ndarray | None) -> np.ndarr
     return x
 
 
-def _prepare(graph: Graph, config: ConversionConfig, notes: list[str]) -> Graph:
+def _prepare(graph: Graph, config: ConversionSettings, notes: list[str]) -> Graph:
     """The ANN as it will be converted: constants folded, batch norm folded, max pooling
     replaced (or refused); every op checked."""
     from ..ops import get_op
@@ -336,7 +336,7 @@ def _prepare(graph: Graph, config: ConversionConfig, notes: list[str]) -> Graph:
     return g.validate()
 
 
-def _replace_max_pool(n: Node, config: ConversionConfig, notes: list[str]) -> Node:
+def _replace_max_pool(n: Node, config: ConversionSettings, notes: list[str]) -> Node:
     at = f"node {n.name!r} ({n.op})"
     if config.max_pool == "refuse":
         raise GraphError("max pooling has no spiking counterpart (an IF neuron's rate cannot take a maximum); "
@@ -455,7 +455,7 @@ class _Builder:
     inserted on that edge.
     """
 
-    def __init__(self, ann: Graph, acts: dict[str, np.ndarray], x: np.ndarray, config: ConversionConfig,
+    def __init__(self, ann: Graph, acts: dict[str, np.ndarray], x: np.ndarray, config: ConversionSettings,
                  percentile: float, notes: list[str]) -> None:
         self.ann, self.acts, self.x, self.config, self.p, self.notes = ann, acts, x, config, percentile, notes
         self.g = ann.copy()
