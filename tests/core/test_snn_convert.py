@@ -357,3 +357,22 @@ def test_compare_takes_conversion_settings_per_target() -> None:
     assert [r.latency_s for r in records] == [pytest.approx(4e-3)] * 2
     assert records[0].accuracy is not None and records[1].accuracy is not None
     assert records[0].fidelity is not None and records[0].fidelity.samples == 270
+
+
+def test_the_pass_takes_plain_settings_and_checks_them() -> None:
+    """The pass (graph layer) takes :class:`ConversionSettings`, the config table, or any
+    object with the same attributes, and checks each value itself."""
+    from types import SimpleNamespace
+
+    from hwmap import ConversionSettings
+
+    g, x = _mlp_with("Relu"), np.random.default_rng(0).random((8, 4), np.float32)
+    table = ConversionConfig(timesteps=3, percentile=99.0)
+    assert ConversionSettings.of(table) == ConversionSettings(timesteps=3, percentile=99.0)
+    duck = SimpleNamespace(**{**ConversionSettings().to_json(), "timesteps": 3, "percentile": 99.0})
+    assert convert_to_snn(g, x, duck).graph.digest() == convert_to_snn(g, x, table).graph.digest()
+    for bad, message in [({"encoding": "latency"}, "encoding = 'latency'"), ({"percentile": 0}, "percentile = 0"),
+                         ({"percentile": "most"}, "percentile = 'most'"), ({"timesteps": 0}, "time steps 0"),
+                         ({"timesteps": 1 << 20}, "at most"), ({"seed": -1}, "seed = -1")]:
+        with pytest.raises(DataError, match=message):
+            ConversionSettings(**bad)
