@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import GraphError, ModelError
 from ..graph import Graph
 from ..hookspecs import hookimpl
-from ..source import ParseOptions
+from ..parsing import ParseOptions
 
 __all__ = ["GRAPH_FILE", "is_saved_graph", "read_saved_graph"]
 
