@@ -83,11 +83,12 @@ class DeviceMapping(Mapping):
 
 
 def depths(net: Network) -> dict[str, int]:
-    """Each population's lag in steps behind the input (module docstring)."""
+    """Each population's lag in steps behind the input (module docstring); recurrent and
+    feedback weights (from the population itself or a later one) do not deepen it."""
     out: dict[str, int] = {}
     for pop in net.populations:
-        srcs = [p.src for p in net.projections if p.dst == pop.name]
-        out[pop.name] = max((0 if s == INPUT else out.get(s, 0) + 1 for s in srcs), default=0)
+        srcs = [p.src for p in net.projections if p.dst == pop.name and (p.src == INPUT or p.src in out)]
+        out[pop.name] = max((0 if s == INPUT else out[s] + 1 for s in srcs), default=0)
     return out
 
 

@@ -42,6 +42,8 @@ INPUT = "input"
 NEURON_OPS = ("LIF", "CubaLIF", "IF", "LIFBitshift")
 PASS_OPS = ("Reshape", "Flatten", "Identity", "Squeeze", "Unsqueeze")
 WEIGHT_OPS = ("Gemm", "MatMul")
+#: Violations after which the network is still extracted (and checked against the device).
+NON_STRUCTURAL = ("one_dt",)
 #: The synaptic decay a neuron without a synaptic state gets: the fastest filter of unit gain.
 FAST_SYNAPSE = 0.5
 
@@ -247,7 +249,7 @@ def extract(graph: Graph) -> tuple[Network | None, list[Diagnostic]]:
     seen: set[tuple[str, str | None, str]] = set()
     w.diags = [d for d in w.diags if (d.rule, d.node, d.message) not in seen
                and not seen.add((d.rule, d.node, d.message))]  # type: ignore[func-returns-value]
-    if any(d.severity == "error" for d in w.diags):
+    if any(d.severity == "error" and d.rule not in NON_STRUCTURAL for d in w.diags):
         return None, w.diags
     order = [n.name for n in graph.nodes if n.name in pops] + [p for p in pops if p not in {n.name for n in graph.nodes}]
     net = Network(graph.name, n_inputs, [pops[k] for k in order], projections, outputs, dts[0] if dts else None,
