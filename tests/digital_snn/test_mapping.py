@@ -94,3 +94,16 @@ def test_multiplicative_decay_device(tmp_path: Path) -> None:
     assert p.decay == "multiplicative" and len(set(p.hid_dmem.tolist())) > 3
     x = events(np.random.default_rng(0), 2, 30, p.n_in)
     assert run_program(p, x.astype(np.float64), 30, 2).hidden_spikes.sum() > 0
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_dense_and_event_driven_sums_agree(fraction: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulator's two ways of forming the weighted sums (whole matrix, or the rows of the
+    sources that fired) give the same spikes."""
+    from hwmap_digital_snn import simulator
+
+    _, p = _compile(residual(seed=1), tmp_path)
+    x = events(np.random.default_rng(2), 4, 40, p.n_in)
+    monkeypatch.setattr(simulator, "SPARSE_FRACTION", fraction)
+    ours = run_program(p, x.astype(np.float64), 40, 4)
+    np.testing.assert_array_equal(ours.out_spikes, reference_numpy(p, x))

@@ -19,7 +19,9 @@ saturated once (Xylo adds the events one at a time and saturates after each: the
 only when a partial sum leaves the state range).
 
 All values are whole numbers held in float64 (exact below 2**53; the matrix products in
-float32 when every partial sum stays below 2**24), so numpy's BLAS does the weighted sums.
+float32 when every partial sum stays below 2**24), so numpy's BLAS does the weighted sums;
+when few sources fire in a step, the rows of those that fired are gathered and summed
+instead (the same sums, exactly: integers in floating point add without rounding).
 
 Encoded graphs: the host turns each static sample into input events for ``timesteps`` steps
 (direct: ``round(x * input_scale)`` events clipped to the device's range; rate and Poisson:
@@ -46,6 +48,10 @@ __all__ = ["simulate", "run_program", "Activity", "BITSTREAM", "SLICE"]
 BITSTREAM = "program.bin"
 #: Samples simulated at once.
 SLICE = 64
+#: Below this fraction of sources firing in a step, the weighted sums gather the rows of the
+#: sources that fired instead of multiplying the whole matrix (measured: 4x faster at 5 %
+#: activity on a 500 × 492 block, slower above about 10 %).
+SPARSE_FRACTION = 0.07
 
 
 @dataclass
@@ -84,7 +90,17 @@ class _Matrix:
         if self.empty:
             return
         xs = x if self.full else x[:, self.rows]
-        prod = np.matmul(xs.astype(self.dtype, copy=False), self.w)
+        b, j = np.nonzero(xs)
+        if len(b) < SPARSE_FRACTION * xs.size:
+            # event-driven: only the rows of the sources that fired, summed per sample
+            if not len(b):
+                return
+            contrib = self.w[j] * xs[b, j].astype(self.dtype)[:, None]
+            starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+            prod = np.zeros((xs.shape[0], self.w.shape[1]), self.dtype)
+            prod[b[starts]] = np.add.reduceat(contrib, starts, axis=0)
+        else:
+            prod = np.matmul(xs.astype(self.dtype, copy=False), self.w)
         if self.cols.size == self.out_size:
             out += prod
         else:
