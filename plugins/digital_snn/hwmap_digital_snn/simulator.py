@@ -95,7 +95,7 @@ class _Matrix:
             # event-driven: only the rows of the sources that fired, summed per sample
             if not len(b):
                 return
-            contrib = self.w[j] * xs[b, j].astype(self.dtype)[:, None]
+            contrib = np.multiply(self.w[j], xs[b, j].astype(self.dtype)[:, None])
             starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
             prod = np.zeros((xs.shape[0], self.w.shape[1]), self.dtype)
             prod[b[starts]] = np.add.reduceat(contrib, starts, axis=0)
