@@ -16,15 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from .cli_parser import DEMO_DATA, DEMO_MODEL
 from .cli_progress import make_progress
 from .errors import HwmapError
 from .files import check_output_file, write_atomic, write_text_atomic
 from .text import markup_escape, one_line, printable
 
-__all__ = ["main", "DEMO_MODEL", "DEMO_DATA"]
-
-DEMO_MODEL = "zoo:digits_cnn"
-DEMO_DATA = "zoo:digits"
+__all__ = ["main", "COMMANDS", "DEMO_MODEL", "DEMO_DATA"]
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -377,6 +375,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The function each subcommand of :func:`hwmap.cli_parser.build_parser` runs, by name.
+COMMANDS = {"targets": cmd_targets, "zoo": cmd_zoo, "check": cmd_check, "schema": cmd_schema, "profile": cmd_profile,
+            "compile": cmd_compile, "simulate": cmd_simulate, "compare": cmd_compare, "demo": cmd_demo}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .cli_parser import build_parser, parse
 
@@ -387,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .limits import parse_size, set_max_memory
 
             set_max_memory(parse_size(args.max_memory))
-        return int(args.func(args) or 0)
+        return int(COMMANDS[args.command](args) or 0)
     except HwmapError as e:
         for line in e.lines():
             print(f"hwmap: error: {one_line(line)}", file=sys.stderr)

@@ -1,5 +1,7 @@
 """The ``hwmap`` command line's parser: every subcommand, every option with what it does,
-its default and its unit, and an example at the end of each subcommand's help.
+its default and its unit, and an example at the end of each subcommand's help. It only
+describes the syntax: :mod:`hwmap.cli` runs the function its ``COMMANDS`` names for the
+subcommand parsed.
 
 Options may stand anywhere on the line (``hwmap compare MODEL A --set k=v B`` is MODEL with
 the configs A and B and one override): each subcommand's arguments are parsed intermixed.
@@ -10,7 +12,11 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-__all__ = ["build_parser", "parse"]
+__all__ = ["build_parser", "parse", "DEMO_MODEL", "DEMO_DATA"]
+
+#: What ``hwmap demo`` runs: this zoo model on this zoo data set.
+DEMO_MODEL = "zoo:digits_cnn"
+DEMO_DATA = "zoo:digits"
 
 _MODEL_HELP = ("the model: an .onnx or .nir file, zoo:NAME (hwmap zoo lists them), a saved hwmap graph folder, "
                "or module:factory / path/to/file.py:factory returning a torch.nn.Module (with --input-shape)")
@@ -82,9 +88,9 @@ def _add_run_options(s: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand; ``parse`` sets ``command`` to the subcommand's name
+    (what :data:`hwmap.cli.COMMANDS` maps to the function running it)."""
     from . import __version__
-    from .cli import (DEMO_DATA, DEMO_MODEL, cmd_check, cmd_compare, cmd_compile, cmd_demo, cmd_profile,
-                      cmd_schema, cmd_simulate, cmd_targets, cmd_zoo)
 
     p = _Parser(prog="hwmap", description="Map trained networks onto edge AI targets and compare what they cost.",
                 epilog="example:\n  hwmap demo", formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -95,13 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
              "List the installed target kinds: package, version, presets and hooks, and any plugin that failed "
              "to load.", "hwmap targets --json")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    s.set_defaults(func=cmd_targets)
 
     s = _sub(sub, "zoo", "the bundled models and data sets, one line each",
              "List the bundled models (zoo:NAME, input shape, what it is) and data sets (samples, shape).",
              "hwmap zoo --json")
     s.add_argument("--json", action="store_true", help="print the listing as JSON (default: one line each)")
-    s.set_defaults(func=cmd_zoo)
 
     s = _sub(sub, "check", "validate a target config; --show prints it with units and sources",
              "Validate a target config (a TOML file, KIND:PRESET, or CONFIG@KEY=VALUE...) and report every problem, "
@@ -111,13 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help=_SET_HELP)
     s.add_argument("--show", action="store_true", help="print the effective config as TOML, each value with its "
                                                        "unit and source")
-    s.set_defaults(func=cmd_check)
 
     s = _sub(sub, "schema", "print the JSON Schema of a target kind's config",
              "Print the JSON Schema of a target kind's config file (units and sources of the defaults included), "
              "for editors and validators.", "hwmap schema analog_imc > analog_imc.schema.json")
     s.add_argument("kind", help="an installed target kind (hwmap targets lists them)")
-    s.set_defaults(func=cmd_schema)
 
     s = _sub(sub, "profile", "per-layer params, MACs, data volume, bandwidth, sparsity",
              "Profile a model layer by layer: parameters, MACs, activation data volume (normalized to the "
@@ -139,7 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "listing those nodes as unknown rows without MACs and a warning (default: off)")
     _add_output_options(s, markdown=False)
     _add_model_options(s)
-    s.set_defaults(func=cmd_profile)
 
     s = _sub(sub, "compile", "parse, legalize, map, emit, simulate and estimate one model on one target",
              "Run the whole flow for one model on one target and write DIR: graph/ (as parsed), legalized/, "
@@ -156,7 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plot", metavar="FILE.png", help="draw the mapping, where the target can (default: none)")
     _add_quiet(s)
     _add_model_options(s)
-    s.set_defaults(func=cmd_compile)
 
     s = _sub(sub, "simulate", "run a compile directory's artifacts on data",
              "Run the artifacts of a compile directory, read back from disk, on all the data given (nothing "
@@ -168,7 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", metavar="OUT.npz", help="also write the simulated outputs, one array per graph "
                                                              "output named as the output (default: none)")
     _add_quiet(s)
-    s.set_defaults(func=cmd_simulate)
 
     s = _sub(sub, "compare", "one model on several targets, KPIs side by side",
              "Run one model on several targets and show their KPIs side by side: latency, throughput, energy (and "
@@ -183,13 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(s)
     _add_output_options(s, markdown=True, layers=True)
     _add_model_options(s)
-    s.set_defaults(func=cmd_compare)
 
     s = _sub(sub, "demo", f"{DEMO_MODEL} with {DEMO_DATA} on every installed target",
              f"The bundled default: {DEMO_MODEL} (trained on scikit-learn's digits) with the held-out "
              f"{DEMO_DATA} on every installed target's default preset, side by side.", "hwmap demo --markdown")
     _add_output_options(s, markdown=True, layers=True)
-    s.set_defaults(func=cmd_demo)
     return p
 
 

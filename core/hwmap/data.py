@@ -4,17 +4,18 @@ An ``.npz`` is read through :func:`hwmap.safeio.load_npz` (numbers only, every d
 checked before anything is allocated) and then checked as data: ``x`` batch-first, real and
 finite once in float32 (no NaN, no infinity, no complex numbers); ``y``, when present, one
 integer class index per sample (integers, or floats holding whole numbers; not negative).
-Whether the labels are classes of a given model is :func:`check_labels`.
+Whether the labels are classes of a given model is :func:`check_labels`. The record both
+loaders return is :class:`~hwmap.dataset.Dataset` (re-exported here).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .dataset import Dataset
 from .errors import DataError
 from .nonfinite import count_nonfinite, describe_nonfinite
 from .safeio import load_npz
@@ -23,22 +24,6 @@ if TYPE_CHECKING:
     from .graph import Graph
 
 __all__ = ["Dataset", "load_data", "check_labels", "classes_of"]
-
-
-@dataclass
-class Dataset:
-    """``x``: inputs, batch first, shaped like the model's input; ``y``: integer labels or
-    ``None``. ``name`` says where it came from."""
-
-    x: np.ndarray
-    y: np.ndarray | None
-    name: str
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    def head(self, n: int) -> "Dataset":
-        return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.name)
 
 
 def load_data(ref: str) -> Dataset:

@@ -38,7 +38,7 @@ from .errors import DataError, GraphError, HwmapError
 from .graph import Graph, Node, QuantAnnotation
 from .ops import get_op
 
-__all__ = ["run", "run_batched", "is_stateful", "is_encoded", "has_time_axis", "encoded_steps"]
+__all__ = ["run", "run_batched", "is_stateful", "is_encoded", "has_time_axis", "encoded_steps", "per_step_tensors"]
 
 
 def is_stateful(graph: Graph) -> bool:
@@ -56,6 +56,11 @@ def encoded_steps(graph: Graph) -> int:
     from .ops.time import encoder_settings
 
     return max((encoder_settings(n)[1] for n in graph.nodes if n.op == "Encoder"), default=1)
+
+
+def per_step_tensors(graph: Graph) -> set[str]:
+    """The tensors an encoded graph computes once per time step (empty for other graphs)."""
+    return set(_phases(graph, graph.nodes).per_step) if is_encoded(graph) else set()
 
 
 def has_time_axis(graph: Graph) -> bool:

@@ -32,12 +32,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .errors import GraphError, HwmapError
+from .graph_json import FORMAT_VERSION, check_graph_json
 from .nonfinite import count_nonfinite, describe_nonfinite
 from .limits import check_size
 
 __all__ = ["QuantAnnotation", "Tensor", "Node", "Graph", "FORMAT_VERSION", "save_npz", "load_npz"]
-
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -452,8 +451,6 @@ class Graph:
         the declared shape and dtype (and none left over), tensor sizes within the memory
         bound, and the graph well formed (:meth:`validate`). A :class:`GraphError` naming
         ``where`` for the first problem."""
-        from .graph_json import check_graph_json
-
         check_graph_json(d, arrays, where)
         tensors = {t["name"]: Tensor.from_json(t) for t in d["tensors"]}
         graph = cls(d["name"], list(d["inputs"]), list(d["outputs"]),
@@ -468,11 +465,11 @@ class Graph:
     @classmethod
     def load(cls, directory: str | Path) -> "Graph":
         """The graph :meth:`save` wrote into ``directory``: ``graph.json`` (a regular file,
-        not a symbolic link, its size and nesting bounded: :func:`hwmap.compiledir.read_json`)
+        not a symbolic link, its size and nesting bounded: :func:`hwmap.safeio.read_json`)
         and ``params.npz`` (:func:`hwmap.safeio.load_npz`), checked as :meth:`from_json`
         says."""
-        from .compiledir import open_member, read_json
         from .safeio import load_npz as safe_load
+        from .safeio import open_member, read_json
 
         directory = Path(directory)
         where = str(directory / "graph.json")

@@ -10,9 +10,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import GraphError
-from .graph import FORMAT_VERSION
+from .limits import check_size
+from .safeio import schema_problem
 
-__all__ = ["check_graph_json"]
+__all__ = ["check_graph_json", "FORMAT_VERSION"]
+
+#: The version of the ``graph.json`` format :meth:`hwmap.graph.Graph.to_json` writes.
+FORMAT_VERSION = 1
 
 
 # -- the schema of graph.json -----------------------------------------------------------------------------
@@ -79,9 +83,6 @@ def check_graph_json(d: Any, arrays: Any, where: str | None = None) -> None:
     the tensor; every parameter of every node (fused ones included) in ``arrays`` with its
     declared shape and dtype, and no array no node declares; the declared tensors together
     within the memory bound (:func:`hwmap.limits.check_size`)."""
-    from .compiledir import schema_problem
-    from .limits import check_size
-
     if not isinstance(d, dict) or d.get("format") != "hwmap.graph":
         raise GraphError("not an hwmap graph (missing format marker)", where=where)
     if d.get("version") != FORMAT_VERSION:

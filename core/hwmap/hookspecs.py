@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from .graph import Graph
     from .kpi import KPIs
-    from .source import ParseOptions
+    from .parsing import ParseOptions
     from .target import Artifacts, FidelityClaim, Legalized, Mapping, Simulation, Target
 
 class Register(Protocol):

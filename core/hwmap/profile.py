@@ -59,6 +59,11 @@ Counts (per sample: the batch dimension is excluded everywhere)
   quantization annotation, whose bit width wins (mixed precision); likewise ``weight_bits``
   for a compute node whose weight is annotated and ``input_bits`` for an annotated graph
   input. ``weight_bytes`` = ceil(weights·bits/8).
+* In an encoded graph (an ``Encoder`` node: the graph runs ``T`` time steps per inference,
+  :mod:`hwmap.ops.time`) a row computed once per step has ``steps`` = ``T``, and its
+  ``macs``, ``data_volume`` (and ``_rel``) and ``bandwidth_bps`` are per inference, ``T``
+  times the per-step figures; ``output_elements`` stays per step. Other rows have
+  ``steps`` = 1.
 * The network input stream is :attr:`Profile.input`: input elements·``input_bits``·``fps``;
   at 1280×720, 30 FPS, 8-bit RGB that is 1280·720·3·8·30 = 663.6 Mbit/s.
 
@@ -157,6 +162,9 @@ class LayerProfile:
     temporal_sparsity: float | None = None
     unknown: bool = False
     note: str | None = None
+    #: How many times per inference the row runs: an encoded graph's time steps for a row
+    #: computed per step (its macs, data volume and bandwidth count them all), else 1.
+    steps: int = 1
 
 
 @dataclass
@@ -297,6 +305,7 @@ def profile(graph: Graph, *, fps: float = 30.0, act_bits: int = 8, input_bits: i
                          act_bits, weight_bits)
             if g.members[0].name in unknown else
             _row(graph, i + 1, g, batch, in_elems, fps, act_bits, weight_bits, macs) for i, g in enumerate(groups)]
+    _repeat_per_step_rows(graph, rows)
     samples = None
     if data is not None:
         samples = _measure_sparsity(graph, rows, data, max_samples)
@@ -304,6 +313,22 @@ def profile(graph: Graph, *, fps: float = 30.0, act_bits: int = 8, input_bits: i
     totals = _totals(rows, fps, samples is not None)
     totals.unknown_ops = sorted({u.op for u in unknown.values() if u.cause == "unknown_op"})
     return Profile(rows, inp, totals, settings, _warnings(list(unknown.values())))
+
+
+def _repeat_per_step_rows(graph: Graph, rows: list[LayerProfile]) -> None:
+    """In an encoded graph, a row computed once per time step does its work ``T`` times per
+    inference: its ``steps``, MACs, data volume and bandwidth say so."""
+    from .execute import encoded_steps, per_step_tensors
+
+    per_step = per_step_tensors(graph)
+    steps = encoded_steps(graph)
+    for r in rows:
+        if r.output in per_step:
+            r.steps = steps
+            r.macs = None if r.macs is None else r.macs * steps
+            r.data_volume = None if r.data_volume is None else r.data_volume * steps
+            r.data_volume_rel = None if r.data_volume_rel is None else r.data_volume_rel * steps
+            r.bandwidth_bps = None if r.bandwidth_bps is None else r.bandwidth_bps * steps
 
 
 # -- one row -----------------------------------------------------------------------------

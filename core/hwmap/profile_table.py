@@ -57,6 +57,9 @@ def summary(prof: "Profile") -> str:
             f"({si(tt.macs_per_s, 'MAC/s')} at {_num(s.fps)} FPS) · input {bitrate(prof.input.bandwidth_bps)} · "
             f"peak bandwidth {tt.peak_bandwidth_layer} {bitrate(tt.peak_bandwidth_bps)} · "
             f"peak data volume {tt.peak_data_volume_layer} {si(tt.peak_data_volume)} elements")
+    steps = max((r.steps for r in prof.rows), default=1)
+    if steps > 1:
+        text += f" · {steps} time steps per inference (counted in MACs, data volume and bandwidth)"
     if tt.activation_sparsity is not None:
         text += f" · activation sparsity {_pct(tt.activation_sparsity)} over {s.samples} samples"
     if tt.temporal_sparsity is not None:

@@ -2,7 +2,8 @@
 
 A plugin registers a :class:`TargetSpec` (kind, pydantic config model, presets); the core
 hands each hook a :class:`Target` (the spec plus a validated config). The stages return
-:class:`Legalized`, a :class:`Mapping` subclass of the plugin's, :class:`Artifacts` and a
+:class:`Legalized`, a :class:`Mapping` subclass of the plugin's, :class:`Artifacts` (defined
+in :mod:`hwmap.artifacts`, with the checks that guard reading them back) and a
 :class:`Simulation`; ``estimate`` returns a :class:`~hwmap.kpi.KPIs`.
 """
 
@@ -10,15 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from .artifacts import Artifacts
 from .graph import Graph
 from .errors import TargetError
-from .jsonio import dumps
-from .limits import max_memory
 
 if TYPE_CHECKING:
     from .kpi import Assumption
@@ -200,104 +200,6 @@ class Mapping:
 
     def to_json(self) -> dict[str, Any]:
         return {"graph": self.graph.name}
-
-
-@dataclass
-class Artifacts:
-    """What ``emit`` wrote: the directory and the files in it (relative paths, in the order
-    written), plus ``manifest`` facts the simulator needs to find its way (JSON-able).
-
-    A compile directory is input (users share them), so a simulator reads its artifacts
-    only through :meth:`open`, :meth:`read_bytes`, :meth:`read_json` or :meth:`load_npz`:
-    they open a file only if ``files`` lists it, it is a plain relative path inside
-    ``directory`` (no absolute path, no ``..``, no symbolic link on the way) and a regular
-    file (no device, FIFO or directory), and only within the memory bound
-    (:func:`hwmap.limits.max_memory`) or the smaller ``max_bytes`` the plugin gives.
-    Anything else is a :class:`hwmap.TargetError` naming the file (and never quoting it).
-
-    ``graph_sha256`` and ``config_sha256`` are the digests of the parsed graph and the
-    effective config the artifacts were compiled from (:meth:`write_manifest` records
-    them; ``hwmap simulate`` refuses artifacts whose digests are not those of the compile
-    directory's ``graph/`` and ``target.json``).
-    """
-
-    directory: Path
-    files: list[str]
-    manifest: dict[str, Any] = field(default_factory=dict)
-    graph_sha256: str | None = None
-    config_sha256: str | None = None
-
-    def path(self, name: str) -> Path:
-        """Where listed artifact ``name`` is (checked as the class docstring says; it need
-        not exist yet)."""
-        from .compiledir import artifact_path
-
-        return artifact_path(self, name)
-
-    def open(self, name: str, *, max_bytes: int | None = None) -> IO[bytes]:
-        """Listed artifact ``name`` opened for binary reading (a seekable file object)."""
-        from .compiledir import open_artifact
-
-        return open_artifact(self, name, max_bytes)
-
-    def read_bytes(self, name: str, *, max_bytes: int | None = None) -> bytes:
-        """The bytes of listed artifact ``name``."""
-        from .compiledir import read_artifact
-
-        return read_artifact(self, name, max_bytes)
-
-    def read_json(self, name: str, *, max_bytes: int | None = None) -> Any:
-        """Listed artifact ``name`` parsed as JSON (UTF-8, nesting and size bounded:
-        :func:`hwmap.compiledir.read_json`)."""
-        from .compiledir import JSON_EXPANSION, parse_json
-        from .errors import TargetError
-
-        limit = max_memory() // JSON_EXPANSION if max_bytes is None else min(max_bytes, max_memory() // JSON_EXPANSION)
-        return parse_json(self.read_bytes(name, max_bytes=limit), what="artifact", where=str(self.path(name)),
-                          error=TargetError)
-
-    def load_npz(self, name: str) -> dict[str, np.ndarray]:
-        """Every array of listed ``.npz`` artifact ``name``, sizes checked from the arrays'
-        headers before any is read (:func:`hwmap.safeio.load_npz`)."""
-        from .errors import TargetError
-        from .safeio import load_npz
-
-        with self.open(name) as f:
-            return load_npz(f, where=str(self.path(name)), error=TargetError)
-
-    def write_manifest(self, graph: Graph | None = None, target: "Target | None" = None) -> Path:
-        """Write ``artifacts.json``: the files, the manifest and, given the parsed ``graph``
-        and the ``target`` the artifacts were compiled for, their digests. A listed name
-        that is not a plain relative path inside the directory is a :class:`TargetError`
-        (a plugin bug: ``simulate`` would refuse it)."""
-        from .compiledir import MANIFEST, config_digest, name_problem
-        from .errors import TargetError
-
-        for name in self.files:
-            problem = name_problem(name)
-            if problem:
-                raise TargetError(f"emit listed artifact {str(name)[:80]!r}, which {problem}",
-                                  where=str(self.directory))
-        if graph is not None:
-            self.graph_sha256 = graph.digest()
-        if target is not None:
-            self.config_sha256 = config_digest(target)
-        doc: dict[str, Any] = {"files": self.files, "manifest": self.manifest}
-        if self.graph_sha256 is not None:
-            doc["graph_sha256"] = self.graph_sha256
-        if self.config_sha256 is not None:
-            doc["config_sha256"] = self.config_sha256
-        p = self.directory / MANIFEST
-        p.write_text(dumps(doc))
-        return p
-
-    @classmethod
-    def read(cls, directory: Path) -> "Artifacts":
-        """The artifacts ``directory/artifacts.json`` lists, checked against its schema
-        (:func:`hwmap.compiledir.read_manifest`; a :class:`hwmap.DataError` naming it)."""
-        from .compiledir import read_manifest
-
-        return read_manifest(Path(directory))
 
 
 @dataclass

@@ -188,3 +188,18 @@ def test_encodings_at_registration_are_checked():
     with pytest.raises(PluginError, match="encodings for kind 'bad' must be a sequence of direct, rate, poisson"):
         with registered(Bad()):
             pass
+
+
+def test_the_profile_counts_every_step_of_an_encoded_graph():
+    """MACs per inference of zoo:digits_snn: its two layers run 8 times (8 · (64·128 + 128·10));
+    the encoder counts its steps in data volume; the readout's result is once per inference."""
+    import hwmap
+    from hwmap.profile import profile
+    from hwmap.profile_table import summary
+
+    prof = profile(hwmap.load_model("zoo:digits_snn"))
+    rows = {r.name: r for r in prof.rows}
+    assert (rows["fc1"].steps, rows["fc1"].macs, rows["fc2"].macs) == (8, 8 * 64 * 128, 8 * 128 * 10)
+    assert rows["encode_input"].data_volume == 8 * 64 and rows["readout_output"].steps == 1
+    assert rows["readout_output"].data_volume == 10 and prof.totals.macs == 8 * (64 * 128 + 128 * 10)
+    assert "8 time steps per inference" in summary(prof)

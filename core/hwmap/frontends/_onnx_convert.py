@@ -12,7 +12,7 @@ import onnx
 
 from ..errors import GraphError, HwmapError, ModelError
 from ..graph import Graph
-from ..source import UNKNOWN_NODES_KEY, ParseOptions, validate_known
+from ..parsing import UNKNOWN_NODES_KEY, ParseOptions, validate_known
 from ._onnx_nodes import Converter
 from ._onnx_quant import QONNX_DOMAINS
 from ..safeio import read_file

@@ -82,7 +82,7 @@ class Converter(GraphBuilder):
 
     def unknown_nodes(self) -> list[dict[str, Any]]:
         """The unknown nodes of the converted graph, in graph order, as ``Graph.meta`` lists them
-        (:data:`hwmap.source.UNKNOWN_NODES_KEY`): the nodes of ops hwmap does not know, and
+        (:data:`hwmap.parsing.UNKNOWN_NODES_KEY`): the nodes of ops hwmap does not know, and
         every node reading a tensor whose shape is unknown because such a node produced it.
         ``unshaped`` names the outputs whose shape ONNX shape inference did not find (they are
         declared with the placeholder shape ``()``)."""

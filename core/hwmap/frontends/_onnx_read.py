@@ -23,7 +23,7 @@ from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from ..errors import HwmapError, ModelError
 from ..limits import check_size
-from ..source import ParseOptions, check_input_shape
+from ..parsing import ParseOptions, check_input_shape
 
 #: Oldest default-domain opset read directly; older models go through the version converter.
 MIN_OPSET = 13

@@ -58,7 +58,7 @@ from ..hookspecs import hookimpl
 from ..limits import check_size
 from ..nonfinite import count_nonfinite, describe_nonfinite
 from ..ops import get_op
-from ..source import ParseOptions
+from ..parsing import ParseOptions
 from ._nir_read import check_hdf5, import_nir, one_line, read_nir
 
 __all__ = ["hwmap_parse", "graph_from_nir", "read_nir", "check_hdf5", "NEURON_PARAMS", "NEURON_OPS", "STATEFUL"]

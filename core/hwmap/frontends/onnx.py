@@ -17,7 +17,7 @@ Registered as a built-in ``hwmap_parse`` plugin. The conversion, in order:
 4. every op is checked against hwmap's op registry; all offenders are reported at once, or,
    with ``ParseOptions.allow_unknown``, kept as unknown nodes with the output shapes ONNX
    shape inference gives them (listed in ``graph.meta["unknown_nodes"]``, see
-   :mod:`hwmap.source`).
+   :mod:`hwmap.parsing`).
 
 Every failure on bad input is a :class:`~hwmap.errors.ModelError` (or its subclass
 :class:`~hwmap.errors.UnsupportedOpError`) whose one-line message names the file and the
@@ -35,7 +35,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import hookimpl
-from ..source import ParseOptions
+from ..parsing import ParseOptions
 
 if TYPE_CHECKING:
     import onnx

@@ -19,7 +19,7 @@ user's code raises while it loads, builds or runs the model, ``SystemExit`` incl
 script calling ``sys.exit()`` or ``exit()``), becomes a :class:`~hwmap.errors.ModelError`;
 only ``KeyboardInterrupt`` (the user's own Ctrl-C) passes through.
 
-Memory: the input shape is checked first (:func:`hwmap.source.check_input_shape`); the forward
+Memory: the input shape is checked first (:func:`hwmap.parsing.check_input_shape`); the forward
 pass that precedes the export runs under a guard that works out every op's output shape on
 torch's ``meta`` device (from shapes alone, nothing allocated) and refuses the model before
 an op whose inputs and new outputs together exceed the memory limit runs.
@@ -49,7 +49,7 @@ from ..graph import Graph
 from ..hookspecs import hookimpl
 from ..limits import check_size, max_memory
 from ..safeio import read_file
-from ..source import ParseOptions, check_input_shape
+from ..parsing import ParseOptions, check_input_shape
 
 __all__ = ["hwmap_parse", "graph_from_factory", "graph_from_module", "load_factory", "Factory", "SPEC_PATTERN",
            "FILE_SPEC_PATTERN", "OPSET"]

@@ -220,7 +220,7 @@ def graph_from_layers(layers: Sequence[LayerSpec], arrays: Mapping[str, np.ndarr
     graph's input is ``(batch, *input_shape)``, run over time as ``(N, T, *input_shape)``.
     """
     from ..frontends.nir import graph_from_nir
-    from ..source import ParseOptions
+    from ..parsing import ParseOptions
 
     return graph_from_nir(build_nir(layers, arrays, input_shape), name=name,
                           options=ParseOptions(batch=batch, dt=dt, name=name), where=name)

@@ -4,6 +4,10 @@ Each op is an :class:`OpDef` registered by name (ONNX names where ONNX has the o
 for neuromorphic ones). A graph using a name not registered here is rejected with
 :class:`~hwmap.errors.UnsupportedOpError`. The families live in their own modules and
 register themselves on import.
+
+The sliding-window geometry convolution and pooling share (:class:`Window`, :func:`window`,
+:func:`sliding`) is public here too: a target computing windows the way the reference does
+imports it from ``hwmap.ops``.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import UnsupportedOpError
+from ._window import Window, sliding, window
 
-__all__ = ["OpDef", "register_op", "get_op", "known_ops", "Shape"]
+__all__ = ["OpDef", "register_op", "get_op", "known_ops", "Shape", "Window", "window", "sliding"]
 
 Shape = tuple[int, ...]
 InferFn = Callable[[Any, Sequence[Shape]], "list[Shape] | None"]

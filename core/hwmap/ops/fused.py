@@ -53,10 +53,9 @@ def plan(node: Any) -> FusedPlan:
     expected = node.op[len("Fused"):]
     if head.op != expected:
         raise fail(node, f"first fused node {head.name!r} is a {head.op}, expected {expected}")
-    from ..graph import Node
-
-    compute = Node(head.name, head.op, list(head.inputs), list(head.outputs), node.attrs, node.params,
-                   node.param_quant)
+    # a node of the graph's own class (type(head)): the ops never import hwmap.graph, which imports them
+    compute = type(head)(head.name, head.op, list(head.inputs), list(head.outputs), node.attrs, node.params,
+                         node.param_quant)
     posts = []
     prev = head.outputs[0] if head.outputs else None
     for sub in node.fused[1:]:

@@ -42,9 +42,9 @@ from ..errors import DataError, ModelError
 if TYPE_CHECKING:  # onnx, the frontend and the graph load only when a model is built
     import onnx
 
-    from ..data import Dataset
+    from ..dataset import Dataset
     from ..graph import Graph
-    from ..source import ParseOptions
+    from ..parsing import ParseOptions
 
 __all__ = ["ZooModel", "ZooData", "list_models", "list_data", "list_data_sets", "load_onnx", "load_graph",
            "load_data"]
@@ -216,7 +216,7 @@ def load_graph(name: str, options: "ParseOptions") -> "Graph":
 
 def load_data(name: str) -> "Dataset":
     """Zoo data set ``name`` (see :func:`list_data`); :class:`DataError` if unknown."""
-    from ..data import Dataset
+    from ..dataset import Dataset
 
     if name not in _DATA:
         raise DataError(f"no zoo data set {name!r} (known: {', '.join(_DATA)})", where=f"zoo:{name}")

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from hwmap import TargetError
-from hwmap.ops._window import Window, sliding
+from hwmap.ops import Window, sliding
 
 from .hardware import NoiseConfig
 from .noise import noisy_levels
@@ -239,7 +239,7 @@ class LayerKernel:
         for (r0, rc, f0, fc, p0, pc), items in keyed.items():
             ids = np.array(items, dtype=np.int64)
             cells = np.stack([program.weights[b].cells for b in ids])  # (nb, rc, fc·cpf) uint8
-            levels = (np.stack([noisy_levels(program.weights[b].cells, max_level, noise, int(b)) for b in ids])
+            levels: np.ndarray = (np.stack([noisy_levels(program.weights[b].cells, max_level, noise, int(b)) for b in ids])
                       if noise is not None else cells).astype(self.dtype)
             shifts = np.stack([program.adc[b].shifts for b in ids]).astype(np.int64)  # (nb, planes, cpf)
             fac = np.ldexp(1.0, shifts.transpose(1, 0, 2)) * coef[None, None, :] * plane_w[:, None, None]

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 from hwmap import TargetError
-from hwmap.ops._window import sliding
+from hwmap.ops import sliding
 
 from .crossbar import (F32_EXACT, F64_EXACT, LayerBase, ScheduleIndex, check_cover, column_dtype, layer_reads,
                        layer_window, max_digits, nonzero_digits)
@@ -502,7 +502,7 @@ class FastLayer(LayerBase):
         k = self.k
         if k == 1:
             return sums[None].astype(self.adc_dtype, copy=False)  # a view: sums is not needed after
-        planes = np.empty((k,) + sums.shape, dtype=self.adc_dtype)
+        planes: np.ndarray = np.empty((k,) + sums.shape, dtype=self.adc_dtype)
         rest = sums
         for i in range(k - 1, 0, -1):
             step = float(2 ** (self.bits * i))

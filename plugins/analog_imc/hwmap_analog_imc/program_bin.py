@@ -12,17 +12,20 @@ import math
 import struct
 import zlib
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from hwmap import TargetError
 from hwmap.limits import check_size
 
-from .program import (
-    MAGIC, VERSION, AccumRec, AdcRec, BlockRec, Config, DigitalRec, Instruction, LayerRec, PostOpRec, Program,
-    ReadRec, TensorRec, TransferRec, WeightsRec, field_names,
+from .program_records import (
+    MAGIC, VERSION, AccumRec, AdcRec, BlockRec, Config, DigitalRec, Instruction, LayerRec, PostOpRec, ReadRec,
+    TensorRec, TransferRec, WeightsRec, field_names,
 )
+
+if TYPE_CHECKING:
+    from .program import Program
 
 __all__ = ["encode", "decode"]
 
@@ -88,7 +91,7 @@ def _plan(cls: type) -> tuple[tuple[str, ...], list[tuple[struct.Struct | None, 
 
 
 def _put_record(out: bytearray, rec: Any, strings: _Strings) -> None:
-    names, runs = _plan(type(rec))
+    names, runs = _plan(type(rec))  # type: ignore[arg-type]  # a record class is hashable
     for st, kind, i, j in runs:
         if st is not None:
             out += st.pack(*(getattr(rec, n) for n in names[i:j]))
@@ -120,7 +123,8 @@ def _put_instruction(out: bytearray, ins: Instruction, strings: _Strings) -> Non
 
 
 #: The writer of each section's records that has its own layout (the others: :func:`_put_record`).
-_WRITERS = {"CONSTS": _put_const, "WEIGHTS": _put_weights, "ADC": _put_adc, "SCHEDULE": _put_instruction}
+_WRITERS: dict[str, Callable[[bytearray, Any, _Strings], None]] = {
+    "CONSTS": _put_const, "WEIGHTS": _put_weights, "ADC": _put_adc, "SCHEDULE": _put_instruction}
 
 
 def encode(p: Program) -> bytes:
@@ -267,8 +271,9 @@ class _In:
             raise _Malformed(f"{len(self.data) - self.pos} bytes left over after the last record")
 
 
-def decode(data: bytes, where: str) -> Program:
-    """The checked :class:`Program` in ``data``; :class:`hwmap.TargetError` naming what is
+def decode(data: bytes, where: str) -> dict[str, Any]:
+    """The fields of the :class:`Program` in ``data`` (its constructor's keywords;
+    :meth:`Program.from_bytes` builds and checks it); :class:`hwmap.TargetError` naming what is
     wrong (never quoting the file). Before any section is decoded, each section's record
     count is checked against its length (:func:`_min_record`) and what the decoded records
     will take against the memory bound (:func:`_decoded_bytes`)."""
@@ -330,10 +335,10 @@ def decode(data: bytes, where: str) -> Program:
         raise TargetError(f"malformed section {name}: {e}", where=where) from None
     if len(results["CONFIG"]) != 1:
         raise TargetError(f"section CONFIG holds {len(results['CONFIG'])} records, expected 1", where=where)
-    p = Program(results["CONFIG"][0], results["CONSTS"], results["TENSORS"], results["LAYERS"], results["SWITCHES"],
-                results["WEIGHTS"], results["ADC"], results["SCHEDULE"], results["POSTOPS"], results["DIGITAL"],
-                results["NOC"])
-    return p.check(where)
+    return {"config": results["CONFIG"][0], "consts": results["CONSTS"], "tensors": results["TENSORS"],
+            "layers": results["LAYERS"], "blocks": results["SWITCHES"], "weights": results["WEIGHTS"],
+            "adc": results["ADC"], "schedule": results["SCHEDULE"], "postops": results["POSTOPS"],
+            "digital": results["DIGITAL"], "noc": results["NOC"]}
 
 
 #: Bytes one decoded record takes at most (the object, its field dict and the ints in it),

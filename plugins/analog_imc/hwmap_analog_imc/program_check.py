@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from hwmap import TargetError
-from hwmap.compiledir import MAX_JSON_DEPTH, json_depth
+from hwmap.safeio import MAX_JSON_DEPTH, json_depth
 
-from .program import (Config, DigitalRec, FLAG_QUANT, LAYOUT_CHANNELS_FIRST, LAYOUT_CHANNELS_LAST, LAYOUT_WHOLE,
-                      LayerRec, NONE, PostOpRec, Program, ReadRec)
+from .program_records import (Config, DigitalRec, FLAG_QUANT, LAYOUT_CHANNELS_FIRST, LAYOUT_CHANNELS_LAST,
+                              LAYOUT_WHOLE, LayerRec, NONE, PostOpRec, ReadRec)
+
+if TYPE_CHECKING:
+    from .program import Program
 
 __all__ = ["check", "footprint", "region_extent", "region_elements"]
 

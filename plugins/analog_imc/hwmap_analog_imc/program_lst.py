@@ -8,16 +8,19 @@ generically from it.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from hwmap import TargetError
 
-from .program import (
-    NONE, VERSION, AccumRec, AdcRec, BlockRec, Config, DigitalRec, LayerRec, PostOpRec, Program, ReadRec,
-    TensorRec, TransferRec, WeightsRec, field_names,
+from .program_records import (
+    NONE, VERSION, AccumRec, AdcRec, BlockRec, Config, DigitalRec, LayerRec, PostOpRec, ReadRec, TensorRec,
+    TransferRec, WeightsRec, field_names,
 )
+
+if TYPE_CHECKING:
+    from .program import Program
 
 __all__ = ["to_listing", "from_listing"]
 
@@ -65,7 +68,7 @@ def _parse(kind: str, s: str) -> Any:
 
 
 def _line(rec: Any) -> str:
-    names = field_names(type(rec))
+    names = field_names(type(rec))  # type: ignore[arg-type]  # a record class is hashable
     return rec.KEYWORD + " " + " ".join(f"{n}={_fmt(k, getattr(rec, n))}" for n, k in zip(names, rec.SPEC))
 
 
@@ -136,8 +139,10 @@ _LISTING_CLASSES = {cls.KEYWORD: cls for cls in (Config, TensorRec, LayerRec, Bl
                                                  PostOpRec, DigitalRec, TransferRec)}
 
 
-def from_listing(text: str, where: str) -> Program:
-    """The checked :class:`Program` a listing shows; :class:`hwmap.TargetError` naming the line."""
+def from_listing(text: str, where: str) -> dict[str, Any]:
+    """The fields of the :class:`Program` a listing shows (its constructor's keywords;
+    :func:`~hwmap_analog_imc.program.parse_listing` builds and checks it);
+    :class:`hwmap.TargetError` naming the line."""
     lines = text.split("\n")
     it: Iterator[tuple[int, str]] = iter(enumerate(lines, start=1))
     first = next(it, (1, ""))[1].strip()
@@ -208,9 +213,9 @@ def from_listing(text: str, where: str) -> Program:
         raise TargetError("truncated: no END line", where=where)
     if len(recs["CONFIG"]) != 1:
         raise TargetError(f"{len(recs['CONFIG'])} CONFIG lines, expected 1", where=where)
-    p = Program(recs["CONFIG"][0], recs["CONST"], recs["TENSOR"], recs["LAYER"], recs["BLOCK"], recs["WEIGHTS"],
-                recs["ADC"], recs["SCHEDULE"], recs["POSTOP"], recs["DIGITAL"], recs["NOC"])
-    return p.check(where)
+    return {"config": recs["CONFIG"][0], "consts": recs["CONST"], "tensors": recs["TENSOR"], "layers": recs["LAYER"],
+            "blocks": recs["BLOCK"], "weights": recs["WEIGHTS"], "adc": recs["ADC"], "schedule": recs["SCHEDULE"],
+            "postops": recs["POSTOP"], "digital": recs["DIGITAL"], "noc": recs["NOC"]}
 
 
 def _pairs(text: str) -> dict[str, str]:
