@@ -53,6 +53,10 @@ class ConversionConfig(ConfigSection):
         description="refuse a network with max pooling, or replace it by average pooling of the same window")
     seed: int = constant(0, "", "hwmap's default", ge=0, le=2**63 - 1,
                          description="seed of the poisson encoder (with the sample's content and the step)")
+    dt: float = constant(1e-3, "s", "assumed: one millisecond per step, the step of zoo:digits_snn", gt=0,
+                         description="the time one step stands for (the neurons' dt; their r is 1/dt, so each step "
+                                     "integrates the layer's input once): what a target running in real time takes "
+                                     "per step")
 
     @field_validator("percentile")
     @classmethod

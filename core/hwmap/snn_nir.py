@@ -33,8 +33,8 @@ one line); each IF node's ``metadata`` and the graph's ``metadata`` record it un
   user must make;
 * **the readout**: the NIR output is the last layer's per-step current (or spikes); the
   mean (or the count) over the steps is the user's to take;
-* **the time step**: NIR carries none; the converted neurons integrate once per step with
-  ``dt = 1`` s (read the file back with ``--dt 1``).
+* **the time step**: NIR carries none; the converted neurons integrate once per step of
+  ``dt`` seconds with ``r = 1/dt`` (read the file back with ``--dt`` at that value).
 """
 
 from __future__ import annotations

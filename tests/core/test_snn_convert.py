@@ -83,8 +83,8 @@ def test_the_converted_graph(digits: dict[str, Any]) -> None:
     assert enc.attrs == {"encoding": "direct", "timesteps": 6}
     for n in g.nodes:
         if n.op == "IF":
-            assert n.attrs == {"dt": 1.0, "reset": "subtract"}
-            assert {k: float(v) for k, v in n.params.items()} == {"r": 1.0, "v_threshold": 1.0, "v_init": 0.5}
+            assert n.attrs == {"dt": 1e-3, "reset": "subtract"}  # 1 ms per step; r = 1/dt: v += I
+            assert {k: float(v) for k, v in n.params.items()} == {"r": 1000.0, "v_threshold": 1.0, "v_init": 0.5}
     assert g.nodes[-1].attrs == {"mode": "membrane"}
     assert [s.node for s in conv.scales] == ["relu1", "relu2"] and conv.neurons == ["relu1", "relu2"]
     assert [len(s.scales) for s in conv.scales] == [8, 16]  # one λ per channel

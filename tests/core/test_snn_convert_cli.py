@@ -165,14 +165,14 @@ def test_nir_export_says_what_is_lost_and_restoring_it_is_exact(tmp_path: Path) 
     warning = [line for line in err.splitlines() if line.startswith("hwmap: warning:")]
     assert len(warning) == 1
     for lost in ("the encoder (encoding direct, timesteps 4)", "reset by subtraction",
-                 "the initial membrane potential v_init", "the readout (membrane", "the time step dt = 1 s"):
+                 "the initial membrane potential v_init", "the readout (membrane", "the time step dt = 0.001 s"):
         assert lost in warning[0], warning[0]
     graph = nir.read(path)
     assert graph.metadata["hwmap_encoder"] == {"encoding": "direct", "timesteps": 4}
     assert {k: v.metadata for k, v in graph.nodes.items() if type(v).__name__ == "IF"} == {
         "relu1": {"hwmap_reset": "subtract", "hwmap_v_init": 0.5}, "relu2": {"hwmap_reset": "subtract",
                                                                             "hwmap_v_init": 0.5}}
-    back = graph_from_nir(graph, name="back", options=ParseOptions(dt=1.0))
+    back = graph_from_nir(graph, name="back", options=ParseOptions(dt=1e-3))
     for n in back.nodes:  # restore what NIR lost
         if n.op == "IF":
             n.attrs["reset"] = "subtract"

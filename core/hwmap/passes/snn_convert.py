@@ -7,7 +7,9 @@ classification", Front. Neurosci. 11:682, 2017 (*Rueckauer 2017* below). A ReLU 
 neuron driven by the same weighted input:
 
 * **Neurons.** Every ``Relu`` becomes an ``IF`` node (:mod:`hwmap.ops.neuron`) with
-  ``r = 1``, ``dt = 1`` (one step is one unit of time; a target sets the physical step),
+  ``dt`` = :attr:`ConversionSettings.dt` (the time one step stands for, 1 ms by default: it
+  matters to a target that runs in real time, not to the arithmetic) and ``r = 1/dt``, so
+  that the membrane integrates exactly the layer's input current each step (``v += dt·r·I``),
   threshold ``θ = 1``, **reset by subtraction** (``v -= θ`` after a spike, Rueckauer 2017
   eq. 2b: the charge above the threshold is kept, so no input is lost) and the membrane
   starting at **half the threshold**, ``v(0) = θ/2``. Driven by a constant current
@@ -100,10 +102,10 @@ MAX_POOL = ("refuse", "average")
 #: The percentiles ``percentile = "auto"`` tries (on the calibration samples only).
 AUTO_PERCENTILES = (95.0, 98.0, 99.0, 99.5, 99.9, 99.99, 100.0)
 
-#: The converted neurons' threshold and initial membrane potential (θ/2), and the step (s).
+#: The converted neurons' threshold and initial membrane potential (θ/2), and the default step (s).
 IF_THRESHOLD = 1.0
 IF_V_INIT = 0.5 * IF_THRESHOLD
-STEP_DT = 1.0
+STEP_DT = 1e-3
 
 #: Ops whose constant operand absorbs the scales (``W ← W·σ_in/σ_out``).
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul", "Mul")
@@ -135,6 +137,7 @@ class ConversionSettings:
     readout: str = "membrane"
     max_pool: str = "refuse"
     seed: int = 0
+    dt: float = STEP_DT
 
     def __post_init__(self) -> None:
         check_timesteps(self.timesteps)
@@ -147,6 +150,9 @@ class ConversionSettings:
         if p != "auto" and (isinstance(p, (bool, str)) or not isinstance(p, (int, float)) or not math.isfinite(p)
                             or not 0 < p <= 100):
             raise DataError(f"conversion setting percentile = {p!r}: must be a number in (0, 100] or 'auto'")
+        dt = self.dt
+        if isinstance(dt, (bool, str)) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or not dt > 0:
+            raise DataError(f"conversion setting dt = {dt!r}: must be a positive number of seconds")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise DataError(f"conversion setting seed = {self.seed!r}: must be an integer from 0 to 2**63 - 1")
 
@@ -696,8 +702,9 @@ class _Builder:
     def _if_node(self, name: str, src: str, dst: str) -> Node:
         self.neurons.append(name)
         f32 = np.float32
-        return Node(name, "IF", [src], [dst], {"dt": STEP_DT, "reset": "subtract"},
-                    params={"r": np.asarray(1.0, f32), "v_threshold": np.asarray(IF_THRESHOLD, f32),
+        dt = float(self.config.dt)
+        return Node(name, "IF", [src], [dst], {"dt": dt, "reset": "subtract"},
+                    params={"r": np.asarray(1.0 / dt, f32), "v_threshold": np.asarray(IF_THRESHOLD, f32),
                             "v_init": np.asarray(IF_V_INIT, f32)})
 
     def _rescaled(self, out: list[Node], t: str, wanted: np.ndarray, reader: str) -> str:
