@@ -6,54 +6,56 @@ classification", Front. Neurosci. 11:682, 2017 (*Rueckauer 2017* below). A ReLU 
 ``a = max(0, W x + b)`` is approximated by the firing rate of an integrate-and-fire (IF)
 neuron driven by the same weighted input:
 
-* **Neurons.** Every ``Relu`` becomes an ``IF`` node (:mod:`hwmap.ops.neuron`) with
-  ``dt`` = :attr:`ConversionSettings.dt` (the time one step stands for, 1 ms by default: it
-  matters to a target that runs in real time, not to the arithmetic) and ``r = 1/dt``, so
-  that the membrane integrates exactly the layer's input current each step (``v += dt·r·I``),
+* **Neurons.** Every ``Relu`` becomes an ``IF`` node (:mod:`hwmap.ops.neuron`) with ``dt`` =
+  :attr:`ConversionSettings.dt` (the time one step stands for, 1 ms by default: it matters
+  to a target that runs in real time, not to the arithmetic) and ``r = 1/dt``, so that the
+  membrane integrates exactly the layer's input current each step (``v += dt·r·I``),
   threshold ``θ = 1``, **reset by subtraction** (``v -= θ`` after a spike, Rueckauer 2017
   eq. 2b: the charge above the threshold is kept, so no input is lost) and the membrane
-  starting at **half the threshold**, ``v(0) = θ/2``. Driven by a constant current
-  ``z ∈ [0, θ]`` per step, such a neuron fires ``⌈T z/θ − 1/2⌉`` times in ``T`` steps (the
-  spike condition is strict, ``v > θ``): the rate *rounds* ``z`` to the nearest multiple of
+  starting at **half the threshold**, ``v(0) = θ/2``. Driven by a constant current ``z ∈ [0,
+  θ]`` per step, such a neuron fires ``⌈T z/θ − 1/2⌉`` times in ``T`` steps (the spike
+  condition is strict, ``v > θ``): the rate *rounds* ``z`` to the nearest multiple of
   ``θ/T`` where ``v(0) = 0`` would floor it. Bu, Ding, Yu and Huang show that ``θ/2`` is the
   initial potential minimizing the expected conversion error ("Optimized potential
   initialization for low-latency spiking neural networks", AAAI 2022); at ``T = 4`` it is
   what keeps the converted network near the ANN.
-* **Normalization** (Rueckauer 2017, "Parameter normalization": the robust normalization). The scale ``λ``
-  of a layer is the ``p``-th percentile of its activations on the calibration samples (the
-  non-zero ones, as the authors' SNN toolbox does: a mostly silent layer would otherwise get
-  a scale of 0); ``p`` is :attr:`ConversionSettings.percentile`, 99.9 by default (a high
-  percentile instead of the maximum is their robust normalization; 99.9 is the value
-  spikingjelly's ann2snn examples use). With
+* **Normalization** (Rueckauer 2017, "Parameter normalization": the robust normalization).
+  The scale ``λ`` of a layer is the ``p``-th percentile of its activations on the
+  calibration samples (the non-zero ones, as the authors' SNN toolbox does: a mostly silent
+  layer would otherwise get a scale of 0); ``p`` is :attr:`ConversionSettings.percentile`,
+  99.9 by default (a high percentile instead of the maximum is their robust normalization;
+  99.9 is the value spikingjelly's ann2snn examples use). With
   :attr:`ConversionSettings.normalization` = ``"channel"`` (the default) each channel of a
-  feature map (a convolution's output) gets its own ``λ``, the channel-wise
-  normalization of Kim, Park, Na and Yoon ("Spiking-YOLO: spiking neural network for
-  energy-efficient object detection", AAAI 2020): a channel whose activations are small is
-  not quantized on the scale of the layer's largest; ``"layer"`` is Rueckauer 2017's one
-  ``λ`` per layer. A fully connected layer keeps one ``λ`` either way: each of its neurons
-  sees one value per calibration sample, too few for a percentile. The weights are scaled and the thresholds stay at 1:
-  ``W_l ← W_l · λ_{l-1} / λ_l`` and ``b_l ← b_l / λ_l`` (per input and output channel), so
-  a neuron's rate approximates ``a / λ_l`` clipped to [0, 1] (activations above ``λ_l``
-  saturate). ``λ_0`` is 1 for direct encoding (the input is fed as is) and the percentile
-  of the calibration inputs for the rate and Poisson encoders, whose spike rates are the
-  inputs clipped to [0, 1] (the inputs are divided by ``λ_0`` before the encoder).
+  feature map (a convolution's output) gets its own ``λ``, the channel-wise normalization of
+  Kim, Park, Na and Yoon ("Spiking-YOLO: spiking neural network for energy-efficient object
+  detection", AAAI 2020): a channel whose activations are small is not quantized on the
+  scale of the layer's largest; ``"layer"`` is Rueckauer 2017's one ``λ`` per layer. A fully
+  connected layer keeps one ``λ`` either way: each of its neurons sees one value per
+  calibration sample, too few for a percentile. The weights are scaled and the thresholds
+  stay at 1: ``W_l ← W_l · λ_{l-1} / λ_l`` and ``b_l ← b_l / λ_l`` (per input and output
+  channel), so a neuron's rate approximates ``a / λ_l`` clipped to [0, 1] (activations above
+  ``λ_l`` saturate). ``λ_0`` is 1 for direct encoding (the input is fed as is) and the
+  percentile of the calibration inputs for the rate and Poisson encoders, whose spike rates
+  are the inputs clipped to [0, 1] (the inputs are divided by ``λ_0`` before the encoder).
   ``percentile = "auto"`` converts with each of :data:`AUTO_PERCENTILES` and keeps the one
   whose readout is closest to the ANN's outputs (mean squared error) on the *calibration*
   samples, at the configured time steps and encoding.
-* **Biases** are constant input currents (Rueckauer 2017, "Converting biases"): ``b_l / λ_l`` is
-  added at every time step, spread evenly over the ``T`` steps rather than given once.
+* **Biases** are constant input currents (Rueckauer 2017, "Converting biases"): ``b_l /
+  λ_l`` is added at every time step, spread evenly over the ``T`` steps rather than given
+  once.
 * **Input** (:attr:`ConversionSettings.encoding`): an ``Encoder`` node turns the static
   input into one tensor per step. ``direct`` feeds the analog input to the first layer at
-  every step (Rueckauer 2017, "Analog input to first hidden layer": the first hidden
-  layer integrates analog currents); ``rate`` gives deterministic regular spikes at rate ``clip(x, 0, 1)``;
-  ``poisson`` Bernoulli spikes with that probability per step (seeded, reproducible).
+  every step (Rueckauer 2017, "Analog input to first hidden layer": the first hidden layer
+  integrates analog currents); ``rate`` gives deterministic regular spikes at rate ``clip(x,
+  0, 1)``; ``poisson`` Bernoulli spikes with that probability per step (seeded,
+  reproducible).
 * **Readout** (:attr:`ConversionSettings.readout`): the last layer has no neuron. With
-  ``membrane`` (the default) a ``Readout`` node averages its input current over the steps
-  (a non-leaky integrator divided by ``T``), and the last layer is scaled by ``λ_{L-1}``
-  only (``W_L ← W_L · λ_{L-1}``, ``b_L`` unscaled), so the readout sits on the ANN's logit
-  scale and its arg-max compares with the ANN's directly. With ``spike_count`` the last
-  layer gets IF neurons too (``λ_L`` from its positive outputs) and the readout counts
-  their spikes (0 to ``T`` per class; ties go to the first class).
+  ``membrane`` (the default) a ``Readout`` node averages its input current over the steps (a
+  non-leaky integrator divided by ``T``), and the last layer is scaled by ``λ_{L-1}`` only
+  (``W_L ← W_L · λ_{L-1}``, ``b_L`` unscaled), so the readout sits on the ANN's logit scale
+  and its arg-max compares with the ANN's directly. With ``spike_count`` the last layer gets
+  IF neurons too (``λ_L`` from its positive outputs) and the readout counts their spikes (0
+  to ``T`` per class; ties go to the first class).
 * **Linear ops stay linear**: convolutions, fully connected layers (Gemm, MatMul with a
   constant operand), multiplications by constants, additions (residual connections),
   concatenation, average and global average pooling, flatten, reshape, transpose. Batch
