@@ -179,7 +179,7 @@ def plan_buffers(specs: Sequence[LayerSpec], choice: Sequence[Option], *, ii: in
     bypass = bypass_depths(specs)
     unbounded: list[list[int | None]] = [[None] * len(s.inputs) for s in specs]
     run = simulate(sim_layers(specs, cycles, unbounded, pixels_per_cycle), outputs, frames, pace=float(ii),
-                   bounded=False)
+                   spread=True, bounded=False)
     occ = {(o["consumer"], o["producer"]): o["peak_pixels"] for o in run.occupancy}
     index = {s.name: i for i, s in enumerate(specs)}
     plans: list[LayerBuffers] = []
@@ -205,15 +205,7 @@ def plan_buffers(specs: Sequence[LayerSpec], choice: Sequence[Option], *, ii: in
                                   weight_bytes(spec, weight_bits), -(-spec.biases * acc_bits // 8)))
     notes: list[str] = []
     total = sum(p.onchip_bytes for p in plans)
-    if total > onchip_budget:  # first shrink the FIFOs to their deadlock-free minimum
-        for p, spec in zip(plans, specs):
-            p.fifo_depths = list(p.bypass_min_depths)
-            p.fifo_bytes = [-(-d * specs[index[q]].out_shape[0] * act_bits // 8)
-                            for d, q in zip(p.fifo_depths, spec.inputs)]
-        notes.append("FIFOs cut to their deadlock-free minimum to fit hardware.onchip_memory_bytes: the pipeline "
-                     "may stall")
-        total = sum(p.onchip_bytes for p in plans)
-    if total > onchip_budget:
+    if total > onchip_budget:  # stream weights, those read fewest times per frame first
         order = sorted((i for i, p in enumerate(plans) if p.weight_bytes),
                        key=lambda i: (choice[i].reuse, -plans[i].weight_bytes, i))
         for i in order:
@@ -225,11 +217,18 @@ def plan_buffers(specs: Sequence[LayerSpec], choice: Sequence[Option], *, ii: in
         streamed = [specs[i].name for i, p in enumerate(plans) if p.streamed]
         if streamed:
             notes.append(f"weights of {len(streamed)} layer(s) streamed from external memory: {', '.join(streamed)}")
+    if total > onchip_budget:  # then cut the FIFOs to their deadlock-free minimum
+        for p, spec in zip(plans, specs):
+            p.fifo_depths = list(p.bypass_min_depths)
+            p.fifo_bytes = [-(-d * specs[index[q]].out_shape[0] * act_bits // 8)
+                            for d, q in zip(p.fifo_depths, spec.inputs)]
+        notes.append("FIFOs cut to their deadlock-free minimum to fit hardware.onchip_memory_bytes: the pipeline "
+                     "may stall")
+        total = sum(p.onchip_bytes for p in plans)
     if total > onchip_budget:
-        buffers = sum(p.onchip_bytes for p in plans)
-        raise NotFit("onchip_memory", f"line buffers, FIFOs and biases need {buffers:,} bytes, more than "
+        raise NotFit("onchip_memory", f"line buffers, FIFOs and biases need {total:,} bytes, more than "
                                       f"hardware.onchip_memory_bytes = {onchip_budget:,}, even with every weight "
-                                      "streamed")
+                                      "streamed and the FIFOs at their minimum")
     ext_store = sum(p.weight_bytes for p in plans if p.streamed)
     ext = sum(p.external_bytes_per_frame for p in plans)
     if ext_store and (bandwidth <= 0 or ext_store > external_bytes):

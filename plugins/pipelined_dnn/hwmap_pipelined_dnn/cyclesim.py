@@ -18,12 +18,18 @@ In max-plus form these are, per engine, ``s_i = max(s_{i−1} + cpp, e_i)`` with
 data and space bounds, solved for all items at once as ``s = i·cpp + cummax(e − i·cpp)``.
 Data bounds point upstream and space bounds downstream, so the engines are swept in
 topological order until no time changes (the least fixed point: the earliest schedule
-the rules allow). A configuration that can deadlock has no finite schedule: its times keep
+the rules allow); the sweeps alternate between topological and reverse order, so that
+back-pressure travels upstream in one sweep. A configuration that can deadlock has no finite schedule: its times keep
 growing, the sweeps do not settle, and the result says ``deadlock`` with the engines whose
-times still moved. Frames enter from the source engine (the input interface) either as
-fast as it can push them (``pace=None``: the pipeline's own throughput is measured), or one
-every ``pace`` cycles, pixels spread evenly over the frame period (a camera; used to size
-the FIFOs).
+times still moved. Frames enter from the source engine (the input interface), as fast as it can push them
+(``pace=None``) or one every ``pace`` cycles, its pixels at the interface's rate or, with
+``spread``, evenly over the frame period (a camera; what the FIFOs are sized with). The
+map stage measures the initiation interval with frames spread over the analytic II: no
+engine can finish a frame in fewer cycles than its own, so the measured interval is never
+below it, and whatever stalls the pipeline still shows (frames then queue at the input and
+the interval grows), while the sweeps settle in a few passes instead of replaying a flood
+of back-pressure pixel by pixel. The latency is that of one frame through the empty
+pipeline, its pixels entering at the interface's full rate (:func:`latency`).
 
 Measured: the completion time of each frame at the graph outputs, the initiation interval
 between the last two frames, the latency of the first frame (from its first pixel leaving
@@ -38,7 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["SimLayer", "Edge", "SimResult", "simulate", "MAX_SWEEPS"]
+__all__ = ["SimLayer", "Edge", "SimResult", "simulate", "latency", "MAX_SWEEPS"]
 
 #: Sweeps after which a schedule that still moves is declared a deadlock.
 MAX_SWEEPS = 400
@@ -104,7 +110,8 @@ class _State:
 
 
 def simulate(layers: Sequence[SimLayer], outputs: Sequence[int], frames: int, *, pace: float | None = None,
-             bounded: bool = True, max_sweeps: int = MAX_SWEEPS, timeline: bool = False) -> SimResult:
+             spread: bool = False, bounded: bool = True, max_sweeps: int = MAX_SWEEPS,
+             timeline: bool = False) -> SimResult:
     """Run ``frames`` frames through ``layers`` (topological order, the source first) and
     measure them at the ``outputs`` engines (see the module docstring)."""
     n = len(layers)
@@ -121,11 +128,13 @@ def simulate(layers: Sequence[SimLayer], outputs: Sequence[int], frames: int, *,
         arrive = np.zeros(src.items * frames)
     else:
         k = np.arange(src.items * frames)
-        arrive = (k // src.items) * pace + (k % src.items) * (pace / src.items)
+        arrive = (k // src.items) * pace + ((k % src.items) * (pace / src.items) if spread else 0.0)
     sweeps, settled, moving = 0, False, []
     for sweeps in range(1, (max_sweeps if bounded else 1) + 1):
         changed: list[str] = []
-        for li, lay in enumerate(layers):
+        order = range(n) if sweeps % 2 else range(n - 1, -1, -1)  # forward, then backward (space flows upstream)
+        for li in order:
+            lay = layers[li]
             space = _space(li, layers, consumers, st, last, frames) if bounded else None
             a = arrive if li == 0 else _data(lay, need[li], st)
             new_tw = _update(lay, a, space, st, li, frames)
@@ -138,7 +147,7 @@ def simulate(layers: Sequence[SimLayer], outputs: Sequence[int], frames: int, *,
         moving = changed
     deadlock = bounded and not settled
     done = [float(max(st.tw[o][(fr + 1) * layers[o].out_items - 1] for o in outputs)) for fr in range(frames)]
-    ii = done[-1] - done[-2] if frames >= 2 else done[-1]
+    ii = done[-1] - done[-2] if frames >= 2 else done[-1] - float(st.s[0][0])
     latency = done[0] - float(st.s[0][0])
     busy, blocked, starved = _activity(layers, st, frames)
     occupancy = _occupancy(layers, st, last, frames)
@@ -249,3 +258,10 @@ def _occupancy(layers: Sequence[SimLayer], st: _State, last: list[list[np.ndarra
             out.append({"producer": layers[e.producer].name, "consumer": lay.name,
                         "peak_pixels": int(held.max()) if held.size else 0})
     return out
+
+
+def latency(layers: Sequence[SimLayer], outputs: Sequence[int]) -> float:
+    """Cycles from the first input pixel to the last output pixel of one frame through the
+    empty pipeline, the input at the interface's full rate (no FIFO ever fills on one frame
+    that the bounded pipeline would not also pass at the bottleneck's pace)."""
+    return simulate(layers, outputs, 1, bounded=False).latency

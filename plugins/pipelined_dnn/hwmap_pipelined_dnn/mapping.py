@@ -16,7 +16,7 @@ from typing import Any
 from hwmap import DoesNotFitError, Graph, Mapping, Target, TargetError
 
 from .buffers import BufferPlan, NotFit, output_layers, plan_buffers, sim_layers
-from .cyclesim import SimResult, simulate
+from .cyclesim import SimResult, latency, simulate
 from .hardware import PipelinedConfig
 from .layers import LayerSpec, NoTemplate, extract_layers
 from .templates import Context, Option, options
@@ -107,8 +107,9 @@ def map_graph(graph: Graph, target: Target) -> PipelineMapping:
         raise _fail(e.rule, str(e).split(": ", 1)[1]) from None
     cycles = [max(o.cycles, plan.bandwidth_ii if b.streamed else 0) for o, b in zip(tuned.choice, plan.layers)]
     fifo = [b.fifo_depths for b in plan.layers]
-    sim = simulate(sim_layers(specs, cycles, fifo, hw.input_pixels_per_cycle), outputs, tc.sim_frames,
-                   timeline=True)
+    engines = sim_layers(specs, cycles, fifo, hw.input_pixels_per_cycle)
+    sim = simulate(engines, outputs, tc.sim_frames, pace=float(max(cycles)), spread=True, timeline=True)
+    sim.latency = latency(engines, outputs)
     if sim.deadlock:
         raise _fail("deadlock", f"the configured pipeline does not settle (engines still waiting: "
                                 f"{', '.join(sim.moving[:5])})")

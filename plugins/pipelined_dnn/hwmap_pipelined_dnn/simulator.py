@@ -32,6 +32,7 @@ import numpy as np
 from hwmap import Artifacts, Simulation, Target, TargetError
 
 from .buffers import output_layers, sim_layers
+from .cyclesim import latency as cycle_latency
 from .cyclesim import simulate as cycle_simulate
 from .postprocess import Program, ProgramLayer, read_program
 
@@ -191,8 +192,11 @@ def cycle_simulation(prog: Program) -> Any:
     fifo = [[int(d) for d in pl.fifo_depths] for pl in prog.layers]
     outs = output_layers(specs, [o["tensor"] for o in prog.outputs] + [specs[o["layer"]].tensor
                                                                         for o in prog.outputs])
-    return cycle_simulate(sim_layers(specs, [pl.cycles for pl in prog.layers], fifo, prog.pixels_per_cycle), outs,
-                          prog.sim_frames)
+    cycles = [pl.cycles for pl in prog.layers]
+    engines = sim_layers(specs, cycles, fifo, prog.pixels_per_cycle)
+    res = cycle_simulate(engines, outs, prog.sim_frames, pace=float(max(cycles)), spread=True)
+    res.latency = cycle_latency(engines, outs)
+    return res
 
 
 def simulate(artifacts: Artifacts, target: Target, inputs: dict[str, np.ndarray]) -> Simulation:
