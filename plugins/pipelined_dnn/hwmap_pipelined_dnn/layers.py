@@ -100,7 +100,7 @@ class LayerSpec:
 
     @property
     def window(self) -> bool:
-        return self.kind in ("conv", "depthwise") or self.pool in ("max", "avg")
+        return self.kind in ("conv", "pointwise", "depthwise") or self.pool in ("max", "avg")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
