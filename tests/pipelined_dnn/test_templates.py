@@ -90,7 +90,7 @@ def test_memory_blocks_ramb18() -> None:
 
 @pytest.mark.parametrize(("k", "w", "want"), [(3, 8, 2 * 8 + 3), (3, 224, 2 * 224 + 3), (5, 10, 4 * 10 + 5)])
 def test_line_buffer_formula(k: int, w: int, want: int) -> None:
-    # REFERENCES: ((K−1)·W + K)·C elements; the engine counts pixels of C channels
+    # ((K−1)·W + K)·C values: the engine counts pixels of C channels
     spec = conv(4, 4, 16, w, k=k, p=k // 2)
     assert line_buffer_pixels(spec) == want
 

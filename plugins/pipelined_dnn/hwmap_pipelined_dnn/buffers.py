@@ -1,8 +1,9 @@
 """Step (d) of chapter Fig. 3.20: tune the buffers, and place the weights.
 
 * **Line buffers**: a K_h×K_w window engine over an input W pixels wide keeps
-  ``(K_h − 1)·W + K_w`` pixels of its input (REFERENCES: ``((K−1)·W + K)·C`` elements),
-  the least that lets it slide the window in raster order. An fc engine keeps its whole
+  ``(K_h − 1)·W + K_w`` pixels of its input, ``((K−1)·W + K)·C`` values: the least that
+  lets it slide the window in raster order (the line buffer of FINN's sliding window
+  generator and of hls4ml's io_stream convolution). An fc engine keeps its whole
   input vector (FINN's MVAU input buffer: it re-reads it for every fold of its outputs); an
   elementwise engine or a global pool holds one pixel. An MVAU convolution folded over its
   outputs also keeps the current window (K²·C_in values), and a global pool its C

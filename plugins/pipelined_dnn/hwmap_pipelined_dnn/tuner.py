@@ -1,8 +1,9 @@
 """Step (c) of chapter Fig. 3.20: tune each layer's parallelism, a return-on-investment search.
 
 A pipeline of one engine per layer delivers one frame every ``II = max over layers of
-cycles`` clock cycles (the initiation interval; REFERENCES: "pipeline throughput = f_clk /
-max over layers of cycles"). The tuner chooses, per layer, one :class:`~.templates.Option`
+cycles`` clock cycles (the initiation interval: a dataflow pipeline runs at the pace of its
+slowest stage, as FINN's folding balances it — Umuroglu et al., FPGA 2017; Blott et al.,
+TRETS 2018). The tuner chooses, per layer, one :class:`~.templates.Option`
 (a template and its parallelism) so that:
 
 * **one resource** (multiply units only, ``hardware.memory_blocks = 0``): II is minimal
