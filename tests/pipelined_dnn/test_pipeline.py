@@ -131,3 +131,14 @@ def test_weights_exceeding_every_memory_is_a_named_violation() -> None:
 def test_output_layers() -> None:
     m = mapped("zoo:digits_cnn", 64)
     assert [m.specs[i].name for i in output_layers(m.specs, m.graph.outputs)] == ["fc"]
+
+
+def test_mobilenet_with_memory_blocks_budgeted_uses_the_greedy() -> None:
+    t = load_target("pipelined_dnn:default@hardware.memory_blocks=2500")
+    m = map_graph(legalize(load_model("zoo:mobilenet_v1"), t).graph, t)
+    assert m.tuned.method == "greedy"
+    assert m.tuned.used["multipliers"] <= 1024 and m.tuned.used["memory_blocks"] <= 2500
+    exact = mapped("zoo:mobilenet_v1", 1024)
+    ratio = m.analytic_ii / exact.analytic_ii
+    assert 1.0 <= ratio <= 1.05  # a second budget costs at most a few per cent here
+    assert not m.sim.deadlock

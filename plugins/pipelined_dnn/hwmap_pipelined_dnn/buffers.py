@@ -219,10 +219,10 @@ def plan_buffers(specs: Sequence[LayerSpec], choice: Sequence[Option], *, ii: in
         if streamed:
             notes.append(f"weights of {len(streamed)} layer(s) streamed from external memory: {', '.join(streamed)}")
     if total > onchip_budget:  # then cut the FIFOs to their deadlock-free minimum
-        for p, spec in zip(plans, specs):
-            p.fifo_depths = list(p.bypass_min_depths)
-            p.fifo_bytes = [-(-d * specs[index[q]].out_shape[0] * act_bits // 8)
-                            for d, q in zip(p.fifo_depths, spec.inputs)]
+        for lbuf, spec in zip(plans, specs):
+            lbuf.fifo_depths = list(lbuf.bypass_min_depths)
+            lbuf.fifo_bytes = [-(-d * specs[index[q]].out_shape[0] * act_bits // 8)
+                               for d, q in zip(lbuf.fifo_depths, spec.inputs)]
         notes.append("FIFOs cut to their deadlock-free minimum to fit hardware.onchip_memory_bytes: the pipeline "
                      "may stall")
         total = sum(p.onchip_bytes for p in plans)

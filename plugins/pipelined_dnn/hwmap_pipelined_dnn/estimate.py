@@ -114,6 +114,11 @@ def estimate(m: PipelineMapping, target: Target, activity: dict[str, Any] | None
         bottleneck = Bottleneck(f"external memory bandwidth: streamed weights need {m.plan.bandwidth_ii:,} cycles "
                                 f"per frame; raise hardware.external_bandwidth_bytes_per_s or "
                                 f"hardware.onchip_memory_bytes", "external memory bandwidth", bspec.name)
+    elif bspec.kind == "source":
+        bottleneck = Bottleneck(f"the input interface: {hw.input_pixels_per_cycle} pixel(s) per cycle take {ii:,} "
+                                f"cycles per frame, more than any engine; raise hardware.input_pixels_per_cycle "
+                                f"({used_mult:,} of {hw.multipliers:,} multiply units in use)", "input bandwidth",
+                                bspec.name)
     else:
         bottleneck = Bottleneck(f"layer {bspec.name!r} ({bspec.kind}, {m.choice[b].template} "
                                 f"{_par(m.choice[b])}) takes {ii:,} cycles per frame, the longest of the pipeline; "

@@ -185,8 +185,7 @@ def _calibrate(g: Graph, layers: list[LayerSpec], cfg: PipelinedConfig,
         lo, hi = ranges[t]
         signed = lo < 0
         f = fixed_point_frac(max(abs(lo), abs(hi)), bits, signed)
-        g.tensor(t).quant = QuantAnnotation(np.float64(2.0 ** -f), np.float64(0.0), bits, signed,
-                                            narrow=signed)
+        g.tensor(t).quant = QuantAnnotation(np.asarray(2.0 ** -f), np.asarray(0.0), bits, signed, narrow=signed)
     for spec in layers[1:]:
         if spec.pool in ("max", "global_max"):
             src = g.tensor(streamed(g, spec.in_tensors[0])).quant

@@ -135,7 +135,6 @@ def layout_shape(spec: LayerSpec, opt: Option) -> tuple[int, ...]:
 
 def from_layout(mem: np.ndarray, spec: LayerSpec, opt: Option) -> np.ndarray:
     """The canonical weights a memory image holds (the inverse of :func:`to_layout`)."""
-    p = opt.parallelism
     if opt.template == "dense_reuse":
         flat = mem.T.reshape(-1)
         if spec.kind == "fc":

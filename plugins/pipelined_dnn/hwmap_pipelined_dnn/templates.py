@@ -83,7 +83,7 @@ def lane_counts(n: int) -> tuple[tuple[int, int], ...]:
     f = ceil(n/p), the fewest lanes p = ceil(n/f) reaching it, as (p, f) pairs, p ascending.
     A parallelism that does not divide ``n`` pads its last fold (the weight memory holds
     zeros there, :mod:`.postprocess`)."""
-    pairs = {}
+    pairs: dict[int, int] = {}
     for f in range(1, n + 1):
         p = -(-n // f)
         pairs.setdefault(p, -(-n // p))

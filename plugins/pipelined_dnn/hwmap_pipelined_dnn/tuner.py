@@ -12,9 +12,10 @@ TRETS 2018). The tuner chooses, per layer, one :class:`~.templates.Option`
   with cycles ≤ T (the choices are independent), so T is feasible iff that sum fits R —
   monotone in T, hence a bisection over the sorted candidates finds the optimum;
 * **several resources** (memory blocks budgeted too): greedy, from each layer's cheapest
-  option: while the budgets allow, upgrade a layer holding the current II to the option
-  that buys the most throughput per resource spent, ``(1/c_new − 1/c_old) / Σ_k Δcost_k /
-  budget_k``; stop when a bottleneck layer cannot be upgraded any more;
+  option. Each layer holding the current II has a next step, its cheapest faster option the
+  budgets still allow (cost = Σ_k Δcost_k / budget_k); the step taken is the one that buys
+  the most throughput per resource spent, ``(1/c_new − 1/c_old) / cost``; stop when a
+  layer holding the II has no step left;
 * **a target frame rate** (``tuner.target_fps``): the cheapest configuration meeting
   ``T = floor(f / fps)``, every layer at its cheapest option with cycles ≤ T.
 
@@ -28,6 +29,8 @@ import bisect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
+
+import numpy as np
 
 from .layers import LayerSpec
 from .templates import TEMPLATES, Option
@@ -179,39 +182,39 @@ def _bisect(layers: Sequence[LayerSpec], tables: list[_Layer], active: dict[str,
 
 def _greedy(layers: Sequence[LayerSpec], tables: list[_Layer], active: dict[str, int], budgets: dict[str, int],
             floor: int) -> TuneResult:
-    choice = [tb.cheapest(10**30) for tb in tables]
-    cur: list[Option] = [c for c in choice if c is not None]
-    used = {k: sum(_cost(o)[k] for o in cur) for k in active}
+    kinds = list(active)
+    cap = np.array([active[k] for k in kinds], dtype=np.float64)
+    arr = [(np.array(t.cycles, dtype=np.float64), np.array([[_cost(o)[k] for k in kinds] for o in t.opts],
+                                                           dtype=np.float64)) for t in tables]
+    pos = []
+    for t in tables:
+        best = t.cheapest(10**30)
+        pos.append(next(j for j, o in enumerate(t.opts) if o is best))
+    used = sum(arr[i][1][j] for i, j in enumerate(pos))
     steps = 0
     while True:
-        ii = max(o.cycles for o in cur)
+        ii = max(arr[i][0][j] for i, j in enumerate(pos))
         if ii <= floor:
             break
-        bottleneck = [i for i, o in enumerate(cur) if o.cycles == ii]
-        best: tuple[float, int, Option] | None = None
+        best_step: tuple[float, int, int] | None = None
         blocked = False
-        for i in bottleneck:
-            cand = None
-            for o in tables[i].opts:
-                if o.cycles >= cur[i].cycles:
-                    break
-                delta = {k: _cost(o)[k] - _cost(cur[i])[k] for k in active}
-                if any(used[k] + delta[k] > active[k] for k in active):
-                    continue
-                spent = sum(max(d, 0) / active[k] for k, d in delta.items()) or 1e-12
-                roi = (1.0 / o.cycles - 1.0 / cur[i].cycles) / spent
-                if cand is None or roi > cand[0]:
-                    cand = (roi, i, o)
-            if cand is None:
+        for i in (i for i, j in enumerate(pos) if arr[i][0][j] == ii):  # the layers holding the II
+            cyc, cost = arr[i]
+            delta = cost - cost[pos[i]]
+            ok = (cyc < cyc[pos[i]]) & np.all(used + delta <= cap, axis=1)
+            if not ok.any():
                 blocked = True
                 break
-            if best is None or cand[0] > best[0]:
-                best = cand
-        if blocked or best is None:
+            spent = (delta / cap).sum(axis=1)
+            idx = np.flatnonzero(ok)
+            j = int(idx[np.lexsort((-cyc[idx], spent[idx]))[0]])  # its next step: the cheapest, then the fastest
+            roi = (1.0 / cyc[j] - 1.0 / cyc[pos[i]]) / max(float(spent[j]), 1e-12)
+            if best_step is None or roi > best_step[0]:
+                best_step = (roi, i, j)
+        if blocked or best_step is None:
             break
-        _, i, o = best
-        for k in active:
-            used[k] += _cost(o)[k] - _cost(cur[i])[k]
-        cur[i] = o
+        _, i, j = best_step
+        used = used + arr[i][1][j] - arr[i][1][pos[i]]
+        pos[i] = j
         steps += 1
-    return _result(cur, "greedy", active, budgets, steps)
+    return _result([t.opts[j] for t, j in zip(tables, pos)], "greedy", active, budgets, steps)
