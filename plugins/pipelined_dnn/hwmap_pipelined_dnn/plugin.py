@@ -29,7 +29,7 @@ DESCRIPTION = ("pipelined dataflow DNN: one engine per layer from a template lib
 #: The integer simulator reproduces the quantized reference (the legalized graph with its
 #: power-of-two annotations applied) bit for bit: zero mismatches on zoo:digits_cnn,
 #: zoo:digits_mlp, zoo:chapter_cnn, zoo:resnet_small and zoo:mobilenet_v1 (at 32×32) in
-#: tests/pipelined_dnn/test_bit_exact.py.
+#: tests/pipelined_dnn/test_pipe_bit_exact.py.
 FIDELITY = FidelityClaim(bit_exact=True)
 
 
