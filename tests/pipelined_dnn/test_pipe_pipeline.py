@@ -102,8 +102,7 @@ def test_mobilenet_simulated_throughput_meets_the_goals(mult: int, goal: float) 
     fps = m.cfg.hardware.clock_hz / m.sim.ii
     assert fps / m.balanced_bound_fps >= goal
     assert abs(m.analytic_ii - m.sim.ii) <= 0.05 * m.sim.ii
-    assert m.tuned.used["multipliers"] <= mult
-    assert m.tuning_seconds < 2.0
+    assert m.tuned.used["multipliers"] <= mult  # tuning time: bench/pipelined_dnn.py (never a timed test)
 
 
 def test_streamed_weights_cost_bandwidth() -> None:
