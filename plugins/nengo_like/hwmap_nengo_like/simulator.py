@@ -9,7 +9,8 @@ Each step ``k`` (time ``t = k·dt``, ``k`` from 1, as nengo counts):
    computed this step. A population's current is ``bias + scaled_encoders · decoded + gain ·
    neurons``; its neuron type steps (:mod:`.neurons`). An ``input`` host gives the encoded
    static input, a ``node`` host calls its callable on the host (``f(t)`` or ``f(t, x)``),
-   an ``output`` host accumulates its readout, a ``probe`` host records;
+   an ``output`` host accumulates its readout, a ``probe`` host records what its links deliver
+   this step (as nengo's probes sample);
 2. the links with a synapse filter ``W · out(pre)`` (the update phase).
 
 ``rate=True`` runs the *rate network*: every spiking type replaced by its rate (a wrapper's
@@ -231,10 +232,10 @@ class Runner:
                     self.readout[name] += x + np.asarray(h.attrs.get("bias", 0.0), np.float64)
                     if history:
                         hist[name][j] = self.readout[name] / (k if h.attrs.get("mode", "membrane") == "membrane" else 1)
+            for h in probe_hosts:  # as nengo samples: a filtered signal as its readers see it this step
+                probes[h.name][j] = self._gather(h.name, h.size_in)
             for i, f in self.filters.items():
                 self.delayed[i] = f(out[d.links[i].pre] @ self.WT[i])
-            for h in probe_hosts:
-                probes[h.name][j] = self._gather(h.name, h.size_in)
             if count:
                 for i, link in enumerate(d.links):
                     pre = link.pre
