@@ -123,8 +123,8 @@ class Runner:
     last call stopped (``nengo.Simulator.run`` may be called several times)."""
 
     def __init__(self, d: Description, *, batch: int = 1, inputs: dict[str, np.ndarray] | None = None,
-                 nodes: dict[str, Callable[..., Any]] | None = None, rate: bool = False) -> None:
-        self.d, self.B, self.rate = d, batch, rate
+                 nodes: dict[str, Callable[..., Any]] | None = None, rate: bool = False, measure: bool = True) -> None:
+        self.d, self.B, self.rate, self.measure = d, batch, rate, measure
         self.inputs = inputs or {}
         self.nodes = nodes or {}
         B = batch
@@ -189,7 +189,7 @@ class Runner:
         hist = {h.name: np.zeros((steps, B, h.size_in)) for h in d.hosts if h.kind == "output"} if history else {}
         probes = {h.name: np.zeros((steps, B, h.size_in)) for h in d.hosts if h.kind == "probe"}
         probe_hosts = [h for h in d.hosts if h.kind == "probe"]
-        count = not self.rate
+        count = self.measure and not self.rate
         for j in range(steps):
             self.k += 1
             k = self.k

@@ -70,7 +70,7 @@ class Simulator:
         self.artifacts = Artifacts(self._dir, arts, {"format": "hwmap-nengo-like-network"})
         self.description = read(self.artifacts)
         self.map_emit_time_s = time.perf_counter() - t0
-        self._runner = Runner(self.description, nodes=self.built.nodes)
+        self._runner = Runner(self.description, nodes=self.built.nodes, measure=False)
         self._records: dict[str, list[np.ndarray]] = {h.name: [] for h in self.description.hosts if h.kind == "probe"}
         self.data = _Data(self)
         self.closed = False

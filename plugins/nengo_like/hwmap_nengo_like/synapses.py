@@ -97,14 +97,43 @@ def from_spec(spec: dict[str, Any]) -> LinearFilter:
     raise ValueError(f"not a synapse spec: {spec!r:.80}")
 
 
-def discretize(num: Any, den: Any, dt: float, analog: bool = True) -> tuple[np.ndarray, ...]:
-    """``(A, B, C, D)`` of ``num/den`` in controller canonical form, discretized by ZOH at ``dt``."""
-    from scipy.signal import cont2discrete, tf2ss
+def tf2ss(num: Any, den: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Controller canonical state space of ``num/den`` (as ``scipy.signal.tf2ss``)."""
+    num = np.atleast_1d(np.asarray(num, float))
+    den = np.trim_zeros(np.atleast_1d(np.asarray(den, float)), "f")
+    if den.size == 0:
+        raise ValueError("synapse: the denominator is zero")
+    num = np.trim_zeros(num, "f") if np.any(num) else np.zeros(1)
+    if num.size > den.size:
+        raise ValueError("synapse: the transfer function is improper (numerator above denominator degree)")
+    num, den = num / den[0], den / den[0]
+    n = den.size - 1
+    num = np.concatenate([np.zeros(den.size - num.size), num])
+    D = np.array([[num[0]]])
+    if n == 0:
+        return np.zeros((0, 0)), np.zeros((0, 1)), np.zeros((1, 0)), D
+    A = np.zeros((n, n))
+    A[0, :] = -den[1:]
+    A[1:, :-1] = np.eye(n - 1)
+    B = np.eye(n, 1)
+    C = (num[1:] - num[0] * den[1:]).reshape(1, n)
+    return A, B, C, D
 
-    A, B, C, D = tf2ss(np.asarray(num, float), np.asarray(den, float))
-    if analog and len(A) > 0:
-        A, B, C, D, _ = cont2discrete((A, B, C, D), dt, method="zoh")
-    return np.asarray(A), np.asarray(B), np.asarray(C), np.asarray(D)
+
+def discretize(num: Any, den: Any, dt: float, analog: bool = True) -> tuple[np.ndarray, ...]:
+    """``(A, B, C, D)`` of ``num/den`` in controller canonical form, discretized by zero-order
+    hold at ``dt``: ``expm([[A, B], [0, 0]]·dt)`` gives ``A_d`` and ``B_d``
+    (``scipy.signal.cont2discrete``, method ``zoh``)."""
+    A, B, C, D = tf2ss(num, den)
+    n = len(A)
+    if analog and n > 0:
+        from scipy.linalg import expm
+
+        M = np.zeros((n + 1, n + 1))
+        M[:n, :n], M[:n, n:] = A, B
+        E = expm(M * dt)
+        A, B = E[:n, :n], E[:n, n:]
+    return A, B, C, D
 
 
 class FilterStep:
