@@ -122,7 +122,7 @@ def _beta_table() -> dict[int, tuple[np.ndarray, np.ndarray]]:
     seeded uniform points (``RandomState(0)``), as ``nengo.dists._betaincinv22.make_table``."""
     if _BETA_TABLE:
         return _BETA_TABLE
-    import scipy.special
+    import scipy.special  # type: ignore[import-untyped]
 
     rng = np.random.RandomState(0)
     n_interp, n_dims = 200, 50
@@ -173,7 +173,7 @@ class ScatteredHypersphere(Distribution):
         if approx:
             z_sq = _betaincinv_lookup(dims, 2 * y_reflect)
         else:
-            import scipy.special
+            import scipy.special  # type: ignore[import-untyped]
 
             z_sq = scipy.special.betaincinv(dims / 2.0, 0.5, 2 * y_reflect)
         x = np.arcsin(np.sqrt(z_sq)) / np.pi

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .description import Description, Host, Link, Population
+from .description import Description, Host, Link
 from .neurons import (LIF, LIFRate, NeuronType, RatesToSpikesNeuronType, RectifiedLinear, SpikingRectifiedLinear,
                       from_spec)
 from .synapses import FilterStep, from_spec as synapse_from_spec

@@ -22,7 +22,7 @@ __all__ = ["Solver", "LstsqL2", "LstsqL2Fast", "cholesky_solve"]
 
 
 def cholesky_solve(A: np.ndarray, Y: np.ndarray, sigma: float) -> np.ndarray:
-    import scipy.linalg
+    import scipy.linalg  # type: ignore[import-untyped]
 
     m, n = A.shape
     transpose = m < n

@@ -120,14 +120,14 @@ def tf2ss(num: Any, den: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return A, B, C, D
 
 
-def discretize(num: Any, den: Any, dt: float, analog: bool = True) -> tuple[np.ndarray, ...]:
+def discretize(num: Any, den: Any, dt: float, analog: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(A, B, C, D)`` of ``num/den`` in controller canonical form, discretized by zero-order
     hold at ``dt``: ``expm([[A, B], [0, 0]]·dt)`` gives ``A_d`` and ``B_d``
     (``scipy.signal.cont2discrete``, method ``zoh``)."""
     A, B, C, D = tf2ss(num, den)
     n = len(A)
     if analog and n > 0:
-        from scipy.linalg import expm
+        from scipy.linalg import expm  # type: ignore[import-untyped]
 
         M = np.zeros((n + 1, n + 1))
         M[:n, :n], M[:n, n:] = A, B
@@ -165,8 +165,8 @@ class FilterStep:
             return self.X[0]
         Bv = self.B.reshape((self.n,) + (1,) * u.ndim)
         if self.kind == "nod":
-            self.X[:] = np.tensordot(self.A, self.X, axes=[[1], [0]]) + Bv * u
-            return np.tensordot(self.C, self.X, axes=[[1], [0]])[0]
-        y = np.tensordot(self.C, self.X, axes=[[1], [0]])[0] + self.d * u
-        self.X[:] = np.tensordot(self.A, self.X, axes=[[1], [0]]) + Bv * u
+            self.X[:] = np.tensordot(self.A, self.X, axes=([1], [0])) + Bv * u
+            return np.tensordot(self.C, self.X, axes=([1], [0]))[0]
+        y = np.tensordot(self.C, self.X, axes=([1], [0]))[0] + self.d * u
+        self.X[:] = np.tensordot(self.A, self.X, axes=([1], [0])) + Bv * u
         return y
