@@ -306,7 +306,23 @@ def _incoming(w: _Walk, dst: str, tensor: str, pop: Population) -> list[Projecti
         return []
     weight, bias = wb
     pop.bias = pop.bias + pop.gain * bias if pop.kind == "lif" and pop.native is None else pop.bias
-    src_node = w.origin(node.inputs[0])
+    summed = w.origin(node.inputs[0])
+    if summed is not None and summed.op in ("Add", "Sum") and weight.shape[0] == pop.size:
+        # weights of a sum of spike trains (a residual sum of layers' spikes): one projection per train
+        out = []
+        for t in summed.inputs:
+            out += _projection(w, node, t, dst, weight)
+        return out
+    if weight.shape[0] != pop.size:
+        w.diags.append(Diagnostic("weights", f"{weight.shape[0]} outputs for a layer of {pop.size} neurons", node.name))
+        return []
+    return _projection(w, node, node.inputs[0], dst, weight)
+
+
+def _projection(w: _Walk, node: Node, tensor: str, dst: str, weight: np.ndarray) -> list[Projection]:
+    """The projection through weights ``node`` of the spikes in ``tensor`` (the input's, a
+    layer's, or a layer's delayed one step)."""
+    src_node = w.origin(tensor)
     delayed = False
     if src_node is not None and src_node.op == "Delay":
         src_node, delayed = _one_step_delay(w, src_node)
@@ -324,9 +340,6 @@ def _incoming(w: _Walk, dst: str, tensor: str, pop: Population) -> list[Projecti
     else:
         w.diags.append(Diagnostic("weight_input", f"weights take spikes from the input or from neurons; this one takes "
                                   f"the output of {src_node.op} node {src_node.name!r}", node.name))
-        return []
-    if weight.shape[0] != pop.size:
-        w.diags.append(Diagnostic("weights", f"{weight.shape[0]} outputs for a layer of {pop.size} neurons", node.name))
         return []
     return [Projection(node.name, src, dst, weight, delayed=delayed)]
 

@@ -10,8 +10,10 @@ network already quantized for Xylo imports bit-exactly. The keys (``Nin`` input 
 ==================================  ============================================================
 ``weights_in``                      int8 ``Nin × Nres [× S]`` (``Nres <= Nhid``: the first
                                     ``Nres`` hidden neurons take input)
-``weights_rec``                     int8 ``Nhid × Nhid [× S]`` (optional; zeros)
-``weights_out``                     int8 ``Nhid × Nout`` (sets ``Nhid`` and ``Nout``)
+``weights_rec``                     int8 ``Nhid × Nhid [× S]`` (optional; zeros; sets ``Nhid``)
+``weights_out``                     int8 ``Nout_res × Nout`` (``Nout_res <= Nhid``: the *last*
+                                    ``Nout_res`` hidden neurons drive the outputs, as Xylo
+                                    IMU's output expansion neurons; ``Nhid`` without W_rec)
 ``dash_mem``, ``dash_syn``,         hidden decays ``[Nhid]``, 0..15 (default 1, as Rockpool's
 ``dash_syn_2``                      ``config_from_specification``)
 ``dash_mem_out``, ``dash_syn_out``  output decays ``[Nout]``, 0..15 (default 1)
@@ -163,16 +165,23 @@ def parse_spec(doc: Any, where: str) -> XyloSpec:
     if "bias" in doc and "bias_hidden" in doc:
         raise _fail(where, "bias_hidden", "given together with bias (the same parameter)")
     w_out = _array(doc, "weights_out", where, [(-1, -1)], *_W)
-    n_hid, n_out = w_out.shape
-    if n_hid < 1 or n_out < 1:
+    n_oen, n_out = w_out.shape
+    if n_oen < 1 or n_out < 1:
         raise _fail(where, "weights_out", f"has shape {list(w_out.shape)}: no hidden or no output neuron")
+    n_hid = n_oen
+    if isinstance(doc.get("weights_rec"), list) and doc["weights_rec"]:
+        n_hid = len(doc["weights_rec"])
+        if not n_oen <= n_hid <= MAX_NEURONS:
+            raise _fail(where, "weights_rec", f"has {n_hid} rows: Nhid must be at least weights_out's {n_oen} rows "
+                        f"and at most {MAX_NEURONS}")
+        w_out = np.concatenate([np.zeros((n_hid - n_oen, n_out), np.int64), w_out], axis=0)
     w_in = _array(doc, "weights_in", where, [(-1, -1), (-1, -1, 1), (-1, -1, 2)], *_W)
     if w_in.ndim == 2:
         w_in = w_in[:, :, None]
     n_in, n_res, n_syn = w_in.shape
     if n_in < 1 or not 1 <= n_res <= n_hid:
         raise _fail(where, "weights_in", f"has shape {list(w_in.shape)}: needs at least one input channel and at "
-                    f"most Nhid = {n_hid} (weights_out's rows) target neurons")
+                    f"most Nhid = {n_hid} target neurons")
     if n_res < n_hid:
         w_in = np.concatenate([w_in, np.zeros((n_in, n_hid - n_res, n_syn), np.int64)], axis=1)
     if "weights_rec" in doc:
