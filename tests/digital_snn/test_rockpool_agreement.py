@@ -38,6 +38,7 @@ from xylo_specs import import_rockpool_xylo
 
 pytest.importorskip("rockpool")
 pytest.importorskip("torch")
+pytest.importorskip("nirtorch")  # Rockpool's NIR exporter needs it
 
 PRESETS = {"audio2": "digital_snn:xylo-audio2", "imu": "digital_snn:xylo-imu"}
 DT = 1e-3
