@@ -183,6 +183,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(s, markdown=True, layers=True)
     _add_model_options(s)
 
+    s = _sub(sub, "convert", "convert an ANN to a spiking network and score it at several time-step counts",
+             "Convert a ReLU network to integrate-and-fire neurons (data-based normalization by a percentile of "
+             "each layer's activations, reset by subtraction, membrane starting at half the threshold) calibrated "
+             "on the first --calibrate samples of --data, and print the ANN's accuracy beside the converted "
+             "network's at each --timesteps count: accuracy, top-1 agreement with the ANN, relative error of the "
+             "outputs and spikes per inference, on the scored samples only. -o writes the converted network as a "
+             "saved hwmap graph (a MODEL for every command); --nir writes it as NIR, saying what NIR loses. The "
+             "[conversion] settings of spiking targets' configs are the same (docs/snn.md).",
+             "hwmap convert zoo:digits_cnn --data zoo:digits --timesteps 1,2,4,8 --encoding direct,rate -o digits-snn")
+    s.add_argument("model", help=_MODEL_HELP)
+    s.add_argument("--data", required=True, help=_DATA_HELP)
+    s.add_argument("--calibrate", type=int, metavar="N", help=_CALIBRATE_HELP.replace("; 0 scores everything", ""))
+    s.add_argument("--timesteps", default="1,2,4,8", metavar="T[,T...]",
+                   help="time-step counts to convert and score at, comma-separated, each at least 1 "
+                        "(default: 1,2,4,8)")
+    s.add_argument("--encoding", default="direct", metavar="E[,E...]",
+                   help="how the input becomes per-step input, comma-separated to compare several: direct (the "
+                        "analog input every step), rate (deterministic regular spikes at rate clip(x, 0, 1)) or "
+                        "poisson (seeded Bernoulli spikes) (default: direct)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a conversion setting, e.g. percentile=99.5 or percentile=auto, normalization=layer, "
+                        "readout=spike_count, max_pool=average, seed=3 (an optional conversion. prefix is "
+                        "accepted); repeatable (default: the settings docs/snn.md lists)")
+    s.add_argument("--json", action="store_true", help="print the report as JSON: every run, the scales and the "
+                                                       "notes (default: a table)")
+    s.add_argument("-o", "--output", metavar="DIR",
+                   help="write the network converted with the first --encoding at the largest --timesteps as a "
+                        "saved hwmap graph (graph.json and params.npz; written atomically, an existing one is "
+                        "replaced) (default: none)")
+    s.add_argument("--nir", metavar="FILE.nir",
+                   help="write that network as NIR and print, on one line, what NIR cannot say of it (reset by "
+                        "subtraction, initial membrane potential, encoder, readout, time step) (default: none)")
+    _add_quiet(s)
+    _add_model_options(s)
+
     s = _sub(sub, "demo", f"{DEMO_MODEL} with {DEMO_DATA} on every installed target",
              f"The bundled default: {DEMO_MODEL} (trained on scikit-learn's digits) with the held-out "
              f"{DEMO_DATA} on every installed target's default preset, side by side.", "hwmap demo --markdown")

@@ -12,7 +12,7 @@ every target receives the same input: a target states which encodings it accepts
 outputs at each step ``t = 0 .. timesteps-1``, element by element:
 
 * ``direct``: the input itself, every step (a graded current into the first layer;
-  Rueckauer et al., Front. Neurosci. 11:682, 2017, Section 2.4 "analog input").
+  Rueckauer et al., Front. Neurosci. 11:682, 2017: analog input to the first hidden layer).
 * ``rate``: deterministic regular spiking at the rate ``p = clip(x, 0, 1)`` spikes per step:
   an accumulator ``a`` starts at 0, ``a += p``, a spike where ``a >= 1``, then ``a -= 1``
   where it spiked. Over ``T`` steps an element spikes ``floor(T*p)`` times (up to float
@@ -31,7 +31,8 @@ rate per step cannot leave that range. Spikes are 0.0/1.0 float32.
 * ``membrane`` (the default): the mean of its input over the steps: the membrane potential
   of a non-leaky integrator without threshold, starting at 0, that accumulates the input
   each step, divided by the step count, so it sits on the scale of the ANN output the input
-  approximates (the readout of converted networks: Rueckauer et al. 2017, Section 2.3).
+  approximates (a converted network's output layer read as accumulated potential, as in
+  Rueckauer et al. 2017).
 * ``spike_count``: the sum of its input over the steps (the spike count of spiking outputs).
 
 Both ops are stateful (they have ``step``): the state counts the steps, and the executor
