@@ -105,5 +105,5 @@ def test_dense_and_event_driven_sums_agree(fraction: float, tmp_path: Path, monk
     _, p = _compile(residual(seed=1), tmp_path)
     x = events(np.random.default_rng(2), 4, 40, p.n_in)
     monkeypatch.setattr(simulator, "SPARSE_FRACTION", fraction)
-    ours = run_program(p, x.astype(np.float64), 40, 4)
+    ours = run_program(p, x.astype(np.float64), 40, 4, "numpy")
     np.testing.assert_array_equal(ours.out_spikes, reference_numpy(p, x))

@@ -19,15 +19,26 @@ small positive value. ``sat_syn`` and ``sat_mem`` saturate to signed ``syn_bits`
 The decay of ``a`` over one step is ``a * (1 - 2**-dash)`` up to rounding, so ``dash`` acts as
 ``tau = -dt / ln(1 - 2**-dash)`` (Rockpool's ``bitshift_to_tau``).
 
-Two details of the hardware the graph cannot express: Xylo adds the input events one at a
+Xylo's hidden neurons have two synaptic currents: a second input ``input_2`` (with its own
+``dash_syn_2``) feeds a second state ``i_2`` the same way, and ``v`` adds both, ``v =
+sat_mem(v - dec(v, dash_mem) + i + i_2 + bias)``. Xylo's hidden population is recurrent: its
+spikes of the step before reach its own synapses through ``W_rec``. An acyclic graph cannot
+hold that loop as edges, so the node holds it: the optional param ``w_rec`` (``F × F`` for one
+synapse, ``F × F × 2`` for two; ``w_rec[j, k, s]`` from neuron ``j`` onto synapse ``s`` of
+neuron ``k``, integers) adds ``n_prev · w_rec[:, :, s]`` to synapse ``s``'s input each step,
+``n_prev`` the node's own spike counts of the step before (zeros at t=0). Features must then
+be one axis ``(batch, F)``.
+
+One detail of the hardware the graph cannot express: Xylo adds the input events one at a
 time and saturates after each, in the order it processes them, while this op adds their sum
-``x`` and saturates once (the two agree unless a partial sum leaves the ``syn_bits`` range);
-and Xylo's hidden neurons have two synaptic currents, this op one. The tests check the op
-bit for bit against ``xylosim`` where its input stays in range.
+``x`` (input and recurrent) and saturates once (the two agree unless a partial sum leaves
+the ``syn_bits`` range). The tests check the op bit for bit against ``xylosim`` where its
+input stays in range.
 
 Parameters (``params``, integers, broadcast to the feature shape like the NIR neurons'):
 ``dash_mem``, ``dash_syn`` (0 to the state's bits - 1), ``threshold`` (at least 1),
-``bias`` (default 0). Attributes: ``syn_bits``, ``mem_bits`` (default 16), ``max_spikes``
+``bias`` (default 0); ``dash_syn_2`` with a second input or two-synapse ``w_rec``;
+``w_rec`` (optional, above). Attributes: ``syn_bits``, ``mem_bits`` (default 16), ``max_spikes``
 (default 31). The input must hold whole numbers; outputs are spike counts (float32), states
 are int64 at t=0 (no ``dt``: one step is one hardware time step).
 """
@@ -70,11 +81,37 @@ def _int_param(node: Any, name: str, features: Shape, lo: int, hi: int, default:
     return a.astype(np.int64)
 
 
-def _settings(node: Any, features: Shape) -> dict[str, Any]:
+#: Largest magnitude of a recurrent weight (a Xylo int8 weight shifted by up to 7 bits fits).
+_MAX_REC = 2**31 - 1
+
+
+def _recurrent(node: Any, features: Shape) -> np.ndarray | None:
+    """``w_rec`` as int64 ``F × F × synapses``, or ``None`` without recurrence."""
+    if "w_rec" not in node.params:
+        return None
+    w = np.asarray(node.params["w_rec"], np.float64)
+    if len(features) != 1:
+        raise fail(node, f"recurrent weights need one feature axis (batch, F); features are {list(features)}")
+    f = features[0]
+    if w.ndim == 2:
+        w = w[:, :, None]
+    if w.ndim != 3 or w.shape[:2] != (f, f) or w.shape[2] not in (1, 2):
+        raise fail(node, f"parameter 'w_rec' of shape {list(np.shape(node.params['w_rec']))}: must be "
+                         f"[{f}, {f}] or [{f}, {f}, 2]")
+    if not np.all(np.isfinite(w)) or np.any(w != np.round(w)) or np.any(np.abs(w) > _MAX_REC):
+        raise fail(node, f"parameter 'w_rec' must hold whole numbers of magnitude at most {_MAX_REC}")
+    return w.astype(np.int64)
+
+
+def _settings(node: Any, features: Shape, second: bool = False) -> dict[str, Any]:
     syn_bits = _int_attr(node, "syn_bits", 2, _MAX_BITS)
     mem_bits = _int_attr(node, "mem_bits", 2, _MAX_BITS)
     mem_hi = 2 ** (mem_bits - 1) - 1
+    w_rec = _recurrent(node, features)
+    two = second or "dash_syn_2" in node.params or (w_rec is not None and w_rec.shape[2] == 2)
     return {
+        "w_rec": w_rec,
+        "dash_syn_2": _int_param(node, "dash_syn_2", features, 0, syn_bits - 1) if two else None,
         "syn": (-(2 ** (syn_bits - 1)), 2 ** (syn_bits - 1) - 1),
         "mem": (-(2 ** (mem_bits - 1)), mem_hi),
         "max_spikes": _int_attr(node, "max_spikes", 1, 2**31 - 1),
@@ -85,34 +122,59 @@ def _settings(node: Any, features: Shape) -> dict[str, Any]:
     }
 
 
+_SLOTS = ("input", "input_2")
+
+
 def _infer(node: Any, shapes: Sequence[Shape]) -> list[Shape]:
-    x = shape_of(bind(node, shapes, ("input",))["input"])
+    b = bind(node, shapes, _SLOTS)
+    x = shape_of(b["input"])
     if len(x) < 1:
         raise fail(node, "input must be batch first")
-    _settings(node, x[1:])
+    if b["input_2"] is not None and shape_of(b["input_2"]) != x:
+        raise fail(node, f"input_2 of shape {list(shape_of(b['input_2']))}; input is {list(x)}")
+    _settings(node, x[1:], b["input_2"] is not None)
     return [x]
 
 
-def _step(node: Any, inputs: Sequence[np.ndarray], state: Any) -> tuple[list[np.ndarray], Any]:
-    x = np.asarray(bind(node, inputs, ("input",))["input"])
-    if state is None:
-        state = {"shape": x.shape, **_settings(node, x.shape[1:]), "i": np.zeros(x.shape, np.int64),
-                 "v": np.zeros(x.shape, np.int64)}
-    elif state["shape"] != x.shape:
-        raise fail(node, f"input shape {list(x.shape)} changed between steps (was {list(state['shape'])})")
-    s = state
+def _integer(node: Any, x: np.ndarray) -> np.ndarray:
     xi = np.rint(x.astype(np.float64))
     if not np.array_equal(xi, x) or np.any(np.abs(xi) > 2.0**_MAX_BITS):
         raise fail(node, "takes integer synaptic input (integer weights times spike counts); got "
                          f"{float(x.flat[int(np.argmax(xi != x))])!r}")
-    i = np.clip(s["i"] + xi.astype(np.int64), *s["syn"])
-    i = bitshift_decay(i, s["dash_syn"])
-    v = np.clip(bitshift_decay(s["v"], s["dash_mem"]) + i + s["bias"], *s["mem"])
+    return xi.astype(np.int64)
+
+
+def _step(node: Any, inputs: Sequence[np.ndarray], state: Any) -> tuple[list[np.ndarray], Any]:
+    b = bind(node, inputs, _SLOTS)
+    x = np.asarray(b["input"])
+    x2 = None if b["input_2"] is None else np.asarray(b["input_2"])
+    if state is None:
+        state = {"shape": x.shape, **_settings(node, x.shape[1:], x2 is not None), "i": np.zeros(x.shape, np.int64),
+                 "v": np.zeros(x.shape, np.int64), "n": np.zeros(x.shape, np.int64)}
+        if state["dash_syn_2"] is not None:
+            state["i_2"] = np.zeros(x.shape, np.int64)
+    elif state["shape"] != x.shape or (x2 is not None and x2.shape != x.shape):
+        raise fail(node, f"input shape {list(x.shape)} changed between steps (was {list(state['shape'])})")
+    s = state
+    xs = [_integer(node, x), None if x2 is None else _integer(node, x2)]
+    if s["w_rec"] is not None:
+        for k in range(s["w_rec"].shape[2]):
+            r = s["n"] @ s["w_rec"][:, :, k]
+            xs[k] = r if xs[k] is None else xs[k] + r
+    i = bitshift_decay(np.clip(s["i"] + xs[0], *s["syn"]), s["dash_syn"])
+    total = i
+    new = {"i": i}
+    if s["dash_syn_2"] is not None:
+        i2 = s["i_2"] if xs[1] is None else np.clip(s["i_2"] + xs[1], *s["syn"])
+        new["i_2"] = bitshift_decay(i2, s["dash_syn_2"])
+        total = i + new["i_2"]
+    v = np.clip(bitshift_decay(s["v"], s["dash_mem"]) + total + s["bias"], *s["mem"])
     n = np.where(v >= s["threshold"], np.minimum(v // s["threshold"], s["max_spikes"]), 0)
     v = v - n * s["threshold"]
-    return [as_f32(n.astype(np.float64))], {**s, "i": i, "v": v}
+    return [as_f32(n.astype(np.float64))], {**s, **new, "v": v, "n": n}
 
 
-register_op(OpDef("LIFBitshift", ("input",), _infer, step=_step, category="neuron",
+register_op(OpDef("LIFBitshift", _SLOTS, _infer, step=_step, category="neuron",
                   doc="Xylo-family integer LIF: bit-shift decay, 16-bit saturating states, up to max_spikes "
-                      "spikes per step, reset by subtraction."))
+                      "spikes per step, reset by subtraction; optionally a second synapse "
+                      "(input_2) and recurrent weights held in the node (w_rec)."))

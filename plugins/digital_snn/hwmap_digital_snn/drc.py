@@ -12,6 +12,11 @@ the network is extracted (:mod:`.network`); the rules here need the device's siz
 * ``synapses``: synapses per hidden neuron at most ``n_syn``, one per output neuron;
 * ``time_constants``: every decay representable in the device's decay form;
 * ``thresholds``: positive thresholds;
+* ``integer_neurons``: a layer already in the device's integers (``LIFBitshift``) has the
+  device's spikes per step, state bits, bit-shift decay and parameter ranges (it is taken as
+  it is, so anything else would run differently);
+* ``integer_weights``: its weights are ``weight_bits`` integers shifted left by at most
+  ``max_weight_shift``;
 * ``real_time`` (a warning): the worst-case cycles of one step fit in one ``dt``.
 """
 
@@ -24,7 +29,7 @@ from hwmap import Diagnostic
 from .hardware import HardwareConfig
 from .network import INPUT, Network, Population
 
-__all__ = ["check", "decay_code", "recurrent_fan_in", "worst_case_cycles"]
+__all__ = ["check", "decay_code", "recurrent_fan_in", "worst_case_cycles", "weight_shift"]
 
 
 def decay_code(alpha: np.ndarray, hw: HardwareConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -44,6 +49,20 @@ def decay_code(alpha: np.ndarray, hw: HardwareConfig) -> tuple[np.ndarray, np.nd
     m = np.rint(k * 2**hw.decay_bits)
     ok = (k >= 0) & (m <= top) & ((m >= 1) | (k == 0))
     return np.clip(m, 0, top).astype(np.int64), ok
+
+
+def weight_shift(w: np.ndarray, bits: int, max_shift: int) -> int | None:
+    """The smallest left shift ``s <= max_shift`` with ``w`` whole multiples of ``2**s`` and
+    ``w >> s`` within signed ``bits``; ``None`` if there is none."""
+    w = np.asarray(w, np.int64)
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    for s in range(max_shift + 1):
+        if np.any(w % (1 << s)):
+            return None
+        q = w >> s
+        if q.size == 0 or (int(q.min()) >= lo and int(q.max()) <= hi):
+            return s
+    return None
 
 
 def recurrent_fan_in(net: Network, pop: Population) -> np.ndarray:
@@ -110,6 +129,8 @@ def check(net: Network, hw: HardwareConfig) -> list[Diagnostic]:
     for pop in net.populations:
         if pop.name in outputs and any(p.synapse > 0 for p in net.projections if p.dst == pop.name):
             out.append(Diagnostic("synapses", "output neurons have one synapse; weights reach a second one", pop.name))
+        if pop.native is not None:
+            out += _integer_layer(net, pop, hw, pop.name in outputs)
         if pop.native is None and pop.kind == "lif":
             out += _time_constants(pop, hw)
             if np.any(pop.threshold <= 0):
@@ -135,4 +156,40 @@ def _time_constants(pop: Population, hw: HardwareConfig) -> list[Diagnostic]:
             out.append(Diagnostic("time_constants", f"{int((~ok).sum())} {what} decays per step (e.g. "
                                   f"{float(bad[0]):.4g}) are not representable as {form}: a time constant at or "
                                   "below dt, or too long", pop.name))
+    return out
+
+
+def _integer_layer(net: Network, pop: Population, hw: HardwareConfig, output: bool) -> list[Diagnostic]:
+    """``integer_neurons`` and ``integer_weights`` of a native (``LIFBitshift``) layer."""
+    out: list[Diagnostic] = []
+    n = pop.native or {}
+    spikes = hw.output_spikes_per_step if output else hw.hidden_spikes_per_step
+    what = "output" if output else "hidden"
+    problems = []
+    if pop.max_spikes is not None and pop.max_spikes != spikes:
+        problems.append(f"emits up to {pop.max_spikes} spikes per step; the device's {what} neurons {spikes}")
+    if pop.state_bits is not None and pop.state_bits != (hw.state_bits, hw.state_bits):
+        problems.append(f"has {pop.state_bits[0]}-bit synaptic and {pop.state_bits[1]}-bit membrane states; the "
+                        f"device {hw.state_bits}-bit")
+    if hw.decay != "bitshift":
+        problems.append("decays by bit shifts; the device's decay is multiplicative")
+    top = min(hw.state_bits - 1, 2**hw.decay_bits - 1)
+    for key, lo, hi in (("dash_mem", 0, top), ("dash_syn", 0, top), ("dash_syn_2", 0, top),
+                        ("threshold", 1, 2 ** (hw.threshold_bits - 1) - 1),
+                        ("bias", -(2 ** (hw.bias_bits - 1)), 2 ** (hw.bias_bits - 1) - 1)):
+        a = n.get(key)
+        if a is not None and a.size and (int(a.min()) < lo or int(a.max()) > hi):
+            problems.append(f"{key} holds {int(a.min())}..{int(a.max())}; the device takes {lo}..{hi}")
+    if problems:
+        out.append(Diagnostic("integer_neurons", "the layer is in the device's integers and taken as it is, but it "
+                              + "; ".join(problems), pop.name))
+    for p in net.projections:
+        if p.dst != pop.name:
+            continue
+        w = np.asarray(p.weight, np.float64)
+        if not np.all(np.isfinite(w)) or np.any(w != np.rint(w)) or \
+                weight_shift(w.astype(np.int64), hw.weight_bits, hw.max_weight_shift) is None:
+            out.append(Diagnostic("integer_weights", f"weights {p.name!r} into integer layer {pop.name!r} are not "
+                                  f"{hw.weight_bits}-bit integers shifted left by at most {hw.max_weight_shift}",
+                                  p.name))
     return out

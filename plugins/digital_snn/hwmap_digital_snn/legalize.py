@@ -28,6 +28,8 @@ def prune_to_fan_in(graph: Graph, net: Network, fan_in: int) -> int:
     nodes = {n.name: n for n in graph.nodes}
     zeroed = 0
     for pop in net.hidden:
+        if pop.native is not None:  # a layer in the device's integers is taken as it is
+            continue
         projs = [p for p in net.projections if p.dst == pop.name and p.src != INPUT]
         if not projs:
             continue

@@ -19,7 +19,10 @@ network's units onto the device's integers: weights ``round(gain_j * W_jk * s_j 
 ``round(threshold_j * s_j)``, bias ``round(bias_j * s_j)``. ``s_j`` is the largest scale
 for which every one of these fits its bits. Decays come from :func:`.drc.decay_code`. A
 ``LIFBitshift`` layer (already integer: a network quantized for the device) is taken as it
-is, ``s = 1``. The integrator readout's weights get their own scale, undone by the host.
+is, ``s = 1``; its weights may be int8 values already shifted left (a ``.xylo.json``
+specification's weight shifts are folded into its weights): each of ``W_in``, ``W_rec`` and
+``W_out`` gets the smallest shift that makes it fit ``weight_bits`` exactly
+(:func:`weight_shift`), which gives the same products as the specification's. The integrator readout's weights get their own scale, undone by the host.
 The relative RMS error of every quantized value is reported.
 """
 
@@ -32,12 +35,12 @@ import numpy as np
 
 from hwmap import Graph, Mapping, TargetError
 
-from .drc import decay_code, recurrent_fan_in
+from .drc import decay_code, recurrent_fan_in, weight_shift
 from .hardware import HardwareConfig
 from .network import INPUT, Network, Population
 from .program import Layer, Program
 
-__all__ = ["DeviceMapping", "QuantReport", "map_network", "depths", "input_scale"]
+__all__ = ["DeviceMapping", "QuantReport", "map_network", "depths", "input_scale", "weight_shift"]
 
 
 @dataclass
@@ -84,11 +87,12 @@ class DeviceMapping(Mapping):
 
 def depths(net: Network) -> dict[str, int]:
     """Each population's lag in steps behind the input (module docstring); recurrent and
-    feedback weights (from the population itself or a later one) do not deepen it."""
+    feedback weights (from the population itself or a later one) do not deepen it, nor do
+    weights the graph itself delays by one step (``delayed``: the graph is as late)."""
     out: dict[str, int] = {}
     for pop in net.populations:
-        srcs = [p.src for p in net.projections if p.dst == pop.name and (p.src == INPUT or p.src in out)]
-        out[pop.name] = max((0 if s == INPUT else out[s] + 1 for s in srcs), default=0)
+        srcs = [p for p in net.projections if p.dst == pop.name and (p.src == INPUT or p.src in out)]
+        out[pop.name] = max((0 if p.src == INPUT else out[p.src] + (0 if p.delayed else 1) for p in srcs), default=0)
     return out
 
 
@@ -123,13 +127,15 @@ def _quantize(net: Network, pop: Population, hw: HardwareConfig, q_in: float, pe
         weights = {}
         for p in incoming:
             w = np.asarray(p.weight, np.float64)
-            if not np.array_equal(w, np.rint(w)) or np.abs(w).max(initial=0) > wmax + 1:
+            if not np.array_equal(w, np.rint(w)) or weight_shift(w, hw.weight_bits, hw.max_weight_shift) is None:
                 raise TargetError(f"layer {pop.name!r} is integer (LIFBitshift) but its weights {p.name!r} are not "
-                                  f"whole numbers within {hw.weight_bits} bits")
+                                  f"whole numbers within {hw.weight_bits} bits shifted by at most "
+                                  f"{hw.max_weight_shift}")
             weights[p.name] = w.astype(np.int64)
         n = pop.native
+        dsyn = n["dash_syn"] if "dash_syn_2" not in n else np.stack([n["dash_syn"], n["dash_syn_2"]], axis=1)
         return weights, {"threshold": n["threshold"], "bias": n["bias"], "dmem": n["dash_mem"],
-                         "dsyn": n["dash_syn"]}, QuantReport(pop.name, 1.0, 1.0)
+                         "dsyn": dsyn}, QuantReport(pop.name, 1.0, 1.0)
     g = pop.gain[:, None]
     eff = {p.name: g * p.weight / qsrc[p.name] for p in incoming} if pop.kind == "lif" else \
         {p.name: p.weight / qsrc[p.name] for p in incoming}
@@ -242,6 +248,14 @@ def map_network(graph: Graph, net: Network, hw: HardwareConfig, *, per_neuron: b
                     w_rec[rows, sl, p.synapse] = w.T
                 else:
                     w_out[rows, sl] = w.T
+    shifts = []
+    for name, mat in (("W_in", w_in), ("W_rec", w_rec), ("W_out", w_out)):
+        sh = weight_shift(mat, hw.weight_bits, hw.max_weight_shift)
+        if sh is None:
+            raise TargetError(f"{name} does not fit {hw.weight_bits}-bit weights shifted left by one shift of at most "
+                              f"{hw.max_weight_shift}")
+        shifts.append(sh)
+    w_in, w_rec, w_out = w_in >> shifts[0], w_rec >> shifts[1], w_out >> shifts[2]
     lag = max((depth[k] for k in net.outputs), default=0)
     readout = _readout_kind(net)
     program = Program(
@@ -252,7 +266,8 @@ def map_network(graph: Graph, net: Network, hw: HardwareConfig, *, per_neuron: b
         out_threshold=out["threshold"], out_bias=out["bias"], out_dmem=out["dmem"], out_dsyn=out["dsyn"],
         encoding=net.encoder["encoding"] if net.encoder else "events", readout=readout, timesteps=timesteps,
         lag=lag, seed=int(net.encoder["seed"]) if net.encoder else 0, input_scale=q_in,
-        dt_s=net.dt if net.dt is not None else hw.dt_s, out_scale=out_scale, out_offset=out_offset, layers=layers)
+        dt_s=net.dt if net.dt is not None else hw.dt_s, out_scale=out_scale, out_offset=out_offset, layers=layers,
+        shift_in=shifts[0], shift_rec=shifts[1], shift_out=shifts[2])
     fan = program.fan_in()
     notes = [in_note, f"{n_hid} hidden neurons in {len(hidden)} layers, {n_out} output neurons; outputs lag {lag} "
                       f"step{'s' if lag != 1 else ''} behind the input (one per layer after the first)",

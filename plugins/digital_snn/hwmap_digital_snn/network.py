@@ -24,6 +24,14 @@ approximates. A NIR ``LIF`` has no synaptic state while the device always filter
 it): it gets the fastest filter, ``beta = 1/2``, whose steady-state gain ``beta/(1-beta)`` is 1.
 Findings that do not stop the mapping (a value reset that the device does as a subtraction)
 come back as warnings.
+
+A ``LIFBitshift`` layer is the device's own integer neuron (a network already quantized for
+Xylo, e.g. from a ``.xylo.json`` specification, :mod:`.xylo_json`): its parameters are taken
+as they are, its second input (``input_2``) feeds synapse 2, and its recurrent weights
+(``w_rec``, held in the node: :mod:`hwmap.ops.bitshift`) become projections from the layer
+onto itself. A ``Delay`` of exactly one step between neurons and a weight is the device's own
+one-step lag through ``W_rec`` and ``W_out``: the projection is marked ``delayed`` and the
+device adds no lag of its own for it.
 """
 
 from __future__ import annotations
@@ -67,6 +75,9 @@ class Population:
     threshold: np.ndarray
     dt: float | None = None
     native: dict[str, np.ndarray] | None = None
+    #: A native layer's spikes per step and (synaptic, membrane) state bits.
+    max_spikes: int | None = None
+    state_bits: tuple[int, int] | None = None
 
 
 @dataclass
@@ -79,6 +90,8 @@ class Projection:
     dst: str
     weight: np.ndarray
     synapse: int = 0
+    #: The graph delays the source's spikes by one step (a Delay node): the device's own lag.
+    delayed: bool = False
 
 
 @dataclass
@@ -156,10 +169,13 @@ def _neuron_dynamics(node: Node, size: int, diags: list[Diagnostic]) -> Populati
     if node.op == "LIFBitshift":
         native = {k: np.rint(feature_param(node, k, feats, d)).astype(np.int64)
                   for k, d in (("dash_syn", None), ("dash_mem", None), ("threshold", None), ("bias", 0.0))}
+        if "dash_syn_2" in node.params:
+            native["dash_syn_2"] = np.rint(feature_param(node, "dash_syn_2", feats)).astype(np.int64)
         alpha = 1.0 - 2.0 ** -native["dash_mem"].astype(np.float64)
         beta = 1.0 - 2.0 ** -native["dash_syn"].astype(np.float64)
+        bits = (int(node.attrs.get("syn_bits", 16)), int(node.attrs.get("mem_bits", 16)))
         return Population(node.name, size, "lif", node.op, alpha, beta, np.ones(size), native["bias"].astype(float),
-                          native["threshold"].astype(float), dt, native)
+                          native["threshold"].astype(float), dt, native, int(node.attrs.get("max_spikes", 31)), bits)
     reset, disc = neuron_settings(node)
     p = {k: feature_param(node, k, feats, d) for k, d in
          (("r", None), ("v_threshold", None), ("v_leak", 0.0), ("v_reset", 0.0), ("w_in", 1.0), ("v_init", 0.0))
@@ -211,7 +227,7 @@ def extract(graph: Graph) -> tuple[Network | None, list[Diagnostic]]:
         for t in n.inputs:
             consumers.setdefault(t, []).append(n)
     w = _Walk(graph, producer, consumers)
-    known = set(NEURON_OPS) | set(PASS_OPS) | set(WEIGHT_OPS) | {"Encoder", "Readout", "Add"}
+    known = set(NEURON_OPS) | set(PASS_OPS) | set(WEIGHT_OPS) | {"Encoder", "Readout", "Add", "Delay"}
     for n in graph.nodes:
         if n.op not in known:
             w.diags.append(Diagnostic("unsupported_op", f"the device has no {n.op} (it runs weights and LIF neurons "
@@ -237,6 +253,16 @@ def extract(graph: Graph) -> tuple[Network | None, list[Diagnostic]]:
         pop = _neuron_dynamics(n, size, w.diags)
         pops[n.name] = pop
         projections += _incoming(w, n.name, n.inputs[0], pop)
+        if len(n.inputs) > 1:  # LIFBitshift's second synapse
+            second = _incoming(w, n.name, n.inputs[1], pop)
+            for p in second:
+                p.synapse = 1
+            projections += second
+        if "w_rec" in n.params:  # recurrent weights held in the node (hwmap.ops.bitshift)
+            rec = np.asarray(n.params["w_rec"], np.float64)
+            rec = rec[:, :, None] if rec.ndim == 2 else rec
+            projections += [Projection(f"{n.name}.w_rec" + ("" if k == 0 else f"_{k + 1}"), n.name, n.name,
+                                       rec[:, :, k].T.copy(), k) for k in range(rec.shape[2])]
     readout, out_bias, outputs = _outputs(w, pops, projections)
     _check_weights_feed_neurons(w)
     dts = sorted({p.dt for p in pops.values() if p.dt is not None})
@@ -280,7 +306,28 @@ def _incoming(w: _Walk, dst: str, tensor: str, pop: Population) -> list[Projecti
         return []
     weight, bias = wb
     pop.bias = pop.bias + pop.gain * bias if pop.kind == "lif" and pop.native is None else pop.bias
-    src_node = w.origin(node.inputs[0])
+    summed = w.origin(node.inputs[0])
+    if summed is not None and summed.op in ("Add", "Sum") and weight.shape[0] == pop.size:
+        # weights of a sum of spike trains (a residual sum of layers' spikes): one projection per train
+        out = []
+        for t in summed.inputs:
+            out += _projection(w, node, t, dst, weight)
+        return out
+    if weight.shape[0] != pop.size:
+        w.diags.append(Diagnostic("weights", f"{weight.shape[0]} outputs for a layer of {pop.size} neurons", node.name))
+        return []
+    return _projection(w, node, node.inputs[0], dst, weight)
+
+
+def _projection(w: _Walk, node: Node, tensor: str, dst: str, weight: np.ndarray) -> list[Projection]:
+    """The projection through weights ``node`` of the spikes in ``tensor`` (the input's, a
+    layer's, or a layer's delayed one step)."""
+    src_node = w.origin(tensor)
+    delayed = False
+    if src_node is not None and src_node.op == "Delay":
+        src_node, delayed = _one_step_delay(w, src_node)
+        if src_node is None:
+            return []
     if src_node is None:
         src = INPUT
     elif src_node.op in NEURON_OPS:
@@ -294,10 +341,26 @@ def _incoming(w: _Walk, dst: str, tensor: str, pop: Population) -> list[Projecti
         w.diags.append(Diagnostic("weight_input", f"weights take spikes from the input or from neurons; this one takes "
                                   f"the output of {src_node.op} node {src_node.name!r}", node.name))
         return []
-    if weight.shape[0] != pop.size:
-        w.diags.append(Diagnostic("weights", f"{weight.shape[0]} outputs for a layer of {pop.size} neurons", node.name))
-        return []
-    return [Projection(node.name, src, dst, weight)]
+    return [Projection(node.name, src, dst, weight, delayed=delayed)]
+
+
+def _one_step_delay(w: _Walk, node: Node) -> tuple[Node | None, bool]:
+    """The neuron node a Delay of exactly one step delays (the device's own lag), or
+    ``None`` with a diagnostic."""
+    dt = node.attrs.get("dt")
+    delay = np.asarray(node.params.get("delay", np.nan), np.float64)
+    src = w.origin(node.inputs[0])
+    steps = np.rint(delay / float(dt)) if dt else np.full(1, np.nan)
+    if not (np.all(np.isfinite(steps)) and np.all(steps == 1)):
+        w.diags.append(Diagnostic("unsupported_op", "the device delays spikes through W_rec and W_out by exactly one "
+                                  "step; this Delay is not one step", node.name))
+        return None, False
+    if src is None or src.op not in NEURON_OPS:
+        w.diags.append(Diagnostic("unsupported_op", "a Delay is the device's one-step lag between neurons and "
+                                  "weights; this one delays " + ("the input" if src is None else f"{src.op} node "
+                                  f"{src.name!r}"), node.name))
+        return None, False
+    return src, True
 
 
 def _outputs(w: _Walk, pops: dict[str, Population], projections: list[Projection]

@@ -2,8 +2,10 @@
 
 legalize → :mod:`.legalize` (extraction, pruning, design rules, quantization annotations);
 map → :mod:`.mapper` into a :class:`~.mapper.DeviceMapping`; emit → the bitstream
-(:mod:`.program`); simulate → :mod:`.simulator`; estimate → :mod:`.estimate`. Stage
-modules are imported on first use so that loading the plugin stays cheap.
+(:mod:`.program`); simulate → :mod:`.simulator`; estimate → :mod:`.estimate`. The plugin is
+also a frontend: ``hwmap_parse`` reads Rockpool's Xylo specifications saved as
+``.xylo.json`` (:mod:`.xylo_json`). Stage modules are imported on first use so that loading
+the plugin stays cheap.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from hwmap import (Artifacts, FidelityClaim, Graph, KPIs, Legalized, Mapping, Register, Simulation, Target,
-                   TargetError, hookimpl, presets_in)
+from hwmap import (Artifacts, FidelityClaim, Graph, KPIs, Legalized, Mapping, ParseOptions, Register, Simulation,
+                   Target, TargetError, hookimpl, presets_in)
 
 from .hardware import DigitalSNNConfig
 
-__all__ = ["KIND", "FIDELITY", "ENCODINGS", "hwmap_register_targets", "hwmap_legalize", "hwmap_map",
+__all__ = ["KIND", "FIDELITY", "ENCODINGS", "hwmap_register_targets", "hwmap_parse", "hwmap_legalize", "hwmap_map",
            "hwmap_emit", "hwmap_simulate", "hwmap_estimate", "presets", "build_mapping"]
 
 KIND = "digital_snn"
@@ -48,6 +50,16 @@ def presets() -> dict[str, Path]:
 def hwmap_register_targets(register: Register) -> None:
     register(kind=KIND, config=DigitalSNNConfig, description=DESCRIPTION, presets=presets(), fidelity=FIDELITY,
              encodings=ENCODINGS)
+
+
+@hookimpl
+def hwmap_parse(source: str, options: ParseOptions) -> Graph | None:
+    """Rockpool Xylo specifications saved as ``*.xylo.json``; ``None`` for anything else."""
+    if not str(source).lower().endswith(".xylo.json"):
+        return None
+    from .xylo_json import read_xylo_json
+
+    return read_xylo_json(Path(source), options.name)
 
 
 @hookimpl

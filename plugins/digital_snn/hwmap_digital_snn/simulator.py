@@ -23,6 +23,11 @@ float32 when every partial sum stays below 2**24), so numpy's BLAS does the weig
 when few sources fire in a step, the rows of those that fired are gathered and summed
 instead (the same sums, exactly: integers in floating point add without rounding).
 
+Two implementations of that step: the numpy one below (vectorized over the batch; the
+reference) and a compiled numba kernel (:mod:`.kernel`, event-driven per sample, the same
+integer arithmetic; the default when numba imports, else the numpy path, named in the
+activity's ``kernel``). The tests check that both give identical spikes.
+
 Encoded graphs: the host turns each static sample into input events for ``timesteps`` steps
 (direct: ``round(x * input_scale)`` events clipped to the device's range; rate and Poisson:
 the graph's own encoder, :mod:`hwmap.ops.time`, one event per spike), runs ``timesteps +
@@ -43,7 +48,7 @@ from hwmap import Artifacts, DataError, Node, Simulation, Target, TargetError
 
 from .program import Program, read_program
 
-__all__ = ["simulate", "run_program", "Activity", "BITSTREAM", "SLICE"]
+__all__ = ["simulate", "run_program", "Activity", "BITSTREAM", "SLICE", "default_kernel"]
 
 BITSTREAM = "program.bin"
 #: Samples simulated at once.
@@ -116,10 +121,28 @@ def _decay(a: np.ndarray, d: np.ndarray, multiplicative: bool, bits: int, pow2: 
     return a - np.where((a > 0) & (k == 0), 1.0, k)
 
 
-def run_program(p: Program, events: Callable[[int], np.ndarray] | np.ndarray, steps: int, batch: int
-                ) -> Activity:
+def default_kernel() -> str:
+    """``"numba"`` when the compiled kernel is available, else ``"numpy"``."""
+    from .kernel import AVAILABLE
+
+    return "numba" if AVAILABLE else "numpy"
+
+
+def run_program(p: Program, events: Callable[[int], np.ndarray] | np.ndarray, steps: int, batch: int,
+                kernel: str | None = None) -> Activity:
     """Run ``steps`` device steps on ``batch`` samples from the reset state. ``events`` is
-    ``(batch, steps, n_in)`` event counts, or a function of the step giving ``(batch, n_in)``."""
+    ``(batch, steps, n_in)`` event counts, or a function of the step giving ``(batch, n_in)``.
+    ``kernel``: ``"numpy"`` (the reference), ``"numba"`` (compiled), or ``None`` for
+    :func:`default_kernel`."""
+    kernel = kernel or default_kernel()
+    if kernel == "numba":
+        from .kernel import run_kernel
+
+        ev = np.stack([np.asarray(events(t), np.float64) for t in range(steps)], axis=1) if callable(events) \
+            else np.asarray(events)[:, :steps]
+        return Activity(**run_kernel(p, np.rint(ev).astype(np.int64).reshape(batch, steps, p.n_in)))
+    if kernel != "numpy":
+        raise ValueError(f"kernel {kernel!r}: numpy or numba")
     lo, hi = -float(2 ** (p.state_bits - 1)), float(2 ** (p.state_bits - 1) - 1)
     mult = p.decay == "multiplicative"
 
@@ -233,7 +256,11 @@ def simulate(artifacts: Artifacts, target: Target, inputs: dict[str, np.ndarray]
         target.report_progress(min(a + SLICE, n), n)
     output = np.concatenate(outs) if outs else np.zeros((0,), np.float32)
     steps = (p.timesteps + p.lag) if p.encoding != "events" else (int(x.shape[1]) if x.ndim > 1 else 0)
-    activity = {"samples": n, "steps": steps, **{k: [float(u) for u in np.asarray(v).ravel()]
+    from .kernel import REASON
+
+    kernel = default_kernel()
+    activity = {"samples": n, "steps": steps, "kernel": kernel + (f" ({REASON})" if REASON else ""),
+                **{k: [float(u) for u in np.asarray(v).ravel()]
                                                  for k, v in sorted(totals.items())}}
     return Simulation({names[0]: output}, activity)
 
