@@ -29,9 +29,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from hwmap import ConfigSection, TargetConfig, constant
+from hwmap import ConfigSection, ConversionConfig, TargetConfig, constant
+from hwmap.ops.time import MAX_TIMESTEPS
 
-__all__ = ["HardwareConfig", "EnergyConfig", "MappingConfig", "DigitalSNNConfig", "CHAPTER", "ROCKPOOL",
+__all__ = ["HardwareConfig", "EnergyConfig", "MappingConfig", "DeviceConversionConfig", "DigitalSNNConfig", "CHAPTER", "ROCKPOOL",
            "LOIHI", "MAX_NEURONS", "MAX_FAN_IN"]
 
 CHAPTER = "the chapter (ANDANTE), Section 3.4.6, Fig. 3.14"
@@ -127,7 +128,28 @@ class MappingConfig(ConfigSection):
                                      description="magnitude-prune the recurrent fan-in of each neuron to fan_in")
 
 
+_CONVERSION = "hwmap digital_snn"
+
+
+class DeviceConversionConfig(ConversionConfig):
+    """The ``[conversion]`` table (:class:`hwmap.ConversionConfig`) with the device's defaults:
+    spikes in (the device takes input events: ``rate``, one event per spike) and enough
+    time steps for rate spikes to carry the input (docs/snn.md: rate needs 8 steps or more
+    to match direct encoding)."""
+
+    timesteps: int = constant(16, "steps", f"{_CONVERSION}: zoo:digits_cnn converted with rate spikes runs on "
+                              "digital_snn:default within 2 points of the ANN at 16 steps "
+                              "(tests/digital_snn/test_digits_cnn.py)", ge=1, le=MAX_TIMESTEPS,
+                              description="time steps each inference runs for")
+    encoding: Literal["direct", "rate", "poisson"] = constant(
+        "rate", "", f"{_CONVERSION}: the device takes input events; deterministic rate spikes are one event each "
+        "(direct input would be graded event counts, Poisson spikes add sampling noise: docs/snn.md)",
+        description="how the static input becomes per-step input: direct (graded values, fed as round(x * scale) "
+                    "events per step), rate (deterministic regular spikes) or poisson (Bernoulli spikes)")
+
+
 class DigitalSNNConfig(TargetConfig):
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
     mapping: MappingConfig = Field(default_factory=MappingConfig)
+    conversion: DeviceConversionConfig = Field(default_factory=DeviceConversionConfig)
