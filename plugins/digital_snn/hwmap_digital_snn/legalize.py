@@ -116,7 +116,7 @@ def legalize(graph: Graph, target: Target) -> Legalized:
     if any(d.severity == "error" for d in diags):
         return Legalized(g, diags, notes)
     m = map_network(g, net, cfg.hardware, per_neuron=cfg.mapping.quantization == "per_neuron",
-                    calibration=target.calibration)
+                    calibration=target.calibration, flush_steps=cfg.mapping.flush_steps)
     _annotate(g, net, m.program, cfg)
     notes += m.notes
     notes += [f"{d}" for d in diags if d.severity == "warning"]

@@ -6,8 +6,9 @@ matrices and nothing else: no convolution, pooling or reshaping unit. Every chai
 ops between neuron layers is one affine map, so it becomes one matrix. For each tensor a
 neuron layer (or a ``Readout``) reads, the *linear region* feeding it is walked back to its
 *sources*: the input channels (an ``Encoder``'s output or the graph input) and the outputs
-of neuron layers. If the region holds anything extraction cannot take as it is (a ``Conv``,
-an ``AveragePool``, a ``Mul`` by a constant, two weights in a row...), it is replaced by one
+of neuron layers. If the region holds an op extraction cannot take as it is (a ``Conv``, an
+``AveragePool``, a ``Mul`` by a constant...: anything but ``Gemm``, ``MatMul``, ``Add`` and
+the shape-only ops), it is replaced by one
 ``Gemm`` per source (an ``Add`` of them for several sources) whose matrix ``M`` and bias
 ``b`` are the region's affine map, im2col style: each output feature (pixel·channel of a
 feature map, in C order) is a row, so a neuron; each input feature a column, so an input
@@ -44,7 +45,8 @@ __all__ = ["unroll", "LINEAR_OPS", "EXTRACTABLE_OPS"]
 LINEAR_OPS = ("Conv", "Gemm", "MatMul", "Mul", "Add", "Sub", "Sum", "AveragePool", "GlobalAveragePool",
               "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Concat",
               "BatchNormalization", "Pad")
-#: Ops a region may hold and still be extracted as it is (one weight per path, or an Add of them).
+#: Ops a region may hold and still be extracted as it is (a region of these alone is left as
+#: it is: two weights in a row there stay a ``consecutive_weights`` violation).
 EXTRACTABLE_OPS = set(WEIGHT_OPS) | set(PASS_OPS) | {"Add"}
 #: Ops whose output is a source of a region (a spike train the device carries).
 SOURCE_OPS = set(NEURON_OPS) | {"Encoder"}
@@ -64,7 +66,7 @@ def unroll(graph: Graph) -> tuple[Graph, list[str]]:
         if region is None:
             continue
         nodes, sources = region
-        if not nodes or all(n.op in EXTRACTABLE_OPS for n in nodes) and not _consecutive_weights(nodes, producer):
+        if not nodes or all(n.op in EXTRACTABLE_OPS for n in nodes):
             continue
         notes.append(_replace(g, nodes, sources, sink))
         _drop_dead(g)
@@ -120,20 +122,6 @@ def _dependent(nodes: list[Node], sources: list[str]) -> set[str]:
         if any(x in deps for x in n.inputs):
             deps.update(n.outputs)
     return deps
-
-
-def _consecutive_weights(nodes: list[Node], producer: dict[str, Node]) -> bool:
-    names = {n.name for n in nodes}
-    for n in nodes:
-        if n.op not in WEIGHT_OPS:
-            continue
-        t = n.inputs[0]
-        m = producer.get(t)
-        while m is not None and m.name in names and m.op in PASS_OPS:
-            m = producer.get(m.inputs[0])
-        if m is not None and m.name in names and m.op in WEIGHT_OPS:
-            return True
-    return False
 
 
 def _features(g: Graph, t: str) -> int:
