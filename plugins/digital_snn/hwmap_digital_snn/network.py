@@ -228,8 +228,13 @@ def extract(graph: Graph) -> tuple[Network | None, list[Diagnostic]]:
             consumers.setdefault(t, []).append(n)
     w = _Walk(graph, producer, consumers)
     known = set(NEURON_OPS) | set(PASS_OPS) | set(WEIGHT_OPS) | {"Encoder", "Readout", "Add"}
+    before = _before_encoder(graph, producer)
+    for n in before:
+        w.diags.append(Diagnostic("input_scale", f"{n.op} node {n.name!r} changes the input before the encoder; the "
+                                  "device's host encodes the raw input (a conversion's λ_0 ≠ 1: scale the data so "
+                                  "that its calibration percentile is 1)", n.name))
     for n in graph.nodes:
-        if n.op not in known:
+        if n.op not in known and n not in before:
             w.diags.append(Diagnostic("unsupported_op", f"the device has no {n.op} (it runs weights and LIF neurons "
                                       "only)", n.name))
     if len(graph.inputs) != 1:
@@ -271,6 +276,17 @@ def extract(graph: Graph) -> tuple[Network | None, list[Diagnostic]]:
     net = Network(graph.name, n_inputs, [pops[k] for k in order], projections, outputs, dts[0] if dts else None,
                   encoder, readout, out_bias)
     return net, w.diags
+
+
+def _before_encoder(graph: Graph, producer: dict[str, Node]) -> list[Node]:
+    """The nodes between the graph's input and its encoder (the conversion's input scaling)."""
+    out: list[Node] = []
+    for enc in (n for n in graph.nodes if n.op == "Encoder"):
+        node = producer.get(enc.inputs[0])
+        while node is not None and node not in out:
+            out.append(node)
+            node = producer.get(node.inputs[0]) if node.inputs else None
+    return out
 
 
 def _incoming(w: _Walk, dst: str, tensor: str, pop: Population) -> list[Projection]:
