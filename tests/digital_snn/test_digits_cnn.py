@@ -24,6 +24,7 @@ from hwmap.flow import compare, compile_model, model_inputs, split_data
 from hwmap.testing import assert_conforms
 from hwmap_digital_snn import plugin
 from hwmap_digital_snn.hardware import DigitalSNNConfig
+from hwmap_digital_snn.mapper import DeviceMapping
 from hwmap_digital_snn.network import extract
 from hwmap_digital_snn.unroll import unroll
 
@@ -157,6 +158,7 @@ def test_the_conversion_table_is_the_devices_and_set_overrides_it(tmp_path: Path
     for preset in ("xylo-audio2", "xylo-imu"):
         assert load_target(f"digital_snn:{preset}").config_as(DigitalSNNConfig).conversion == cfg.conversion
     r = compile_model(MODEL, load_target(TARGET, ["conversion.timesteps=8"]), tmp_path / "c", data=load_data(DATA))
+    assert isinstance(r.mapping, DeviceMapping)
     assert r.mapping.program.timesteps == 8 and r.kpis.resources["steps_per_inference"] == 8 + 2 + 3
     (rec,) = compare(MODEL, [load_target(f"{TARGET}@conversion.timesteps=4")], data=load_data(DATA))
     assert rec.fits and rec.resources["steps_per_inference"] == 4 + 2 + 3
