@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import numpy as np
 import pytest
@@ -308,15 +307,13 @@ def mobilenet_v1_layers(f: int = 4) -> list[CrossbarLayer]:
     return out
 
 
-def test_mobilenet_packed_near_bound_and_fast() -> None:
+def test_mobilenet_packed_near_bound() -> None:
     layers = mobilenet_v1_layers()
     assert sum(lay.weights for lay in layers) == 4_209_088 and sum(lay.groups for lay in layers) == 4975
     bp = blueprint(4, 256, 256)  # the default-like chip: 4 cores of 256×256 in 16×4 elements
     res = {}
     for strategy in STRATEGIES:
-        t = time.perf_counter()
-        res[strategy] = map_layers(layers, bp, strategy)
-        assert time.perf_counter() - t < 2.0  # goal: well under a second; guard against blow-ups
+        res[strategy] = map_layers(layers, bp, strategy)  # mapping time: bench/, never a timed test
     greedy, packed = res["greedy"], res["packed"]
     assert packed.elements_allocated <= 1.05 * packed.elements_lower_bound  # issue 3's goal
     assert packed.computation_cycles < greedy.computation_cycles

@@ -6,7 +6,6 @@ per axis, through fused nodes and over time."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import onnx
@@ -218,7 +217,7 @@ def mobilenet_v1(res: int) -> Graph:
     return graph_from(nodes, {"x": (1, 3, res, res)}, ["y"], "mobilenet_v1")
 
 
-def test_mobilenet_v1_macs_and_speed():
+def test_mobilenet_v1_macs_and_a_full_size_run():
     g = mobilenet_v1(224)
     macs = sum(get_op(n.op).macs(n, [g.tensors[t].shape for t in n.inputs], [g.tensors[t].shape for t in n.outputs])
                for n in g.nodes if get_op(n.op).macs)
@@ -226,11 +225,8 @@ def test_mobilenet_v1_macs_and_speed():
     weights = sum(n.params["W"].size for n in g.nodes if n.op == "Conv") + g.node("fc").params["B"].size
     assert weights == 4_209_088  # Howard et al. 2017, Table 8: 4.2 M parameters (conv + fc weights)
     x = rand(1, 3, 224, 224)
-    start = time.perf_counter()
-    y = run(g, {"x": x})["y"]
-    elapsed = time.perf_counter() - start
+    y = run(g, {"x": x})["y"]  # its speed is measured in bench/, never by a timed test
     assert y.shape == (1, 1000) and np.isfinite(y).all()
-    assert elapsed < 10.0, f"MobileNet V1 at 224x224 took {elapsed:.1f} s"
 
 
 def test_mobilenet_v1_matches_torch():
