@@ -1,7 +1,8 @@
 """The KPI record of a network on the device.
 
 Per inference the device runs ``steps`` time steps (an encoded graph: its ``timesteps`` plus
-the lag of its output layer; a native SNN: the steps of its input). The counts:
+the lag of its output layer, and for a rate-coded network the ``mapping.flush_steps`` that
+drain it; a native SNN: the steps of its input). The counts:
 
 * a *synaptic operation* is one stored non-zero weight delivered: every step an input
   channel receives events costs its non-zero ``W_in`` weights, every step a hidden neuron
@@ -108,7 +109,7 @@ def estimate(m: DeviceMapping, target: Target, activity: dict[str, Any] | None) 
     bottleneck = Bottleneck(
         f"the device advances one step per dt = {dt:g} s ({real}; a step needs {cycles_per_step:,.0f} cycles = "
         f"{cycles_per_step / hw.clock_hz:.3g} s at {hw.clock_hz:g} Hz); an inference takes {steps} steps, "
-        f"{p.lag} of them the layers' lag" + (f"; {busiest.name} needs the most cycles" if busiest else ""),
+        f"{p.lag} of them the layers' lag (and, for a converted ANN, the steps that drain it)" + (f"; {busiest.name} needs the most cycles" if busiest else ""),
         "time steps", busiest.name if busiest else None)
     how = "simulated" if simulated else "modelled"
     assumptions = dict(target.constants())
@@ -123,7 +124,8 @@ def estimate(m: DeviceMapping, target: Target, activity: dict[str, Any] | None) 
         "hwmap digital_snn simulator" if simulated else
         "Rockpool 3.1 cycles_model's default worst case: every neuron fires every step")
     assumptions["model.latency"] = Assumption(
-        "latency = steps × max(dt, cycles per step / clock); steps = timesteps + the output layer's lag; a layer's "
+        "latency = steps × max(dt, cycles per step / clock); steps = timesteps + the output layer's lag (+ "
+        "mapping.flush_steps for a converted ANN); a layer's "
         "latency is its busy time (its cycles / clock): the layers share each step", "",
         "the chapter, Section 3.4.6 (one step of lag per layer folded into W_rec); Xylo runs in real time, one "
         "step per dt (Bos and Muir, arXiv:2406.15112, 2024)")

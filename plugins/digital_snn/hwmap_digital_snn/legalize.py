@@ -1,4 +1,6 @@
-"""legalize: graph extraction (:mod:`.network`), the optional magnitude pruning to the
+"""legalize: the conversion of an ANN (:func:`hwmap.convert_to_snn`, with the ``[conversion]``
+table and ``target.calibration``), linear layers unrolled into weight matrices
+(:mod:`.unroll`), graph extraction (:mod:`.network`), the optional magnitude pruning to the
 device's fan-in, the design-rule check (:mod:`.drc`) and the quantization's annotations.
 
 The legalized graph is the parsed graph with each weight's quantization written into
@@ -10,15 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwmap import Graph, Legalized, QuantAnnotation, Target
+from hwmap import DataError, Diagnostic, Graph, GraphError, Legalized, QuantAnnotation, Target, convert_to_snn
 
 from .drc import check
 from .hardware import DigitalSNNConfig
 from .mapper import map_network
-from .network import INPUT, Network, Projection, extract
+from .network import INPUT, NEURON_OPS, Network, Projection, extract
 from .program import Program
+from .unroll import unroll
 
-__all__ = ["legalize", "prune_to_fan_in"]
+__all__ = ["legalize", "prune_to_fan_in", "is_ann", "convert"]
 
 
 def prune_to_fan_in(graph: Graph, net: Network, fan_in: int) -> int:
@@ -69,10 +72,39 @@ def _prune_cost(before: Graph, after: Graph, calibration: np.ndarray | None) -> 
     return f"relative RMS change of the output {rel:.3g} on {len(a)} calibration samples"
 
 
+def is_ann(graph: Graph) -> bool:
+    """Whether ``graph`` is an ANN to convert: no neuron layer and no encoder (a network
+    converted already, ``hwmap convert -o``, is taken as it is)."""
+    return not any(n.op in NEURON_OPS or n.op == "Encoder" for n in graph.nodes)
+
+
+def convert(graph: Graph, target: Target, cfg: DigitalSNNConfig) -> tuple[Graph | None, list[Diagnostic], list[str]]:
+    """The ANN ``graph`` converted with the ``[conversion]`` table and ``target.calibration``
+    (:func:`hwmap.convert_to_snn`), or ``None`` and the one violation saying why not."""
+    if target.calibration is None or not len(target.calibration):
+        return None, [Diagnostic("conversion", "converting an ANN needs --data for calibration")], []
+    try:
+        conv = convert_to_snn(graph, target.calibration, cfg.conversion)
+    except (GraphError, DataError) as e:
+        return None, [Diagnostic("conversion", f"the ANN cannot be converted: {e}")], []
+    c = cfg.conversion
+    notes = [f"ANN converted to IF neurons (hwmap.convert_to_snn): {c.encoding} encoding, {c.timesteps} time steps, "
+             f"{conv.percentile:g}th-percentile {c.normalization} scales from {conv.calibration_samples} "
+             f"calibration samples, {c.readout} readout"] + conv.notes
+    return conv.graph, [], notes
+
+
 def legalize(graph: Graph, target: Target) -> Legalized:
     cfg = target.config_as(DigitalSNNConfig)
     g = graph.copy()
     notes: list[str] = []
+    if is_ann(g):
+        converted, diags, notes = convert(g, target, cfg)
+        if converted is None:
+            return Legalized(g, diags, notes)
+        g = converted
+    g, unrolled = unroll(g)
+    notes += unrolled
     net, diags = extract(g)
     if net is None:
         return Legalized(g, diags, notes)
@@ -86,7 +118,7 @@ def legalize(graph: Graph, target: Target) -> Legalized:
     if any(d.severity == "error" for d in diags):
         return Legalized(g, diags, notes)
     m = map_network(g, net, cfg.hardware, per_neuron=cfg.mapping.quantization == "per_neuron",
-                    calibration=target.calibration)
+                    calibration=target.calibration, flush_steps=cfg.mapping.flush_steps)
     _annotate(g, net, m.program, cfg)
     notes += m.notes
     notes += [f"{d}" for d in diags if d.severity == "warning"]

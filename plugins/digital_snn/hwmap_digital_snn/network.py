@@ -62,7 +62,8 @@ class Population:
     neurons of a linear last layer read out by their accumulated input). Float dynamics in
     the network's units (see the module docstring); ``native`` holds the integer parameters of
     a ``LIFBitshift`` layer (``dash_syn``, ``dash_mem``, ``threshold``, ``bias``), which are
-    taken as they are."""
+    taken as they are. ``v_init``: the membrane the network starts from (the device starts
+    from 0; a rate-coded network's is given as bias, :attr:`Network.rate_coded`)."""
 
     name: str
     size: int
@@ -78,6 +79,7 @@ class Population:
     #: A native layer's spikes per step and (synaptic, membrane) state bits.
     max_spikes: int | None = None
     state_bits: tuple[int, int] | None = None
+    v_init: np.ndarray | None = None
 
 
 @dataclass
@@ -114,6 +116,18 @@ class Network:
 
     def population(self, name: str) -> Population:
         return next(p for p in self.populations if p.name == name)
+
+    @property
+    def rate_coded(self) -> bool:
+        """Whether the network is rate coded, as the ANN-to-SNN conversion makes it: an
+        encoder, non-leaky integrate-and-fire hidden neurons (``IF``) and an integrator
+        readout. Its values are spike counts, the charge a neuron takes over the whole run,
+        so the mapper lets the device drain (``mapping.flush_steps``) and spreads biases and
+        initial membranes over the steps (:mod:`.mapper`)."""
+        outs = [self.population(k) for k in self.outputs]
+        return (self.encoder is not None and self.readout is not None and bool(self.hidden)
+                and all(p.op == "IF" for p in self.hidden) and bool(outs)
+                and all(p.kind == "integrator" for p in outs))
 
     @property
     def hidden(self) -> list[Population]:
@@ -206,9 +220,11 @@ def _neuron_dynamics(node: Node, size: int, diags: list[Diagnostic]) -> Populati
         diags.append(Diagnostic("reset", "resets to 0 after a spike; the device subtracts the threshold (the "
                                 "residue above it is kept)", node.name, "warning"))
     if np.any(p["v_init"] != 0):
-        diags.append(Diagnostic("v_init", "starts from v_init ≠ 0; the device starts every input from 0",
-                                node.name, "warning"))
-    return Population(node.name, size, "lif", node.op, 1.0 - k_mem, beta, g, bias, p["v_threshold"].copy(), dt)
+        diags.append(Diagnostic("v_init", "starts from v_init ≠ 0; the device starts every input from 0" +
+                                ("" if node.op != "IF" else " (in a rate-coded network v_init is spread over the run "
+                                 "as bias: the same spike count for non-negative input)"), node.name, "warning"))
+    return Population(node.name, size, "lif", node.op, 1.0 - k_mem, beta, g, bias, p["v_threshold"].copy(), dt,
+                      v_init=np.broadcast_to(np.asarray(p["v_init"], np.float64), feats).copy())
 
 
 def _integrator(name: str, size: int, dt: float | None) -> Population:
@@ -228,8 +244,13 @@ def extract(graph: Graph) -> tuple[Network | None, list[Diagnostic]]:
             consumers.setdefault(t, []).append(n)
     w = _Walk(graph, producer, consumers)
     known = set(NEURON_OPS) | set(PASS_OPS) | set(WEIGHT_OPS) | {"Encoder", "Readout", "Add", "Delay"}
+    before = _before_encoder(graph, producer)
+    for n in before:
+        w.diags.append(Diagnostic("input_scale", f"{n.op} node {n.name!r} changes the input before the encoder; the "
+                                  "device's host encodes the raw input (a conversion's λ_0 ≠ 1: scale the data so "
+                                  "that its calibration percentile is 1)", n.name))
     for n in graph.nodes:
-        if n.op not in known:
+        if n.op not in known and n not in before:
             w.diags.append(Diagnostic("unsupported_op", f"the device has no {n.op} (it runs weights and LIF neurons "
                                       "only)", n.name))
     if len(graph.inputs) != 1:
@@ -281,6 +302,17 @@ def extract(graph: Graph) -> tuple[Network | None, list[Diagnostic]]:
     net = Network(graph.name, n_inputs, [pops[k] for k in order], projections, outputs, dts[0] if dts else None,
                   encoder, readout, out_bias)
     return net, w.diags
+
+
+def _before_encoder(graph: Graph, producer: dict[str, Node]) -> list[Node]:
+    """The nodes between the graph's input and its encoder (the conversion's input scaling)."""
+    out: list[Node] = []
+    for enc in (n for n in graph.nodes if n.op == "Encoder"):
+        node = producer.get(enc.inputs[0])
+        while node is not None and node not in out:
+            out.append(node)
+            node = producer.get(node.inputs[0]) if node.inputs else None
+    return out
 
 
 def _incoming(w: _Walk, dst: str, tensor: str, pop: Population) -> list[Projection]:

@@ -80,7 +80,7 @@ def build_mapping(graph: Graph, target: Target) -> Mapping:
         raise TargetError("the legalized graph does not extract: " + "; ".join(str(d) for d in diags),
                           where=graph.name)
     return map_network(graph, net, cfg.hardware, per_neuron=cfg.mapping.quantization == "per_neuron",
-                       calibration=target.calibration)
+                       calibration=target.calibration, flush_steps=cfg.mapping.flush_steps)
 
 
 @hookimpl
