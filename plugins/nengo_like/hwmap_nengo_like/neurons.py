@@ -292,20 +292,23 @@ class LIF(LIFRate):
     def _step_flat(self, dt: float, J: np.ndarray, output: np.ndarray, voltage: np.ndarray,
                    refractory_time: np.ndarray) -> None:
         """:meth:`step` on flat views, with the same floating-point operations on every element
-        (bit-identical) and less work: ``expm1`` only where the neuron was refractory during
-        part of the step (elsewhere ``delta_t = dt`` and the factor is one constant), integer
-        indices instead of boolean masks, in-place operations."""
+        (bit-identical) and less work. Where ``refractory_time <= 0`` after the decrement,
+        ``clip(dt - refractory_time, 0, dt)`` is exactly ``dt``, so the membrane factor is the
+        one constant ``expm1(-dt/tau_rc)``; ``expm1`` and the clip run only on the neurons
+        refractory during (part of) the step (and NaN, as before); integer indices instead of
+        boolean masks; in-place operations."""
         refractory_time -= dt
-        delta_t = np.subtract(dt, refractory_time)
-        np.maximum(delta_t, 0, out=delta_t)  # np.clip(., 0, dt)
-        np.minimum(delta_t, dt, out=delta_t)
-        factor = np.full_like(delta_t, self._expm1_dt(dt))
-        part = np.flatnonzero(delta_t < dt)
+        part = np.flatnonzero(~(refractory_time <= 0))
         if part.size:
-            factor[part] = np.expm1(-delta_t[part] / self.tau_rc)
+            v_part, J_part = voltage[part], J[part]
         dv = np.subtract(J, voltage)
-        dv *= factor
+        dv *= self._expm1_dt(dt)
         voltage -= dv
+        if part.size:
+            delta_t = dt - refractory_time[part]
+            np.maximum(delta_t, 0, out=delta_t)  # np.clip(., 0, dt)
+            np.minimum(delta_t, dt, out=delta_t)
+            voltage[part] = v_part - (J_part - v_part) * np.expm1(-delta_t / self.tau_rc)
         spiked = voltage > 1
         if output.flags.c_contiguous:
             np.multiply(spiked, self.amplitude / dt, out=output.reshape(-1))

@@ -163,6 +163,7 @@ class Runner:
             if link.port == "decoded" and link.post in self.pops:
                 col = np.where(nz.any(axis=0), float(self.pops[link.post].n), 0.0)
             self.fanout[i] = col
+        self.encT = {p.name: p.encoders.T for p in d.populations if p.dims}
         self.neuron_port = {name: any(link.port == "neurons" for _, link in lst) for name, lst in self.incoming.items()}
         self.seq = order(d)
         self.out: dict[str, np.ndarray] = {}
@@ -197,9 +198,12 @@ class Runner:
             for name in self.seq:
                 p = pops.get(name)
                 if p is not None:
-                    J = np.broadcast_to(p.bias, (B, p.n)).copy()
-                    if p.dims:
-                        J += self._gather(name, p.dims, "decoded") @ p.encoders.T
+                    if p.dims:  # bias + encoded input, added in the other order (IEEE addition commutes)
+                        J = self._gather(name, p.dims, "decoded") @ self.encT[name]
+                        J += p.bias
+                    else:
+                        J = np.empty((B, p.n))
+                        J[...] = p.bias
                     if self.neuron_port.get(name):
                         J += p.gain * self._gather(name, p.n, "neurons")
                     o = np.zeros((B, p.n))
