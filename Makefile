@@ -25,7 +25,7 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider -n 2
 
 bench: setup
-	for b in bench/*.py; do $(PY) $$b || exit 1; done
+	for b in bench/[!_]*.py; do $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV)

@@ -28,19 +28,11 @@ import contextlib
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+from _timing import best_of
 
-
-def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    """The shortest wall time of ``repeat`` calls of ``fn`` (seconds) and the last result."""
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def stage_times(model: str, preset: str, repeat: int) -> dict[str, float]:

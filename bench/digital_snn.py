@@ -24,10 +24,10 @@ whatever the numbers: this prints, it does not judge.
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+from _timing import best_of
 
 from hwmap_digital_snn.program import Layer, Program
 from hwmap_digital_snn.simulator import run_program
@@ -55,14 +55,6 @@ def network(seed: int = 0) -> Program:
         layers=[Layer("hidden1", False, 0, H1, 0), Layer("hidden2", False, H1, n_hid, 1),
                 Layer("out", True, 0, N_OUT, 2)])
 
-
-def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def xylosim_layer(p: Program) -> tuple[Any, Any]:

@@ -23,22 +23,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+from _timing import best_of
 
-
-def best_of(fn: Callable[[], object], repeat: int) -> float:
-    """The shortest wall time of ``repeat`` calls of ``fn`` (seconds)."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 # -- 1. MobileNet V1: hwmap profile vs fvcore ----------------------------------------------
@@ -87,11 +77,11 @@ def bench_mobilenet(repeat: int, threads: int, tmp: Path) -> dict[str, float]:
         fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         result["fvcore"] = int(fca.total())
 
-    t_ours = best_of(ours, repeat)
-    t_profile = best_of(ours_profile_only, repeat)
+    t_ours = best_of(ours, repeat)[0]
+    t_profile = best_of(ours_profile_only, repeat)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t_fv = best_of(theirs, repeat)
+        t_fv = best_of(theirs, repeat)[0]
     return {"hwmap_s": t_ours, "hwmap_profile_s": t_profile, "fvcore_s": t_fv, "hwmap_macs": result["hwmap"],
             "hwmap_fvcore_macs": result["hwmap_fvcore"], "fvcore_macs": result["fvcore"]}
 
@@ -131,7 +121,7 @@ def bench_parse(sizes: list[int], repeat: int, tmp: Path) -> list[tuple[int, flo
     for n in sizes:
         path = tmp / f"chain{n}.onnx"
         onnx.save(chain_model(n), str(path))
-        t = best_of(lambda: hwmap.load_model(str(path)), repeat)
+        t = best_of(lambda: hwmap.load_model(str(path)), repeat)[0]
         out.append((n, t))
     return out
 
