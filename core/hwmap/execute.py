@@ -53,9 +53,7 @@ def is_encoded(graph: Graph) -> bool:
 
 def encoded_steps(graph: Graph) -> int:
     """How many time steps an encoded graph runs (its Encoders' ``timesteps``); 1 otherwise."""
-    from .ops.time import encoder_settings
-
-    return max((encoder_settings(n)[1] for n in graph.nodes if n.op == "Encoder"), default=1)
+    return _phases(graph, graph.nodes).count if is_encoded(graph) else 1
 
 
 def per_step_tensors(graph: Graph) -> set[str]:

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import GraphError
 
 __all__ = ["bind", "where", "fail", "shape_of", "const_of", "as_f32", "float_like", "ints", "norm_axis",
-           "require_dt"]
+           "require_dt", "int_attr"]
 
 
 def where(node: Any) -> str:
@@ -97,3 +97,14 @@ def require_dt(node: Any) -> float:
     if not isinstance(dt, (int, float)) or isinstance(dt, bool) or not dt > 0:
         raise fail(node, f"needs a positive time step attribute 'dt' in seconds, got {dt!r}")
     return float(dt)
+
+
+def int_attr(node: Any, name: str, default: int | None, lo: int, hi: int) -> int:
+    """Integer attribute ``name`` of ``node`` (``default`` when absent) within ``lo..hi``; a
+    :class:`GraphError` naming the node when missing, not an integer, or out of range."""
+    v = node.attrs.get(name, default)
+    if v is None:
+        raise fail(node, f"attribute {name!r} is missing")
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise fail(node, f"attribute {name!r} = {v!r}: must be an integer from {lo} to {hi}")
+    return v

@@ -50,7 +50,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import OpDef, Shape, register_op
-from ._operands import as_f32, bind, fail, shape_of
+from ._operands import as_f32, bind, fail, int_attr, shape_of
 from .neuron import feature_param
 
 __all__ = ["BITSHIFT_DEFAULTS", "bitshift_decay"]
@@ -64,13 +64,6 @@ def bitshift_decay(a: np.ndarray, dash: np.ndarray) -> np.ndarray:
     """``a - dec(a, dash)``: one step of bit-shift decay, a positive value losing at least 1."""
     k = a >> dash
     return a - np.where((a > 0) & (k == 0), 1, k)
-
-
-def _int_attr(node: Any, name: str, lo: int, hi: int) -> int:
-    v = node.attrs.get(name, BITSHIFT_DEFAULTS[name])
-    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise fail(node, f"attribute {name!r} = {v!r}: must be an integer from {lo} to {hi}")
-    return v
 
 
 def _int_param(node: Any, name: str, features: Shape, lo: int, hi: int, default: float | None = None) -> np.ndarray:
@@ -104,8 +97,8 @@ def _recurrent(node: Any, features: Shape) -> np.ndarray | None:
 
 
 def _settings(node: Any, features: Shape, second: bool = False) -> dict[str, Any]:
-    syn_bits = _int_attr(node, "syn_bits", 2, _MAX_BITS)
-    mem_bits = _int_attr(node, "mem_bits", 2, _MAX_BITS)
+    syn_bits = int_attr(node, "syn_bits", BITSHIFT_DEFAULTS["syn_bits"], 2, _MAX_BITS)
+    mem_bits = int_attr(node, "mem_bits", BITSHIFT_DEFAULTS["mem_bits"], 2, _MAX_BITS)
     mem_hi = 2 ** (mem_bits - 1) - 1
     w_rec = _recurrent(node, features)
     two = second or "dash_syn_2" in node.params or (w_rec is not None and w_rec.shape[2] == 2)
@@ -114,7 +107,7 @@ def _settings(node: Any, features: Shape, second: bool = False) -> dict[str, Any
         "dash_syn_2": _int_param(node, "dash_syn_2", features, 0, syn_bits - 1) if two else None,
         "syn": (-(2 ** (syn_bits - 1)), 2 ** (syn_bits - 1) - 1),
         "mem": (-(2 ** (mem_bits - 1)), mem_hi),
-        "max_spikes": _int_attr(node, "max_spikes", 1, 2**31 - 1),
+        "max_spikes": int_attr(node, "max_spikes", BITSHIFT_DEFAULTS["max_spikes"], 1, 2**31 - 1),
         "dash_syn": _int_param(node, "dash_syn", features, 0, syn_bits - 1),
         "dash_mem": _int_param(node, "dash_mem", features, 0, mem_bits - 1),
         "threshold": _int_param(node, "threshold", features, 1, mem_hi),

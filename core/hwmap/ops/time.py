@@ -47,7 +47,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import OpDef, Shape, register_op
-from ._operands import as_f32, bind, fail, shape_of
+from ._operands import as_f32, bind, fail, int_attr, shape_of
 
 __all__ = ["ENCODINGS", "READOUT_MODES", "MAX_TIMESTEPS", "encoder_settings", "readout_mode"]
 
@@ -58,23 +58,14 @@ READOUT_MODES = ("membrane", "spike_count")
 MAX_TIMESTEPS = 1 << 16
 
 
-def _int_attr(node: Any, name: str, default: int | None, lo: int, hi: int) -> int:
-    v = node.attrs.get(name, default)
-    if v is None:
-        raise fail(node, f"attribute {name!r} is missing")
-    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise fail(node, f"attribute {name!r} = {v!r}: must be an integer from {lo} to {hi}")
-    return v
-
-
 def encoder_settings(node: Any) -> tuple[str, int, int]:
     """``(encoding, timesteps, seed)`` of an Encoder node; a :class:`GraphError` naming the node
     for a value out of range."""
     encoding = node.attrs.get("encoding", ENCODINGS[0])
     if encoding not in ENCODINGS:
         raise fail(node, f"attribute 'encoding' = {encoding!r}: must be one of {', '.join(map(repr, ENCODINGS))}")
-    timesteps = _int_attr(node, "timesteps", None, 1, MAX_TIMESTEPS)
-    seed = _int_attr(node, "seed", 0, 0, 2**63 - 1)
+    timesteps = int_attr(node, "timesteps", None, 1, MAX_TIMESTEPS)
+    seed = int_attr(node, "seed", 0, 0, 2**63 - 1)
     return encoding, timesteps, seed
 
 
