@@ -64,7 +64,7 @@ def test_half_threshold_start_is_what_makes_few_steps_work(digits: dict[str, Any
     """With the membrane starting at 0 (the rate floors the activation instead of rounding
     it) the same network is three times further from the ANN at T = 4 and loses over 20
     points at T = 2: the initial potential is load-bearing."""
-    import hwmap.passes.snn_convert as sc
+    import hwmap.passes.snn_settings as sc
 
     half = _error(digits, 4), _accuracy(digits, timesteps=2)
     monkeypatch.setattr(sc, "IF_V_INIT", 0.0)
