@@ -62,6 +62,7 @@ from typing import Any, Hashable
 from hwmap import Graph, KPIs, Node, Provenance, Target
 
 from .assumptions import assumptions
+from .converters import Converters
 from .breakdown import (NodeEvents, core_bottleneck, detail_energy, energy_by_kind, idle_bottleneck, layer_costs,
                         provenance, reprogramming_bottleneck)
 from .dataflow import FlowDigital, FlowLayer, accumulations, copy_positions, plan_transfers, psum_bits
@@ -75,7 +76,8 @@ __all__ = ["estimate", "CostModel", "ACTIVITY_KEYS", "adc_share", "replica_posit
            "conv_fill_fraction"]
 
 #: What the simulator's ``Simulation.activity`` may carry (all per inference).
-ACTIVITY_KEYS = ("samples", "mvms", "adc_conversions", "dac_conversions", "cycle_time_s", "noc_bits")
+ACTIVITY_KEYS = ("samples", "mvms", "adc_conversions", "dac_conversions", "cycle_time_s", "noc_bits",
+                 "programmings_per_inference")
 #: Re-indexing ops: no data moves, no time.
 _FREE_OPS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Constant"})
 #: Ops that need their whole input before their first output.
@@ -176,6 +178,9 @@ class CostModel:
         self.bp: Blueprint = mapping.blueprint
         self.res: MapResult = mapping.result
         self.planes = math.ceil(self.hw.input_bits / self.hw.dac_bits)
+        self.conv = Converters.of(self.cfg)
+        # a read: the DACs settle, the read pulse, then the most columns one ADC converts in turn
+        self.read_fixed_s = self.conv.dac_s + self.hw.read_pulse_s
         self.batch = self.g.tensor(self.g.inputs[0]).shape[0] if self.g.inputs and self.g.tensor(
             self.g.inputs[0]).shape else 1
         self.layer_by_node = {lay.node: lay for lay in mapping.layers}
@@ -222,7 +227,7 @@ class CostModel:
             reads = pos * self.planes
             spans = [(p.elem_col * self.bp.element_cols, p.filter_count * lay.cols_per_filter) for p in group]
             cols = sum(c for _, c in spans)
-            t_read = hw.read_pulse_s + adc_share(spans, hw.columns_per_adc) * hw.adc_conversion_s
+            t_read = self.read_fixed_s + adc_share(spans, hw.columns_per_adc) * self.conv.adc_s
             slot = (cycle, core)
             cost.array_s[slot] = cost.array_s.get(slot, 0.0) + reads * t_read
             cost.mvms += reads
@@ -465,18 +470,25 @@ def estimate(mapping: AnalogMapping, target: Target, activity: dict[str, Any] | 
         total.noc_bits = measured_bits
 
     multi = res.computation_cycles > 1
+    batch = model.cfg.schedule.batch if multi else 1
     latency = timing.latency_s
-    throughput = 1.0 / latency if multi else max(1.0 / timing.bottleneck_s, 1.0 / latency)
+    throughput = batch / latency if multi else max(1.0 / timing.bottleneck_s, 1.0 / latency)
+    # programming rounds per inference: each batch writes every cycle's cells once (the
+    # simulator's count where it measured one); one cycle: programmed once, not per inference
+    rounds = 1.0 / batch if multi else 0.0
+    measured_rounds = _number(activity, "programmings_per_inference")
+    if multi and measured_rounds is not None:
+        rounds = measured_rounds / res.computation_cycles
     # static power over the time one inference occupies the chip, so that power = energy × throughput
-    static_j = en.static_w_per_core * res.cores_used / throughput
-    detail = detail_energy(total, en, multi)
+    static_j = model.conv.static_w_per_core * res.cores_used / throughput
+    detail = detail_energy(total, en, model.conv, rounds)
     detail["static"] = static_j
     kinds = energy_by_kind(detail)
     energy = sum(kinds.values())
-    layers = layer_costs(events, en, multi, static_j, noc_scale)
+    layers = layer_costs(events, en, model.conv, rounds, static_j, noc_scale)
     if multi:
         bottleneck = reprogramming_bottleneck(layers, res.computation_cycles, res.computation_cycles_lower_bound,
-                                              res.cores_used, sum(timing.programming_s), latency, energy)
+                                              res.cores_used, sum(timing.programming_s), latency, energy, batch)
     elif timing.bottleneck_slot is not None:
         bottleneck = core_bottleneck(timing.bottleneck_slot, timing.loads[timing.bottleneck_slot],
                                      timing.bottleneck_s, throughput)
@@ -502,7 +514,11 @@ def estimate(mapping: AnalogMapping, target: Target, activity: dict[str, Any] | 
         "latency_per_layer_s": {n: timing.node_s[n] for n in sorted(timing.node_s)},
         "latency_per_cycle_s": timing.cycle_span_s,
         "programming_s_per_cycle": timing.programming_s,
-        "programming_rounds_per_inference": res.computation_cycles if multi else 0,
+        "batch": batch,
+        "programming_rounds_per_inference": res.computation_cycles * rounds,
+        "static_w": model.conv.static_w_per_core * res.cores_used,
+        "converters": {"adc_pj_per_conversion": model.conv.adc_pj, "adc_conversion_s": model.conv.adc_s,
+                       "dac_pj_per_conversion": model.conv.dac_pj, "dac_settle_s": model.conv.dac_s},
         "programming_one_time_j": 0.0 if multi else programming_j,
         "programming_one_time_s": 0.0 if multi else sum(timing.programming_s),
         "bottleneck": timing.bottleneck,
