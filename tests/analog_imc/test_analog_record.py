@@ -178,7 +178,7 @@ def test_every_assumption_has_a_source(preset: str) -> None:
     assert set(t.constants()) <= set(a)
     assert {k for k in a if k.startswith("model.")} >= {
         "model.counts", "model.read_time", "model.latency", "model.throughput", "model.energy", "model.static",
-        "model.programming", "model.noc", "model.layers", "model.inputs"}
+        "model.programming", "model.noc", "model.layers", "model.inputs", "model.converters"}
     assert "ISAAC" in a["model.read_time"].source and "PUMA" in a["model.read_time"].source
     # a value given with --set says so
     m, t = compile_("zoo:digits_cnn", preset, "energy.adc_pj_per_conversion=2.5")

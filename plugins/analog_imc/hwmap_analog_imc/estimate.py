@@ -11,8 +11,9 @@ takes positions ``k·⌈P/R⌉ ..``, as the emitter schedules them)
 * a block (placement) of ``R`` used rows and ``C = filters · cols_per_filter`` used
   columns performs ``reads = P_r · B`` crossbar reads (MVMs); each read drives ``R`` DAC
   conversions, converts ``C`` columns through the ADCs and reads ``R · C`` cells;
-* a read takes ``read_pulse_s + a · adc_conversion_s``, ``a`` the most of the block's columns
-  any one ADC converts (``columns_per_adc`` neighbouring columns share one ADC; ISAAC,
+* a read takes ``t_DAC + read_pulse_s + a · t_ADC``, ``a`` the most of the block's columns
+  any one ADC converts (``t_DAC``, ``t_ADC``: the DACs' settling and one conversion at
+  ``dac_bits`` / ``adc_bits``, :mod:`.converters`) (``columns_per_adc`` neighbouring columns share one ADC; ISAAC,
   Shafiee et al., ISCA 2016, and PUMA, Ankit et al., ASPLOS 2019: ~100 ns per 128-column
   ADC-multiplexed read);
 * buffers: per position a block reads its input vector (``R · input_bits`` bits) and writes
@@ -32,17 +33,20 @@ takes positions ``k·⌈P/R⌉ ..``, as the emitter schedules them)
   quantization bits; graph inputs come from off chip. ``hops`` = XY-routing distance on
   the mesh. The accumulation and post-op work counts on the accumulating core's logic.
 
-Time: :mod:`.schedule` (layers pipelined through line buffers within a computation cycle,
-every cycle reprogrammed per inference when there are several); latency and throughput
-come from it.
+Time: :mod:`.schedule` (layers pipelined through line buffers within a computation cycle;
+when there are several cycles, every cycle reprogrammed once per batch of
+``schedule.batch`` inferences, which stream through it); latency (the batch's) and
+throughput (``batch / latency``) come from it.
 
-Energy: ADC conversions × ``adc_pj_per_conversion``, DAC conversions × ``dac_pj_per_input``,
+Energy: ADC conversions × the ADC's energy at ``adc_bits`` and DAC conversions × the DAC's
+at ``dac_bits`` (:mod:`.converters`: Walden and Schreier bounds, binary-weighted DAC),
 cell reads × ``cell_read_fj``, buffer bits × ``buffer_pj_per_bit``, NoC bits × hops ×
 ``noc_pj_per_bit_hop``, digital ops × ``digital_pj_per_op`` and programming: cells × rounds ×
-``program_pj_per_cell``, with one round per inference when the model needs several cycles;
-when it fits in one, programming is a one-time cost (``resources["programming_one_time_j"]``)
-left out of the per-inference energy; static energy ``static_w_per_core × cores used /
-throughput``. Power = energy × throughput. The record's per-layer costs, energy kinds,
+``program_pj_per_cell``, with 1 / ``schedule.batch`` rounds per inference when the model
+needs several cycles (the simulator's ``programmings_per_inference`` where it ran); when it
+fits in one, programming is a one-time cost (``resources["programming_one_time_j"]``) left
+out of the per-inference energy; static energy ``(static_w_per_core + buffer leakage) ×
+cores used / throughput``. Power = energy × throughput. The record's per-layer costs, energy kinds,
 bottleneck and provenance: :mod:`.breakdown`; its assumptions: :mod:`.assumptions`.
 
 Measured activity: per-layer MVMs, ADC and DAC conversions replace the analytic counts (DAC

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hwmap import TargetError
 
@@ -151,8 +152,8 @@ def plot_mapping(result: MapResult, layers: list[CrossbarLayer], blueprint: Blue
     return pic
 
 
-def _crossbar(ax, placed: list[Placement], bp: Blueprint, by_index: dict[int, CrossbarLayer],  # type: ignore[no-untyped-def]
-              colour: dict, replicas: dict[int, int]) -> None:
+def _crossbar(ax: Any, placed: list[Placement], bp: Blueprint, by_index: dict[int, CrossbarLayer],
+              colour: dict[int, Any], replicas: dict[int, int]) -> None:
     """One core's crossbar in one cycle: element grid, blocks, labels, labelled axes."""
     from matplotlib.collections import LineCollection, PatchCollection
     from matplotlib.patches import Rectangle
@@ -197,7 +198,7 @@ def _crossbar(ax, placed: list[Placement], bp: Blueprint, by_index: dict[int, Cr
     ax.tick_params(labelsize=5, length=2, pad=1)
 
 
-def _summary(ax, result: MapResult, bp: Blueprint, by_index: dict[int, CrossbarLayer]) -> None:  # type: ignore[no-untyped-def]
+def _summary(ax: Any, result: MapResult, bp: Blueprint, by_index: dict[int, CrossbarLayer]) -> None:
     """Every (cycle, core): the share of its cells in use (shade) and its main layer (text)."""
     import numpy as np
 
@@ -205,7 +206,7 @@ def _summary(ax, result: MapResult, bp: Blueprint, by_index: dict[int, CrossbarL
     cells = bp.elements_per_core * bp.element_cells
     share = np.zeros((cycles, cores))
     main: dict[tuple[int, int], dict[int, int]] = {}
-    copy = set()
+    copy: set[tuple[int, int]] = set()
     for p in result.placements:
         n = p.row_count * p.filter_count * by_index[p.layer].cols_per_filter
         share[p.cycle, p.core] += n / cells
@@ -226,7 +227,8 @@ def _summary(ax, result: MapResult, bp: Blueprint, by_index: dict[int, CrossbarL
                  "(text; * holds a duplicated copy)", fontsize=6)
 
 
-def _legend(layer_ids: list[int], colour: dict, by_index: dict[int, CrossbarLayer], copies: bool) -> list:  # type: ignore[type-arg]
+def _legend(layer_ids: list[int], colour: dict[int, Any], by_index: dict[int, CrossbarLayer], copies: bool
+            ) -> list[Any]:
     from matplotlib.patches import Patch
 
     handles = [Patch(facecolor=colour[lid], label=by_index[lid].node) for lid in layer_ids[:_LEGEND_MAX]]
