@@ -66,15 +66,16 @@ from typing import Any, Hashable
 from hwmap import Graph, KPIs, Node, Provenance, Target
 
 from .assumptions import assumptions
-from .converters import Converters
 from .breakdown import (NodeEvents, core_bottleneck, detail_energy, energy_by_kind, idle_bottleneck, layer_costs,
                         provenance, reprogramming_bottleneck)
+from .converters import Converters
 from .dataflow import FlowDigital, FlowLayer, accumulations, copy_positions, plan_transfers, psum_bits
 from .hardware import AnalogIMCConfig, Blueprint
 from .layers import CrossbarLayer
 from .mapper import MapResult, Placement
 from .mapping import AnalogMapping
-from .schedule import Timing, distinct_rows, schedule
+from .schedule import Timing, schedule
+from .working_set import buffer_bytes, conv_fill_fraction
 
 __all__ = ["estimate", "CostModel", "ACTIVITY_KEYS", "adc_share", "replica_positions", "psum_bits",
            "conv_fill_fraction"]
@@ -114,23 +115,6 @@ def replica_positions(positions: int, replicas: int, replica: int) -> int:
     """Positions copy ``replica`` of ``replicas`` computes: copy ``k`` takes positions
     ``k·⌈P/R⌉ ..`` (as the emitter schedules them), the last copies possibly fewer or none."""
     return copy_positions(positions, replicas, replica)[1]
-
-
-def conv_fill_fraction(node: Node, in_shape: tuple[int, ...]) -> float:
-    """Share of a 2-D convolution's input that must exist before its first output: its line
-    buffer ``((K_h−1)·W + K_w)`` of ``H·W`` (padded sizes, dilated kernel); 1 otherwise."""
-    if len(in_shape) != 4:
-        return 1.0
-    w = node.params.get("W")
-    kernel = node.attrs.get("kernel_shape") or (list(w.shape[2:]) if w is not None else None)
-    if not kernel or len(kernel) != 2:
-        return 1.0
-    dil = node.attrs.get("dilations") or [1, 1]
-    pads = node.attrs.get("pads") or [0, 0, 0, 0]
-    kh, kw = ((int(k) - 1) * int(d) + 1 for k, d in zip(kernel, dil))
-    h = in_shape[2] + int(pads[0]) + int(pads[2])
-    wd = in_shape[3] + int(pads[1]) + int(pads[3])
-    return min(1.0, ((kh - 1) * wd + kw) / max(1, h * wd))
 
 
 # -- the per-node model -------------------------------------------------------------------------------
@@ -334,48 +318,6 @@ class CostModel:
             self.transfers.append(_Transfer(tr.node, tr.cycle, tr.src, tr.dst, tr.bits, self.bp.hops(tr.src, tr.dst)))
 
 
-# -- buffers --------------------------------------------------------------------------------------------
-def _buffer_bytes(model: CostModel) -> tuple[int, int, int]:
-    """Largest (input + output) buffer working set over (cycle, core), and its two parts.
-
-    Input: a convolution's line buffer ``((K_h−1)·W + K_w)·C_in`` (what ISAAC's inter-layer
-    pipeline buffers, Shafiee et al., ISCA 2016), a fully connected layer's input vector,
-    times the share of the layer's rows the core holds, at ``input_bits``; output: one
-    output vector of the filters the core holds."""
-    hw = model.hw
-    need: dict[tuple[int, int], list[float]] = {}
-    for lay in model.m.layers:
-        node = model.g.node(lay.node)
-        in_shape = model.g.tensor(node.inputs[0]).shape
-        if node.op.endswith("Conv") and len(in_shape) == 4:
-            window = conv_fill_fraction(node, in_shape) * _padded_area(node, in_shape) * in_shape[1]
-        else:
-            window = lay.groups * lay.rows
-        tiles: dict[tuple[int, int], set[tuple[int, int, int]]] = {}
-        outs: dict[tuple[int, int], float] = {}
-        for p in model.blocks[lay.node]:
-            slot = (p.cycle, p.core)
-            tiles.setdefault(slot, set()).add((p.group, p.row_start, p.row_count))
-            outs[slot] = outs.get(slot, 0.0) + p.filter_count * model._out_width(lay, p)
-        for slot, t in tiles.items():
-            share = distinct_rows(t) / (lay.groups * lay.rows)
-            cur = need.setdefault(slot, [0.0, 0.0])
-            cur[0] += window * share * hw.input_bits
-            cur[1] += outs[slot]
-    if not need:
-        return 0, 0, 0
-    best = max(sorted(need), key=lambda s: need[s][0] + need[s][1])
-    i, o = (math.ceil(b / 8) for b in need[best])
-    worst_in = max(math.ceil(v[0] / 8) for v in need.values())
-    worst_out = max(math.ceil(v[1] / 8) for v in need.values())
-    return i + o, worst_in, worst_out
-
-
-def _padded_area(node: Node, in_shape: tuple[int, ...]) -> int:
-    pads = node.attrs.get("pads") or [0, 0, 0, 0]
-    return (in_shape[2] + int(pads[0]) + int(pads[2])) * (in_shape[3] + int(pads[1]) + int(pads[3]))
-
-
 # -- the estimate -----------------------------------------------------------------------------------------
 def _number(activity: dict[str, Any] | None, key: str) -> float | None:
     v = (activity or {}).get(key)
@@ -499,7 +441,7 @@ def estimate(mapping: AnalogMapping, target: Target, activity: dict[str, Any] | 
     else:
         bottleneck = idle_bottleneck(latency)
     programming_j = res.cells_used * en.program_pj_per_cell * 1e-12
-    act_bytes, in_need, out_need = _buffer_bytes(model)
+    act_bytes, in_need, out_need = buffer_bytes(model)
 
     resources: dict[str, Any] = dict(res.resources())
     resources.update({
