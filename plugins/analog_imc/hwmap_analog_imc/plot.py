@@ -134,7 +134,8 @@ def plot_mapping(result: MapResult, layers: list[CrossbarLayer], blueprint: Blue
             _summary(fig.add_subplot(grid[n_rows, :]), result, blueprint, by_index)
         handles = _legend(layer_ids, colour, by_index, any(r > 1 for r in result.replicas.values()))
         if handles:
-            fig.legend(handles=handles, loc="center right", fontsize=6, frameon=False)
+            fig.legend(handles=handles, loc="center left", fontsize=6, frameon=False,
+                       bbox_to_anchor=(1 - (_LEGEND_W - 0.1) / pic.figsize[0], 0.5))
         shown = len(pic.detail_cycles)
         more = f"; crossbars of cycles 0–{shown - 1} of {result.computation_cycles}" \
             if shown < result.computation_cycles else ""
