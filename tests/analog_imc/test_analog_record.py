@@ -13,7 +13,7 @@ from hwmap.kpi import ENERGY_KINDS, HEADLINE_KPIS, KPIs
 from hwmap_analog_imc.estimate import estimate
 from test_estimate import compile_
 
-READ = 10e-9 + 8 * 7.8125e-10  # chapter-fig3.13: 10 ns pulse + 8 conversions of 0.78125 ns
+READ = 4.5e-9 + 10e-9 + 8 * 7.8125e-10  # chapter-fig3.13: 8-bit DACs settle, 10 ns pulse, 8 conversions
 
 SMALL_CHIP = ("hardware.cores=2", "hardware.crossbar_rows=64", "hardware.crossbar_cols=64")
 CASES = [
@@ -74,11 +74,13 @@ def test_chapter_layers_by_hand() -> None:
         assert (r["elements"], r["cells"], r["cores"], r["computation_cycles"]) == (elements, rows * cols, [0], [0])
         assert x.latency_s == pytest.approx(reads * READ)
         assert x.ops == reads * rows * cols
-        assert x.energy_j["converters"] == pytest.approx(reads * cols * 1.56e-12 + reads * rows * 0.39e-12)
+        assert x.energy_j["converters"] == pytest.approx(reads * cols * 1.56e-12 + reads * rows * 0.39e-12 * 2**7)
         assert x.energy_j["compute"] == pytest.approx(reads * rows * cols * 1.8e-15 + r["digital_ops"] * 0.03e-12)
         assert x.energy_j["memory"] == pytest.approx(r["buffer_bits"] * 0.156e-12)
-        # one core, one cycle: no transfers, programmed once (not per inference), no static power
-        assert (x.energy_j["communication"], x.energy_j["reprogramming"], x.energy_j["static"]) == (0, 0, 0)
+        # one core, one cycle: no transfers, programmed once (not per inference); static: the
+        # leakage of the core's 4 KB + 4 KB buffers (6 µW per Mibit) over the inference, by busy time
+        assert (x.energy_j["communication"], x.energy_j["reprogramming"]) == (0, 0)
+        assert x.energy_j["static"] == pytest.approx(6e-6 / 16 * 242 * READ * reads / 242)
     b = k.bottleneck
     assert (b.resource, b.layer) == ("core 0 crossbar reads", "conv1_fused")
     assert "core 0 crossbar reads" in b.description and "'conv1_fused'" in b.description
@@ -86,15 +88,20 @@ def test_chapter_layers_by_hand() -> None:
 
 
 def test_static_energy_is_static_power_over_an_inference() -> None:
-    """static_w_per_core × cores used / throughput joins the energy per inference, so power
-    is energy × throughput and exceeds the dynamic power by exactly the static power; the
-    layers share it by busy time."""
+    """(static_w_per_core + the buffers' leakage) × cores used / throughput joins the energy per
+    inference, so power is energy × throughput and exceeds the dynamic power by exactly the
+    static power; the layers share it by busy time."""
     base = kpis("zoo:resnet_small", "default", *SMALL_CHIP)
     k = kpis("zoo:resnet_small", "default", *SMALL_CHIP, "energy.static_w_per_core=0.02")
     cores = k.resources["cores_used"]
-    assert cores == 2 and base.energy_breakdown["static"] == 0
-    assert k.energy_breakdown["static"] == pytest.approx(0.02 * cores / k.throughput_inf_per_s)
+    leak = 6e-6 * (65536 + 65536) * 8 / 2**20  # the default's 64 KB + 64 KB buffers per core: 1 Mibit
+    assert cores == 2 and base.energy_breakdown["static"] == pytest.approx(leak * cores / base.throughput_inf_per_s)
+    assert base.resources["static_w"] == pytest.approx(leak * cores)
+    assert k.energy_breakdown["static"] == pytest.approx((0.02 + leak) * cores / k.throughput_inf_per_s)
     assert k.power_w - base.power_w == pytest.approx(0.02 * cores)
+    no_leak = kpis("zoo:resnet_small", "default", *SMALL_CHIP, "energy.buffer_leakage_w_per_mbit=0")
+    assert no_leak.energy_breakdown["static"] == 0
+    assert base.power_w - no_leak.power_w == pytest.approx(leak * cores)
     assert {n: v for n, v in k.energy_breakdown.items() if n != "static"} == \
         {n: v for n, v in base.energy_breakdown.items() if n != "static"}
     busy = sum(x.latency_s or 0 for x in k.layers)
@@ -120,7 +127,7 @@ def test_the_bottleneck_names_the_layer_loading_the_busiest_resource() -> None:
 
 def test_mobilenet_v1_is_bound_by_reprogramming() -> None:
     """zoo:mobilenet_v1 on analog_imc:default (8 cores of 256×256) needs 33 computation
-    cycles: every inference rewrites 16.8 M cells (1.68 mJ of 2.21 mJ) and cannot overlap the
+    cycles: every inference rewrites 16.8 M cells (1.68 mJ of 2.22 mJ) and cannot overlap the
     next. The layer programmed most is pw13 (1024 × 1024 weights × 4 columns)."""
     m, t = compile_("zoo:mobilenet_v1", "default")
     k = estimate(m, t, None)
@@ -129,9 +136,9 @@ def test_mobilenet_v1_is_bound_by_reprogramming() -> None:
     assert (r["computation_cycles"], r["computation_cycles_lower_bound"], r["cores_used"]) == (33, 33, 8)
     assert k.energy_breakdown["reprogramming"] == pytest.approx(r["cells_used"] * 100e-12)
     assert k.energy_breakdown["reprogramming"] == pytest.approx(1.6836e-3, rel=1e-4)
-    assert k.energy_per_inference_j == pytest.approx(2.2054e-3, rel=1e-4)
-    assert k.energy_breakdown["reprogramming"] / k.energy_per_inference_j == pytest.approx(0.763, abs=1e-3)
-    assert k.latency_s == pytest.approx(0.22053, rel=1e-4)
+    assert k.energy_per_inference_j == pytest.approx(2.2168e-3, rel=1e-4)
+    assert k.energy_breakdown["reprogramming"] / k.energy_per_inference_j == pytest.approx(0.760, abs=1e-3)
+    assert k.latency_s == pytest.approx(0.23651, rel=1e-4)
     assert sum(r["programming_s_per_cycle"]) == pytest.approx(8.448e-3, rel=1e-4)
     assert k.throughput_inf_per_s == pytest.approx(1 / k.latency_s)
     b = k.bottleneck
@@ -139,7 +146,8 @@ def test_mobilenet_v1_is_bound_by_reprogramming() -> None:
     assert (b.resource, b.layer) == ("reprogramming", programmed.name) == ("reprogramming", "pw13_fused")
     assert programmed.resources["cells"] == 1024 * 1024 * 4
     assert programmed.energy_j["reprogramming"] == pytest.approx(1024 * 1024 * 4 * 100e-12)
-    for words in ("33 computation cycles", "1.68 mJ of 2.21 mJ (76 %)", "8.45 ms of 221 ms (4 %)", "'pw13_fused'",
+    for words in ("33 computation cycles", "1.68 mJ of 2.22 mJ per inference (76 %)", "8.45 ms of the 237 ms latency (4 %)",
+                  "'pw13_fused'",
                   "cannot overlap"):
         assert words in b.description, words
 
@@ -170,7 +178,7 @@ def test_every_assumption_has_a_source(preset: str) -> None:
     assert set(t.constants()) <= set(a)
     assert {k for k in a if k.startswith("model.")} >= {
         "model.counts", "model.read_time", "model.latency", "model.throughput", "model.energy", "model.static",
-        "model.programming", "model.noc", "model.layers", "model.inputs"}
+        "model.programming", "model.noc", "model.layers", "model.inputs", "model.converters"}
     assert "ISAAC" in a["model.read_time"].source and "PUMA" in a["model.read_time"].source
     # a value given with --set says so
     m, t = compile_("zoo:digits_cnn", preset, "energy.adc_pj_per_conversion=2.5")

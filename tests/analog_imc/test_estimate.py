@@ -64,14 +64,15 @@ def test_chapter_example_by_hand() -> None:
     assert k.ops_per_inference == macs == 155 * 16 * 16 + 87 * 144 * 8 and k.ops_kind == "MAC"
     e = r["energy_breakdown_j"]
     assert e["adc"] == pytest.approx(3176 * 1.56e-12)
-    assert e["dac"] == pytest.approx(15008 * 0.39e-12)
+    # the preset's 8-bit DACs: ISAAC's 1-bit 0.39 pJ doubled per extra bit (binary-weighted)
+    assert e["dac"] == pytest.approx(15008 * 0.39e-12 * 2**7)
     assert e["cells"] == pytest.approx(139904 * 1.8e-15)
     assert e["noc"] == 0 and e["programming"] == 0  # one core, one cycle: programmed once
     assert r["programming_one_time_j"] == pytest.approx(22 * 64 * 100e-12)
     assert k.energy_per_inference_j == pytest.approx(sum(e.values()))
-    # each read: 10 ns pulse + 8 conversions of 0.78125 ns (8 columns per ADC); both layers on
-    # core 0, one after the other
-    read = 10e-9 + 8 * 7.8125e-10
+    # each read: the 8-bit DACs settle (1 ns × 9/2), 10 ns pulse, 8 conversions of 0.78125 ns
+    # (8 columns per ADC); both layers on core 0, one after the other
+    read = 4.5e-9 + 10e-9 + 8 * 7.8125e-10
     assert r["latency_per_layer_s"]["conv1_fused"] == pytest.approx(155 * read)
     assert r["latency_per_layer_s"]["conv2"] == pytest.approx(87 * read)
     assert k.latency_s == pytest.approx(242 * read)
@@ -155,7 +156,7 @@ def test_measured_activity_replaces_the_analytic_counts() -> None:
     assert r["energy_breakdown_j"]["cells"] == pytest.approx(e0["cells"] / 2)  # undriven rows draw nothing
     assert r["energy_breakdown_j"]["adc"] == pytest.approx(2600 * 1.56e-12)
     # Conv2's 7 reads not performed take no time; the simulator's own cycle time is reported
-    assert k.latency_s == pytest.approx((155 + 80) * (10e-9 + 8 * 7.8125e-10))
+    assert k.latency_s == pytest.approx((155 + 80) * (4.5e-9 + 10e-9 + 8 * 7.8125e-10))
     assert r["simulator_cycle_time_s"] == [5e-6]
     assert k.ops_per_inference == round(155 * 256 + 80 / 87 * 87 * 1152)
     assert "measured by the simulator on 7 samples" in k.assumptions["activity"].value

@@ -35,9 +35,18 @@ def _models(planes: int) -> dict[str, Assumption]:
             f"{MODEL}: counts of the mapping's blocks, read as the emitter's READ instructions group them; "
             f"bit-serial inputs as {ISAAC_PAPER} streams them"),
         "model.read_time": Assumption(
-            "read_pulse_s + (most of a read's columns one ADC converts) × adc_conversion_s; columns_per_adc "
-            "neighbouring columns share an ADC; a core performs one read at a time", "",
+            "the DACs' settling + read_pulse_s + (most of a read's columns one ADC converts) × one conversion at "
+            "adc_bits; columns_per_adc neighbouring columns share an ADC; a core performs one read at a time", "",
             f"{ISAAC_PAPER} and {PUMA_PAPER}: ADCs time-multiplexed over their columns, ~100 ns per 128-column read"),
+        "model.converters": Assumption(
+            "ADC energy per conversion = max(adc_pj_per_conversion × 2^(adc_bits − adc_reference_bits), "
+            "10^((6.02·adc_bits + 1.76 − adc_fom_s_db)/10) / 2): the Walden bound of the reference converter, "
+            "then the thermal-noise (Schreier) bound, 4× per bit; SAR conversion time adc_conversion_s × "
+            "(adc_bits + 1) / (adc_reference_bits + 1); DAC energy dac_pj_per_input × 2^(dac_bits − "
+            "dac_reference_bits) (binary-weighted), settling dac_settle_s × (dac_bits + 1) / "
+            "(dac_reference_bits + 1) (to half an LSB); resolution taken as ENOB", "",
+            "Walden, IEEE JSAC 1999 (FoM_W); Schreier & Temes 2005 (FoM_S); Murmann's ADC performance survey; "
+            "Saberi et al., IEEE TCAS-I 2011 (capacitive DAC energy)"),
         "model.latency": Assumption(
             "blocks of a layer on different cores run in parallel; a layer's time on a core is the largest of its "
             "reads, link serialization and digital work, plus hop latency; within a computation cycle a node starts "
@@ -48,7 +57,8 @@ def _models(planes: int) -> dict[str, Assumption]:
             "inter-layer pipeline; computation cycles and reprogramming from the chapter, Section 3.4.5"),
         "model.throughput": Assumption(
             "one computation cycle: steady state, 1 / the busiest core's crossbar, logic or link time; several: "
-            "1 / latency (every inference reprograms every cycle, batch 1)", "",
+            "batch / latency (every batch of schedule.batch inferences reprograms every cycle; within a cycle the "
+            "batch's inferences follow one another at the cycle's initiation interval)", "",
             f"{MODEL}: a pipeline runs at the pace of its busiest stage; nothing overlaps a reprogramming "
             "(the chapter, Section 3.4.5: a new computation cycle reprograms the cores)"),
         "model.energy": Assumption(
@@ -59,13 +69,15 @@ def _models(planes: int) -> dict[str, Assumption]:
             "ops, memory = buffers, communication = NoC, reprogramming = programming, static", "",
             f"{MODEL}: event counts × the per-event energies of [energy] (each constant's source is listed with it)"),
         "model.static": Assumption(
-            "static energy per inference = static_w_per_core × cores used / throughput, so power = energy × "
-            "throughput; a layer's share is its busy time over all layers' busy time", "",
+            "static energy per inference = (static_w_per_core + buffer_leakage_w_per_mbit × the buffers' Mibit) × "
+            "cores used / throughput, so power = energy × throughput includes leakage; a layer's share is its busy "
+            "time over all layers' busy time", "",
             f"{MODEL}: static power over the time one inference occupies the chip"),
         "model.programming": Assumption(
-            "several computation cycles: all used cells reprogrammed once per inference, in the per-inference energy "
-            "and latency; one cycle: a one-time cost (resources.programming_one_time_j), not per inference", "",
-            f"the chapter, Section 3.4.5 (a new computation cycle reprograms the weights); batch 1 ({MODEL})"),
+            "several computation cycles: all used cells reprogrammed once per batch of schedule.batch inferences "
+            "(1 / batch of them per inference; the simulator's count where it ran), in the energy and latency; one "
+            "cycle: a one-time cost (resources.programming_one_time_j), not per inference", "",
+            f"the chapter, Section 3.4.5 (a new computation cycle reprograms the weights); batches ({MODEL})"),
         "model.noc": Assumption(
             "the emitter's transfers on an XY-routed mesh: filters whose row tiles sit on several cores send partial "
             "sums of input_bits + weight_bits + max(1, ceil(log2 rows)) + 1 bits to the core accumulating them, every "

@@ -9,7 +9,7 @@ Energy kinds (:data:`hwmap.kpi.ENERGY_KINDS`) from the model's detailed terms
 (:data:`DETAIL_KINDS`): ``converters`` = ADC + DAC conversions, ``compute`` = cell reads +
 digital operations, ``memory`` = buffer bits, ``communication`` = NoC bit-hops,
 ``reprogramming`` = write-verify of the cells, per inference only when the mapping needs
-several computation cycles, ``static`` = ``static_w_per_core × cores used / throughput``
+several computation cycles (then once per batch of ``schedule.batch`` inferences), ``static`` = ``static_w_per_core × cores used / throughput``
 (the chip's static power over one inference's share of time, so that power = energy ×
 throughput). A node's static share is its busy time over the sum of all nodes' busy times.
 Every event is counted on exactly one node, so the nodes' energies add up to the totals.
@@ -24,6 +24,7 @@ from typing import Any
 from hwmap import Bottleneck, LayerCost
 from hwmap.kpi import ENERGY_KINDS
 
+from .converters import Converters
 from .hardware import EnergyConfig
 
 __all__ = ["NodeEvents", "DETAIL_KINDS", "detail_energy", "energy_by_kind", "layer_costs", "reprogramming_bottleneck",
@@ -67,16 +68,18 @@ class NodeEvents:
     resources: dict[str, Any] = field(default_factory=dict)
 
 
-def detail_energy(ev: NodeEvents, en: EnergyConfig, reprogram: bool) -> dict[str, float]:
+def detail_energy(ev: NodeEvents, en: EnergyConfig, conv: Converters, rounds: float) -> dict[str, float]:
     """Joules of one node's events by detailed term (:data:`DETAIL_KINDS`, without static):
-    events × their per-event constant; programming only when every inference reprograms."""
+    events × their per-event constant, the converters' at their resolutions (``conv``);
+    programming ``rounds`` times per inference (0 when the weights stay programmed, 1 / batch
+    when every batch reprograms every computation cycle)."""
     return {
-        "adc": ev.adc * en.adc_pj_per_conversion * 1e-12,
-        "dac": ev.dac * en.dac_pj_per_input * 1e-12,
+        "adc": ev.adc * conv.adc_pj * 1e-12,
+        "dac": ev.dac * conv.dac_pj * 1e-12,
         "cells": ev.cell_reads * en.cell_read_fj * 1e-15,
         "buffers": ev.buffer_bits * en.buffer_pj_per_bit * 1e-12,
         "noc": ev.noc_bit_hops * en.noc_pj_per_bit_hop * 1e-12,
-        "programming": ev.cells_programmed * en.program_pj_per_cell * 1e-12 if reprogram else 0.0,
+        "programming": ev.cells_programmed * en.program_pj_per_cell * 1e-12 * rounds,
         "digital": ev.digital_ops * en.digital_pj_per_op * 1e-12,
     }
 
@@ -89,7 +92,7 @@ def energy_by_kind(detail: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def layer_costs(events: list[NodeEvents], en: EnergyConfig, reprogram: bool, static_j: float,
+def layer_costs(events: list[NodeEvents], en: EnergyConfig, conv: Converters, rounds: float, static_j: float,
                 noc_scale: float) -> list[LayerCost]:
     """One :class:`hwmap.LayerCost` per node that costs something, in graph order.
 
@@ -98,7 +101,7 @@ def layer_costs(events: list[NodeEvents], en: EnergyConfig, reprogram: bool, sta
     busy = sum(ev.time_s for ev in events)
     out = []
     for ev in events:
-        detail = detail_energy(ev, en, reprogram)
+        detail = detail_energy(ev, en, conv, rounds)
         detail["noc"] *= noc_scale
         detail["static"] = static_j * ev.time_s / busy if busy > 0 else 0.0
         kinds = energy_by_kind(detail)
@@ -133,26 +136,32 @@ def _percent(part: float, whole: float) -> str:
 
 
 def reprogramming_bottleneck(layers: list[LayerCost], cycles: int, cycles_lower_bound: int, cores_used: int,
-                             programming_s: float, latency_s: float, energy_j: float) -> Bottleneck:
-    """Several computation cycles: every inference reprograms them all and inferences cannot
-    overlap. Names the layer programmed most (most cells written, first in graph order on a
-    tie) and, for the time, the layer busy longest."""
+                             programming_s: float, latency_s: float, energy_j: float, batch: int = 1) -> Bottleneck:
+    """Several computation cycles: every batch of ``batch`` inferences reprograms them all and
+    batches cannot overlap (``latency_s`` is the batch's, ``programming_s`` its programming
+    time, ``energy_j`` per inference). Names the layer programmed most (most cells written,
+    first in graph order on a tie) and, for the time, the layer busy longest."""
     programmed = [x for x in layers if x.resources.get("cells", 0) > 0]
     most = max(programmed, key=lambda x: x.resources["cells"], default=None)
     longest = max(layers, key=lambda x: x.latency_s or 0.0, default=None)
     prog_j = sum(x.energy_j.get("reprogramming", 0.0) for x in layers)
-    text = (f"reprogramming {cycles} computation cycles per inference (the weights need at least "
+    per = "per inference" if batch == 1 else f"per batch of {batch} inferences"
+    overlap = "successive inferences cannot overlap (throughput = 1 / latency)" if batch == 1 else \
+        f"the batch's inferences pipeline through each cycle and successive batches cannot overlap " \
+        f"(throughput = {batch} / latency)"
+    text = (f"reprogramming {cycles} computation cycles {per} (the weights need at least "
             f"{cycles_lower_bound} on {cores_used} core{'s' if cores_used != 1 else ''}): writing the cells takes "
-            f"{si(prog_j, 'J')} of {si(energy_j, 'J')} ({_percent(prog_j, energy_j)}) and {si(programming_s, 's')} of "
-            f"{si(latency_s, 's')} ({_percent(programming_s, latency_s)}), and successive inferences cannot overlap "
-            "(throughput = 1 / latency)")
+            f"{si(prog_j, 'J')} of {si(energy_j, 'J')} per inference ({_percent(prog_j, energy_j)}) and "
+            f"{si(programming_s, 's')} of the {si(latency_s, 's')} latency ({_percent(programming_s, latency_s)}), "
+            f"and {overlap}")
     if most is not None:
         text += (f"; the layer programmed most is {most.name!r} ({most.resources['cells']:,} cells, "
                  f"{si(most.energy_j.get('reprogramming', 0.0), 'J')})")
     if longest is not None and longest.latency_s:
         text += f"; the layer busy longest is {longest.name!r} ({si(longest.latency_s, 's')})"
     text += ". More cores or larger crossbars (hardware.cores, hardware.crossbar_rows/_cols) need fewer cycles; " \
-            "with one the weights stay programmed."
+            "with one the weights stay programmed; a larger schedule.batch spreads each programming over more " \
+            "inferences."
     return Bottleneck(text, "reprogramming", most.name if most is not None else None)
 
 

@@ -70,6 +70,7 @@ from .dataflow import (
     Accumulation, FlowBlock, FlowDigital, FlowLayer, FlowTransfer, Region, accumulations, copy_positions,
     input_region, plan_transfers, psum_bits, whole_region,
 )
+from .converters import Converters
 from .crossbar import LayerKernel, ScheduleIndex, input_codes, max_digits
 from .hardware import HardwareConfig
 from .layers import CROSSBAR_OPS, CrossbarLayer
@@ -188,6 +189,9 @@ class _Builder:
         bp = m.blueprint
         res = m.result
         batch = g.tensor(g.inputs[0]).shape[0] if g.inputs and g.tensor(g.inputs[0]).shape else 1
+        # the converters at the program's resolutions (converters.py): a read's fixed time is the
+        # DACs' settling plus the read pulse, and one conversion takes the adc_bits SAR's time
+        conv = Converters.of(m.config)
         self.p = Program(Config(
             cores=len(bp.cores), crossbar_rows=hw.crossbar_rows, crossbar_cols=hw.crossbar_cols,
             element_rows=hw.element_rows, element_cols=hw.element_cols, bits_per_cell=hw.bits_per_cell,
@@ -197,8 +201,8 @@ class _Builder:
             mesh_cols=bp.mesh_cols, mesh_rows=bp.mesh_rows, link_width_bits=m.config.noc.link_width_bits,
             hop_latency_cycles=m.config.noc.hop_latency_cycles, computation_cycles=res.computation_cycles,
             batch=batch, input_buffer_bytes=hw.input_buffer_bytes, output_buffer_bytes=hw.output_buffer_bytes,
-            adc_calibration=0, calibration_vectors=0, clock_hz=hw.clock_hz, read_pulse_s=hw.read_pulse_s,
-            adc_conversion_s=hw.adc_conversion_s))
+            adc_calibration=0, calibration_vectors=0, clock_hz=hw.clock_hz,
+            read_pulse_s=conv.dac_s + hw.read_pulse_s, adc_conversion_s=conv.adc_s))
         self._tensors()
         by_index = {lay.index: lay for lay in m.layers}
         layer_pid: dict[int, int] = {}

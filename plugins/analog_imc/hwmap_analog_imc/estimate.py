@@ -11,8 +11,9 @@ takes positions ``k·⌈P/R⌉ ..``, as the emitter schedules them)
 * a block (placement) of ``R`` used rows and ``C = filters · cols_per_filter`` used
   columns performs ``reads = P_r · B`` crossbar reads (MVMs); each read drives ``R`` DAC
   conversions, converts ``C`` columns through the ADCs and reads ``R · C`` cells;
-* a read takes ``read_pulse_s + a · adc_conversion_s``, ``a`` the most of the block's columns
-  any one ADC converts (``columns_per_adc`` neighbouring columns share one ADC; ISAAC,
+* a read takes ``t_DAC + read_pulse_s + a · t_ADC``, ``a`` the most of the block's columns
+  any one ADC converts (``t_DAC``, ``t_ADC``: the DACs' settling and one conversion at
+  ``dac_bits`` / ``adc_bits``, :mod:`.converters`) (``columns_per_adc`` neighbouring columns share one ADC; ISAAC,
   Shafiee et al., ISCA 2016, and PUMA, Ankit et al., ASPLOS 2019: ~100 ns per 128-column
   ADC-multiplexed read);
 * buffers: per position a block reads its input vector (``R · input_bits`` bits) and writes
@@ -32,17 +33,20 @@ takes positions ``k·⌈P/R⌉ ..``, as the emitter schedules them)
   quantization bits; graph inputs come from off chip. ``hops`` = XY-routing distance on
   the mesh. The accumulation and post-op work counts on the accumulating core's logic.
 
-Time: :mod:`.schedule` (layers pipelined through line buffers within a computation cycle,
-every cycle reprogrammed per inference when there are several); latency and throughput
-come from it.
+Time: :mod:`.schedule` (layers pipelined through line buffers within a computation cycle;
+when there are several cycles, every cycle reprogrammed once per batch of
+``schedule.batch`` inferences, which stream through it); latency (the batch's) and
+throughput (``batch / latency``) come from it.
 
-Energy: ADC conversions × ``adc_pj_per_conversion``, DAC conversions × ``dac_pj_per_input``,
+Energy: ADC conversions × the ADC's energy at ``adc_bits`` and DAC conversions × the DAC's
+at ``dac_bits`` (:mod:`.converters`: Walden and Schreier bounds, binary-weighted DAC),
 cell reads × ``cell_read_fj``, buffer bits × ``buffer_pj_per_bit``, NoC bits × hops ×
 ``noc_pj_per_bit_hop``, digital ops × ``digital_pj_per_op`` and programming: cells × rounds ×
-``program_pj_per_cell``, with one round per inference when the model needs several cycles;
-when it fits in one, programming is a one-time cost (``resources["programming_one_time_j"]``)
-left out of the per-inference energy; static energy ``static_w_per_core × cores used /
-throughput``. Power = energy × throughput. The record's per-layer costs, energy kinds,
+``program_pj_per_cell``, with 1 / ``schedule.batch`` rounds per inference when the model
+needs several cycles (the simulator's ``programmings_per_inference`` where it ran); when it
+fits in one, programming is a one-time cost (``resources["programming_one_time_j"]``) left
+out of the per-inference energy; static energy ``(static_w_per_core + buffer leakage) ×
+cores used / throughput``. Power = energy × throughput. The record's per-layer costs, energy kinds,
 bottleneck and provenance: :mod:`.breakdown`; its assumptions: :mod:`.assumptions`.
 
 Measured activity: per-layer MVMs, ADC and DAC conversions replace the analytic counts (DAC
@@ -64,18 +68,21 @@ from hwmap import Graph, KPIs, Node, Provenance, Target
 from .assumptions import assumptions
 from .breakdown import (NodeEvents, core_bottleneck, detail_energy, energy_by_kind, idle_bottleneck, layer_costs,
                         provenance, reprogramming_bottleneck)
+from .converters import Converters
 from .dataflow import FlowDigital, FlowLayer, accumulations, copy_positions, plan_transfers, psum_bits
 from .hardware import AnalogIMCConfig, Blueprint
 from .layers import CrossbarLayer
 from .mapper import MapResult, Placement
 from .mapping import AnalogMapping
-from .schedule import Timing, distinct_rows, schedule
+from .schedule import Timing, schedule
+from .working_set import buffer_bytes, conv_fill_fraction
 
 __all__ = ["estimate", "CostModel", "ACTIVITY_KEYS", "adc_share", "replica_positions", "psum_bits",
            "conv_fill_fraction"]
 
 #: What the simulator's ``Simulation.activity`` may carry (all per inference).
-ACTIVITY_KEYS = ("samples", "mvms", "adc_conversions", "dac_conversions", "cycle_time_s", "noc_bits")
+ACTIVITY_KEYS = ("samples", "mvms", "adc_conversions", "dac_conversions", "cycle_time_s", "noc_bits",
+                 "programmings_per_inference")
 #: Re-indexing ops: no data moves, no time.
 _FREE_OPS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Constant"})
 #: Ops that need their whole input before their first output.
@@ -108,23 +115,6 @@ def replica_positions(positions: int, replicas: int, replica: int) -> int:
     """Positions copy ``replica`` of ``replicas`` computes: copy ``k`` takes positions
     ``k·⌈P/R⌉ ..`` (as the emitter schedules them), the last copies possibly fewer or none."""
     return copy_positions(positions, replicas, replica)[1]
-
-
-def conv_fill_fraction(node: Node, in_shape: tuple[int, ...]) -> float:
-    """Share of a 2-D convolution's input that must exist before its first output: its line
-    buffer ``((K_h−1)·W + K_w)`` of ``H·W`` (padded sizes, dilated kernel); 1 otherwise."""
-    if len(in_shape) != 4:
-        return 1.0
-    w = node.params.get("W")
-    kernel = node.attrs.get("kernel_shape") or (list(w.shape[2:]) if w is not None else None)
-    if not kernel or len(kernel) != 2:
-        return 1.0
-    dil = node.attrs.get("dilations") or [1, 1]
-    pads = node.attrs.get("pads") or [0, 0, 0, 0]
-    kh, kw = ((int(k) - 1) * int(d) + 1 for k, d in zip(kernel, dil))
-    h = in_shape[2] + int(pads[0]) + int(pads[2])
-    wd = in_shape[3] + int(pads[1]) + int(pads[3])
-    return min(1.0, ((kh - 1) * wd + kw) / max(1, h * wd))
 
 
 # -- the per-node model -------------------------------------------------------------------------------
@@ -176,6 +166,9 @@ class CostModel:
         self.bp: Blueprint = mapping.blueprint
         self.res: MapResult = mapping.result
         self.planes = math.ceil(self.hw.input_bits / self.hw.dac_bits)
+        self.conv = Converters.of(self.cfg)
+        # a read: the DACs settle, the read pulse, then the most columns one ADC converts in turn
+        self.read_fixed_s = self.conv.dac_s + self.hw.read_pulse_s
         self.batch = self.g.tensor(self.g.inputs[0]).shape[0] if self.g.inputs and self.g.tensor(
             self.g.inputs[0]).shape else 1
         self.layer_by_node = {lay.node: lay for lay in mapping.layers}
@@ -222,7 +215,7 @@ class CostModel:
             reads = pos * self.planes
             spans = [(p.elem_col * self.bp.element_cols, p.filter_count * lay.cols_per_filter) for p in group]
             cols = sum(c for _, c in spans)
-            t_read = hw.read_pulse_s + adc_share(spans, hw.columns_per_adc) * hw.adc_conversion_s
+            t_read = self.read_fixed_s + adc_share(spans, hw.columns_per_adc) * self.conv.adc_s
             slot = (cycle, core)
             cost.array_s[slot] = cost.array_s.get(slot, 0.0) + reads * t_read
             cost.mvms += reads
@@ -325,48 +318,6 @@ class CostModel:
             self.transfers.append(_Transfer(tr.node, tr.cycle, tr.src, tr.dst, tr.bits, self.bp.hops(tr.src, tr.dst)))
 
 
-# -- buffers --------------------------------------------------------------------------------------------
-def _buffer_bytes(model: CostModel) -> tuple[int, int, int]:
-    """Largest (input + output) buffer working set over (cycle, core), and its two parts.
-
-    Input: a convolution's line buffer ``((K_h−1)·W + K_w)·C_in`` (what ISAAC's inter-layer
-    pipeline buffers, Shafiee et al., ISCA 2016), a fully connected layer's input vector,
-    times the share of the layer's rows the core holds, at ``input_bits``; output: one
-    output vector of the filters the core holds."""
-    hw = model.hw
-    need: dict[tuple[int, int], list[float]] = {}
-    for lay in model.m.layers:
-        node = model.g.node(lay.node)
-        in_shape = model.g.tensor(node.inputs[0]).shape
-        if node.op.endswith("Conv") and len(in_shape) == 4:
-            window = conv_fill_fraction(node, in_shape) * _padded_area(node, in_shape) * in_shape[1]
-        else:
-            window = lay.groups * lay.rows
-        tiles: dict[tuple[int, int], set[tuple[int, int, int]]] = {}
-        outs: dict[tuple[int, int], float] = {}
-        for p in model.blocks[lay.node]:
-            slot = (p.cycle, p.core)
-            tiles.setdefault(slot, set()).add((p.group, p.row_start, p.row_count))
-            outs[slot] = outs.get(slot, 0.0) + p.filter_count * model._out_width(lay, p)
-        for slot, t in tiles.items():
-            share = distinct_rows(t) / (lay.groups * lay.rows)
-            cur = need.setdefault(slot, [0.0, 0.0])
-            cur[0] += window * share * hw.input_bits
-            cur[1] += outs[slot]
-    if not need:
-        return 0, 0, 0
-    best = max(sorted(need), key=lambda s: need[s][0] + need[s][1])
-    i, o = (math.ceil(b / 8) for b in need[best])
-    worst_in = max(math.ceil(v[0] / 8) for v in need.values())
-    worst_out = max(math.ceil(v[1] / 8) for v in need.values())
-    return i + o, worst_in, worst_out
-
-
-def _padded_area(node: Node, in_shape: tuple[int, ...]) -> int:
-    pads = node.attrs.get("pads") or [0, 0, 0, 0]
-    return (in_shape[2] + int(pads[0]) + int(pads[2])) * (in_shape[3] + int(pads[1]) + int(pads[3]))
-
-
 # -- the estimate -----------------------------------------------------------------------------------------
 def _number(activity: dict[str, Any] | None, key: str) -> float | None:
     v = (activity or {}).get(key)
@@ -465,25 +416,32 @@ def estimate(mapping: AnalogMapping, target: Target, activity: dict[str, Any] | 
         total.noc_bits = measured_bits
 
     multi = res.computation_cycles > 1
+    batch = model.cfg.schedule.batch if multi else 1
     latency = timing.latency_s
-    throughput = 1.0 / latency if multi else max(1.0 / timing.bottleneck_s, 1.0 / latency)
+    throughput = batch / latency if multi else max(1.0 / timing.bottleneck_s, 1.0 / latency)
+    # programming rounds per inference: each batch writes every cycle's cells once (the
+    # simulator's count where it measured one); one cycle: programmed once, not per inference
+    rounds = 1.0 / batch if multi else 0.0
+    measured_rounds = _number(activity, "programmings_per_inference")
+    if multi and measured_rounds is not None:
+        rounds = measured_rounds / res.computation_cycles
     # static power over the time one inference occupies the chip, so that power = energy × throughput
-    static_j = en.static_w_per_core * res.cores_used / throughput
-    detail = detail_energy(total, en, multi)
+    static_j = model.conv.static_w_per_core * res.cores_used / throughput
+    detail = detail_energy(total, en, model.conv, rounds)
     detail["static"] = static_j
     kinds = energy_by_kind(detail)
     energy = sum(kinds.values())
-    layers = layer_costs(events, en, multi, static_j, noc_scale)
+    layers = layer_costs(events, en, model.conv, rounds, static_j, noc_scale)
     if multi:
         bottleneck = reprogramming_bottleneck(layers, res.computation_cycles, res.computation_cycles_lower_bound,
-                                              res.cores_used, sum(timing.programming_s), latency, energy)
+                                              res.cores_used, sum(timing.programming_s), latency, energy, batch)
     elif timing.bottleneck_slot is not None:
         bottleneck = core_bottleneck(timing.bottleneck_slot, timing.loads[timing.bottleneck_slot],
                                      timing.bottleneck_s, throughput)
     else:
         bottleneck = idle_bottleneck(latency)
     programming_j = res.cells_used * en.program_pj_per_cell * 1e-12
-    act_bytes, in_need, out_need = _buffer_bytes(model)
+    act_bytes, in_need, out_need = buffer_bytes(model)
 
     resources: dict[str, Any] = dict(res.resources())
     resources.update({
@@ -502,7 +460,11 @@ def estimate(mapping: AnalogMapping, target: Target, activity: dict[str, Any] | 
         "latency_per_layer_s": {n: timing.node_s[n] for n in sorted(timing.node_s)},
         "latency_per_cycle_s": timing.cycle_span_s,
         "programming_s_per_cycle": timing.programming_s,
-        "programming_rounds_per_inference": res.computation_cycles if multi else 0,
+        "batch": batch,
+        "programming_rounds_per_inference": res.computation_cycles * rounds,
+        "static_w": model.conv.static_w_per_core * res.cores_used,
+        "converters": {"adc_pj_per_conversion": model.conv.adc_pj, "adc_conversion_s": model.conv.adc_s,
+                       "dac_pj_per_conversion": model.conv.dac_pj, "dac_settle_s": model.conv.dac_s},
         "programming_one_time_j": 0.0 if multi else programming_j,
         "programming_one_time_s": 0.0 if multi else sum(timing.programming_s),
         "bottleneck": timing.bottleneck,

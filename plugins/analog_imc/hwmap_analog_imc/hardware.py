@@ -35,7 +35,7 @@ from pydantic import Field, model_validator
 from hwmap import ConfigSection, TargetConfig, constant
 
 __all__ = [
-    "HardwareConfig", "NocConfig", "EnergyConfig", "MapperConfig", "NoiseConfig", "AnalogIMCConfig",
+    "HardwareConfig", "NocConfig", "EnergyConfig", "MapperConfig", "NoiseConfig", "ScheduleConfig", "AnalogIMCConfig",
     "Blueprint", "CoreBlueprint", "columns_per_weight", "ISAAC", "HOROWITZ", "LE_GALLO", "NEUROSIM", "AIHWKIT",
     "CHAPTER",
 ]
@@ -82,8 +82,19 @@ class HardwareConfig(_Section):
     dac_bits: int = constant(8, "bit", "assumed: a whole input per read (ISAAC streams 1 bit per read instead, "
                              f"{ISAAC})", ge=1, le=16,
                              description="DAC resolution; inputs wider than this are bit-streamed")
+    dac_reference_bits: int = constant(1, "bit", f"{ISAAC}: the 1-bit DACs whose energy is energy.dac_pj_per_input",
+                                       ge=1, le=16, description="resolution of the reference DAC whose figures "
+                                       "(energy.dac_pj_per_input, dac_settle_s) the config gives; scaled to dac_bits")
+    dac_settle_s: float = constant(1.0e-9, "s", "assumed: the 1-bit reference DAC drives its row within one 1 GHz "
+                                   "clock cycle (the Accelergy library's ISAAC DAC: 1 ns per conversion)", ge=0, le=1.0,
+                                   description="settling of the reference DAC; a dac_bits DAC settles in "
+                                               "dac_settle_s × (dac_bits + 1) / (dac_reference_bits + 1)")
     adc_bits: int = constant(8, "bit", f"{ISAAC}: 8-bit ADC", ge=1, le=16,
                              description="ADC resolution of one column read-out")
+    adc_reference_bits: int = constant(8, "bit", f"{ISAAC}: the 8-bit 1.28 GS/s SAR ADC (after Kull et al., ISSCC "
+                                       "2013) whose figures are energy.adc_pj_per_conversion and adc_conversion_s",
+                                       ge=1, le=16, description="resolution of the reference ADC whose figures the "
+                                       "config gives; scaled to adc_bits")
     columns_per_adc: int = constant(8, "", "assumed: 8 neighbouring columns per ADC (ISAAC time-multiplexes 128 "
                                     f"columns onto one ADC, {ISAAC})", ge=1, le=8192,
                                     description="columns multiplexed onto one ADC")
@@ -96,8 +107,9 @@ class HardwareConfig(_Section):
     read_pulse_s: float = constant(10e-9, "s", f"{NEUROSIM}: ~10 ns read pulse", ge=0, le=1.0,
                                    description="analog read pulse of one crossbar read")
     adc_conversion_s: float = constant(1.0 / 1.28e9, "s", f"{ISAAC}: ADC at 1.28 GS/s", gt=0, le=1.0,
-                                       description="one ADC conversion; a read takes read_pulse_s + "
-                                                   "columns_per_adc × adc_conversion_s")
+                                       description="one conversion of the reference ADC (adc_reference_bits); a "
+                                                   "SAR ADC of adc_bits takes adc_conversion_s × (adc_bits + 1) / "
+                                                   "(adc_reference_bits + 1)")
     program_row_s: float = constant(1.0e-6, "s", "assumed: ~10 write-verify iterations of ~100 ns pulses per row",
                                     ge=0, le=10.0, description="write-verify programming of one crossbar row (its cells in "
                                                       "parallel); paid per computation cycle when weights are "
@@ -135,9 +147,17 @@ class NocConfig(_Section):
 
 class EnergyConfig(_Section):
     adc_pj_per_conversion: float = constant(1.56, "pJ", f"{ISAAC}: 8-bit ADC, 2 mW at 1.28 GS/s", ge=0, le=1e6,
-                                            description="energy of one ADC conversion")
+                                            description="one conversion of the reference ADC (hardware."
+                                                        "adc_reference_bits); scaled to adc_bits as 2^bits (Walden)")
+    adc_fom_s_db: float = constant(167.3, "dB", "Murmann's ADC performance survey 1997-2021 as fitted by the "
+                                   "Accelergy ADC plug-in (Andrulis et al.): FoM_S <= 302.7 - 6.46 ln(f_s) dB, "
+                                   "167.3 dB at 1.28 GS/s", ge=100, le=200,
+                                   description="Schreier figure of merit bounding ADC energy at high resolution "
+                                               "(thermal noise: 4x per bit)")
     dac_pj_per_input: float = constant(0.39, "pJ", f"{ISAAC}: 1024 1-bit DACs at 4 mW, one conversion each per "
-                                       "100 ns read", ge=0, le=1e6, description="one DAC conversion of one row input")
+                                       "100 ns read", ge=0, le=1e6,
+                                       description="one conversion of one row input by the reference DAC (hardware."
+                                                   "dac_reference_bits); scaled to dac_bits as 2^bits")
     cell_read_fj: float = constant(1.8, "fJ", f"{ISAAC}: 8 arrays of 128×128 cells at 2.4 mW, one read per 100 ns",
                                    ge=0, le=1e9, description="one cell in one crossbar read")
     buffer_pj_per_bit: float = constant(0.156, "pJ", f"{HOROWITZ}: 10 pJ per 64-bit read of an 8 KB SRAM", ge=0, le=1e6,
@@ -148,8 +168,14 @@ class EnergyConfig(_Section):
                                           "one cell", ge=0, le=1e9, description="write-verify programming of one cell")
     digital_pj_per_op: float = constant(0.03, "pJ", f"{HOROWITZ}: 8-bit add 0.03 pJ", ge=0, le=1e6,
                                         description="one digital add or post-op (shift-and-add, accumulation)")
-    static_w_per_core: float = constant(0.0, "W", "assumed: leakage and clocking not modelled (0 W)", ge=0, le=1e3,
-                                        description="leakage and clocking per used core")
+    static_w_per_core: float = constant(
+        0.0, "W", "the crossbar's non-volatile cells hold their weights unpowered and SAR ADCs with dynamic comparators "
+        "draw no static current (Kull et al., ISSCC 2013); the buffers' leakage is buffer_leakage_w_per_mbit",
+        ge=0, le=1e3, description="static power per used core besides its buffers' leakage")
+    buffer_leakage_w_per_mbit: float = constant(
+        6.0e-6, "W", "Wang et al., IEEE JSSC 2008 (a 65 nm low-power SRAM): 12 µA/Mb leakage at its 0.5 V retention "
+        "voltage, a lower bound for active buffers", ge=0, le=1.0,
+        description="leakage of one Mibit of buffer SRAM (input_buffer_bytes + output_buffer_bytes per used core)")
 
 
 class MapperConfig(_Section):
@@ -174,6 +200,13 @@ class NoiseConfig(_Section):
                          description="noise seed (deterministic)")
 
 
+class ScheduleConfig(_Section):
+    batch: int = constant(1, "", "hwmap analog_imc convention: one inference per programming round unless a batch "
+                          "is asked for", ge=1, le=2**20,
+                          description="inferences run through each computation cycle per programming of its weights "
+                                      "(with several cycles)")
+
+
 class AnalogIMCConfig(TargetConfig):
     # The ignores: without pydantic's mypy plugin, mypy may read a section's fields as
     # required, so it thinks the sections cannot be built without arguments.
@@ -182,6 +215,7 @@ class AnalogIMCConfig(TargetConfig):
     energy: EnergyConfig = Field(default_factory=EnergyConfig)  # type: ignore[arg-type]
     mapper: MapperConfig = Field(default_factory=MapperConfig)  # type: ignore[arg-type]
     noise: NoiseConfig = Field(default_factory=NoiseConfig)  # type: ignore[arg-type]
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)  # type: ignore[arg-type]
 
 
 def columns_per_weight(hw: HardwareConfig) -> int:

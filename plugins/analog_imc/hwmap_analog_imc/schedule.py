@@ -20,11 +20,15 @@ Given a :class:`~.estimate.CostModel` (each node's crossbar reads and digital wo
   after it starts and one position's worth of it after its last input ends: layers on
   distinct cores pipeline, layers on one core run one after the other;
 * with several computation cycles the weights of each cycle are programmed before it runs
-  (``rows written · program_row_s``, cores in parallel) and every inference reprograms all
-  cycles (batch 1: the chip holds the last cycle's weights when the next inference needs
-  the first's). Latency = Σ over cycles of (programming + span);
+  (``rows written · program_row_s``, cores in parallel) and every batch of ``b =
+  schedule.batch`` inferences reprograms all cycles (the chip holds the last cycle's weights
+  when the next batch needs the first's); the batch's inferences stream through a cycle as
+  through a one-cycle pipeline: the first takes the cycle's span, each further one its
+  initiation interval (the busiest array, logic or link of that cycle's cores). Latency (of
+  the batch: every inference waits for the last cycle) = Σ over cycles of (programming +
+  span + (b − 1) · interval);
 * throughput: one cycle — steady state, successive inferences overlap, ``1 / max over
-  cores (array, logic, link busy)``; several cycles — ``1 / latency`` (no overlap across a
+  cores (array, logic, link busy)``; several cycles — ``b / latency`` (no overlap across a
   reprogramming).
 
 The throughput bottleneck is the busiest (cycle, core, resource) of :data:`RESOURCES`
@@ -71,7 +75,7 @@ class Timing:
     cycles are reprogrammed, or nothing is busy)."""
 
     node_s: dict[str, float]
-    cycle_span_s: list[float]
+    cycle_span_s: list[float]  # per cycle: the time the batch spends in it (programming excluded)
     programming_s: list[float]
     latency_s: float
     bottleneck_s: float
@@ -139,6 +143,7 @@ def schedule(model: CostModel) -> Timing:
     cycles = max(1, model.res.computation_cycles)
     prog = _programming_s(model) if model.res.computation_cycles else []
     reprogram = model.res.computation_cycles > 1
+    batch = model.cfg.schedule.batch if reprogram else 1
     start: dict[str, float] = {}
     finish: dict[str, float] = {}
     spans: list[float] = []
@@ -172,6 +177,8 @@ def schedule(model: CostModel) -> Timing:
             start[node.name], finish[node.name] = s, f
             end = max(end, f)
         span = end - c0
+        if batch > 1:  # the rest of the batch follows at the cycle's initiation interval
+            span += (batch - 1) * max((max(b.values()) for (cc, _), b in busy.items() if cc == c), default=0.0)
         spans.append(span)
         clock = c0 + span
     latency = max(clock, 1.0 / model.hw.clock_hz)

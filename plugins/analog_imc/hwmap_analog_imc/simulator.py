@@ -149,12 +149,14 @@ class Simulator:
     independent and give identical results (a session keeps nothing from one run to the
     next but Reshape nodes rebased to a batch size)."""
 
-    def __init__(self, program: Program, noise: NoiseConfig | None = None, *, where: str | None = None) -> None:
+    def __init__(self, program: Program, noise: NoiseConfig | None = None, *, where: str | None = None,
+                 batch: int = 1) -> None:
         prepare, per_sample = footprint(program, noise is not None)
         check_size(prepare + per_sample, f"simulating the program ({prepare:,} bytes to prepare its layers, "
                    f"{per_sample:,} per sample)", where=where, error=TargetError)
         self.program = program
         self.noise = noise
+        self.batch = max(1, int(batch))  # inferences per programming of the computation cycles
         self._names = [t.name for t in program.tensors]
         index = ScheduleIndex.of(program)
         self._layers = [_prepare_layer(program, i, noise, index) for i in range(len(program.layers))]
@@ -180,7 +182,9 @@ class Simulator:
         program = load_program(artifacts)
         noise_cfg = getattr(target.config, "noise", None)
         noise = noise_cfg if isinstance(noise_cfg, NoiseConfig) and noise_cfg.enabled else None
-        return cls(program, noise, where=str(artifacts.path(artifacts.manifest.get("program", PROGRAM_FILE))))
+        batch = getattr(getattr(target.config, "schedule", None), "batch", 1)
+        return cls(program, noise, where=str(artifacts.path(artifacts.manifest.get("program", PROGRAM_FILE))),
+                   batch=batch if isinstance(batch, int) else 1)
 
     @property
     def layers(self) -> list[FastLayer | _ReferenceLayer]:
@@ -227,7 +231,7 @@ class Simulator:
         else:
             outputs = {k: np.concatenate([p[0][k] for p in parts], axis=0) for k in parts[0][0]}
             collected = {k: np.concatenate([p[1][k] for p in parts], axis=0) for k in parts[0][1]}
-        return outputs, _activity(self._static, program, n, counts, clipped), collected
+        return outputs, _activity(self._static, program, n, counts, clipped, self.batch), collected
 
     # -- preparation
     def _prepare_digital(self, i: int) -> _Digital:
@@ -466,11 +470,13 @@ def _adc_loads(owner: np.ndarray, start: np.ndarray, width: np.ndarray, per_adc:
     return out
 
 
-def _activity(static: _StaticActivity, program: Program, n: int, counts: list[Any], clipped: list[int]
-              ) -> dict[str, Any]:
+def _activity(static: _StaticActivity, program: Program, n: int, counts: list[Any], clipped: list[int],
+              batch: int = 1) -> dict[str, Any]:
     """The activity dict: the static part, and per inference the DAC conversions (per
     layer, its READs' nonzero digits summed one READ after the other, as the digital logic
-    counts) and the clipped conversions."""
+    counts), the clipped conversions, and the computation cycles programmed: with several
+    cycles, every cycle once per batch of ``batch`` samples (the last batch possibly short);
+    with one, none per inference (programmed once before the run)."""
     dac: dict[str, float] = {}
     for lay, c in zip(program.layers, counts):
         dac[lay.name] = _sum_in_order(np.asarray(c, dtype=np.int64).reshape(-1), n)
@@ -484,6 +490,8 @@ def _activity(static: _StaticActivity, program: Program, n: int, counts: list[An
         "cycle_time_s": list(static.cycles),
         "noc_bits": static.noc_bits,
         "noc_bit_hops": static.noc_bit_hops,
+        "programmings_per_inference": (program.config.computation_cycles * math.ceil(n / batch) / n
+                                       if program.config.computation_cycles > 1 and n else 0.0),
     }
 
 
