@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Callable
 from hwmap import TargetError
 from hwmap.safeio import MAX_JSON_DEPTH, json_depth
 
+from .program_placement import check_placement
 from .program_records import (Config, DigitalRec, FLAG_QUANT, LAYOUT_CHANNELS_FIRST, LAYOUT_CHANNELS_LAST,
                               LAYOUT_WHOLE, LayerRec, NONE, PostOpRec, ReadRec)
 
@@ -76,9 +77,6 @@ def check(p: Program, where: str) -> None:
             raise bad(f"block {i} lies outside layer {b.layer} ({lay.name})")
         if b.core >= c.cores or b.cycle >= c.computation_cycles:
             raise bad(f"block {i} sits on core {b.core} in cycle {b.cycle}, outside the chip/program")
-        if ((b.elem_row + b.elem_rows) * c.element_rows > c.crossbar_rows
-                or (b.elem_col + b.elem_cols) * c.element_cols > c.crossbar_cols):
-            raise bad(f"block {i} lies outside its {c.crossbar_rows}x{c.crossbar_cols} crossbar")
         held[b.layer] += b.row_count * b.filter_count
     for i, lay in enumerate(p.layers):  # before anything the size of a layer is made
         if held[i] < lay.groups * lay.rows * lay.filters:
@@ -130,6 +128,7 @@ def check(p: Program, where: str) -> None:
             raise bad(f"NoC transfer {k} moves a region outside tensor {p.tensors[tr.tensor].name!r} "
                       f"(layout {tr.layout}, channels {tr.ch_start}+{tr.ch_count}, "
                       f"positions {tr.pos_start}+{tr.pos_count})")
+    check_placement(p, bad)
     named: list[PostOpRec | DigitalRec] = [*p.postops, *p.digital]
     for op in named:
         try:

@@ -38,20 +38,22 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 import hwmap
-from hwmap import DataError, GraphError, HwmapError, Node, TargetError
+from hwmap import DataError, GraphError, HwmapError, Node, QuantAnnotation, TargetError
 from hwmap.limits import check_size, max_memory
 from hwmap.ops import get_op
 
 from .crossbar import LayerBase, LayerKernel, ScheduleIndex, adc_error_bound, input_codes, nonzero_digits
 from .fast_layer import FastLayer, NotExact, Tuning
 from .hardware import NoiseConfig
-from .program import FLAG_INPUT, FLAG_OUTPUT, PROGRAM_FILE, Program, ReadRec, load_program
+from .machine import execute
+from .program import (FLAG_AXIS, FLAG_INPUT, FLAG_OUTPUT, FLAG_QUANT, PROGRAM_FILE, Program, ReadRec, TensorRec,
+                      load_program)
 from .program_check import footprint
 
 __all__ = ["PROGRAM_FILE", "Simulator", "simulate", "run_program", "adc_error_bound", "input_codes",
@@ -156,16 +158,19 @@ class Simulator:
         self.program = program
         self.noise = noise
         self._names = [t.name for t in program.tensors]
-        index = ScheduleIndex.of(program)
-        self._layers = [_prepare_layer(program, i, noise, index) for i in range(len(program.layers))]
+        ran = execute(program)  # where everything is when each instruction runs; the cells READs drive
+        self.noc_bits_moved = ran.noc_bits
+        view = replace(program, weights=[replace(w, cells=ran.cells[b]) if b in ran.cells else w
+                                         for b, w in enumerate(program.weights)])
+        index = ScheduleIndex.of(view)
+        self._layers = [_prepare_layer(view, i, noise, index) for i in range(len(program.layers))]
+        self._quant = [_annotation(program, t) for t in program.tensors]
         self._postops: list[list[_PostOp]] = [[] for _ in program.layers]
         for po in program.postops:
             node = _node(po.name, po.op, po.attrs, [f"in{j}" for j in range(len(po.extra) + 1)], ["out"],
                          po.params, program)
             self._postops[po.layer].append(_PostOp(_Op.of(node), po.extra, po.position))
-        steps = sorted([(lay.order, 0, i) for i, lay in enumerate(program.layers)]
-                       + [(d.order, 1, i) for i, d in enumerate(program.digital)])
-        self._steps: list[tuple[int, int]] = [(kind, i) for _, kind, i in steps]
+        self._steps = _dependency_order(program, ran.steps)
         self._digital = [self._prepare_digital(i) for i in range(len(program.digital))]
         self._rebased: dict[tuple[int, int], _Op] = {}
         self._outputs = [(i, t.name) for i, t in enumerate(program.tensors) if t.flags & FLAG_OUTPUT]
@@ -253,18 +258,20 @@ class Simulator:
                  collect: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """One slice of samples through every step; adds to ``counts`` and ``clipped``."""
         names = self._names
-        env: dict[int, np.ndarray] = dict(inputs)
+        env: dict[int, np.ndarray] = {t: self._hold(t, a) for t, a in inputs.items()}
         extra: dict[str, np.ndarray] = {}
         n = next(iter(inputs.values())).shape[0] if inputs else 1
         for kind, i in self._steps:
             if kind == 1:
                 d = self._digital[i]
                 op = self._rebased_op(i, n) if d.rebase and n != self.program.config.batch else d.op
-                res = op([_get(env, t, names, op.node.name) for t in d.inputs])
+                args = [_get(env, t, names, op.node.name) for t in d.inputs]
+                fixed = any(self._quant[t] is not None for t in d.outputs)
+                res = op([a.astype(np.float64) if fixed and a.dtype == np.float32 else a for a in args])
                 if len(res) != len(d.outputs):
                     raise TargetError(f"gave {len(res)} outputs for {len(d.outputs)}",
                                       where=f"digital op {op.node.name!r}")
-                env.update(zip(d.outputs, res))
+                env.update((t, self._hold(t, v) if fixed else v) for t, v in zip(d.outputs, res))
                 continue
             layer = self._layers[i]
             rec = layer.rec
@@ -278,13 +285,21 @@ class Simulator:
                 operands = [_get(env, t, names, po.op.node.name) for t in po.extra]
                 operands.insert(po.position, y)
                 y = po.op(operands)[0]
-            env[rec.output] = y
+            env[rec.output] = self._hold(rec.output, y)
         missing = [name for i, name in self._outputs if i not in env]
         if missing:
             raise TargetError(f"graph output {missing[0]!r} is produced by no instruction")
         if collect:
             extra.update({names[t]: v for t, v in env.items()})
         return {name: env[i] for i, name in self._outputs}, extra
+
+    def _hold(self, t: int, value: np.ndarray) -> np.ndarray:
+        """Tensor ``t`` as the hardware holds it: on the grid of its declared quantization
+        (TENSORS ``q_scale``, ``q_zero_point``, ``q_bits``...), else as computed (float32)."""
+        q = self._quant[t]
+        if q is None:
+            return value.astype(np.float32, copy=False)
+        return q.dequantize(q.quantize(value)).astype(np.float32)
 
     def _rebased_op(self, i: int, n: int) -> _Op:
         """The Reshape of digital op ``i`` with its constant target's batch set to ``n`` (as
@@ -354,6 +369,47 @@ class _ReferenceLayer(LayerBase):
 
 
 # ------------------------------------------------------------------------------ nodes and inputs
+def _annotation(program: Program, t: TensorRec) -> QuantAnnotation | None:
+    """The quantization a TENSORS record declares (None: a float32 tensor)."""
+    if not t.flags & FLAG_QUANT:
+        return None
+    return QuantAnnotation(program.const(t.q_scale).reshape(-1), program.const(t.q_zero_point).reshape(-1),
+                           t.q_bits, bool(t.q_signed), t.q_axis if t.flags & FLAG_AXIS else None, bool(t.q_narrow))
+
+
+def _dependency_order(program: Program, finished: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The steps in the order the instruction stream finished them, each moved after the
+    steps producing its operands (the values are computed a whole layer at a time, so a
+    layer whose READs needed only part of a tensor still waits for all of it)."""
+    made: dict[int, tuple[int, int]] = {}
+    for lid, lay in enumerate(program.layers):
+        made[lay.output] = (0, lid)
+    for k, d in enumerate(program.digital):
+        for t in d.outputs:
+            made[t] = (1, k)
+    extra: dict[int, tuple[int, ...]] = {}
+    for po in program.postops:
+        extra[po.layer] = extra.get(po.layer, ()) + po.extra
+
+    def needs(step: tuple[int, int]) -> set[tuple[int, int]]:
+        kind, i = step
+        ts = program.digital[i].inputs if kind else (program.layers[i].input,) + extra.get(i, ())
+        return {made[t] for t in ts if t in made and made[t] != step}
+
+    done: set[tuple[int, int]] = set()
+    order: list[tuple[int, int]] = []
+    waiting = list(finished)
+    while waiting:
+        ready = [s for s in waiting if needs(s) <= done]
+        if not ready:
+            raise TargetError(f"the program's steps depend on each other in a cycle (first: {waiting[0]})")
+        step = ready[0]
+        waiting.remove(step)
+        done.add(step)
+        order.append(step)
+    return order
+
+
 def _node(name: str, op: str, attrs: str, inputs: list[str], outputs: list[str],
           params: tuple[tuple[str, int], ...], program: Program) -> Node:
     return Node(name, op, inputs, outputs, json.loads(attrs), {slot: program.const(r) for slot, r in params})
