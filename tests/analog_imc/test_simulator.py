@@ -22,7 +22,6 @@ from hwmap.ops import get_op
 from hwmap.ops.fused import plan
 from hwmap.zoo import load_data, load_onnx
 from hwmap_analog_imc import emit, plugin, simulator
-from hwmap_analog_imc.layers import CROSSBAR_OPS
 from hwmap_analog_imc.legalize import legalize, weight_slot
 from hwmap_analog_imc.program import read_program
 

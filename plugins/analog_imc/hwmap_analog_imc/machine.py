@@ -52,7 +52,10 @@ from .program_records import (FLAG_INPUT, FLAG_OUTPUT, KIND_PSUM, LAYOUT_CHANNEL
 if TYPE_CHECKING:
     from .program import Program
 
-__all__ = ["Execution", "execute"]
+__all__ = ["Execution", "execute", "value_order"]
+
+#: Receptive fields kept for READs to come (a depthwise layer's groups share theirs).
+_TOUCHED_CACHE = 64
 
 
 @dataclass
@@ -70,6 +73,39 @@ def execute(p: Program) -> Execution:
     """Run the instruction stream of ``p`` (see the module docstring); a
     :class:`hwmap.TargetError` names the first instruction whose data is not where it needs it."""
     return _Machine(p).run()
+
+
+def value_order(program: Program, finished: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The steps in the order the instruction stream finished them, each moved after the
+    steps producing its operands (the values are computed a whole layer at a time, so a
+    layer whose READs needed only part of a tensor still waits for all of it)."""
+    made: dict[int, tuple[int, int]] = {}
+    for lid, lay in enumerate(program.layers):
+        made[lay.output] = (0, lid)
+    for k, d in enumerate(program.digital):
+        for t in d.outputs:
+            made[t] = (1, k)
+    extra: dict[int, tuple[int, ...]] = {}
+    for po in program.postops:
+        extra[po.layer] = extra.get(po.layer, ()) + po.extra
+
+    def needs(step: tuple[int, int]) -> set[tuple[int, int]]:
+        kind, i = step
+        ts = program.digital[i].inputs if kind else (program.layers[i].input,) + extra.get(i, ())
+        return {made[t] for t in ts if t in made and made[t] != step}
+
+    done: set[tuple[int, int]] = set()
+    order: list[tuple[int, int]] = []
+    waiting = list(finished)
+    while waiting:
+        ready = [s for s in waiting if needs(s) <= done]
+        if not ready:
+            raise TargetError(f"the program's steps depend on each other in a cycle (first: {waiting[0]})")
+        step = ready[0]
+        waiting.remove(step)
+        done.add(step)
+        order.append(step)
+    return order
 
 
 def _view(shape: tuple[int, ...], layout: int) -> tuple[int, int]:
@@ -132,7 +168,8 @@ class _Machine:
         self.extra: list[tuple[int, ...]] = [() for _ in p.layers]
         for po in p.postops:
             self.extra[po.layer] += po.extra
-        self.windows: dict[int, np.ndarray] = {}
+        self.windows: dict[int, np.ndarray] = {}  # layer -> (positions, taps) flat input index, padding = size
+        self.touched: dict[tuple[int, ...], np.ndarray] = {}
         self.cells: dict[int, np.ndarray] = {}
         self.steps: list[tuple[int, int]] = []
         self.noc_bits = 0
@@ -298,6 +335,10 @@ class _Machine:
 
     def _touched(self, lid: int, lay: LayerRec, p0: int, pc: int, t0: int, t1: int) -> np.ndarray:
         """Flat spatial input positions the taps ``t0..t1`` of positions ``p0..p0+pc`` read."""
+        key = (lid, p0, pc, t0, t1)
+        got = self.touched.get(key)
+        if got is not None:
+            return got
         win = self.windows.get(lid)
         spatial = self.p.tensors[lay.input].shape[2:]
         size = math.prod(spatial)
@@ -307,7 +348,10 @@ class _Machine:
             self.windows[lid] = win
         mask = np.zeros(size + 1, dtype=bool)
         mask[win[p0:p0 + pc, t0:t1]] = True
-        return np.flatnonzero(mask[:size])
+        if len(self.touched) >= _TOUCHED_CACHE:
+            self.touched.clear()
+        got = self.touched[key] = np.flatnonzero(mask[:size])
+        return got
 
     def _accum(self, k: int, a: AccumRec) -> str | None:
         if a.block in self.accumulated:
@@ -339,19 +383,24 @@ class _Machine:
             shape = (lay.groups, lay.positions, lay.filters)
             acc = self.acc[lid] = _Acc(np.zeros(shape, dtype=np.int64), np.full(shape, -1, dtype=np.int64),
                                        math.prod(shape))
+        if not pc or not blk.filter_count:
+            return
         fs = slice(blk.filter_start, blk.filter_start + blk.filter_count)
         rows = acc.rows[blk.group, p0:p0 + pc, fs]
         where = acc.core[blk.group, p0:p0 + pc, fs]
-        if ((where != core) & (where >= 0)).any():
-            raise TargetError(f"ACCUM instruction {k} adds the partial sums of BLOCK {b} ({lay.name}) on core {core}, "
-                              f"those of other row tiles of its filters on core {int(where.max())}")
-        rows += blk.row_count
+        np.add(rows, blk.row_count, out=rows)
+        if where.min() != where.max() or where.flat[0] not in (-1, core):
+            others = where[(where >= 0) & (where != core)]
+            if others.size:
+                raise TargetError(f"ACCUM instruction {k} adds the partial sums of BLOCK {b} ({lay.name}) on core "
+                                  f"{core}, those of other row tiles of its filters on core {int(others[0])}")
         where[...] = core
-        if (rows > lay.rows).any():
+        top = rows.max()
+        if top > lay.rows:
             raise TargetError(f"ACCUM instruction {k} adds rows of BLOCK {b} ({lay.name}) that other blocks "
                               "already accumulated")
-        done = rows == lay.rows
-        if done.any():
+        if top == lay.rows:
+            done = rows == lay.rows
             f = _Finish(lid, core, blk.group, p0, blk.filter_start, done)
             if self._finish(f):
                 self.finishing.append(f)

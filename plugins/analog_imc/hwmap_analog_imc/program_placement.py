@@ -66,11 +66,11 @@ def check_placement(p: Program, bad: Callable[[str], TargetError]) -> None:
         area[...] = i
     for k, ins in enumerate(p.schedule):
         if isinstance(ins, ReadRec):
-            for b in ins.blocks:
-                blk = p.blocks[b]
-                if (blk.core, blk.cycle) != (ins.core, ins.cycle):
+            for j in ins.blocks:
+                held = p.blocks[j]
+                if (held.core, held.cycle) != (ins.core, ins.cycle):
                     raise bad(f"READ instruction {k} runs on core {ins.core} in cycle {ins.cycle} but drives BLOCK "
-                              f"{b}, programmed on core {blk.core} in cycle {blk.cycle}")
+                              f"{j}, programmed on core {held.core} in cycle {held.cycle}")
         else:
             blk = p.blocks[ins.block]
             if (blk.core, blk.cycle) != (ins.core, ins.cycle):

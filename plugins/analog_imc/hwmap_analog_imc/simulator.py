@@ -1,27 +1,43 @@
 """The analog IMC simulator: runs an emitted program, read back from disk, on a batch of inputs.
 
 Nothing comes from the mapping or the graph: the simulator reads ``program.bin`` (see
-:mod:`~hwmap_analog_imc.program`) and executes its records in dataflow order. Like an
-onnxruntime ``InferenceSession``, :class:`Simulator` splits the work in two:
-:meth:`Simulator.load` reads and decodes the program once and prepares every layer (weight
-matrices, im2col index plans, ADC scales, noisy cells); :meth:`Simulator.run` runs inferences.
-:func:`simulate` is both, for the flow (which reads the artifacts from disk on every call).
+:mod:`~hwmap_analog_imc.program`), checks it against the chip it names
+(:mod:`~hwmap_analog_imc.program_placement`) and runs its instruction stream on the cores'
+state (:mod:`~hwmap_analog_imc.machine`): PROGRAM writes each core's cells, READ drives the
+blocks on its own core with the cells as programmed and the input its core's buffer holds,
+ACCUM adds into the partial sums of its destination core, NOC moves data between the
+cores' buffers, DIGITAL runs on what its core holds; data not where an instruction needs
+it is a :class:`hwmap.TargetError` naming the instruction. That run depends on the program
+only, so it happens once, when a session is made; it gives the cells every READ drove and
+the order in which the layers and digital ops finished. Like an onnxruntime
+``InferenceSession``, :class:`Simulator` splits the work in two: :meth:`Simulator.load`
+reads, checks and runs the stream once and prepares every layer from the cells the READs
+drove (weight matrices, im2col index plans, ADC scales, noisy cells); :meth:`Simulator.run`
+computes the values, a layer at a time in that order. :func:`simulate` is both, for the
+flow (which reads the artifacts from disk on every call).
 
 A crossbar layer runs the arithmetic of :mod:`~hwmap_analog_imc.crossbar` (DAC, crossbar, ADC,
 shift and add, dequantize, then its fused post-ops): with noise off through the fast exact
 kernel (:class:`~hwmap_analog_imc.fast_layer.FastLayer`) where its integer bounds hold, else
 through the per-plane, per-column reference kernel
 (:class:`~hwmap_analog_imc.crossbar.LayerKernel`); with noise off the two give the same bits.
+Where an ACCUM adds its partial sums does not change their sum; the stream's run checks
+that they get there.
 
-An ACCUM's destination core, and the NOC records, say where this work happens and what moves
-between cores (a copy finishing its filters on its own core, partial sums only for filters
-split over cores); they enter the activity (``noc_bits``, ``noc_bit_hops``, ``cycle_time_s``),
-not the values computed.
+Tensors are held as the hardware holds them: a tensor the TENSORS section declares
+quantized (``q_scale``, ``q_zero_point``, ``q_bits``, ``q_signed``, ``q_narrow``) is put on its
+grid, ``s·(q − z)`` with ``q = clip(round_half_even(x/s) + z, q_min, q_max)``, when it is
+made (a graph input as it is loaded, a layer's output after its post-ops, a digital op's
+output); a tensor declared without quantization stays float32. A digital op with a quantized
+output computes on the exact values of its operands' codes (in float64, which holds every
+8-bit code times its scale and their sums exactly enough to round once) and rounds its
+result once to the output's grid, as a fixed-point unit with a wide accumulator does.
 
-Digital ops, like the post-ops, run with hwmap's reference semantics
-(``hwmap.ops.get_op(op).evaluate``). Without noise and with an ADC that never
-rounds (shift 0), the crossbar result is exactly ``Σ q_x·q_w``: the simulator then equals the
-reference model with fake-quantized inputs and weights up to float32 rounding.
+Digital ops and the post-ops follow hwmap's reference semantics
+(``hwmap.ops.get_op(op).evaluate``). Without noise and with an ADC that never rounds (shift
+0), the crossbar result is exactly ``Σ q_x·q_w``: the simulator then equals hwmap's shared
+quantized reference (``hwmap.execute.run(graph, ..., quantized=True)``) bit for bit on every
+quantized tensor, and up to float32 rounding on the others.
 
 Activity per inference: ``mvms`` (analog reads: input vectors × bit-planes per READ),
 ``adc_conversions`` (reads × columns converted), ``dac_conversions`` (nonzero input digits
@@ -51,7 +67,7 @@ from hwmap.ops import get_op
 from .crossbar import LayerBase, LayerKernel, ScheduleIndex, adc_error_bound, input_codes, nonzero_digits
 from .fast_layer import FastLayer, NotExact, Tuning
 from .hardware import NoiseConfig
-from .machine import execute
+from .machine import execute, value_order
 from .program import (FLAG_AXIS, FLAG_INPUT, FLAG_OUTPUT, FLAG_QUANT, PROGRAM_FILE, Program, ReadRec, TensorRec,
                       load_program)
 from .program_check import footprint
@@ -170,7 +186,7 @@ class Simulator:
             node = _node(po.name, po.op, po.attrs, [f"in{j}" for j in range(len(po.extra) + 1)], ["out"],
                          po.params, program)
             self._postops[po.layer].append(_PostOp(_Op.of(node), po.extra, po.position))
-        self._steps = _dependency_order(program, ran.steps)
+        self._steps = value_order(program, ran.steps)
         self._digital = [self._prepare_digital(i) for i in range(len(program.digital))]
         self._rebased: dict[tuple[int, int], _Op] = {}
         self._outputs = [(i, t.name) for i, t in enumerate(program.tensors) if t.flags & FLAG_OUTPUT]
@@ -375,39 +391,6 @@ def _annotation(program: Program, t: TensorRec) -> QuantAnnotation | None:
         return None
     return QuantAnnotation(program.const(t.q_scale).reshape(-1), program.const(t.q_zero_point).reshape(-1),
                            t.q_bits, bool(t.q_signed), t.q_axis if t.flags & FLAG_AXIS else None, bool(t.q_narrow))
-
-
-def _dependency_order(program: Program, finished: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The steps in the order the instruction stream finished them, each moved after the
-    steps producing its operands (the values are computed a whole layer at a time, so a
-    layer whose READs needed only part of a tensor still waits for all of it)."""
-    made: dict[int, tuple[int, int]] = {}
-    for lid, lay in enumerate(program.layers):
-        made[lay.output] = (0, lid)
-    for k, d in enumerate(program.digital):
-        for t in d.outputs:
-            made[t] = (1, k)
-    extra: dict[int, tuple[int, ...]] = {}
-    for po in program.postops:
-        extra[po.layer] = extra.get(po.layer, ()) + po.extra
-
-    def needs(step: tuple[int, int]) -> set[tuple[int, int]]:
-        kind, i = step
-        ts = program.digital[i].inputs if kind else (program.layers[i].input,) + extra.get(i, ())
-        return {made[t] for t in ts if t in made and made[t] != step}
-
-    done: set[tuple[int, int]] = set()
-    order: list[tuple[int, int]] = []
-    waiting = list(finished)
-    while waiting:
-        ready = [s for s in waiting if needs(s) <= done]
-        if not ready:
-            raise TargetError(f"the program's steps depend on each other in a cycle (first: {waiting[0]})")
-        step = ready[0]
-        waiting.remove(step)
-        done.add(step)
-        order.append(step)
-    return order
 
 
 def _node(name: str, op: str, attrs: str, inputs: list[str], outputs: list[str],
