@@ -315,7 +315,19 @@ class Simulator:
         q = self._quant[t]
         if q is None:
             return value.astype(np.float32, copy=False)
-        return q.dequantize(q.quantize(value)).astype(np.float32)
+        # QuantAnnotation.dequantize(quantize(value)) in place: the same float64 operations
+        scale, zero = q.scale, q.zero_point
+        if q.axis is not None:
+            shape = [1] * value.ndim
+            shape[q.axis % value.ndim] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        x = np.divide(value, scale, dtype=np.float64)
+        np.rint(x, out=x)
+        x += zero
+        np.clip(x, q.qmin, q.qmax, out=x)
+        x -= zero
+        x *= scale
+        return x.astype(np.float32)
 
     def _rebased_op(self, i: int, n: int) -> _Op:
         """The Reshape of digital op ``i`` with its constant target's batch set to ``n`` (as
@@ -389,8 +401,12 @@ def _annotation(program: Program, t: TensorRec) -> QuantAnnotation | None:
     """The quantization a TENSORS record declares (None: a float32 tensor)."""
     if not t.flags & FLAG_QUANT:
         return None
-    return QuantAnnotation(program.const(t.q_scale).reshape(-1), program.const(t.q_zero_point).reshape(-1),
-                           t.q_bits, bool(t.q_signed), t.q_axis if t.flags & FLAG_AXIS else None, bool(t.q_narrow))
+    scale, zero = program.const(t.q_scale).reshape(-1), program.const(t.q_zero_point).reshape(-1)
+    n = max(scale.size, zero.size)  # 1, or the axis' length (checked when the program is read)
+    per_axis = bool(t.flags & FLAG_AXIS) and n > 1
+    scale, zero = np.broadcast_to(scale, n).copy(), np.broadcast_to(zero, n).copy()
+    return QuantAnnotation(scale if per_axis else scale[0], zero if per_axis else zero[0], t.q_bits,
+                           bool(t.q_signed), t.q_axis if per_axis else None, bool(t.q_narrow))
 
 
 def _node(name: str, op: str, attrs: str, inputs: list[str], outputs: list[str],
