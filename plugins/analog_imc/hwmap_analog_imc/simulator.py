@@ -161,9 +161,13 @@ class _Digital:
 class Simulator:
     """A program decoded and prepared to run, like an onnxruntime ``InferenceSession``.
 
-    Construction prepares every layer once (:class:`FastLayer` with noise off, else
-    :class:`LayerKernel` with the noisy cells drawn once), the digital and post-op nodes and
-    the activity that does not depend on the data; :meth:`run` then only computes. Runs are
+    Construction runs the instruction stream on the cores' state once
+    (:func:`~hwmap_analog_imc.machine.execute`: a program whose data would not be where an
+    instruction needs it is refused here; ``noc_bits_moved`` is what its NOC records moved
+    per inference), then prepares every layer from the cells its READs drove
+    (:class:`FastLayer` with noise off, else :class:`LayerKernel` with the noisy cells drawn
+    once), the digital and post-op nodes and the activity that does not depend on the data;
+    :meth:`run` then only computes, the layers in the order the stream finished them. Runs are
     independent and give identical results (a session keeps nothing from one run to the
     next but Reshape nodes rebased to a batch size)."""
 
