@@ -4,7 +4,7 @@ naming the record, or run with the outputs their instructions say.
 
 (a) a block moved onto another layer's elements, (b) a block outside the element grid, (c) a
 block declaring fewer elements than its weights take, (d) every READ on another core,
-(e) the schedule reversed, (f) the NOC records dropped — and the moves the program's
+(e) the schedule (or the dataflow order) reversed, (f) the NOC records dropped — and the moves the program's
 semantics allow: a layer relocated to another core with the transfer its input then needs,
 cells programmed with other levels."""
 
@@ -160,3 +160,14 @@ def test_reads_drive_the_cells_as_programmed(chapter: Program) -> None:
     assert run(other).tobytes() != base.tobytes()
     same = replace(chapter, weights=[chapter.weights[0], replace(w, cells=w.cells.copy())])
     assert run(same).tobytes() == base.tobytes()
+
+
+def test_reversed_dataflow_order_is_refused(resnet: Program) -> None:
+    """The LAYERS' and DIGITAL records' ``order`` reversed: a layer would read a tensor
+    made after it."""
+    n = len(resnet.layers) + len(resnet.digital)
+    bad = replace(resnet, layers=[replace(lay, order=n - lay.order) for lay in resnet.layers],
+                  digital=[replace(d, order=n - d.order) for d in resnet.digital])
+    with pytest.raises(TargetError, match=r"LAYER 1 \(s1_conv1_fused\) \(order \d+\) reads tensor 'stem_relu', which "
+                                          r"LAYER 0 \(stem_fused\) makes later"):
+        reencoded(bad)

@@ -13,7 +13,9 @@ cross-reference (so every index it follows is in range) and raises a one-line
   switches concatenate each element into one block at a time);
 * a READ drives blocks programmed on its own core in its own computation cycle, and an
   ACCUM runs on the core and in the cycle of the block it reads out;
-* DIGITAL and NOC records run in a computation cycle of the program.
+* DIGITAL and NOC records run in a computation cycle of the program;
+* the ``order`` of the LAYERS and DIGITAL records is one dataflow order: distinct numbers,
+  each tensor made by at most one of them, before every one that reads it.
 """
 
 from __future__ import annotations
@@ -83,3 +85,29 @@ def check_placement(p: Program, bad: Callable[[str], TargetError]) -> None:
     for k, tr in enumerate(p.noc):
         if tr.cycle >= c.computation_cycles:
             raise bad(f"NOC transfer {k} runs in cycle {tr.cycle}, the program has {c.computation_cycles}")
+    _check_order(p, bad)
+
+
+def _check_order(p: Program, bad: Callable[[str], TargetError]) -> None:
+    """The LAYERS' and DIGITAL records' ``order``: one sequence, producers before readers."""
+    steps: list[tuple[int, str, tuple[int, ...], tuple[int, ...]]] = [
+        (lay.order, f"LAYER {i} ({lay.name[:80]})", (lay.input,), (lay.output,)) for i, lay in enumerate(p.layers)]
+    steps += [(d.order, f"DIGITAL op {k} ({d.name[:80]})", d.inputs, d.outputs) for k, d in enumerate(p.digital)]
+    for po in p.postops:
+        order, name, ins, outs = steps[po.layer]
+        steps[po.layer] = (order, name, ins + po.extra, outs)
+    made: dict[int, tuple[int, str]] = {}
+    seen: dict[int, str] = {}
+    for order, name, _, outs in steps:
+        if order in seen:
+            raise bad(f"{name} and {seen[order]} have the same order {order}")
+        seen[order] = name
+        for t in outs:
+            if t in made:
+                raise bad(f"{name} and {made[t][1]} both make tensor {p.tensors[t].name[:80]!r}")
+            made[t] = (order, name)
+    for order, name, ins, _ in steps:
+        for t in ins:
+            if t in made and made[t][0] >= order:
+                raise bad(f"{name} (order {order}) reads tensor {p.tensors[t].name[:80]!r}, which {made[t][1]} "
+                          f"makes later (order {made[t][0]})")
