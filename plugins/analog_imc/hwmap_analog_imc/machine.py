@@ -36,6 +36,7 @@ GEMMs (:mod:`.fast_layer`), from those cells.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -94,17 +95,24 @@ def value_order(program: Program, finished: list[tuple[int, int]]) -> list[tuple
         ts = program.digital[i].inputs if kind else (program.layers[i].input,) + extra.get(i, ())
         return {made[t] for t in ts if t in made and made[t] != step}
 
-    done: set[tuple[int, int]] = set()
+    rank = {step: n for n, step in enumerate(finished)}
+    missing = {step: needs(step) for step in finished}
+    readers: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for step, deps in missing.items():
+        for dep in deps:
+            readers.setdefault(dep, []).append(step)
+    ready = [rank[step] for step, deps in missing.items() if not deps]
+    heapq.heapify(ready)
     order: list[tuple[int, int]] = []
-    waiting = list(finished)
-    while waiting:
-        ready = [s for s in waiting if needs(s) <= done]
-        if not ready:
-            raise TargetError(f"the program's steps depend on each other in a cycle (first: {waiting[0]})")
-        step = ready[0]
-        waiting.remove(step)
-        done.add(step)
+    while ready:  # Kahn's algorithm, the earliest finished first
+        step = finished[heapq.heappop(ready)]
         order.append(step)
+        for reader in readers.get(step, ()):
+            missing[reader].discard(step)
+            if not missing[reader]:
+                heapq.heappush(ready, rank[reader])
+    if len(order) < len(finished):
+        raise TargetError("the program's layers and digital ops read each other's outputs in a circle")
     return order
 
 
