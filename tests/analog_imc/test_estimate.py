@@ -202,15 +202,26 @@ def test_noc_transfers_when_a_model_spans_cores() -> None:
     ("zoo:resnet_small", ("hardware.cores=16", "mapper.strategy=duplicated")),
     ("zoo:resnet_small", ("hardware.cores=2", "hardware.crossbar_rows=64", "hardware.crossbar_cols=64")),
 ])
-def test_noc_model_follows_the_emitted_transfers(model: str, sets: tuple[str, ...]) -> None:
-    """The estimate's NoC bits and bit-hops are those of the program's NOC records."""
-    from hwmap_analog_imc.emit import build_program
+def test_noc_model_follows_the_emitted_transfers(model: str, sets: tuple[str, ...], tmp_path) -> None:
+    """The estimate's NoC bits and bit-hops against a count from the program as written to
+    disk and read back: the bits its NOC records move when the simulator runs the
+    instruction stream (each record is needed there: the program is refused without any
+    one of them, test_program_execution.py), and the hops of an XY route on the CONFIG's
+    mesh."""
+    from hwmap_analog_imc.emit import PROGRAM_FILE, read_program, write_program
+    from hwmap_analog_imc.simulator import Simulator
 
     m, t = compile_(model, "default", *sets)
-    program, _ = build_program(m)
+    program = read_program(write_program(m, t, tmp_path).path(PROGRAM_FILE))
+    moved = Simulator(program).noc_bits_moved
+    mesh = program.config.mesh_cols
+    bit_hops = 0
+    for tr in program.noc:
+        hops = abs(tr.src % mesh - tr.dst % mesh) + abs(tr.src // mesh - tr.dst // mesh)
+        assert tr.hops == hops
+        bit_hops += tr.bytes * 8 * hops
     r = estimate(m, t, None).resources
-    assert r["noc_bits"] == sum(tr.bytes * 8 for tr in program.noc) > 0
-    bit_hops = sum(tr.bytes * 8 * tr.hops for tr in program.noc)
+    assert r["noc_bits"] == moved > 0
     assert r["energy_breakdown_j"]["noc"] == pytest.approx(bit_hops * t.config.energy.noc_pj_per_bit_hop * 1e-12)
 
 

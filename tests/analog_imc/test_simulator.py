@@ -22,7 +22,6 @@ from hwmap.ops import get_op
 from hwmap.ops.fused import plan
 from hwmap.zoo import load_data, load_onnx
 from hwmap_analog_imc import emit, plugin, simulator
-from hwmap_analog_imc.layers import CROSSBAR_OPS
 from hwmap_analog_imc.legalize import legalize, weight_slot
 from hwmap_analog_imc.program import read_program
 
@@ -122,40 +121,58 @@ def onnxruntime_outputs(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return np.concatenate([sess.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
 
 
-def fake_quant_reference(legal: Graph, x: np.ndarray) -> np.ndarray:
-    """The legalized graph on hwmap's reference ops, with every crossbar layer's input and
-    weights replaced by their quantized values (what the crossbar computes without ADC error).
-    One sample at a time: the graph's constant Reshape targets hold its batch of 1."""
-    if len(x) > 1:
-        return np.concatenate([fake_quant_reference(legal, x[i:i + 1]) for i in range(len(x))])
-    vals = {legal.inputs[0]: x}
-    for node in legal.nodes:
-        args = [vals[t] for t in node.inputs]
-        if node.op in CROSSBAR_OPS:
-            node = node.copy()
-            slot = weight_slot(node)
-            node.params[slot] = node.param_quant[slot].fake_quantize(node.params[slot].astype(np.float64)).astype(
-                np.float32)
-            args[0] = legal.tensor(node.inputs[0]).quant.fake_quantize(args[0])
-        vals.update(zip(node.outputs, get_op(node.op).evaluate(node, args)))
-    return vals[legal.outputs[0]]
-
-
 # ------------------------------------------------------------------------------ exactness
 @pytest.mark.parametrize("name", ["chapter_cnn", "digits_mlp", "resnet_small", "depthwise", "matmul", "conv1d"])
 def test_without_adc_rounding_equals_fake_quantized_reference(tmp_path: Path, name: str) -> None:
     """A 16-bit ADC never rounds a column sum here (shift 0): the crossbar result is exactly
-    Σ q_x·q_w, so the simulation is the fake-quantized reference up to float32 rounding."""
+    Σ q_x·q_w, and every tensor the program declares quantized is held on its grid, so the
+    simulation is hwmap's shared quantized reference (``hwmap.execute.run(...,
+    quantized=True)``): bit for bit on every quantized tensor, up to float32 rounding on the
+    others (a layer's float32 output before it is re-quantized, the graph output)."""
+    from hwmap.execute import run
+
     graph, _ = zoo(name)
     x = inputs_for(graph, 6)
     target, legal, art = compile_to(tmp_path, graph, overrides=("hardware.adc_bits=16",), calibration=x)
     program = read_program(art.path("program.bin"))
     assert all(not a.shifts.any() for a in program.adc)
-    sim = simulator.simulate(art, target, {graph.inputs[0]: x})
-    ref = fake_quant_reference(legal.graph, x)
-    out = sim.outputs[graph.outputs[0]]
-    assert out.shape == ref.shape and out.dtype == np.float32
-    assert np.max(np.abs(out - ref)) <= 1e-6 * max(1.0, float(np.max(np.abs(ref)))) * 4
+    _, _, env = simulator.run_program(program, {graph.inputs[0]: x}, collect=True)
+    ref = run(legal.graph, {graph.inputs[0]: x}, quantized=True, collect=True)
+    quantized = 0
+    for t in program.tensors:
+        out, want = env[t.name], ref[t.name]
+        assert out.shape == want.shape and out.dtype == np.float32, t.name
+        if t.flags & 4:
+            assert _same_bits(out, want), t.name
+            quantized += 1
+        else:
+            assert np.max(np.abs(out - want)) <= 1e-6 * max(1.0, float(np.max(np.abs(want)))) * 4, t.name
+    assert quantized and all(program.tensors[lay.input].flags & 4 for lay in program.layers)
+
+
+def test_resnet_tensors_are_on_their_grids(tmp_path: Path) -> None:
+    """Issue 12: on resnet_small every tensor the program declares 8-bit quantized (layer
+    outputs, the ReLUs after the residual adds, the flattened pool) holds values on its grid
+    — ``scale·(q − zero_point)`` with an integer code ``q`` in range — as the hardware
+    would hold them, not a float up to half a step off."""
+    graph, _ = zoo("resnet_small")
+    x = inputs_for(graph, 4)
+    _, _, art = compile_to(tmp_path, graph, calibration=x)
+    program = read_program(art.path("program.bin"))
+    _, _, env = simulator.run_program(program, {graph.inputs[0]: x}, collect=True)
+    checked = 0
+    for t in program.tensors:
+        if not t.flags & 4:
+            continue
+        assert t.q_bits == 8
+        scale, zero = float(program.const(t.q_scale).reshape(-1)[0]), float(program.const(t.q_zero_point).reshape(-1)[0])
+        code = env[t.name].astype(np.float64) / scale + zero
+        assert np.all(np.abs(code - np.round(code)) <= 1e-3), t.name
+        lo, hi = (-128 + t.q_narrow, 127) if t.q_signed else (0, 255 - t.q_narrow)
+        assert code.min() >= lo - 1e-3 and code.max() <= hi + 1e-3, t.name
+        checked += 1
+    digital_out = {o for d in program.digital for o in d.outputs}
+    assert checked >= 6 and any(program.tensors[o].flags & 4 for o in digital_out)
 
 
 def _layer_bound_check(program, legal: Graph, env: dict[str, np.ndarray]) -> int:
@@ -389,7 +406,8 @@ def straightforward_run(program, x: np.ndarray) -> tuple[np.ndarray, dict]:
     cfg = program.config
     names = [t.name for t in program.tensors]
     n = len(x)
-    env = {next(i for i, t in enumerate(program.tensors) if t.flags & FLAG_INPUT): x.astype(np.float32)}
+    x_id = next(i for i, t in enumerate(program.tensors) if t.flags & FLAG_INPUT)
+    env = {x_id: on_grid(program, x_id, x.astype(np.float32))}
     accum = {a.block: a for a in program.schedule if isinstance(a, AccumRec)}
     amax = 2**cfg.adc_bits - 1
     act = {"mvms": {}, "adc_conversions": {}, "cell_reads": {}, "dac_conversions": {}, "adc_clipped": {}}
@@ -408,7 +426,10 @@ def straightforward_run(program, x: np.ndarray) -> tuple[np.ndarray, dict]:
             nd = node(d, [names[t] for t in d.inputs], [names[t] for t in d.outputs])
             if nd.op == "Reshape" and n != cfg.batch and int(nd.params["shape"][0]) == cfg.batch:
                 nd.params = {**nd.params, "shape": np.concatenate([[n], nd.params["shape"][1:]])}
-            env.update(zip(d.outputs, get_op(nd.op).evaluate(nd, [env[t] for t in d.inputs])))
+            fixed = any(program.tensors[t].flags & 4 for t in d.outputs)  # computes on exact values
+            args = [env[t].astype(np.float64) if fixed else env[t] for t in d.inputs]
+            res = get_op(nd.op).evaluate(nd, args)
+            env.update((t, on_grid(program, t, v) if fixed else v) for t, v in zip(d.outputs, res))
             continue
         lay = program.layers[i]
         u = straightforward_codes(lay, env[lay.input])
@@ -459,7 +480,7 @@ def straightforward_run(program, x: np.ndarray) -> tuple[np.ndarray, dict]:
             operands = [env[t] for t in po.extra]
             operands.insert(po.position, yq)
             yq = get_op(nd.op).evaluate(nd, operands)[0]
-        env[lay.output] = yq
+        env[lay.output] = on_grid(program, lay.output, yq)
         act["mvms"][lay.name], act["adc_conversions"][lay.name], act["cell_reads"][lay.name] = mvms, adc, cells
         act["dac_conversions"][lay.name], act["adc_clipped"][lay.name] = dac, clipped / n
     cycles = [0.0] * cfg.computation_cycles
@@ -470,6 +491,23 @@ def straightforward_run(program, x: np.ndarray) -> tuple[np.ndarray, dict]:
     act["cycle_time_s"] = cycles
     out = next(i for i, t in enumerate(program.tensors) if t.flags & FLAG_OUTPUT)
     return env[out], act
+
+
+def on_grid(program, t: int, v: np.ndarray) -> np.ndarray:
+    """Tensor ``t`` as its TENSORS record declares it held: ``s·(q − z)``, ``q =
+    clip(round_half_even(v/s) + z, q_min, q_max)`` (float32), or ``v`` when not quantized."""
+    rec = program.tensors[t]
+    if not rec.flags & 4:
+        return v
+    s, z = (program.const(r).astype(np.float64).reshape(-1) for r in (rec.q_scale, rec.q_zero_point))
+    if rec.flags & 8:  # per axis
+        shape = [1] * v.ndim
+        shape[rec.q_axis % v.ndim] = -1
+        s, z = s.reshape(shape), z.reshape(shape)
+    b = rec.q_bits
+    lo, hi = (-(2 ** (b - 1)) + rec.q_narrow, 2 ** (b - 1) - 1) if rec.q_signed else (0, 2**b - 1 - rec.q_narrow)
+    q = np.clip(np.round(v.astype(np.float64) / s) + z, lo, hi)
+    return ((q - z) * s).astype(np.float32)
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -621,13 +659,67 @@ def test_session_load_then_run_equals_simulate(tmp_path: Path) -> None:
     assert w["model"] > 0 and w["exact"] == w["model"] and w["rounding"] > 0
 
 
+def funnel_program(program):
+    """``program`` with the version-1 dataflow: every partial sum goes to its layer's home
+    core (PSUM transfers from the blocks elsewhere), which finishes the whole output tensor
+    and sends all of it to every other core that reads it; digital ops send their outputs
+    whole likewise. Written here from the format's documentation, not from the emitter."""
+    from dataclasses import replace
+
+    from hwmap_analog_imc.program import AccumRec, ReadRec, TransferRec
+
+    cfg = program.config
+    mesh = cfg.mesh_cols
+
+    def hops(a: int, b: int) -> int:
+        return abs(a % mesh - b % mesh) + abs(a // mesh - b // mesh)
+
+    noc: list = []
+    reads = {b: r for r in program.schedule if isinstance(r, ReadRec) for b in r.blocks}
+    for ins in program.schedule:
+        if isinstance(ins, AccumRec):
+            blk = program.blocks[ins.block]
+            lay = program.layers[blk.layer]
+            if blk.core != lay.home_core:
+                r = reads[ins.block]
+                bits = cfg.input_bits + cfg.weight_bits + max(1, int(np.ceil(np.log2(max(lay.rows, 2))))) + 1
+                noc.append(TransferRec(blk.cycle, blk.core, lay.home_core, hops(blk.core, lay.home_core), lay.output,
+                                       1, 1 if lay.kernel else 2, blk.group * lay.filters + blk.filter_start,
+                                       blk.filter_count, r.pos_start, r.pos_count,
+                                       -(-blk.filter_count * r.pos_count * bits // 8)))
+    made = {lay.output: (lay.home_core, max(b.cycle for b in program.blocks if b.layer == i))
+            for i, lay in enumerate(program.layers)}
+    made.update({t: (d.core, d.cycle) for d in program.digital for t in d.outputs})
+    readers: dict[tuple[int, int], int] = {}  # (tensor, core) -> first cycle it is read there
+    for r in (ins for ins in program.schedule if isinstance(ins, ReadRec)):
+        key = (program.layers[r.layer].input, r.core)
+        readers[key] = min(readers.get(key, r.cycle), r.cycle)
+    for d in program.digital:
+        for t in d.inputs:
+            readers[(t, d.core)] = min(readers.get((t, d.core), d.cycle), d.cycle)
+    for po in program.postops:
+        lay = program.layers[po.layer]
+        cycle = max(b.cycle for b in program.blocks if b.layer == po.layer)
+        for t in po.extra:
+            readers[(t, lay.home_core)] = min(readers.get((t, lay.home_core), cycle), cycle)
+    for (t, core), cycle in sorted(readers.items()):
+        if t in made and made[t][0] != core:
+            rec = program.tensors[t]
+            size = int(np.prod(rec.shape[1:]))
+            bits = rec.q_bits if rec.flags & 4 else cfg.input_bits
+            noc.append(TransferRec(cycle, made[t][0], core, hops(made[t][0], core), t, 0, 0, 0, 1, 0, size,
+                                   -(-size * bits // 8)))
+    schedule = [replace(ins, dst_core=program.layers[program.blocks[ins.block].layer].home_core)
+                if isinstance(ins, AccumRec) else ins for ins in program.schedule]
+    return replace(program, schedule=schedule, noc=noc)
+
+
 def test_duplicated_dataflow_same_outputs_less_traffic() -> None:
     """Copies finishing their outputs locally change where work happens and what moves, not
     what is computed: a duplicated resnet_small on 16 cores gives bit for bit the outputs of
-    the same program with every partial sum sent to its layer's home core (the version-1
-    dataflow), and its transfers are those its NOC records say (bits and bit-hops)."""
-    from dataclasses import replace
-
+    the same program with every partial sum sent to its layer's home core and whole tensors
+    sent on from there (the version-1 dataflow, :func:`funnel_program`), which the
+    simulator runs only with its NOC records; and it moves fewer bits and bit-hops."""
     graph = load_model("zoo:resnet_small")
     x = np.random.default_rng(3).random((2, *graph.tensor(graph.inputs[0]).shape[1:]), dtype=np.float32)
     t = load_target("analog_imc:default", ["hardware.cores=16", "mapper.strategy=duplicated"])
@@ -638,10 +730,12 @@ def test_duplicated_dataflow_same_outputs_less_traffic() -> None:
     assert act["noc_bit_hops"] == sum(tr.bytes * 8 * tr.hops for tr in program.noc)
     local = [ins for ins in program.schedule if hasattr(ins, "dst_core") and ins.dst_core == ins.core]
     assert len(local) > len({lay.home_core for lay in program.layers})  # copies finish on their own cores
-    funnel = replace(program, schedule=[
-        replace(ins, dst_core=program.layers[program.blocks[ins.block].layer].home_core)
-        if hasattr(ins, "dst_core") else ins for ins in program.schedule], noc=[])
+    funnel = funnel_program(program).check("funnel")
     out_f, act_f, _ = simulator.run_program(funnel, {graph.inputs[0]: x})
-    assert act_f["noc_bits"] == 0
     for k in out:
         assert out[k].tobytes() == out_f[k].tobytes()
+    assert act["noc_bits"] < act_f["noc_bits"] and act["noc_bit_hops"] < act_f["noc_bit_hops"]
+    from dataclasses import replace
+
+    with pytest.raises(TargetError, match="waits for"):  # the funnel's partial sums do not move by themselves
+        simulator.run_program(replace(funnel, noc=[]), {graph.inputs[0]: x})

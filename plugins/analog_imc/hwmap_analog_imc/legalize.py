@@ -16,8 +16,10 @@ processing core computes in one computing cycle (Fig. 3.11). Here that is:
 3. **Quantization** (issue 3, part 2): weights without an annotation get a per-output-
    channel symmetric one at ``hardware.weight_bits`` (``scale_c = max|W_c| / (2^(b-1) - 1)``,
    zero point 0, narrow range; ``params`` keep the float values, the emitter quantizes with
-   the annotation). The input tensor of every crossbar node gets an activation annotation
-   at ``hardware.input_bits`` calibrated by max-abs on ``target.calibration`` (at most
+   the annotation). The input tensor of every crossbar node, and every tensor a digital
+   node (a residual Add, pooling, a reshape...) reads or writes, except the graph's outputs,
+   gets an activation annotation — the format the cores' buffers, the NoC and the digital
+   logic hold it in — at ``hardware.input_bits`` calibrated by max-abs on ``target.calibration`` (at most
    :data:`MAX_CALIBRATION_SAMPLES` samples): unsigned with zero point 0 and ``scale =
    max(x) / (2^b - 1)`` when the tensor is never negative on the data (after a ReLU),
    signed symmetric with ``scale = max|x| / (2^(b-1) - 1)`` otherwise. Without data,
@@ -286,9 +288,12 @@ def _calibration_inputs(g: Graph, calibration: np.ndarray | None) -> tuple[dict[
 
 
 def _calibrate_activations(g: Graph, cfg: AnalogIMCConfig, calibration: np.ndarray | None) -> dict[str, Any]:
-    """Annotate each crossbar node's input tensor; return what was done (for ``meta``)."""
+    """Annotate each crossbar node's input tensor and every float tensor a digital node reads
+    or writes (not the graph's outputs); return what was done (for ``meta``)."""
     bits = cfg.hardware.input_bits
-    wanted = sorted({n.inputs[0] for n in _crossbar_nodes(g) if n.inputs and g.tensor(n.inputs[0]).quant is None})
+    held = {n.inputs[0] for n in _crossbar_nodes(g) if n.inputs}
+    held |= {t for n in g.nodes if n.op not in CROSSBAR_OPS for t in (*n.inputs, *n.outputs)}
+    wanted = sorted(t for t in held - set(g.outputs) if g.tensor(t).quant is None and g.tensor(t).dtype.startswith("float"))
     if not wanted:
         return {"source": "model", "samples": 0, "method": "the model's own quantization", "tensors": 0}
     inputs, source = _calibration_inputs(g, calibration)

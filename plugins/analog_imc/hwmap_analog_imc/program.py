@@ -117,6 +117,16 @@ followed by one indented line of hexadecimal cell levels per cell row (one digit
 to 4 bits per cell, two above). Lines starting with ``;`` are comments. The first line is
 ``HWMAP-IMC-LISTING version=2``, the last ``END``.
 
+How the records run (:mod:`~hwmap_analog_imc.machine`): one computation cycle after the
+other; a cycle's WEIGHTS program their cells first, then each core's SCHEDULE instructions
+run in stream order, its DIGITAL records in record order, and each NOC record once what it
+moves is on its source core; an instruction whose data is not on its core by then is an
+error naming it. A program is checked against the chip before it runs
+(:mod:`~hwmap_analog_imc.program_placement`): blocks inside the element grid, declaring the
+``⌈rows / element_rows⌉ × ⌈columns / element_cols⌉`` elements their weights take, no two on
+one element of a core in one cycle, READ and ACCUM on the core and in the cycle of their
+blocks.
+
 Version history: 1 — every transfer carried a whole tensor and all partial sums went to the
 layer's home core (no region fields in NOC); 2 — per-copy dataflow (region fields).
 

@@ -7,10 +7,12 @@ import json
 import math
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
 from hwmap import TargetError
 from hwmap.safeio import MAX_JSON_DEPTH, json_depth
 
-from .program_records import (Config, DigitalRec, FLAG_QUANT, LAYOUT_CHANNELS_FIRST, LAYOUT_CHANNELS_LAST,
+from .program_placement import check_placement
+from .program_records import (Config, DigitalRec, FLAG_AXIS, FLAG_QUANT, LAYOUT_CHANNELS_FIRST, LAYOUT_CHANNELS_LAST,
                               LAYOUT_WHOLE, LayerRec, NONE, PostOpRec, ReadRec)
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ def check(p: Program, where: str) -> None:
         if t.flags & FLAG_QUANT:
             ref(t.q_scale, f"tensor {i} quant scale")
             ref(t.q_zero_point, f"tensor {i} quant zero point")
+            _check_quant(p, i, bad)
     for i, lay in enumerate(p.layers):
         if lay.input >= nt or lay.output >= nt:
             raise bad(f"layer {i} ({lay.name}) refers to tensor {max(lay.input, lay.output)}, the program has {nt}")
@@ -76,9 +79,6 @@ def check(p: Program, where: str) -> None:
             raise bad(f"block {i} lies outside layer {b.layer} ({lay.name})")
         if b.core >= c.cores or b.cycle >= c.computation_cycles:
             raise bad(f"block {i} sits on core {b.core} in cycle {b.cycle}, outside the chip/program")
-        if ((b.elem_row + b.elem_rows) * c.element_rows > c.crossbar_rows
-                or (b.elem_col + b.elem_cols) * c.element_cols > c.crossbar_cols):
-            raise bad(f"block {i} lies outside its {c.crossbar_rows}x{c.crossbar_cols} crossbar")
         held[b.layer] += b.row_count * b.filter_count
     for i, lay in enumerate(p.layers):  # before anything the size of a layer is made
         if held[i] < lay.groups * lay.rows * lay.filters:
@@ -130,6 +130,7 @@ def check(p: Program, where: str) -> None:
             raise bad(f"NoC transfer {k} moves a region outside tensor {p.tensors[tr.tensor].name!r} "
                       f"(layout {tr.layout}, channels {tr.ch_start}+{tr.ch_count}, "
                       f"positions {tr.pos_start}+{tr.pos_count})")
+    check_placement(p, bad)
     named: list[PostOpRec | DigitalRec] = [*p.postops, *p.digital]
     for op in named:
         try:
@@ -139,6 +140,22 @@ def check(p: Program, where: str) -> None:
         if not isinstance(attrs, dict) or json_depth(attrs, MAX_JSON_DEPTH + 1) > MAX_JSON_DEPTH:
             raise bad(f"{op.KEYWORD} {op.name[:80]!r} has attributes that are not a JSON object (of at most "
                       f"{MAX_JSON_DEPTH} levels)")
+
+
+def _check_quant(p: Program, i: int, bad: Callable[[str], TargetError]) -> None:
+    """A quantized tensor's grid is one the simulator can hold it on: 1..32 bits, positive
+    finite scales and finite zero points, one of each, or one per entry of its axis."""
+    t = p.tensors[i]
+    scale, zero = p.consts[t.q_scale], p.consts[t.q_zero_point]
+    n = 1
+    if t.flags & FLAG_AXIS:
+        if not -len(t.shape) <= t.q_axis < len(t.shape):
+            raise bad(f"TENSOR {i} ({t.name[:80]}) is quantized along axis {t.q_axis} of a {len(t.shape)}-d tensor")
+        n = t.shape[t.q_axis]
+    if not 1 <= t.q_bits <= 32 or scale.size not in (1, n) or zero.size not in (1, n) or scale.dtype.kind not in "iuf" \
+            or not (np.isfinite(scale).all() and (scale > 0).all() and np.isfinite(zero).all()):
+        raise bad(f"TENSOR {i} ({t.name[:80]}) declares a quantization no grid holds ({t.q_bits} bits, "
+                  f"{scale.size} scales, {zero.size} zero points)")
 
 
 #: The bounds of every CONFIG field the simulator computes with: bit widths as the
@@ -163,13 +180,14 @@ def _check_config(c: Config, bad: Callable[[str], TargetError]) -> None:
 
 def footprint(p: Program, noise: bool = False) -> tuple[int, int]:
     """Upper estimates, in bytes, of the memory the simulator takes for ``p``: to prepare
-    it (per layer its integer weight matrix once per run of positions read by the same
+    it (running its instruction stream on the cores' state; per layer its integer weight matrix once per run of positions read by the same
     READs, the cover check, the im2col index plan and the DAC activity plan; the cells
     stacked and as floats) and per sample simulated (every tensor, and the largest layer's
     codes, digit planes and accumulations: float32 planes for the fast kernel, float64 ones
     and the column sums for the per-plane kernel device ``noise`` takes). The simulator
     checks both against the memory bound before it allocates anything the size of a layer
-    (measured: zoo:mobilenet_v1 on analog_imc:default estimates 416 MB and 196 MB, takes
+    (measured: zoo:mobilenet_v1 on analog_imc:default estimates 515 MB — 99 MB of it
+    running the instruction stream, :mod:`.machine` — and 196 MB, takes
     149 MB to decode and prepare and 48 MB per sample; with noise 331 MB estimated and
     278 MB taken per sample)."""
     cuts: list[set[int]] = [{0, lay.positions} for lay in p.layers]
@@ -178,7 +196,7 @@ def footprint(p: Program, noise: bool = False) -> tuple[int, int]:
         if isinstance(ins, ReadRec):
             cuts[ins.layer] |= {ins.pos_start, ins.pos_start + ins.pos_count}
             geoms[ins.layer].add((ins.row_start, ins.row_count, ins.pos_start, ins.pos_count))
-    prepare = 12 * sum(w.cells.size for w in p.weights)
+    prepare = 12 * sum(w.cells.size for w in p.weights) + _machine_bytes(p)
     per_sample = 8 * sum(math.prod(t.shape[1:]) for t in p.tensors)
     worst = 0
     for lay, cut, geom in zip(p.layers, cuts, geoms):
@@ -188,6 +206,27 @@ def footprint(p: Program, noise: bool = False) -> tuple[int, int]:
                       else 4 * lay.rows * (lay.planes + 2) + 24 * lay.filters)
         worst = max(worst, lay.groups * lay.positions * per_vector)
     return prepare, per_sample + worst
+
+
+def _machine_bytes(p: Program) -> int:
+    """What running the stream (:mod:`.machine`) holds at most: the crossbar cells and
+    element owners of every core programmed, a mask per tensor per core that holds it (its
+    producers and the NoC's destinations), every layer's partial-sum counters."""
+    c = p.config
+    cores = len({w.core for w in p.weights})
+    elements = (c.crossbar_rows // c.element_rows) * (c.crossbar_cols // c.element_cols)
+    holders: dict[int, set[int]] = {}
+    for tr in p.noc:
+        holders.setdefault(tr.tensor, set()).add(tr.dst)
+    for d in p.digital:
+        for t in d.outputs:
+            holders.setdefault(t, set()).add(d.core)
+    for ins in p.schedule:
+        if not isinstance(ins, ReadRec):
+            holders.setdefault(p.layers[p.blocks[ins.block].layer].output, set()).add(ins.dst_core)
+    masks = sum(math.prod(p.tensors[t].shape[1:]) * len(cs) for t, cs in holders.items())
+    counters = 16 * sum(lay.groups * lay.positions * lay.filters for lay in p.layers)
+    return cores * (c.crossbar_rows * c.crossbar_cols + 8 * elements) + masks + counters
 
 
 def region_extent(shape: tuple[int, ...], layout: int) -> tuple[int, int] | None:

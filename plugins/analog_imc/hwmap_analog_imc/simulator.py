@@ -1,27 +1,43 @@
 """The analog IMC simulator: runs an emitted program, read back from disk, on a batch of inputs.
 
 Nothing comes from the mapping or the graph: the simulator reads ``program.bin`` (see
-:mod:`~hwmap_analog_imc.program`) and executes its records in dataflow order. Like an
-onnxruntime ``InferenceSession``, :class:`Simulator` splits the work in two:
-:meth:`Simulator.load` reads and decodes the program once and prepares every layer (weight
-matrices, im2col index plans, ADC scales, noisy cells); :meth:`Simulator.run` runs inferences.
-:func:`simulate` is both, for the flow (which reads the artifacts from disk on every call).
+:mod:`~hwmap_analog_imc.program`), checks it against the chip it names
+(:mod:`~hwmap_analog_imc.program_placement`) and runs its instruction stream on the cores'
+state (:mod:`~hwmap_analog_imc.machine`): PROGRAM writes each core's cells, READ drives the
+blocks on its own core with the cells as programmed and the input its core's buffer holds,
+ACCUM adds into the partial sums of its destination core, NOC moves data between the
+cores' buffers, DIGITAL runs on what its core holds; data not where an instruction needs
+it is a :class:`hwmap.TargetError` naming the instruction. That run depends on the program
+only, so it happens once, when a session is made; it gives the cells every READ drove and
+the order in which the layers and digital ops finished. Like an onnxruntime
+``InferenceSession``, :class:`Simulator` splits the work in two: :meth:`Simulator.load`
+reads, checks and runs the stream once and prepares every layer from the cells the READs
+drove (weight matrices, im2col index plans, ADC scales, noisy cells); :meth:`Simulator.run`
+computes the values, a layer at a time in that order. :func:`simulate` is both, for the
+flow (which reads the artifacts from disk on every call).
 
 A crossbar layer runs the arithmetic of :mod:`~hwmap_analog_imc.crossbar` (DAC, crossbar, ADC,
 shift and add, dequantize, then its fused post-ops): with noise off through the fast exact
 kernel (:class:`~hwmap_analog_imc.fast_layer.FastLayer`) where its integer bounds hold, else
 through the per-plane, per-column reference kernel
 (:class:`~hwmap_analog_imc.crossbar.LayerKernel`); with noise off the two give the same bits.
+Where an ACCUM adds its partial sums does not change their sum; the stream's run checks
+that they get there.
 
-An ACCUM's destination core, and the NOC records, say where this work happens and what moves
-between cores (a copy finishing its filters on its own core, partial sums only for filters
-split over cores); they enter the activity (``noc_bits``, ``noc_bit_hops``, ``cycle_time_s``),
-not the values computed.
+Tensors are held as the hardware holds them: a tensor the TENSORS section declares
+quantized (``q_scale``, ``q_zero_point``, ``q_bits``, ``q_signed``, ``q_narrow``) is put on its
+grid, ``s·(q − z)`` with ``q = clip(round_half_even(x/s) + z, q_min, q_max)``, when it is
+made (a graph input as it is loaded, a layer's output after its post-ops, a digital op's
+output); a tensor declared without quantization stays float32. A digital op with a quantized
+output computes on the exact values of its operands' codes (in float64, which holds every
+8-bit code times its scale and their sums exactly enough to round once) and rounds its
+result once to the output's grid, as a fixed-point unit with a wide accumulator does.
 
-Digital ops, like the post-ops, run with hwmap's reference semantics
-(``hwmap.ops.get_op(op).evaluate``). Without noise and with an ADC that never
-rounds (shift 0), the crossbar result is exactly ``Σ q_x·q_w``: the simulator then equals the
-reference model with fake-quantized inputs and weights up to float32 rounding.
+Digital ops and the post-ops follow hwmap's reference semantics
+(``hwmap.ops.get_op(op).evaluate``). Without noise and with an ADC that never rounds (shift
+0), the crossbar result is exactly ``Σ q_x·q_w``: the simulator then equals hwmap's shared
+quantized reference (``hwmap.execute.run(graph, ..., quantized=True)``) bit for bit on every
+quantized tensor, and up to float32 rounding on the others.
 
 Activity per inference: ``mvms`` (analog reads: input vectors × bit-planes per READ),
 ``adc_conversions`` (reads × columns converted), ``dac_conversions`` (nonzero input digits
@@ -38,20 +54,22 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 import hwmap
-from hwmap import DataError, GraphError, HwmapError, Node, TargetError
+from hwmap import DataError, GraphError, HwmapError, Node, QuantAnnotation, TargetError
 from hwmap.limits import check_size, max_memory
 from hwmap.ops import get_op
 
 from .crossbar import LayerBase, LayerKernel, ScheduleIndex, adc_error_bound, input_codes, nonzero_digits
 from .fast_layer import FastLayer, NotExact, Tuning
 from .hardware import NoiseConfig
-from .program import FLAG_INPUT, FLAG_OUTPUT, PROGRAM_FILE, Program, ReadRec, load_program
+from .machine import execute, value_order
+from .program import (FLAG_AXIS, FLAG_INPUT, FLAG_OUTPUT, FLAG_QUANT, PROGRAM_FILE, Program, ReadRec, TensorRec,
+                      load_program)
 from .program_check import footprint
 
 __all__ = ["PROGRAM_FILE", "Simulator", "simulate", "run_program", "adc_error_bound", "input_codes",
@@ -143,9 +161,13 @@ class _Digital:
 class Simulator:
     """A program decoded and prepared to run, like an onnxruntime ``InferenceSession``.
 
-    Construction prepares every layer once (:class:`FastLayer` with noise off, else
-    :class:`LayerKernel` with the noisy cells drawn once), the digital and post-op nodes and
-    the activity that does not depend on the data; :meth:`run` then only computes. Runs are
+    Construction runs the instruction stream on the cores' state once
+    (:func:`~hwmap_analog_imc.machine.execute`: a program whose data would not be where an
+    instruction needs it is refused here; ``noc_bits_moved`` is what its NOC records moved
+    per inference), then prepares every layer from the cells its READs drove
+    (:class:`FastLayer` with noise off, else :class:`LayerKernel` with the noisy cells drawn
+    once), the digital and post-op nodes and the activity that does not depend on the data;
+    :meth:`run` then only computes, the layers in the order the stream finished them. Runs are
     independent and give identical results (a session keeps nothing from one run to the
     next but Reshape nodes rebased to a batch size)."""
 
@@ -158,16 +180,19 @@ class Simulator:
         self.noise = noise
         self.batch = max(1, int(batch))  # inferences per programming of the computation cycles
         self._names = [t.name for t in program.tensors]
-        index = ScheduleIndex.of(program)
-        self._layers = [_prepare_layer(program, i, noise, index) for i in range(len(program.layers))]
+        ran = execute(program)  # where everything is when each instruction runs; the cells READs drive
+        self.noc_bits_moved = ran.noc_bits
+        view = replace(program, weights=[replace(w, cells=ran.cells[b]) if b in ran.cells else w
+                                         for b, w in enumerate(program.weights)])
+        index = ScheduleIndex.of(view)
+        self._layers = [_prepare_layer(view, i, noise, index) for i in range(len(program.layers))]
+        self._quant = [_annotation(program, t) for t in program.tensors]
         self._postops: list[list[_PostOp]] = [[] for _ in program.layers]
         for po in program.postops:
             node = _node(po.name, po.op, po.attrs, [f"in{j}" for j in range(len(po.extra) + 1)], ["out"],
                          po.params, program)
             self._postops[po.layer].append(_PostOp(_Op.of(node), po.extra, po.position))
-        steps = sorted([(lay.order, 0, i) for i, lay in enumerate(program.layers)]
-                       + [(d.order, 1, i) for i, d in enumerate(program.digital)])
-        self._steps: list[tuple[int, int]] = [(kind, i) for _, kind, i in steps]
+        self._steps = value_order(program, ran.steps)
         self._digital = [self._prepare_digital(i) for i in range(len(program.digital))]
         self._rebased: dict[tuple[int, int], _Op] = {}
         self._outputs = [(i, t.name) for i, t in enumerate(program.tensors) if t.flags & FLAG_OUTPUT]
@@ -257,18 +282,20 @@ class Simulator:
                  collect: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """One slice of samples through every step; adds to ``counts`` and ``clipped``."""
         names = self._names
-        env: dict[int, np.ndarray] = dict(inputs)
+        env: dict[int, np.ndarray] = {t: self._hold(t, a) for t, a in inputs.items()}
         extra: dict[str, np.ndarray] = {}
         n = next(iter(inputs.values())).shape[0] if inputs else 1
         for kind, i in self._steps:
             if kind == 1:
                 d = self._digital[i]
                 op = self._rebased_op(i, n) if d.rebase and n != self.program.config.batch else d.op
-                res = op([_get(env, t, names, op.node.name) for t in d.inputs])
+                args = [_get(env, t, names, op.node.name) for t in d.inputs]
+                fixed = any(self._quant[t] is not None for t in d.outputs)
+                res = op([a.astype(np.float64) if fixed and a.dtype == np.float32 else a for a in args])
                 if len(res) != len(d.outputs):
                     raise TargetError(f"gave {len(res)} outputs for {len(d.outputs)}",
                                       where=f"digital op {op.node.name!r}")
-                env.update(zip(d.outputs, res))
+                env.update((t, self._hold(t, v) if fixed else v) for t, v in zip(d.outputs, res))
                 continue
             layer = self._layers[i]
             rec = layer.rec
@@ -282,13 +309,33 @@ class Simulator:
                 operands = [_get(env, t, names, po.op.node.name) for t in po.extra]
                 operands.insert(po.position, y)
                 y = po.op(operands)[0]
-            env[rec.output] = y
+            env[rec.output] = self._hold(rec.output, y)
         missing = [name for i, name in self._outputs if i not in env]
         if missing:
             raise TargetError(f"graph output {missing[0]!r} is produced by no instruction")
         if collect:
             extra.update({names[t]: v for t, v in env.items()})
         return {name: env[i] for i, name in self._outputs}, extra
+
+    def _hold(self, t: int, value: np.ndarray) -> np.ndarray:
+        """Tensor ``t`` as the hardware holds it: on the grid of its declared quantization
+        (TENSORS ``q_scale``, ``q_zero_point``, ``q_bits``...), else as computed (float32)."""
+        q = self._quant[t]
+        if q is None:
+            return value.astype(np.float32, copy=False)
+        # QuantAnnotation.dequantize(quantize(value)) in place: the same float64 operations
+        scale, zero = q.scale, q.zero_point
+        if q.axis is not None:
+            shape = [1] * value.ndim
+            shape[q.axis % value.ndim] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        x = np.divide(value, scale, dtype=np.float64)
+        np.rint(x, out=x)
+        x += zero
+        np.clip(x, q.qmin, q.qmax, out=x)
+        x -= zero
+        x *= scale
+        return x.astype(np.float32)
 
     def _rebased_op(self, i: int, n: int) -> _Op:
         """The Reshape of digital op ``i`` with its constant target's batch set to ``n`` (as
@@ -358,6 +405,18 @@ class _ReferenceLayer(LayerBase):
 
 
 # ------------------------------------------------------------------------------ nodes and inputs
+def _annotation(program: Program, t: TensorRec) -> QuantAnnotation | None:
+    """The quantization a TENSORS record declares (None: a float32 tensor)."""
+    if not t.flags & FLAG_QUANT:
+        return None
+    scale, zero = program.const(t.q_scale).reshape(-1), program.const(t.q_zero_point).reshape(-1)
+    n = max(scale.size, zero.size)  # 1, or the axis' length (checked when the program is read)
+    per_axis = bool(t.flags & FLAG_AXIS) and n > 1
+    scale, zero = np.broadcast_to(scale, n).copy(), np.broadcast_to(zero, n).copy()
+    return QuantAnnotation(scale if per_axis else scale[0], zero if per_axis else zero[0], t.q_bits,
+                           bool(t.q_signed), t.q_axis if per_axis else None, bool(t.q_narrow))
+
+
 def _node(name: str, op: str, attrs: str, inputs: list[str], outputs: list[str],
           params: tuple[tuple[str, int], ...], program: Program) -> Node:
     return Node(name, op, inputs, outputs, json.loads(attrs), {slot: program.const(r) for slot, r in params})
