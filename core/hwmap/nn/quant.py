@@ -251,7 +251,7 @@ class LSQQuantizer(nn.Module):
             qp = max(qp, reach)
             qn = max(qn, reach) if self.signed else 0
         axis = None if self.channels is None else self.axis % x.dim()
-        return fake_quantize(x, self.step.detach() if axis is not None else float(self.step), -qn, qp, axis)
+        return fake_quantize(x, self.step.detach() if axis is not None else float(self.step.detach()), -qn, qp, axis)
 
     def required_bits(self) -> list[int]:
         """The bits each step's codes need: the clipped width, or (unclipped) from the largest
