@@ -90,7 +90,7 @@ def test_penalty_is_eq_3_15_and_training_with_it_sparsifies() -> None:
         m = _net("fxp", penalty=lam)
         opt = torch.optim.Adam(m.parameters(), lr=0.01)
         m.train()
-        for _ in range(60):
+        for _ in range(40):
             opt.zero_grad()
             loss = nn.functional.cross_entropy(m(x).mean(dim=1), y) + m.sparsity_penalty()
             loss.backward()

@@ -115,7 +115,7 @@ def _layer_name(i: int, m: nn.Module) -> str:
 
 def _bias_free(m: nn.Module, d: torch.Tensor) -> torch.Tensor:
     """The linear part of a layer applied to a delta (its bias removed, eq. 3.6)."""
-    w = m.effective_weight() if hasattr(m, "effective_weight") else getattr(m, "weight", None)
+    w = getattr(m, "effective_weight")() if hasattr(m, "effective_weight") else getattr(m, "weight", None)
     if isinstance(m, nn.Conv2d):
         return F.conv2d(d, w, None, m.stride, m.padding, m.dilation, m.groups)  # type: ignore[arg-type]
     if isinstance(m, nn.Conv1d):
@@ -163,6 +163,13 @@ class DeltaNet(nn.Module):
             h = m(h)
         return h.reshape(n, t, *h.shape[1:])
 
+    def frame_model(self) -> nn.Sequential:
+        """The per-frame dense model delta inference computes (eq. 3.7): the same layers, each
+        delta layer replaced by its quantizer (or nothing). What to export or profile per frame;
+        it shares this net's modules."""
+        return nn.Sequential(*[(m.quantizer or nn.Identity()) if isinstance(m, TemporalDelta) else m
+                               for m in self.layers])
+
     def sparsity_penalty(self) -> torch.Tensor:
         """Σ over delta layers of ``λ·||ΔZ||_1/size`` for the last ``forward`` (eq. 3.15)."""
         total = torch.zeros(())
@@ -202,15 +209,15 @@ class DeltaNet(nn.Module):
                         h = m(h)
                         i += 1
                         continue
-                    d = m(h)
+                    change = m(h)
                     if i not in acc:  # Y_0: the affine run applied to zero, i.e. its bias (eq. 3.7)
-                        y0 = torch.zeros_like(d)
+                        y0 = torch.zeros_like(change)
                         for lin in layers[i + 1:ends[i]]:
                             y0 = lin(y0)
                         acc[i] = y0
                     for lin in layers[i + 1:ends[i]]:
-                        d = _bias_free(lin, d)
-                    acc[i] = acc[i] + d
+                        change = _bias_free(lin, change)
+                    acc[i] = acc[i] + change
                     h = acc[i]
                     i = ends[i]
                 outs.append(h)

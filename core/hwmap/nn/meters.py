@@ -58,7 +58,7 @@ def weighted(rows: list[LayerSparsity], key: str) -> float | None:
 
 def default_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The temporal delta layers of ``model`` if it has any, else its activation modules."""
-    deltas = {getattr(m, "name", "") or n: m for n, m in model.named_modules() if isinstance(m, TemporalDelta)}
+    deltas: dict[str, nn.Module] = {getattr(m, "name", "") or n: m for n, m in model.named_modules() if isinstance(m, TemporalDelta)}
     if deltas:
         return deltas
     return {n: m for n, m in model.named_modules() if isinstance(m, ACTIVATIONS)}

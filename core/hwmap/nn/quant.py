@@ -13,7 +13,8 @@
   ``round(v/s) - v/s`` inside the range and ``-Q_N`` or ``Q_P`` outside (Esser 2020 eq. 3;
   the chapter's eq. 3.12), scaled by ``g = 1/sqrt(N·Q_P)`` (``N``: the elements one step
   quantizes per sample, Esser 2020 Section 2.2), and initialized to ``2·mean(|v|)/sqrt(Q_P)``
-  on the first batch. ``Q_N = 0, Q_P = 2^b - 1`` unsigned and ``Q_N = 2^(b-1), Q_P =
+  on the first batch (the step used is its magnitude, so an update past zero cannot make it
+  negative). ``Q_N = 0, Q_P = 2^b - 1`` unsigned and ``Q_N = 2^(b-1), Q_P =
   2^(b-1) - 1`` signed (Esser 2020; the chapter writes ``2^(b-1)`` for the unsigned ``Q_P``).
   With ``clip=False`` it is the chapter's variant inside the temporal delta layer (eq. 3.13,
   3.14): ``q = round(v/s)·s`` with no clip, so the bit width is not fixed in advance; each
@@ -31,7 +32,7 @@ gives the same values. Wider ranges compute the same way but have no QDQ form.
 :meth:`annotation` gives the quantizer as hwmap's :class:`~hwmap.graph.QuantAnnotation`
 (scale, zero point 0, the exact bit width and signedness, axis) for an exporter writing QONNX.
 
-Bad settings (a bit width below 2, a negative step) raise :class:`~hwmap.errors.ModelError`
+Bad settings (a bit width below 2, a non-positive gradient scale) raise :class:`~hwmap.errors.ModelError`
 naming the layer and the value.
 """
 
@@ -40,6 +41,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -110,6 +112,9 @@ class FixedPointQuantizer(nn.Module):
     labels the layer in errors.
     """
 
+    max_abs: torch.Tensor
+    seen: torch.Tensor
+
     def __init__(self, bits: int = 8, *, range: Literal["tensor", "running"] = "running", name: str = "") -> None:
         super().__init__()
         self.name = name or "fixed_point"
@@ -143,7 +148,7 @@ class FixedPointQuantizer(nn.Module):
     def annotation(self, x: torch.Tensor | None = None) -> QuantAnnotation:
         """This quantizer as hwmap's annotation (``x``: the weight, for ``range="tensor"``)."""
         f = fixed_point_format(self.current_max(x), self.bits)
-        return QuantAnnotation(scale=f.scale, zero_point=0.0, bits=self.bits, signed=True)
+        return QuantAnnotation(scale=np.asarray(f.scale), zero_point=np.asarray(0.0), bits=self.bits, signed=True)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, range={self.range!r}"
@@ -170,6 +175,9 @@ class LSQQuantizer(nn.Module):
     activation (``N`` counts the elements of one sample). ``grad_scale``: overrides ``g``
     (the unclipped form uses 1 by default: eq. 3.14 as written).
     """
+
+    initialized: torch.Tensor
+    max_code: torch.Tensor
 
     def __init__(self, bits: int = 8, *, signed: bool = False, channels: int | None = None, axis: int = 1,
                  clip: bool = True, init_bits: int | None = None, weight: bool = False,
@@ -219,23 +227,28 @@ class LSQQuantizer(nn.Module):
         return 1.0 / math.sqrt(self.elements_per_step(x) * self.levels[1]) if self.clip else 1.0
 
     def initialize(self, x: torch.Tensor) -> None:
-        """``s = 2·mean(|v|)/sqrt(Q_P)`` per step (Esser 2020, Section 2.1)."""
+        """``s = 2·mean(|v|)/sqrt(Q_P)`` per step (Esser 2020, Section 2.1); a channel that is
+        all zero on this batch starts at the step of the whole tensor instead."""
         with torch.no_grad():
+            whole = 2.0 * x.detach().abs().mean() / math.sqrt(self.levels[1])
             m = x.detach().abs().mean(dim=self._reduce_dims(x)) if x.dim() else x.detach().abs()
-            s = 2.0 * m / math.sqrt(self.levels[1])
+            s = torch.where(m > 0, 2.0 * m / math.sqrt(self.levels[1]), whole)
             tiny = torch.finfo(self.step.dtype).tiny
             self.step.copy_(torch.clamp(s.to(self.step.dtype), min=tiny))
             self.initialized.fill_(True)
 
+    def effective_step(self) -> torch.Tensor:
+        """The step used: ``|s|`` (at least the smallest normal float), so that an optimizer
+        update past zero cannot make a step negative."""
+        return torch.clamp(self.step.abs(), min=torch.finfo(self.step.dtype).tiny)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not bool(self.initialized):
             self.initialize(x)
-        if bool((self.step.detach() <= 0).any()):
-            raise ModelError(f"step size {self.step.detach().min().item():.3g} is not positive", where=f"layer {self.name!r}")
         qn, qp = self.levels
         if not self.training:
             return self._evaluate(x, qn, qp)
-        s = self._broadcast(_scale_grad(self.step, self.gradient_scale(x)), x).to(x.dtype)
+        s = self._broadcast(_scale_grad(self.effective_step(), self.gradient_scale(x)), x).to(x.dtype)
         v = x / s
         if self.clip:
             v = torch.clamp(v, -qn, qp)
@@ -251,7 +264,8 @@ class LSQQuantizer(nn.Module):
             qp = max(qp, reach)
             qn = max(qn, reach) if self.signed else 0
         axis = None if self.channels is None else self.axis % x.dim()
-        return fake_quantize(x, self.step.detach() if axis is not None else float(self.step.detach()), -qn, qp, axis)
+        step = self.effective_step().detach()
+        return fake_quantize(x, step if axis is not None else float(step), -qn, qp, axis)
 
     def required_bits(self) -> list[int]:
         """The bits each step's codes need: the clipped width, or (unclipped) from the largest
@@ -264,7 +278,7 @@ class LSQQuantizer(nn.Module):
     def annotation(self) -> QuantAnnotation:
         """This quantizer as hwmap's annotation: scale = step, zero point 0, the bits needed
         (the widest channel's when unclipped), per channel along ``axis`` if per channel."""
-        scale = self.step.detach().double().numpy()
+        scale = self.effective_step().detach().double().numpy()
         return QuantAnnotation(scale=scale, zero_point=scale * 0.0, bits=max(self.required_bits()),
                                signed=self.signed, axis=self.axis if self.channels is not None else None)
 
@@ -276,11 +290,11 @@ class LSQQuantizer(nn.Module):
 class _QuantWeight:
     """Shared by :class:`QuantConv2d` and :class:`QuantLinear`: the weight as quantized."""
 
-    weight: nn.Parameter
     weight_quant: nn.Module | None
 
     def effective_weight(self) -> torch.Tensor:
-        return self.weight if self.weight_quant is None else self.weight_quant(self.weight)
+        w: torch.Tensor = getattr(self, "weight")
+        return w if self.weight_quant is None else self.weight_quant(w)
 
 
 class QuantConv2d(_QuantWeight, nn.Conv2d):

@@ -101,7 +101,7 @@ def fixed_point_annotation(max_abs: float, bits: int) -> QuantAnnotation:
     """The :class:`QuantAnnotation` of :func:`fixed_point_format`: scale ``2^-F``, zero point 0,
     ``bits`` signed bits."""
     f = fixed_point_format(max_abs, bits)
-    return QuantAnnotation(scale=np.float64(f.scale), zero_point=np.float64(0.0), bits=bits, signed=True)
+    return QuantAnnotation(scale=np.asarray(f.scale), zero_point=np.asarray(0.0), bits=bits, signed=True)
 
 
 def fixed_point_quantize(x: np.ndarray, bits: int, max_abs: float | None = None) -> np.ndarray:
