@@ -264,7 +264,9 @@ class LSQQuantizer(nn.Module):
             qp = max(qp, reach)
             qn = max(qn, reach) if self.signed else 0
         axis = None if self.channels is None else self.axis % x.dim()
-        step = self.effective_step().detach()
+        # the step as a constant (not the ops computing it from the parameter): an export
+        # then holds just the scale initializer of QuantizeLinear/DequantizeLinear
+        step = torch.tensor(self.effective_step().detach().tolist(), dtype=torch.float32)
         return fake_quantize(x, step if axis is not None else float(step), -qn, qp, axis)
 
     def required_bits(self) -> list[int]:
