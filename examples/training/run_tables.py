@@ -18,7 +18,8 @@ starts from its weights and is fine-tuned with its quantizer and the sparsity pe
 the same epochs without delta layers, so every row has had the same training. Scenario 1: fixed-point activations
 (eq. 3.9–3.11), the range of each layer the largest activation seen in training. Scenario 2:
 unclipped per-channel LSQ (eq. 3.13–3.14), steps initialized for ``LSQ_INIT_BITS`` bits and
-learned with the weights; the bits each channel ends up needing are reported, and the LSQ
+learned with the weights; the bits each channel ends up needing (the largest code its
+final step gives on the training videos) are reported, and the LSQ
 variant is also fine-tuned at the other λ of ``LAMBDA_SWEEP`` (the trade-off table).
 
 Measured on the test videos (:func:`hwmap.nn.measure_sparsity`): *activation sparsity* is the
@@ -124,6 +125,20 @@ def train(net: DeltaNet, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: floa
 
 
 @torch.no_grad()
+def measure_bits(net: DeltaNet, x: torch.Tensor) -> None:
+    """Set each LSQ step's largest code (hence its bits) to what the trained steps give on ``x``."""
+    quantizers = [m for m in net.modules() if isinstance(m, LSQQuantizer)]
+    if not quantizers:
+        return
+    for q in quantizers:
+        q.reset_bits()
+    net.train()
+    for i in range(0, x.shape[0], 128):
+        net(x[i:i + 128])
+    net.eval()
+
+
+@torch.no_grad()
 def accuracy(net: DeltaNet, x: torch.Tensor, y: torch.Tensor) -> float:
     net.eval()
     pred = torch.cat([net(x[i:i + 128]).mean(dim=1).argmax(dim=1) for i in range(0, x.shape[0], 128)])
@@ -193,6 +208,7 @@ def run(quick: bool = False) -> tuple[list[Result], list[tuple[float, Result]]]:
         net = build(kind, bits, lam)
         copy_weights(pretrained, net)
         train(net, xtr, ytr, ft_epochs, FT_LR, SEED + 1)
+        measure_bits(net, xtr)
         return net, time.process_time() - t0
 
     # the baseline gets the same fine-tuning epochs as every variant (without delta layers)
@@ -244,7 +260,8 @@ def tables(results: list[Result], sweep: list[tuple[float, Result]]) -> str:
             "|---|---|" + "---:|" * len(lsq.layers)]
     for r in results:
         out.append(f"| {r.setup} | {r.bits} | " + " | ".join(_pct(row["transmitted"]) for row in r.layers) + " |")
-    out += ["", "Bits each channel needs after LSQ training (unclipped, eq. 3.13; activation codes, unsigned):", "",
+    out += ["", "Bits each channel needs after LSQ training (unclipped, eq. 3.13; the largest unsigned activation "
+            "code on the training videos):", "",
             "| Layer | Channels | Min | Median | Max | Histogram (bits: channels) |", "|---|---:|---:|---:|---:|---|"]
     for i, bits in enumerate(lsq.lsq_bits, start=1):
         hist = ", ".join(f"{b}: {bits.count(b)}" for b in sorted(set(bits)))

@@ -269,6 +269,12 @@ class LSQQuantizer(nn.Module):
         step = torch.tensor(self.effective_step().detach().tolist(), dtype=torch.float32)
         return fake_quantize(x, step if axis is not None else float(step), -qn, qp, axis)
 
+    def reset_bits(self) -> None:
+        """Forget the largest codes seen: to measure the bits the trained steps need on some
+        data, call this, then run the data in training mode under ``torch.no_grad()``."""
+        with torch.no_grad():
+            self.max_code.zero_()
+
     def required_bits(self) -> list[int]:
         """The bits each step's codes need: the clipped width, or (unclipped) from the largest
         code seen in training, ``ceil(log2(max+1))`` plus a sign bit if signed, at least 1."""
