@@ -24,13 +24,14 @@
 
 Export. In evaluation mode every quantizer computes through
 ``torch.fake_quantize_per_tensor_affine`` (or ``..._per_channel_affine`` for per-channel
-steps) with its scale and a zero point of 0, which ``torch.onnx.export(..., dynamo=False)``
-writes as ``QuantizeLinear``/``DequantizeLinear``. When the codes fit int8 (``[-128, 127]``)
-or uint8 (``[0, 255]``) the pair is that container; a narrower range (fewer than 8 bits) is
-the container's QDQ followed by a clamp to ``[qmin·s, qmax·s]`` (an ONNX ``Clip``), which
-gives the same values. Wider ranges compute the same way but have no QDQ form.
-:meth:`annotation` gives the quantizer as hwmap's :class:`~hwmap.graph.QuantAnnotation`
-(scale, zero point 0, the exact bit width and signedness, axis) for an exporter writing QONNX.
+steps) with its scale as a constant, a zero point of 0 and its exact code range: a whole
+signed ``[-2^(b-1), 2^(b-1)-1]`` or unsigned ``[0, 2^b-1]`` range of ``b`` bits (an unclipped
+LSQ step: the bits its widest channel reached in training, the widest channel's range for
+all channels of the tensor). ``torch.onnx.export(..., dynamo=False)`` writes an 8-bit one
+(int8 ``[-128, 127]``, uint8 ``[0, 255]``) as ``QuantizeLinear``/``DequantizeLinear``; other
+widths have no QDQ form in PyTorch's exporter and go out as QONNX ``Quant``
+(:mod:`hwmap.nn.onnx_export`, where installed). :meth:`annotation` gives the quantizer as
+hwmap's :class:`~hwmap.graph.QuantAnnotation` (scale, zero point 0, bits, signedness, axis).
 
 Bad settings (a bit width below 2, a non-positive gradient scale) raise :class:`~hwmap.errors.ModelError`
 naming the layer and the value.
@@ -52,10 +53,6 @@ from ..passes.fixed_point import MAX_BITS, MIN_BITS, fixed_point_format
 __all__ = ["FixedPointQuantizer", "LSQQuantizer", "fake_quantize", "lsq_levels", "QuantConv2d", "QuantLinear",
            "check_layer_bits"]
 
-#: The integer containers ONNX QuantizeLinear/DequantizeLinear hold: int8 and uint8.
-_INT8 = (-128, 127)
-_UINT8 = (0, 255)
-
 
 def check_layer_bits(bits: object, layer: str, what: str = "bit width") -> int:
     """``bits`` if it is an integer from 2 to 32, else a :class:`ModelError` naming ``layer``."""
@@ -72,35 +69,16 @@ def lsq_levels(bits: int, signed: bool) -> tuple[int, int]:
     return (2 ** (bits - 1), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
 
 
-def _container(qmin: int, qmax: int) -> tuple[int, int]:
-    """The int8 or uint8 range holding ``[qmin, qmax]``, or the range itself when none does."""
-    for lo, hi in (_INT8, _UINT8):
-        if lo <= qmin and qmax <= hi:
-            return lo, hi
-    return qmin, qmax
-
-
 def fake_quantize(x: torch.Tensor, scale: float | torch.Tensor, qmin: int, qmax: int,
                   axis: int | None = None) -> torch.Tensor:
-    """``clip(round(x/scale), qmin, qmax)·scale`` (zero point 0) through torch's fake-quantize
-    ops, in their int8/uint8 container plus a clamp when the range is narrower (the module
-    docstring says why). ``scale`` is a float, or a 1-D tensor along ``axis``."""
-    lo, hi = _container(qmin, qmax)
+    """``clip(round(x/scale), qmin, qmax)·scale`` (zero point 0, rounding half to even)
+    through torch's fake-quantize ops: per tensor for a float ``scale``, per channel along
+    ``axis`` for a 1-D tensor. The gradient is 1 where the code is inside the range, else 0."""
     if axis is None:
-        s = float(scale)
-        y = torch.fake_quantize_per_tensor_affine(x, s, 0, lo, hi)
-        if (lo, hi) != (qmin, qmax):
-            y = torch.clamp(y, qmin * s, qmax * s)
-        return y
+        return torch.fake_quantize_per_tensor_affine(x, float(scale), 0, qmin, qmax)
     st = torch.as_tensor(scale, dtype=torch.float32).detach()
     zp = torch.zeros(st.shape, dtype=torch.int32)
-    y = torch.fake_quantize_per_channel_affine(x, st, zp, axis, lo, hi)
-    if (lo, hi) != (qmin, qmax):
-        shape = [1] * x.dim()
-        shape[axis] = -1
-        b = st.to(x.dtype).reshape(shape)
-        y = torch.clamp(y, qmin * b, qmax * b)
-    return y
+    return torch.fake_quantize_per_channel_affine(x, st, zp, axis, qmin, qmax)
 
 
 class FixedPointQuantizer(nn.Module):
@@ -258,11 +236,16 @@ class LSQQuantizer(nn.Module):
             self.max_code.copy_(torch.maximum(self.max_code, reach.to(self.max_code.dtype)))
         return codes * s
 
+    def export_bits(self) -> int:
+        """The bits of the range evaluation and export use: the clipped width; unclipped, the
+        widest channel's :meth:`required_bits` (``init_bits`` before any code was seen)."""
+        if self.clip:
+            return self.bits
+        return max(self.required_bits()) if float(self.max_code.max()) > 0 else self.init_bits
+
     def _evaluate(self, x: torch.Tensor, qn: int, qp: int) -> torch.Tensor:
-        if not self.clip:  # no clip: codes up to what training reached, at least the init range
-            reach = int(self.max_code.max().item())
-            qp = max(qp, reach)
-            qn = max(qn, reach) if self.signed else 0
+        if not self.clip:
+            qn, qp = lsq_levels(self.export_bits(), self.signed)
         axis = None if self.channels is None else self.axis % x.dim()
         # the step as a constant (not the ops computing it from the parameter): an export
         # then holds just the scale initializer of QuantizeLinear/DequantizeLinear
@@ -284,10 +267,10 @@ class LSQQuantizer(nn.Module):
         return [max(1, math.ceil(math.log2(c + 1))) + (1 if self.signed else 0) for c in codes]
 
     def annotation(self) -> QuantAnnotation:
-        """This quantizer as hwmap's annotation: scale = step, zero point 0, the bits needed
-        (the widest channel's when unclipped), per channel along ``axis`` if per channel."""
+        """This quantizer as hwmap's annotation: scale = step, zero point 0, the bits of
+        :meth:`export_bits`, per channel along ``axis`` if per channel."""
         scale = self.effective_step().detach().double().numpy()
-        return QuantAnnotation(scale=scale, zero_point=scale * 0.0, bits=max(self.required_bits()),
+        return QuantAnnotation(scale=scale, zero_point=scale * 0.0, bits=self.export_bits(),
                                signed=self.signed, axis=self.axis if self.channels is not None else None)
 
     def extra_repr(self) -> str:
