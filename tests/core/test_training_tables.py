@@ -5,6 +5,7 @@ with dense inference, the same output twice."""
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import asdict
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -77,5 +78,6 @@ def test_run_tables_quick_prints_every_table_the_same_twice(torch_settings: obje
     assert [lam for lam, _ in sweep] == sorted({rt.LAMBDA, *rt.LAMBDA_SWEEP})
     for title in ("Table 3.1/3.2 shape", "Table 3.3 shape", "zero-skipping", "Bits each channel", "λ (eq. 3.15)"):
         assert title in text
-    again = rt.tables(*rt.run(quick=True))
-    assert again == text
+    results2, sweep2 = rt.run(quick=True)
+    assert rt.tables(results2, sweep2) == text
+    assert [asdict(r) for r in results2] == [asdict(r) for r in results]  # every number, not only the printed ones
