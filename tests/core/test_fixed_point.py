@@ -118,3 +118,44 @@ def test_pass_without_calibration_says_what_it_needs(digits: tuple) -> None:
     g, _, _ = digits
     with pytest.raises(DataError, match="needs calibration samples"):
         QuantizeFixedPoint(weight_bits=8, act_bits=8).apply(g)
+
+
+def test_torch_modules_and_the_pass_compute_the_same_network(digits: tuple) -> None:
+    """zoo:digits_cnn quantized twice: by the graph pass (run by hwmap's reference executor)
+    and as torch modules (QuantConv2d/QuantLinear weights, FixedPointQuantizer activations in
+    the formats the pass chose), evaluated through torch's fake-quantize kernels."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from hwmap.nn import FixedPointQuantizer, QuantConv2d, QuantLinear
+    from hwmap.zoo.digits import CNN_LAYERS, load_weights
+
+    g, x, _ = digits
+    bits = 6
+    q = run_passes(g, [QuantizeFixedPoint(weight_bits=bits, act_bits=bits, calibration=x[:100])])
+    w = {k: torch.from_numpy(v) for k, v in load_weights("digits_cnn", CNN_LAYERS).items()}
+
+    def act(tensor: str) -> FixedPointQuantizer:
+        a = q.tensors[tensor].quant
+        assert a is not None
+        m = FixedPointQuantizer(bits)
+        m.max_abs.fill_(2.0 ** (bits - 2 + math.log2(float(a.scale))))  # a magnitude with the pass's I
+        m.seen.fill_(True)
+        return m
+
+    def wq() -> FixedPointQuantizer:
+        return FixedPointQuantizer(bits, range="tensor")
+
+    conv1 = QuantConv2d(1, 8, 3, padding=1, weight_quant=wq())
+    conv2 = QuantConv2d(8, 16, 3, stride=2, padding=1, weight_quant=wq())
+    fc = QuantLinear(256, 10, weight_quant=wq())
+    for layer, name in ((conv1, "conv1"), (conv2, "conv2"), (fc, "fc")):
+        layer.weight.data, layer.bias.data = w[f"{name}.W"], w[f"{name}.B"]
+    relus = [n.outputs[0] for n in q.nodes if n.op == "Relu"]
+    model = nn.Sequential(conv1, nn.ReLU(), act(relus[0]), conv2, nn.ReLU(), act(relus[1]), nn.Flatten(), fc).eval()
+    with torch.no_grad():
+        mine = model(torch.from_numpy(x)).numpy()
+    ref = run(q, {q.inputs[0]: x}, quantized=True)[q.outputs[0]]
+    assert np.mean(np.argmax(mine, 1) == np.argmax(ref, 1)) == 1.0
+    # float sums in another order may put an activation on the other side of a rounding boundary
+    assert np.mean(np.abs(mine - ref) < 1e-4) > 0.99
