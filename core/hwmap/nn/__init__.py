@@ -17,6 +17,16 @@ are trainable.
 * :class:`LayerSpec`, :func:`build_nir`, :func:`graph_from_layers` — the torch-free half of
   the export (:mod:`hwmap.nn.nirbuild`).
 
+Hardware-aware training for zero-skipping targets (the chapter's Section 3.3):
+
+* :class:`FixedPointQuantizer` (eq. 3.9–3.11) and :class:`LSQQuantizer` (learned step size,
+  eq. 3.12–3.14, clipped or the delta layer's unclipped mixed-precision form), and
+  :class:`QuantConv2d` / :class:`QuantLinear` with quantized weights (:mod:`hwmap.nn.quant`);
+* :class:`TemporalDelta` and :class:`DeltaNet`: the temporal delta layer, its sparsity
+  penalty (eq. 3.15) and delta inference (eq. 3.6–3.8) (:mod:`hwmap.nn.delta`);
+* :class:`SparsityMeter`, :func:`measure_sparsity`: spatial and temporal activation sparsity
+  per layer on data (:mod:`hwmap.nn.meters`).
+
 PyTorch is optional (``pip install hwmap[torch]``): ``import hwmap.nn`` always works, and
 only using a torch name without PyTorch raises an :class:`ImportError` that says so.
 """
@@ -31,13 +41,19 @@ if TYPE_CHECKING:
     from .network import DEAD, SNN, to_graph, to_nir
     from .nirbuild import LayerSpec, build_nir, graph_from_layers
     from .surrogates import SURROGATES, spike, surrogate, surrogate_grad
+    from .quant import FixedPointQuantizer, LSQQuantizer, QuantConv2d, QuantLinear
+    from .delta import DeltaNet, TemporalDelta
+    from .meters import LayerSparsity, SparsityMeter, measure_sparsity
 
 __all__ = ["LIF", "SNN", "DEAD", "to_nir", "to_graph", "SURROGATES", "spike", "surrogate", "surrogate_grad",
-           "LayerSpec", "build_nir", "graph_from_layers"]
+           "LayerSpec", "build_nir", "graph_from_layers", "FixedPointQuantizer", "LSQQuantizer", "QuantConv2d",
+           "QuantLinear", "DeltaNet", "TemporalDelta", "LayerSparsity", "SparsityMeter", "measure_sparsity"]
 
 _TORCH_NAMES = {"LIF": "lif", "SNN": "network", "DEAD": "network", "to_nir": "network", "to_graph": "network",
                 "SURROGATES": "surrogates", "spike": "surrogates", "surrogate": "surrogates",
-                "surrogate_grad": "surrogates"}
+                "surrogate_grad": "surrogates", "FixedPointQuantizer": "quant", "LSQQuantizer": "quant",
+                "QuantConv2d": "quant", "QuantLinear": "quant", "DeltaNet": "delta", "TemporalDelta": "delta",
+                "LayerSparsity": "meters", "SparsityMeter": "meters", "measure_sparsity": "meters"}
 _PLAIN_NAMES = {"LayerSpec": "nirbuild", "build_nir": "nirbuild", "graph_from_layers": "nirbuild"}
 
 
