@@ -31,12 +31,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .description import Description, Host, Link
+from .description import Description, Host, Link, Population
 from .neurons import (LIF, LIFRate, NeuronType, RatesToSpikesNeuronType, RectifiedLinear, SpikingRectifiedLinear,
                       from_spec)
 from .synapses import FilterStep, from_spec as synapse_from_spec
 
-__all__ = ["Result", "Runner", "run", "simulate", "SLICE", "order"]
+__all__ = ["Result", "Runner", "run", "simulate", "SLICE", "order", "BACKENDS"]
+
+#: How a step runs: ``numba``, compiled loops (:mod:`.compiled`); ``numpy``, the reference
+#: (array operations); the two are bit-identical.
+BACKENDS = ("numba", "numpy")
 
 #: Samples simulated at once by the hook (bounded memory: every state is batch × neurons).
 SLICE = 128
@@ -123,8 +127,11 @@ class Runner:
     last call stopped (``nengo.Simulator.run`` may be called several times)."""
 
     def __init__(self, d: Description, *, batch: int = 1, inputs: dict[str, np.ndarray] | None = None,
-                 nodes: dict[str, Callable[..., Any]] | None = None, rate: bool = False, measure: bool = True) -> None:
-        self.d, self.B, self.rate, self.measure = d, batch, rate, measure
+                 nodes: dict[str, Callable[..., Any]] | None = None, rate: bool = False, measure: bool = True,
+                 backend: str = "numba") -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")
+        self.d, self.B, self.rate, self.measure, self.backend = d, batch, rate, measure, backend
         self.inputs = inputs or {}
         self.nodes = nodes or {}
         B = batch
@@ -173,6 +180,15 @@ class Runner:
         self.synops = {name: 0.0 for name in [p.name for p in d.populations] + [h.name for h in d.hosts]}
         self.units = {p.name: _unit(self.neuron[p.name]) for p in d.populations}
         self.k = 0
+        self.steppers: dict[str, Any] = {}
+        if backend == "numba":
+            from . import compiled
+
+            compiled.warm_up()
+            self._compiled = compiled
+            self.obuf = {p.name: np.zeros((B, p.n)) for p in d.populations}
+            self.steppers = {p.name: compiled.stepper(self.neuron[p.name], p, B, bool(self.neuron_port.get(p.name)))
+                             for p in d.populations}
 
     def _gather(self, name: str, size: int, port: str | None = None) -> np.ndarray:
         acc = np.zeros((self.B, size))
@@ -181,6 +197,36 @@ class Runner:
                 continue
             acc += self.delayed[i] if i in self.filters else self.out[link.pre] @ self.WT[i]
         return acc
+
+    def _step_compiled(self, p: Population, dt: float) -> np.ndarray:
+        """A population's step through its compiled stepper (:mod:`.compiled`): the decoded
+        input gathered (and, above one dimension, projected on the encoders) by numpy, the
+        rest compiled; its output."""
+        none = self._compiled.NONE
+        x = none
+        if p.dims == 1:
+            x = self._gather(p.name, 1, "decoded").reshape(-1)
+        elif p.dims:
+            x = (self._gather(p.name, p.dims, "decoded") @ self.encT[p.name]).reshape(-1)
+        nin = self._gather(p.name, p.n, "neurons").reshape(-1) if self.neuron_port.get(p.name) else none
+        o = self.obuf[p.name]  # written in full every step; reused: a fresh 80 kB array costs page faults
+        self.steppers[p.name].step(dt, x, nin, o.reshape(-1), self.state[p.name])
+        return o
+
+    def _step_numpy(self, p: Population, dt: float) -> np.ndarray:
+        """A population's step by numpy (the reference): its current, its type's step; its output."""
+        name = p.name
+        if p.dims:  # bias + encoded input, added in the other order (IEEE addition commutes)
+            J = self._gather(name, p.dims, "decoded") @ self.encT[name]
+            J += p.bias
+        else:
+            J = np.empty((self.B, p.n))
+            J[...] = p.bias
+        if self.neuron_port.get(name):
+            J += p.gain * self._gather(name, p.n, "neurons")
+        o = np.zeros((self.B, p.n))
+        self.neuron[name].step(dt, J, o, **self.state[name])
+        return o
 
     def advance(self, steps: int, history: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Run ``steps`` more steps; the outputs' readouts after every step (with ``history``)
@@ -198,16 +244,7 @@ class Runner:
             for name in self.seq:
                 p = pops.get(name)
                 if p is not None:
-                    if p.dims:  # bias + encoded input, added in the other order (IEEE addition commutes)
-                        J = self._gather(name, p.dims, "decoded") @ self.encT[name]
-                        J += p.bias
-                    else:
-                        J = np.empty((B, p.n))
-                        J[...] = p.bias
-                    if self.neuron_port.get(name):
-                        J += p.gain * self._gather(name, p.n, "neurons")
-                    o = np.zeros((B, p.n))
-                    self.neuron[name].step(dt, J, o, **self.state[name])
+                    o = self._step_compiled(p, dt) if self.steppers else self._step_numpy(p, dt)
                     out[name] = o
                     if self.units[name] and count:
                         self.spikes[name] += np.abs(o).sum(axis=0) * (dt / self.units[name])
@@ -239,7 +276,8 @@ class Runner:
             for h in probe_hosts:  # as nengo samples: a filtered signal as its readers see it this step
                 probes[h.name][j] = self._gather(h.name, h.size_in)
             for i, f in self.filters.items():
-                self.delayed[i] = f(out[d.links[i].pre] @ self.WT[i])
+                u = out[d.links[i].pre] @ self.WT[i]
+                self.delayed[i] = self._compiled.filter_step(f, u) if self.steppers else f(u)
             if count:
                 for i, link in enumerate(d.links):
                     pre = link.pre
@@ -262,7 +300,7 @@ class Runner:
 
 def run(d: Description, *, batch: int = 1, inputs: dict[str, np.ndarray] | None = None,
         nodes: dict[str, Callable[..., Any]] | None = None, steps: int | None = None, rate: bool = False,
-        history: bool = False) -> Result:
+        history: bool = False, backend: str = "numba") -> Result:
     """Run ``d`` for ``steps`` steps (default: the description's) on ``batch`` samples.
 
     ``inputs``: per ``input`` host, its static input ``(batch, size)``; ``nodes``: per
@@ -270,7 +308,7 @@ def run(d: Description, *, batch: int = 1, inputs: dict[str, np.ndarray] | None 
     after every step ``(steps, batch, size)``, the probes' records ``(steps, batch, size)``,
     spikes per neuron and synaptic operations per population.
     """
-    r = Runner(d, batch=batch, inputs=inputs, nodes=nodes, rate=rate)
+    r = Runner(d, batch=batch, inputs=inputs, nodes=nodes, rate=rate, backend=backend)
     n = int(steps if steps is not None else (d.steps or 1))
     hist, probes = r.advance(n, history)
     return Result(r.outputs(), hist, probes, r.spikes, r.synops, n)
