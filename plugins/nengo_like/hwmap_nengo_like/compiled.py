@@ -43,8 +43,7 @@ def _flat(state: dict[str, Any], key: str) -> np.ndarray:
 class Stepper(ABC):
     """One population's step: ``step(dt, x, nin, out, state)`` with ``x`` its decoded input
     (``mode`` 1: ``(batch,)``; 2: already projected on the encoders, flat), ``nin`` its input
-    into the neurons (flat; :data:`NONE` without), ``out`` its output (flat, written). The
-    current is computed first (:func:`.kernels.current`), then :meth:`update` runs the type."""
+    into the neurons (flat; :data:`NONE` without), ``out`` its output (flat, written)."""
 
     def __init__(self, neuron: NeuronType, pop: Population, batch: int, has_n: bool) -> None:
         self.neuron, self.n, self.size = neuron, pop.n, batch * pop.n
@@ -55,9 +54,20 @@ class Stepper(ABC):
         self.has_n = int(has_n)
         self.J = np.zeros(self.size)
 
+    def inputs(self, x: np.ndarray, nin: np.ndarray) -> tuple[Any, ...]:
+        """The arguments of :func:`.kernels.current` before ``J``."""
+        return self.n, self.mode, x, self.e, self.bias, self.has_n, self.gain, nin
+
+    @abstractmethod
     def step(self, dt: float, x: np.ndarray, nin: np.ndarray, out: np.ndarray, state: dict[str, Any]) -> None:
         """Advance one step: ``out`` and ``state`` updated in place."""
-        K.current(self.n, self.mode, x, self.e, self.bias, self.has_n, self.gain, nin, self.J)
+
+
+class _OnCurrent(Stepper):
+    """A type stepped on the current computed by its own call (:func:`.kernels.current`)."""
+
+    def step(self, dt: float, x: np.ndarray, nin: np.ndarray, out: np.ndarray, state: dict[str, Any]) -> None:
+        K.current(*self.inputs(x, nin), self.J)
         self.update(dt, self.J, out, state)
 
     @abstractmethod
@@ -65,7 +75,7 @@ class Stepper(ABC):
         """The neuron type's step on the current ``J``."""
 
 
-class _Numpy(Stepper):
+class _Numpy(_OnCurrent):
     """Any type: its own numpy step on the compiled current."""
 
     def update(self, dt: float, J: np.ndarray, out: np.ndarray, state: dict[str, Any]) -> None:
@@ -73,12 +83,12 @@ class _Numpy(Stepper):
         self.neuron.step(dt, J.reshape(shape), out.reshape(shape), **state)
 
 
-class _Relu(Stepper):
+class _Relu(_OnCurrent):
     def update(self, dt: float, J: np.ndarray, out: np.ndarray, state: dict[str, Any]) -> None:
         K.relu_rate(J, out, self.neuron.amplitude)  # type: ignore[attr-defined]
 
 
-class _LIFRate(Stepper):
+class _LIFRate(_OnCurrent):
     def __init__(self, neuron: NeuronType, pop: Population, batch: int, has_n: bool) -> None:
         super().__init__(neuron, pop, batch, has_n)
         self.idx, self.arg = np.zeros(self.size, np.int64), np.zeros(self.size)
@@ -90,7 +100,7 @@ class _LIFRate(Stepper):
             K.lifrate_b(npos, self.idx, np.log1p(self.arg[:npos]), out, nt.amplitude, nt.tau_ref, nt.tau_rc)
 
 
-class _SpikingRelu(Stepper):
+class _SpikingRelu(_OnCurrent):
     def update(self, dt: float, J: np.ndarray, out: np.ndarray, state: dict[str, Any]) -> None:
         K.spiking_relu(J, _flat(state, "voltage"), out, dt, self.neuron.amplitude / dt)  # type: ignore[attr-defined]
 
@@ -114,12 +124,14 @@ class _LIF(Stepper):
                                float(np.expm1(-np.array([0.0]) / tau_rc)[0]))
         return self.consts[dt]
 
-    def update(self, dt: float, J: np.ndarray, out: np.ndarray, state: dict[str, Any]) -> None:
+    def step(self, dt: float, x: np.ndarray, nin: np.ndarray, out: np.ndarray, state: dict[str, Any]) -> None:
+        """The current computed by the first phase's call (one call less per step)."""
         nt: Any = self.neuron
+        J = self.J
         v, rt = _flat(state, "voltage"), _flat(state, "refractory_time")
         amp_dt = nt.amplitude / dt
         c_dt, c_0 = self._consts(dt)
-        npart, ns = K.lif_a(J, v, rt, out, dt, nt.tau_rc, amp_dt, nt.min_voltage, c_dt, c_0, self.mask,
+        npart, ns = K.lif_a(*self.inputs(x, nin), J, v, rt, out, dt, nt.tau_rc, amp_dt, nt.min_voltage, c_dt, c_0, self.mask,
                             self.part_idx, self.part_arg, self.spk_idx, self.spk_arg)
         if npart:
             ns = K.lif_b(npart, self.part_idx, np.expm1(self.part_arg[:npart]), J, v, out, amp_dt, nt.min_voltage,
@@ -128,7 +140,7 @@ class _LIF(Stepper):
             K.lif_c(ns, self.spk_idx, np.log1p(self.spk_arg[:ns]), rt, dt, nt.tau_rc, nt.tau_ref)
 
 
-def _rate_stepper(base: NeuronType, pop: Population, batch: int, has_n: bool) -> Stepper:
+def _rate_stepper(base: NeuronType, pop: Population, batch: int, has_n: bool) -> _OnCurrent:
     if type(base) is RectifiedLinear:
         return _Relu(base, pop, batch, has_n)
     if type(base) is LIFRate:
@@ -136,7 +148,7 @@ def _rate_stepper(base: NeuronType, pop: Population, batch: int, has_n: bool) ->
     return _Numpy(base, pop, batch, has_n)
 
 
-class _Wrapper(Stepper):
+class _Wrapper(_OnCurrent):
     """A rate-to-spike wrapper: the base type's rate (compiled where it can be), then the spikes
     (RegularSpiking compiled; the random wrappers by their numpy code and generator)."""
 

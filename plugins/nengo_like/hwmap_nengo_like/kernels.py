@@ -86,10 +86,12 @@ which made the loop 50 times slower."""
 
 
 @njit(**_JIT)
-def lif_a(J: np.ndarray, voltage: np.ndarray, rt: np.ndarray, out: np.ndarray, dt: float, tau_rc: float,
-          amp_dt: float, min_v: float, c_dt: float, c_0: float, mask: np.ndarray, part_idx: np.ndarray,
-          part_arg: np.ndarray, spk_idx: np.ndarray, spk_arg: np.ndarray) -> tuple[int, int]:
-    """LIF (``LIF._step_flat``) on the current ``J``, first phase: ``refractory_time -= dt``;
+def lif_a(n: int, mode: int, x: np.ndarray, e: np.ndarray, bias: np.ndarray, has_n: int, gain: np.ndarray,
+          nin: np.ndarray, J: np.ndarray, voltage: np.ndarray, rt: np.ndarray, out: np.ndarray, dt: float,
+          tau_rc: float, amp_dt: float, min_v: float, c_dt: float, c_0: float, mask: np.ndarray,
+          part_idx: np.ndarray, part_arg: np.ndarray, spk_idx: np.ndarray, spk_arg: np.ndarray) -> tuple[int, int]:
+    """LIF (``LIF._step_flat``), first phase: the current ``J`` (:func:`current`, the first
+    eight arguments); ``refractory_time -= dt``;
     the membrane ``v -= (J - v)·expm1(-delta_t/tau_rc)`` with ``delta_t = clip(dt - rt, 0,
     dt)`` where the factor is one of the constants ``c_dt`` (``delta_t = dt``, which covers
     ``rt <= 0``) and ``c_0`` (``delta_t = 0``, refractory all step); the others (refractory
@@ -98,9 +100,10 @@ def lif_a(J: np.ndarray, voltage: np.ndarray, rt: np.ndarray, out: np.ndarray, d
 
     Two passes: the first without branches or scattered stores (LLVM vectorizes it; spiking and
     refractory neurons are scattered at random, and a loop branching on them ran at a tenth
-    of the speed), writing every neuron's arguments and a ``mask`` (1: spiked, 2: partly
-    refractory); the second gathers the indices, writing every iteration and advancing the
-    counts by the mask."""
+    of the speed), writing every neuron's ``delta_t``, new voltage and a ``mask`` (1: spiked,
+    2: partly refractory); the second gathers the indices, writing every iteration and
+    advancing the counts by the mask, then the arguments of the gathered neurons."""
+    current(n, mode, x, e, bias, has_n, gain, nin, J)
     for f in range(J.size):
         r = rt[f] - dt
         rt[f] = r
@@ -112,8 +115,8 @@ def lif_a(J: np.ndarray, voltage: np.ndarray, rt: np.ndarray, out: np.ndarray, d
         spiked = vn > 1.0 and not part
         out[f] = amp_dt if spiked else 0.0
         voltage[f] = v if part else 0.0 if spiked else _max(vn, min_v)
-        part_arg[f] = -d / tau_rc
-        spk_arg[f] = -(vn - 1.0) / (j - 1.0)
+        part_arg[f] = d
+        spk_arg[f] = vn
         mask[f] = np.uint8(spiked) | (np.uint8(part) << np.uint8(1))
     npart = 0
     ns = 0
@@ -123,10 +126,11 @@ def lif_a(J: np.ndarray, voltage: np.ndarray, rt: np.ndarray, out: np.ndarray, d
         npart += m >> 1
         spk_idx[ns] = f
         ns += m & 1
-    for k in range(npart):
-        part_arg[k] = part_arg[part_idx[k]]
+    for k in range(npart):  # the divisions only here: for every neuron they took half the time
+        part_arg[k] = -part_arg[part_idx[k]] / tau_rc
     for k in range(ns):
-        spk_arg[k] = spk_arg[spk_idx[k]]
+        f = spk_idx[k]
+        spk_arg[k] = -(spk_arg[f] - 1.0) / (J[f] - 1.0)
     return npart, ns
 
 
