@@ -28,13 +28,16 @@ already projected on the encoders (numpy's matrix product, for more dimensions),
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit
 
 __all__ = ["lif_a", "lif_b", "lif_c", "current", "spiking_relu", "relu_rate", "regular", "lifrate_a", "lifrate_b",
            "lowpass"]
 
-_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}  # no fastmath (see above); x/0 as numpy: inf/NaN
+# no fastmath (see above); x/0 as numpy (inf or NaN, no exception); compiled code cached on disk
+_jit: Any = njit(cache=True, nogil=True, error_model="numpy")  # Any: numba's stubs do not type the decorated loops
 
 
 @njit(inline="always")
@@ -53,7 +56,7 @@ def _min(a: float, b: float) -> float:
     return b
 
 
-@njit(**_JIT)
+@_jit
 def current(n: int, mode: int, x: np.ndarray, e: np.ndarray, bias: np.ndarray, has_n: int, gain: np.ndarray,
             nin: np.ndarray, J: np.ndarray) -> None:
     """The input current of every neuron into ``J`` (the first pass of every step)."""
@@ -85,7 +88,7 @@ which made the loop 50 times slower."""
     return False, _max(v, min_v), 0.0
 
 
-@njit(**_JIT)
+@_jit
 def lif_a(n: int, mode: int, x: np.ndarray, e: np.ndarray, bias: np.ndarray, has_n: int, gain: np.ndarray,
           nin: np.ndarray, J: np.ndarray, voltage: np.ndarray, rt: np.ndarray, out: np.ndarray, dt: float,
           tau_rc: float, amp_dt: float, min_v: float, c_dt: float, c_0: float, mask: np.ndarray,
@@ -134,7 +137,7 @@ def lif_a(n: int, mode: int, x: np.ndarray, e: np.ndarray, bias: np.ndarray, has
     return npart, ns
 
 
-@njit(**_JIT)
+@_jit
 def lif_b(npart: int, part_idx: np.ndarray, factor: np.ndarray, J: np.ndarray, voltage: np.ndarray,
           out: np.ndarray, amp_dt: float, min_v: float, spk_idx: np.ndarray, spk_arg: np.ndarray, ns: int) -> int:
     """LIF, second phase: the membrane of the neurons refractory during part of the step, with
@@ -150,7 +153,7 @@ def lif_b(npart: int, part_idx: np.ndarray, factor: np.ndarray, J: np.ndarray, v
     return ns
 
 
-@njit(**_JIT)
+@_jit
 def lif_c(ns: int, spk_idx: np.ndarray, log1p: np.ndarray, rt: np.ndarray, dt: float, tau_rc: float,
           tau_ref: float) -> None:
     """LIF, last phase: the refractory period of the neurons that spiked, lengthened by the
@@ -159,7 +162,7 @@ def lif_c(ns: int, spk_idx: np.ndarray, log1p: np.ndarray, rt: np.ndarray, dt: f
         rt[spk_idx[k]] = tau_ref + (dt + tau_rc * log1p[k])
 
 
-@njit(**_JIT)
+@_jit
 def spiking_relu(J: np.ndarray, voltage: np.ndarray, out: np.ndarray, dt: float, amp_dt: float) -> None:
     """SpikingRectifiedLinear: ``v += max(J, 0)·dt``; ``floor(v)`` spikes of ``amp_dt``; ``v -= floor(v)``."""
     for f in range(J.size):
@@ -169,7 +172,7 @@ def spiking_relu(J: np.ndarray, voltage: np.ndarray, out: np.ndarray, dt: float,
         voltage[f] = v - n_spikes
 
 
-@njit(**_JIT)
+@_jit
 def regular(rate: np.ndarray, voltage: np.ndarray, out: np.ndarray, dt: float, amp_dt: float) -> None:
     """RegularSpiking around any rate: ``v += dt·rate``; ``floor(v)`` spikes; ``v -= floor(v)``."""
     for f in range(rate.size):
@@ -179,14 +182,14 @@ def regular(rate: np.ndarray, voltage: np.ndarray, out: np.ndarray, dt: float, a
         voltage[f] = v - n_spikes
 
 
-@njit(**_JIT)
+@_jit
 def relu_rate(J: np.ndarray, out: np.ndarray, amplitude: float) -> None:
     """RectifiedLinear: ``amplitude · max(0, J)``."""
     for f in range(J.size):
         out[f] = amplitude * _max(0.0, J[f])
 
 
-@njit(**_JIT)
+@_jit
 def lifrate_a(J: np.ndarray, rate: np.ndarray, pos_idx: np.ndarray, pos_arg: np.ndarray) -> int:
     """LIFRate, first phase: ``j = J - 1``; the rate 0 where ``j <= 0`` (or NaN), ``1/j``
     gathered for the others (their ``log1p`` by numpy); how many."""
@@ -201,7 +204,7 @@ def lifrate_a(J: np.ndarray, rate: np.ndarray, pos_idx: np.ndarray, pos_arg: np.
     return npos
 
 
-@njit(**_JIT)
+@_jit
 def lifrate_b(npos: int, pos_idx: np.ndarray, log1p: np.ndarray, rate: np.ndarray, amplitude: float,
               tau_ref: float, tau_rc: float) -> None:
     """LIFRate, second phase: ``amplitude / (tau_ref + tau_rc·log1p(1/j))``."""
@@ -209,7 +212,7 @@ def lifrate_b(npos: int, pos_idx: np.ndarray, log1p: np.ndarray, rate: np.ndarra
         rate[pos_idx[k]] = amplitude / (tau_ref + tau_rc * log1p[k])
 
 
-@njit(**_JIT)
+@_jit
 def lowpass(X: np.ndarray, u: np.ndarray, a: float, b: float) -> None:
     """A first-order filter without feed-through (``FilterStep`` ``onex``): ``X = a·X``, then
     ``X += b·u``."""

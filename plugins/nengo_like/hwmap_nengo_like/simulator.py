@@ -70,6 +70,12 @@ class _RateOf(NeuronType):
         else:
             self.base, self.scale = neuron, 1.0
 
+    def gain_bias(self, max_rates: Any, intercepts: Any) -> tuple[np.ndarray, np.ndarray]:
+        return self.base.gain_bias(max_rates, intercepts)
+
+    def max_rates_intercepts(self, gain: Any, bias: Any) -> tuple[np.ndarray, np.ndarray]:
+        return self.base.max_rates_intercepts(gain, bias)
+
     def step(self, dt: float, J: np.ndarray, output: np.ndarray, **state: Any) -> None:
         self.base.step(dt, J, output)
         if self.scale != 1.0:
