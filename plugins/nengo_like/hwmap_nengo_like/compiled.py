@@ -33,13 +33,6 @@ __all__ = ["Stepper", "stepper", "filter_step", "warm_up", "NONE"]
 NONE = np.zeros(0)
 
 
-def _flat(state: dict[str, Any], key: str) -> np.ndarray:
-    a = state[key]
-    if not (isinstance(a, np.ndarray) and a.dtype == np.float64 and a.flags.c_contiguous):
-        raise ValueError(f"state {key!r} must be a C-contiguous float64 array for the compiled step")
-    return a.reshape(-1)
-
-
 class Stepper(ABC):
     """One population's step: ``step(dt, x, nin, out, state)`` with ``x`` its decoded input
     (``mode`` 1: ``(batch,)``; 2: already projected on the encoders, flat), ``nin`` its input
@@ -53,6 +46,19 @@ class Stepper(ABC):
         self.gain = np.ascontiguousarray(pop.gain, np.float64)
         self.has_n = int(has_n)
         self.J = np.zeros(self.size)
+        self.views: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def flat(self, state: dict[str, Any], key: str) -> np.ndarray:
+        """The state array ``key`` as a flat view (remembered: the simulator keeps its state
+        arrays and updates them in place)."""
+        a = state[key]
+        hit = self.views.get(key)
+        if hit is not None and hit[0] is a:
+            return hit[1]
+        if not (isinstance(a, np.ndarray) and a.dtype == np.float64 and a.flags.c_contiguous and a.size == self.size):
+            raise ValueError(f"state {key!r} must be a C-contiguous float64 array of {self.size} for the compiled step")
+        self.views[key] = (a, a.reshape(-1))
+        return self.views[key][1]
 
     def inputs(self, x: np.ndarray, nin: np.ndarray) -> tuple[Any, ...]:
         """The arguments of :func:`.kernels.current` before ``J``."""
@@ -102,7 +108,8 @@ class _LIFRate(_OnCurrent):
 
 class _SpikingRelu(_OnCurrent):
     def update(self, dt: float, J: np.ndarray, out: np.ndarray, state: dict[str, Any]) -> None:
-        K.spiking_relu(J, _flat(state, "voltage"), out, dt, self.neuron.amplitude / dt)  # type: ignore[attr-defined]
+        amp_dt = self.neuron.amplitude / dt  # type: ignore[attr-defined]
+        K.spiking_relu(J, self.flat(state, "voltage"), out, dt, amp_dt)
 
 
 class _LIF(Stepper):
@@ -128,11 +135,11 @@ class _LIF(Stepper):
         """The current computed by the first phase's call (one call less per step)."""
         nt: Any = self.neuron
         J = self.J
-        v, rt = _flat(state, "voltage"), _flat(state, "refractory_time")
+        v, rt = self.flat(state, "voltage"), self.flat(state, "refractory_time")
         amp_dt = nt.amplitude / dt
         c_dt, c_0 = self._consts(dt)
-        npart, ns = K.lif_a(*self.inputs(x, nin), J, v, rt, out, dt, nt.tau_rc, amp_dt, nt.min_voltage, c_dt, c_0, self.mask,
-                            self.part_idx, self.part_arg, self.spk_idx, self.spk_arg)
+        npart, ns = K.lif_a(*self.inputs(x, nin), J, v, rt, out, dt, nt.tau_rc, amp_dt, nt.min_voltage, c_dt, c_0,
+                            self.mask, self.part_idx, self.part_arg, self.spk_idx, self.spk_arg)
         if npart:
             ns = K.lif_b(npart, self.part_idx, np.expm1(self.part_arg[:npart]), J, v, out, amp_dt, nt.min_voltage,
                          self.spk_idx, self.spk_arg, ns)
@@ -163,7 +170,7 @@ class _Wrapper(_OnCurrent):
         self.base.update(dt, J, self.rate, state.get("base_state", {}))
         own = {k: v for k, v in state.items() if k != "base_state"}
         if type(nt) is RegularSpiking:
-            K.regular(self.rate, _flat(own, "voltage"), out, dt, nt.amplitude / dt)
+            K.regular(self.rate, self.flat(own, "voltage"), out, dt, nt.amplitude / dt)
         else:
             shape = (self.size // self.n, self.n)
             nt.spikes(dt, self.rate.reshape(shape), out.reshape(shape), **own)

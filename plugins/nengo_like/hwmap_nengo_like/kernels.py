@@ -94,18 +94,20 @@ def lif_a(n: int, mode: int, x: np.ndarray, e: np.ndarray, bias: np.ndarray, has
           tau_rc: float, amp_dt: float, min_v: float, c_dt: float, c_0: float, mask: np.ndarray,
           part_idx: np.ndarray, part_arg: np.ndarray, spk_idx: np.ndarray, spk_arg: np.ndarray) -> tuple[int, int]:
     """LIF (``LIF._step_flat``), first phase: the current ``J`` (:func:`current`, the first
-    eight arguments); ``refractory_time -= dt``;
-    the membrane ``v -= (J - v)·expm1(-delta_t/tau_rc)`` with ``delta_t = clip(dt - rt, 0,
-    dt)`` where the factor is one of the constants ``c_dt`` (``delta_t = dt``, which covers
-    ``rt <= 0``) and ``c_0`` (``delta_t = 0``, refractory all step); the others (refractory
-    during part of the step, or NaN) keep their voltage and have ``-delta_t/tau_rc`` gathered
-    into ``part_arg``; spikes detected, their ``log1p`` arguments gathered. How many of each.
+    eight arguments); ``refractory_time -= dt``; the membrane ``v -= (J - v)·expm1(-delta_t/
+    tau_rc)`` with ``delta_t = clip(dt - rt, 0, dt)`` where the factor is one of the constants
+    ``c_dt`` (``delta_t = dt``, which covers ``rt <= 0``) and ``c_0`` (``delta_t = 0``,
+    refractory all step); the others (refractory during part of the step, or NaN) keep their
+    voltage and have ``-delta_t/tau_rc`` gathered into ``part_arg``; spikes detected, their
+    ``log1p`` arguments gathered into ``spk_arg``. How many of each.
 
     Two passes: the first without branches or scattered stores (LLVM vectorizes it; spiking and
     refractory neurons are scattered at random, and a loop branching on them ran at a tenth
-    of the speed), writing every neuron's ``delta_t``, new voltage and a ``mask`` (1: spiked,
-    2: partly refractory); the second gathers the indices, writing every iteration and
-    advancing the counts by the mask, then the arguments of the gathered neurons."""
+    of the speed), writing the new state (a spiking neuron keeps its new voltage until the
+    second pass) and a ``mask`` (1: spiked, 2: partly refractory); the second gathers the
+    indices, writing every iteration and advancing the counts by the mask, then the arguments
+    of the gathered neurons (``delta_t`` again from ``refractory_time``; no array of every
+    neuron's arguments: the step's memory traffic counts)."""
     current(n, mode, x, e, bias, has_n, gain, nin, J)
     for f in range(J.size):
         r = rt[f] - dt
@@ -117,9 +119,7 @@ def lif_a(n: int, mode: int, x: np.ndarray, e: np.ndarray, bias: np.ndarray, has
         vn = v - (j - v) * (c_dt if full else c_0)
         spiked = vn > 1.0 and not part
         out[f] = amp_dt if spiked else 0.0
-        voltage[f] = v if part else 0.0 if spiked else _max(vn, min_v)
-        part_arg[f] = d
-        spk_arg[f] = vn
+        voltage[f] = v if part else vn if spiked else _max(vn, min_v)
         mask[f] = np.uint8(spiked) | (np.uint8(part) << np.uint8(1))
     npart = 0
     ns = 0
@@ -129,11 +129,12 @@ def lif_a(n: int, mode: int, x: np.ndarray, e: np.ndarray, bias: np.ndarray, has
         npart += m >> 1
         spk_idx[ns] = f
         ns += m & 1
-    for k in range(npart):  # the divisions only here: for every neuron they took half the time
-        part_arg[k] = -part_arg[part_idx[k]] / tau_rc
+    for k in range(npart):
+        part_arg[k] = -_min(_max(dt - rt[part_idx[k]], 0.0), dt) / tau_rc
     for k in range(ns):
         f = spk_idx[k]
-        spk_arg[k] = -(spk_arg[f] - 1.0) / (J[f] - 1.0)
+        spk_arg[k] = -(voltage[f] - 1.0) / (J[f] - 1.0)
+        voltage[f] = 0.0
     return npart, ns
 
 

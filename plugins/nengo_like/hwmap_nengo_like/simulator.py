@@ -192,7 +192,7 @@ class Runner:
 
             compiled.warm_up()
             self._compiled = compiled
-            self.obuf = {p.name: np.zeros((B, p.n)) for p in d.populations}
+            self.obuf = {p.name: (o, o.reshape(-1)) for p in d.populations for o in [np.zeros((B, p.n))]}
             self.steppers = {p.name: compiled.stepper(self.neuron[p.name], p, B, bool(self.neuron_port.get(p.name)))
                              for p in d.populations}
 
@@ -215,8 +215,8 @@ class Runner:
         elif p.dims:
             x = (self._gather(p.name, p.dims, "decoded") @ self.encT[p.name]).reshape(-1)
         nin = self._gather(p.name, p.n, "neurons").reshape(-1) if self.neuron_port.get(p.name) else none
-        o = self.obuf[p.name]  # written in full every step; reused: a fresh 80 kB array costs page faults
-        self.steppers[p.name].step(dt, x, nin, o.reshape(-1), self.state[p.name])
+        o, flat = self.obuf[p.name]  # written in full every step; reused: a fresh array costs page faults
+        self.steppers[p.name].step(dt, x, nin, flat, self.state[p.name])
         return o
 
     def _step_numpy(self, p: Population, dt: float) -> np.ndarray:
