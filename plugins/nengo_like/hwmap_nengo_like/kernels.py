@@ -112,9 +112,10 @@ def lif_a(n: int, mode: int, x: np.ndarray, e: np.ndarray, bias: np.ndarray, has
     for f in range(J.size):
         r = rt[f] - dt
         rt[f] = r
-        d = _min(_max(dt - r, 0.0), dt)
-        full = d == dt
-        part = not full and d != 0.0
+        # clip(dt - r, 0, dt) is dt where r <= 0 and 0 where r >= dt; the others (and NaN) are
+        # gathered, even where dt - r rounds to dt (numpy's expm1 gives c_dt for them as well)
+        full = r <= 0.0
+        part = not full and not r >= dt
         j, v = J[f], voltage[f]
         vn = v - (j - v) * (c_dt if full else c_0)
         spiked = vn > 1.0 and not part

@@ -179,6 +179,11 @@ class Runner:
         self.encT = {p.name: p.encoders.T for p in d.populations if p.dims}
         self.neuron_port = {name: any(link.port == "neurons" for _, link in lst) for name, lst in self.incoming.items()}
         self.seq = order(d)
+        self.sources: dict[tuple[str, str | None], list[tuple[int, bool, str]]] = {}
+        for name, lst in self.incoming.items():
+            for i, link in lst:
+                for key in ((name, None), (name, link.port)):
+                    self.sources.setdefault(key, []).append((i, i in self.filters, link.pre))
         self.out: dict[str, np.ndarray] = {}
         self.enc_state: dict[str, dict[str, Any]] = {h.name: {} for h in d.hosts}
         self.readout = {h.name: np.zeros((B, h.size_in)) for h in d.hosts if h.kind == "output"}
@@ -196,12 +201,12 @@ class Runner:
             self.steppers = {p.name: compiled.stepper(self.neuron[p.name], p, B, bool(self.neuron_port.get(p.name)))
                              for p in d.populations}
 
-    def _gather(self, name: str, size: int, port: str | None = None) -> np.ndarray:
-        acc = np.zeros((self.B, size))
-        for i, link in self.incoming.get(name, []):
-            if port is not None and link.port != port:
-                continue
-            acc += self.delayed[i] if i in self.filters else self.out[link.pre] @ self.WT[i]
+    def _gather(self, name: str, size: int, port: str | None = None, into: np.ndarray | None = None) -> np.ndarray:
+        """The sum of what ``name``'s links (into ``port``, or all) deliver this step, added onto
+        zeros (``into``, already zero, or a new array)."""
+        acc = np.zeros((self.B, size)) if into is None else into
+        for i, filtered, pre in self.sources.get((name, port), ()):
+            acc += self.delayed[i] if filtered else self.out[pre] @ self.WT[i]
         return acc
 
     def _step_compiled(self, p: Population, dt: float) -> np.ndarray:
@@ -242,22 +247,22 @@ class Runner:
         hist = {h.name: np.zeros((steps, B, h.size_in)) for h in d.hosts if h.kind == "output"} if history else {}
         probes = {h.name: np.zeros((steps, B, h.size_in)) for h in d.hosts if h.kind == "probe"}
         probe_hosts = [h for h in d.hosts if h.kind == "probe"]
+        plan = [(name, pops.get(name), hosts.get(name)) for name in self.seq if name not in probes]
+        filters = [(i, f, d.links[i].pre, self.WT[i]) for i, f in self.filters.items()]
+        filter_step = self._compiled.filter_step if self.steppers else None
         count = self.measure and not self.rate
         for j in range(steps):
             self.k += 1
             k = self.k
             t = k * dt
-            for name in self.seq:
-                p = pops.get(name)
+            for name, p, h in plan:
                 if p is not None:
                     o = self._step_compiled(p, dt) if self.steppers else self._step_numpy(p, dt)
                     out[name] = o
                     if self.units[name] and count:
                         self.spikes[name] += np.abs(o).sum(axis=0) * (dt / self.units[name])
                     continue
-                h = hosts[name]
-                if h.kind == "probe":
-                    continue
+                assert h is not None
                 x = self._gather(name, h.size_in) if h.size_in else None
                 if h.kind == "input":
                     out[name] = _encode(h, np.asarray(self.inputs[name], np.float64) * float(h.attrs.get("scale", 1.0)),
@@ -280,10 +285,10 @@ class Runner:
                     if history:
                         hist[name][j] = self.readout[name] / (k if h.attrs.get("mode", "membrane") == "membrane" else 1)
             for h in probe_hosts:  # as nengo samples: a filtered signal as its readers see it this step
-                probes[h.name][j] = self._gather(h.name, h.size_in)
-            for i, f in self.filters.items():
-                u = out[d.links[i].pre] @ self.WT[i]
-                self.delayed[i] = self._compiled.filter_step(f, u) if self.steppers else f(u)
+                self._gather(h.name, h.size_in, into=probes[h.name][j])
+            for i, f, pre, WT in filters:
+                u = out[pre] @ WT
+                self.delayed[i] = filter_step(f, u) if filter_step is not None else f(u)
             if count:
                 for i, link in enumerate(d.links):
                     pre = link.pre
