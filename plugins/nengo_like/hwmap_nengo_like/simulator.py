@@ -13,6 +13,10 @@ Each step ``k`` (time ``t = k·dt``, ``k`` from 1, as nengo counts):
    this step (as nengo's probes sample);
 2. the links with a synapse filter ``W · out(pre)`` (the update phase).
 
+``backend="numba"`` (the default) runs the populations' steps and the Lowpass filters
+through compiled loops (:mod:`.compiled`); ``backend="numpy"`` through the array operations
+of :mod:`.neurons` and :mod:`.synapses`, the reference; the two give the same bits.
+
 ``rate=True`` runs the *rate network*: every spiking type replaced by its rate (a wrapper's
 base type times its amplitude, LIF by LIFRate, SpikingRectifiedLinear by RectifiedLinear),
 the reference the spiking network's accuracy over time is measured against.
@@ -130,7 +134,8 @@ def _encode(h: Host, x: np.ndarray, state: dict[str, Any]) -> np.ndarray:
 
 class Runner:
     """A description being run: ``advance(steps)`` runs more steps, continuing from where the
-    last call stopped (``nengo.Simulator.run`` may be called several times)."""
+    last call stopped (``nengo.Simulator.run`` may be called several times); ``backend``: one
+    of :data:`BACKENDS`."""
 
     def __init__(self, d: Description, *, batch: int = 1, inputs: dict[str, np.ndarray] | None = None,
                  nodes: dict[str, Callable[..., Any]] | None = None, rate: bool = False, measure: bool = True,
