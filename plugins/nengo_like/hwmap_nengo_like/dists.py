@@ -17,6 +17,7 @@ nengo's encoders, rates, intercepts and evaluation points.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -25,9 +26,10 @@ __all__ = ["Distribution", "Uniform", "Choice", "UniformHypersphere", "Quasirand
            "get_samples"]
 
 
-class Distribution:
+class Distribution(ABC):
+    @abstractmethod
     def sample(self, n: int, d: int | None = None, rng: Any = np.random) -> np.ndarray:
-        raise NotImplementedError
+        """``n`` samples (of ``d`` dimensions, or scalars for ``d = None``) drawn from ``rng``."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"

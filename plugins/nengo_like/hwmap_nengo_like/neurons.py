@@ -20,6 +20,7 @@ network description (JSON).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ __all__ = ["NeuronType", "RectifiedLinear", "SpikingRectifiedLinear", "Sigmoid",
            "NEURON_TYPES"]
 
 
-class NeuronType:
+class NeuronType(ABC):
     """Base of the neuron models. ``state``: the state variables and the distributions their
     initial values are drawn from (``initial_state`` overrides them by name)."""
 
@@ -75,11 +76,13 @@ class NeuronType:
                              f"got {x.shape}")
         return gain * x + bias
 
+    @abstractmethod
     def gain_bias(self, max_rates: Any, intercepts: Any) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError(f"{type(self).__name__} has no gain_bias")
+        """Gain and bias giving each neuron its maximum rate (at ``x = 1``) and intercept."""
 
+    @abstractmethod
     def max_rates_intercepts(self, gain: Any, bias: Any) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError(f"{type(self).__name__} has no max_rates_intercepts")
+        """The inverse of :meth:`gain_bias`."""
 
     def rates(self, x: Any, gain: Any, bias: Any) -> np.ndarray:
         """Firing rates (Hz) for inputs ``x`` (the tuning curves): one step of the rate
@@ -96,8 +99,10 @@ class NeuronType:
         return {name: np.asarray(get_samples(given.get(name, default), n_neurons, None, rng), dtype=dtype)
                 for name, default in self.state.items()}
 
+    @abstractmethod
     def step(self, dt: float, J: np.ndarray, output: np.ndarray, **state: Any) -> None:
-        raise NotImplementedError(f"{type(self).__name__} has no step")
+        """One step of ``dt`` on the input current ``J``: ``output`` and the state arrays
+        updated in place."""
 
 
 def _check_below(max_rates: np.ndarray, inv_tau_ref: float, who: str) -> None:
@@ -363,8 +368,9 @@ class RatesToSpikesNeuronType(NeuronType):
     def rates(self, x: Any, gain: Any, bias: Any) -> np.ndarray:
         return self.base_type.rates(x, gain, bias)
 
+    @abstractmethod
     def spikes(self, dt: float, rate: np.ndarray, output: np.ndarray, **state: Any) -> None:
-        raise NotImplementedError
+        """The spikes of one step for the base type's ``rate`` into ``output``."""
 
     def step(self, dt: float, J: np.ndarray, output: np.ndarray, **state: Any) -> None:
         """Base type then wrapper: ``J`` is the input current (the base state, if any, is

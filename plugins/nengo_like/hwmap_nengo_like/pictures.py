@@ -36,7 +36,7 @@ def panels() -> list[tuple[str, NeuronType, float, float]]:
     gain and bias of the one neuron."""
     tanh, sigmoid, lif = Tanh(tau_ref=TAU_REF), Sigmoid(tau_ref=TAU_REF), LIFRate(tau_ref=TAU_REF)
     relu = RectifiedLinear()
-    out = []
+    out: list[tuple[str, NeuronType, float, float]] = []
     # Tanh and Sigmoid: 390 Hz at x = 1, the intercept (zero crossing / inflection) at 0
     for name, t in (("Tanh", tanh), ("Sigmoid", sigmoid)):
         g, b = t.gain_bias(390.0, 0.0)

@@ -13,6 +13,10 @@ Each step ``k`` (time ``t = k·dt``, ``k`` from 1, as nengo counts):
    this step (as nengo's probes sample);
 2. the links with a synapse filter ``W · out(pre)`` (the update phase).
 
+``backend="numba"`` (the default) runs the populations' steps and the Lowpass filters
+through compiled loops (:mod:`.compiled`); ``backend="numpy"`` through the array operations
+of :mod:`.neurons` and :mod:`.synapses`, the reference; the two give the same bits.
+
 ``rate=True`` runs the *rate network*: every spiking type replaced by its rate (a wrapper's
 base type times its amplitude, LIF by LIFRate, SpikingRectifiedLinear by RectifiedLinear),
 the reference the spiking network's accuracy over time is measured against.
@@ -31,12 +35,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .description import Description, Host, Link
+from .description import Description, Host, Link, Population
 from .neurons import (LIF, LIFRate, NeuronType, RatesToSpikesNeuronType, RectifiedLinear, SpikingRectifiedLinear,
                       from_spec)
 from .synapses import FilterStep, from_spec as synapse_from_spec
 
-__all__ = ["Result", "Runner", "run", "simulate", "SLICE", "order"]
+__all__ = ["Result", "Runner", "run", "simulate", "SLICE", "order", "BACKENDS"]
+
+#: How a step runs: ``numba``, compiled loops (:mod:`.compiled`); ``numpy``, the reference
+#: (array operations); the two are bit-identical.
+BACKENDS = ("numba", "numpy")
 
 #: Samples simulated at once by the hook (bounded memory: every state is batch × neurons).
 SLICE = 128
@@ -65,6 +73,12 @@ class _RateOf(NeuronType):
             self.base, self.scale = RectifiedLinear(neuron.amplitude), 1.0
         else:
             self.base, self.scale = neuron, 1.0
+
+    def gain_bias(self, max_rates: Any, intercepts: Any) -> tuple[np.ndarray, np.ndarray]:
+        return self.base.gain_bias(max_rates, intercepts)
+
+    def max_rates_intercepts(self, gain: Any, bias: Any) -> tuple[np.ndarray, np.ndarray]:
+        return self.base.max_rates_intercepts(gain, bias)
 
     def step(self, dt: float, J: np.ndarray, output: np.ndarray, **state: Any) -> None:
         self.base.step(dt, J, output)
@@ -120,11 +134,15 @@ def _encode(h: Host, x: np.ndarray, state: dict[str, Any]) -> np.ndarray:
 
 class Runner:
     """A description being run: ``advance(steps)`` runs more steps, continuing from where the
-    last call stopped (``nengo.Simulator.run`` may be called several times)."""
+    last call stopped (``nengo.Simulator.run`` may be called several times); ``backend``: one
+    of :data:`BACKENDS`."""
 
     def __init__(self, d: Description, *, batch: int = 1, inputs: dict[str, np.ndarray] | None = None,
-                 nodes: dict[str, Callable[..., Any]] | None = None, rate: bool = False, measure: bool = True) -> None:
-        self.d, self.B, self.rate, self.measure = d, batch, rate, measure
+                 nodes: dict[str, Callable[..., Any]] | None = None, rate: bool = False, measure: bool = True,
+                 backend: str = "numba") -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")
+        self.d, self.B, self.rate, self.measure, self.backend = d, batch, rate, measure, backend
         self.inputs = inputs or {}
         self.nodes = nodes or {}
         B = batch
@@ -166,6 +184,11 @@ class Runner:
         self.encT = {p.name: p.encoders.T for p in d.populations if p.dims}
         self.neuron_port = {name: any(link.port == "neurons" for _, link in lst) for name, lst in self.incoming.items()}
         self.seq = order(d)
+        self.sources: dict[tuple[str, str | None], list[tuple[int, bool, str]]] = {}
+        for name, lst in self.incoming.items():
+            for i, link in lst:
+                for key in ((name, None), (name, link.port)):
+                    self.sources.setdefault(key, []).append((i, i in self.filters, link.pre))
         self.out: dict[str, np.ndarray] = {}
         self.enc_state: dict[str, dict[str, Any]] = {h.name: {} for h in d.hosts}
         self.readout = {h.name: np.zeros((B, h.size_in)) for h in d.hosts if h.kind == "output"}
@@ -173,14 +196,53 @@ class Runner:
         self.synops = {name: 0.0 for name in [p.name for p in d.populations] + [h.name for h in d.hosts]}
         self.units = {p.name: _unit(self.neuron[p.name]) for p in d.populations}
         self.k = 0
+        self.steppers: dict[str, Any] = {}
+        if backend == "numba":
+            from . import compiled
 
-    def _gather(self, name: str, size: int, port: str | None = None) -> np.ndarray:
-        acc = np.zeros((self.B, size))
-        for i, link in self.incoming.get(name, []):
-            if port is not None and link.port != port:
-                continue
-            acc += self.delayed[i] if i in self.filters else self.out[link.pre] @ self.WT[i]
+            compiled.warm_up()
+            self._compiled = compiled
+            self.obuf = {p.name: (o, o.reshape(-1)) for p in d.populations for o in [np.zeros((B, p.n))]}
+            self.steppers = {p.name: compiled.stepper(self.neuron[p.name], p, B, bool(self.neuron_port.get(p.name)))
+                             for p in d.populations}
+
+    def _gather(self, name: str, size: int, port: str | None = None, into: np.ndarray | None = None) -> np.ndarray:
+        """The sum of what ``name``'s links (into ``port``, or all) deliver this step, added onto
+        zeros (``into``, already zero, or a new array)."""
+        acc = np.zeros((self.B, size)) if into is None else into
+        for i, filtered, pre in self.sources.get((name, port), ()):
+            acc += self.delayed[i] if filtered else self.out[pre] @ self.WT[i]
         return acc
+
+    def _step_compiled(self, p: Population, dt: float) -> np.ndarray:
+        """A population's step through its compiled stepper (:mod:`.compiled`): the decoded
+        input gathered (and, above one dimension, projected on the encoders) by numpy, the
+        rest compiled; its output."""
+        none = self._compiled.NONE
+        x = none
+        if p.dims == 1:
+            x = self._gather(p.name, 1, "decoded").reshape(-1)
+        elif p.dims:
+            x = (self._gather(p.name, p.dims, "decoded") @ self.encT[p.name]).reshape(-1)
+        nin = self._gather(p.name, p.n, "neurons").reshape(-1) if self.neuron_port.get(p.name) else none
+        o, flat = self.obuf[p.name]  # written in full every step; reused: a fresh array costs page faults
+        self.steppers[p.name].step(dt, x, nin, flat, self.state[p.name])
+        return o
+
+    def _step_numpy(self, p: Population, dt: float) -> np.ndarray:
+        """A population's step by numpy (the reference): its current, its type's step; its output."""
+        name = p.name
+        if p.dims:  # bias + encoded input, added in the other order (IEEE addition commutes)
+            J = self._gather(name, p.dims, "decoded") @ self.encT[name]
+            J += p.bias
+        else:
+            J = np.empty((self.B, p.n))
+            J[...] = p.bias
+        if self.neuron_port.get(name):
+            J += p.gain * self._gather(name, p.n, "neurons")
+        o = np.zeros((self.B, p.n))
+        self.neuron[name].step(dt, J, o, **self.state[name])
+        return o
 
     def advance(self, steps: int, history: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Run ``steps`` more steps; the outputs' readouts after every step (with ``history``)
@@ -190,31 +252,22 @@ class Runner:
         hist = {h.name: np.zeros((steps, B, h.size_in)) for h in d.hosts if h.kind == "output"} if history else {}
         probes = {h.name: np.zeros((steps, B, h.size_in)) for h in d.hosts if h.kind == "probe"}
         probe_hosts = [h for h in d.hosts if h.kind == "probe"]
+        plan = [(name, pops.get(name), hosts.get(name)) for name in self.seq if name not in probes]
+        filters = [(i, f, d.links[i].pre, self.WT[i]) for i, f in self.filters.items()]
+        filter_step = self._compiled.filter_step if self.steppers else None
         count = self.measure and not self.rate
         for j in range(steps):
             self.k += 1
             k = self.k
             t = k * dt
-            for name in self.seq:
-                p = pops.get(name)
+            for name, p, h in plan:
                 if p is not None:
-                    if p.dims:  # bias + encoded input, added in the other order (IEEE addition commutes)
-                        J = self._gather(name, p.dims, "decoded") @ self.encT[name]
-                        J += p.bias
-                    else:
-                        J = np.empty((B, p.n))
-                        J[...] = p.bias
-                    if self.neuron_port.get(name):
-                        J += p.gain * self._gather(name, p.n, "neurons")
-                    o = np.zeros((B, p.n))
-                    self.neuron[name].step(dt, J, o, **self.state[name])
+                    o = self._step_compiled(p, dt) if self.steppers else self._step_numpy(p, dt)
                     out[name] = o
                     if self.units[name] and count:
                         self.spikes[name] += np.abs(o).sum(axis=0) * (dt / self.units[name])
                     continue
-                h = hosts[name]
-                if h.kind == "probe":
-                    continue
+                assert h is not None
                 x = self._gather(name, h.size_in) if h.size_in else None
                 if h.kind == "input":
                     out[name] = _encode(h, np.asarray(self.inputs[name], np.float64) * float(h.attrs.get("scale", 1.0)),
@@ -237,9 +290,10 @@ class Runner:
                     if history:
                         hist[name][j] = self.readout[name] / (k if h.attrs.get("mode", "membrane") == "membrane" else 1)
             for h in probe_hosts:  # as nengo samples: a filtered signal as its readers see it this step
-                probes[h.name][j] = self._gather(h.name, h.size_in)
-            for i, f in self.filters.items():
-                self.delayed[i] = f(out[d.links[i].pre] @ self.WT[i])
+                self._gather(h.name, h.size_in, into=probes[h.name][j])
+            for i, f, pre, WT in filters:
+                u = out[pre] @ WT
+                self.delayed[i] = filter_step(f, u) if filter_step is not None else f(u)
             if count:
                 for i, link in enumerate(d.links):
                     pre = link.pre
@@ -262,7 +316,7 @@ class Runner:
 
 def run(d: Description, *, batch: int = 1, inputs: dict[str, np.ndarray] | None = None,
         nodes: dict[str, Callable[..., Any]] | None = None, steps: int | None = None, rate: bool = False,
-        history: bool = False) -> Result:
+        history: bool = False, backend: str = "numba") -> Result:
     """Run ``d`` for ``steps`` steps (default: the description's) on ``batch`` samples.
 
     ``inputs``: per ``input`` host, its static input ``(batch, size)``; ``nodes``: per
@@ -270,7 +324,7 @@ def run(d: Description, *, batch: int = 1, inputs: dict[str, np.ndarray] | None 
     after every step ``(steps, batch, size)``, the probes' records ``(steps, batch, size)``,
     spikes per neuron and synaptic operations per population.
     """
-    r = Runner(d, batch=batch, inputs=inputs, nodes=nodes, rate=rate)
+    r = Runner(d, batch=batch, inputs=inputs, nodes=nodes, rate=rate, backend=backend)
     n = int(steps if steps is not None else (d.steps or 1))
     hist, probes = r.advance(n, history)
     return Result(r.outputs(), hist, probes, r.spikes, r.synops, n)

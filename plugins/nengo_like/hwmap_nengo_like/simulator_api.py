@@ -5,7 +5,8 @@
 (``target``, default ``nengo_like:default``; :mod:`.mapper`), emits the network description
 into a private folder (:mod:`.emit`), reads it back through :class:`hwmap.Artifacts` and runs
 it (:mod:`.simulator`): a NEF script runs the same artifacts ``hwmap compile`` would load.
-Node callables run on the host each step (as nengo-loihi runs them). ``sim.data[obj]`` gives
+Node callables run on the host each step (as nengo-loihi runs them); ``backend`` chooses
+the step (``"numba"``, compiled, or ``"numpy"``, the reference; bit-identical). ``sim.data[obj]`` gives
 nengo's built parameters (``gain``, ``bias``, ``encoders``, ``max_rates``, ``intercepts``,
 ``eval_points``, ``scaled_encoders``; ``sim.data[conn].weights``) and each probe's record,
 ``sim.trange()`` the times of the steps.
@@ -42,7 +43,8 @@ class _Data(dict):  # type: ignore[type-arg]
 
 class Simulator:
     def __init__(self, network: Network, dt: float = 0.001, seed: int | None = None, model: Any = None,
-                 progress_bar: Any = False, optimize: bool = True, target: str = "nengo_like:default") -> None:
+                 progress_bar: Any = False, optimize: bool = True, target: str = "nengo_like:default",
+                 backend: str = "numba") -> None:
         import time
 
         from hwmap import Artifacts
@@ -70,7 +72,7 @@ class Simulator:
         self.artifacts = Artifacts(self._dir, arts, {"format": "hwmap-nengo-like-network"})
         self.description = read(self.artifacts)
         self.map_emit_time_s = time.perf_counter() - t0
-        self._runner = Runner(self.description, nodes=self.built.nodes, measure=False)
+        self._runner = Runner(self.description, nodes=self.built.nodes, measure=False, backend=backend)
         self._records: dict[str, list[np.ndarray]] = {h.name: [] for h in self.description.hosts if h.kind == "probe"}
         self.data = _Data(self)
         self.closed = False

@@ -14,6 +14,7 @@ it cuts the ``AᵀA`` product (``O(m n²)``) by the stride at the same decoding 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -36,11 +37,12 @@ def cholesky_solve(A: np.ndarray, Y: np.ndarray, sigma: float) -> np.ndarray:
     return A.T @ X if transpose else X
 
 
-class Solver:
+class Solver(ABC):
     weights = False
 
+    @abstractmethod
     def __call__(self, A: np.ndarray, Y: np.ndarray, rng: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
-        raise NotImplementedError
+        """Decoders ``X`` with ``A @ X ≈ Y`` (activities ``A``, targets ``Y``) and solver info."""
 
 
 class LstsqL2(Solver):

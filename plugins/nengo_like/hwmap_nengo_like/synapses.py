@@ -16,6 +16,7 @@ simulator (:mod:`.simulator`) reproduces.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,14 @@ import numpy as np
 __all__ = ["Synapse", "LinearFilter", "Lowpass", "Alpha", "discretize", "FilterStep", "synapse_spec"]
 
 
-class Synapse:
-    pass
+class Synapse(ABC):
+    @abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """The synapse as JSON (the network description's ``synapse``)."""
+
+    @abstractmethod
+    def discretize(self, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(A, B, C, D)`` of the filter's discrete state space at step ``dt``."""
 
 
 class LinearFilter(Synapse):
