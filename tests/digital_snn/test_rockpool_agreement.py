@@ -159,8 +159,6 @@ def hwmap_map(net: Any, preset: str, tmp_path: Path) -> tuple[int | str, str]:
 @pytest.mark.parametrize("device", list(PRESETS))
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_hwmap_accepts_and_rejects_as_rockpool(name: str, device: str, tmp_path: Path) -> None:
-    if name == "residual":
-        pytest.xfail("Rockpool carries the bypass by neuron aliasing, which hwmap does not model (module docstring)")
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     net = _nets()[name]()
