@@ -148,6 +148,9 @@ def _step_code(py: Any) -> Any:
                     e = min(own, max(h_max - a, 0))
                     v_h[j] = v - e * h_thr[j]
                     s_new[j] = min(a + e, h_max)
+                    if s_new[j] != 0:
+                        h_active[b, j] += 1
+                        h_spikes[b, j] += s_new[j]
                     for q in range(al_ptr[j], al_ptr[j + 1]):  # neuron aliasing, targets in order
                         tg = al_tgt[q]
                         if tg > j:
@@ -157,15 +160,15 @@ def _step_code(py: Any) -> Any:
                 if n_back:
                     for j in range(n_hid):
                         if back[j] != 0:
-                            s_new[j] = min(s_new[j] + back[j], h_max)
+                            old = s_new[j]
+                            s_new[j] = min(old + back[j], h_max)
                             back[j] = 0
+                            h_spikes[b, j] += s_new[j] - old
+                            if old == 0 and s_new[j] != 0:
+                                h_active[b, j] += 1
                 for q in range(a_src.shape[0]):
                     if s_new[a_src[q]] != 0:
                         a_active[b, q] += 1
-                for j in range(n_hid):
-                    if s_new[j] != 0:
-                        h_active[b, j] += 1
-                        h_spikes[b, j] += s_new[j]
                 s, s_new = s_new, s
                 for o in range(n_out):
                     a = min(max(i_o[o] + x_o[o], lo), hi)
