@@ -263,3 +263,20 @@ def test_estimate_counts_alias_operations(tmp_path: Path) -> None:
     per_op = t.config_as(DigitalSNNConfig).hardware.cycles_per_alias
     diff = (k.resources["cycles_per_step"] - k0.resources["cycles_per_step"]) * x.shape[1]
     assert per_op > 0 and diff == pytest.approx(ops * per_op)
+
+
+@pytest.mark.parametrize("aliases, needle", [
+    (np.array([[0, 4]], np.float32), "holds 4.0: neuron indices are whole numbers from 0 to 3"),
+    (np.array([[0, 1.5]], np.float32), "holds 1.5"),
+    (np.array([0, 1], np.float32), "must be [pairs, 2]"),
+])
+def test_the_op_refuses_bad_alias_tables(aliases: np.ndarray, needle: str, tmp_path: Path) -> None:
+    from hwmap import GraphError
+
+    g = load_model(str(save_xylo_json(probe_spec([[], [], [], []]), tmp_path / "b.xylo.json")))
+    hidden = next(n for n in g.nodes if n.name == "hidden")
+    hidden.params["aliases"] = aliases
+    with pytest.raises(GraphError, match="hidden") as e:
+        g.validate()
+        run(g, {"input": np.zeros((1, 2, 4), np.float32)})
+    assert needle in str(e.value)
