@@ -40,7 +40,24 @@ def test_round_trip_is_exact_and_bytes_are_identical() -> None:
     q = read_program(blob, "program.bin")
     _equal(p, q)
     assert write_program(q) == blob
-    assert blob[:8] == b"HWSNNBS\x00" and struct.unpack_from("<H", blob, 8)[0] == 1
+    assert blob[:8] == b"HWSNNBS\x00" and struct.unpack_from("<H", blob, 8)[0] == 2
+
+
+def test_round_trip_with_aliases() -> None:
+    p = _program()
+    p.aliases = np.array([[0, 5], [0, 2], [3, 3], [7, 1]], np.int64)  # order kept: it is the order they act in
+    blob = write_program(p)
+    q = read_program(blob, "x")
+    _equal(p, q)
+    assert write_program(q) == blob
+    tag = blob.index(b"ALIA")
+    assert struct.unpack_from("<II", blob, tag + 4) == (4 + 8 * 4, 4)
+    bad = bytearray(blob)
+    struct.pack_into("<I", bad, tag + 12 + 8 * 3 + 4, p.n_hid)  # a target beyond the hidden neurons
+    with pytest.raises(TargetError, match="ALIA: alias neuron ids"):
+        read_program(_resealed(bytes(bad)), "x")
+    with pytest.raises(TargetError, match="ALIA: needs"):  # a count the section does not hold
+        read_program(_resealed(blob[:tag + 8] + struct.pack("<I", 2**31) + blob[tag + 12:]), "x")
 
 
 def test_round_trip_with_two_synapses_and_shifts() -> None:

@@ -19,8 +19,10 @@ pytestmark = pytest.mark.skipif(not kernel.AVAILABLE, reason=f"numba kernel unav
 
 
 def random_program(seed: int, n_in: int = 12, n_hid: int = 50, n_out: int = 6, n_syn: int = 2, density: float = 0.3,
-                   shifts: tuple[int, int, int] = (0, 1, 0), decay: str = "bitshift", loud: bool = False) -> Program:
+                   shifts: tuple[int, int, int] = (0, 1, 0), decay: str = "bitshift", loud: bool = False,
+                   aliases: int = 0) -> Program:
     rng = np.random.default_rng(seed)
+    pairs = rng.integers(0, n_hid, (aliases, 2))
     def w(*s: int) -> np.ndarray:
         return rng.integers(-128, 128, s) * (rng.random(s) < density)
 
@@ -35,7 +37,8 @@ def random_program(seed: int, n_in: int = 12, n_hid: int = 50, n_out: int = 6, n
         hid_dsyn=rng.integers(0, min(top, 6) + 1, (n_hid, n_syn)), out_threshold=rng.integers(*thr, n_out),
         out_bias=rng.integers(-50, 50, n_out), out_dmem=rng.integers(0, 5, n_out), out_dsyn=rng.integers(0, 5, n_out),
         shift_in=shifts[0], shift_rec=shifts[1], shift_out=shifts[2], layers=[Layer("h", False, 0, n_hid, 0),
-                                                                              Layer("o", True, 0, n_out, 1)])
+                                                                              Layer("o", True, 0, n_out, 1)],
+        aliases=pairs[np.argsort(pairs[:, 0], kind="stable")])
 
 
 CASES: dict[str, dict[str, Any]] = {
@@ -44,6 +47,7 @@ CASES: dict[str, dict[str, Any]] = {
     "multiplicative decay": dict(seed=2, decay="multiplicative"),
     "dense rows, large shifts (int64 sums)": dict(seed=3, density=0.9, shifts=(7, 15, 15), loud=True),
     "very sparse rows": dict(seed=4, density=0.03, n_hid=200),
+    "aliases: forward, backward, self, chains, several targets": dict(seed=7, loud=True, aliases=60),
 }
 
 
@@ -57,6 +61,8 @@ def test_numba_equals_numpy(case: str) -> None:
     for f in dataclasses.fields(a):
         np.testing.assert_array_equal(getattr(b, f.name), getattr(a, f.name), err_msg=f.name)
     assert a.hidden_spikes.sum() > 0 and a.out_spikes.sum() > 0, "weak check: silent"
+    if CASES[case].get("aliases"):
+        assert a.alias_active.sum() > 0, "weak check: aliases idle"
     if CASES[case].get("loud"):
         assert (a.hidden_spikes / np.maximum(a.hidden_active, 1)).max() > 2, "weak check: no multi-spike"
 

@@ -11,9 +11,9 @@ the graph's output and the next layer gets no input), as the ``.xylo.json`` spec
 Rockpool's Audio 2 mapper gives on an unbounded device, quantized by ``channel_quantize``.
 A network neither way imports is rejected by hwmap's frontend.
 
-One disagreement is left and marked: Rockpool's mapper carries a ``Residual`` bypass by
-*neuron aliasing* (``aliases``), which hwmap's device model does not have, so hwmap refuses
-the residual network's specification (and Rockpool's NIR export of it is mis-wired).
+Rockpool's mapper carries a ``Residual`` bypass by *neuron aliasing* (``aliases``); hwmap
+reads the residual network's specification with its aliases (Rockpool's NIR export of it is
+mis-wired) and maps it with the same hidden neurons (its spikes: ``test_aliases.py``).
 
 Rockpool's known bug is documented, not copied: its IMU mapper fails every network with one
 hidden layer (``ValueError: <n> is not in list`` while allocating output expansion neurons);
@@ -159,8 +159,6 @@ def hwmap_map(net: Any, preset: str, tmp_path: Path) -> tuple[int | str, str]:
 @pytest.mark.parametrize("device", list(PRESETS))
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_hwmap_accepts_and_rejects_as_rockpool(name: str, device: str, tmp_path: Path) -> None:
-    if name == "residual":
-        pytest.xfail("Rockpool carries the bypass by neuron aliasing, which hwmap does not model (module docstring)")
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     net = _nets()[name]()

@@ -87,6 +87,7 @@ def test_the_hidden_population_is_one_node_holding_w_rec(tmp_path: Path) -> None
 
 def test_save_and_read_round_trip(tmp_path: Path) -> None:
     spec = random_spec(4)
+    spec["aliases"] = [[j + 20, 3] if j == 2 else [j + 20] if j < 20 else [] for j in range(40)]
     path = save_xylo_json({**spec, "mapped_graph": object()}, tmp_path / "b.xylo.json")
     back = read_spec(path)
     for k, v in spec.items():
@@ -96,6 +97,10 @@ def test_save_and_read_round_trip(tmp_path: Path) -> None:
         if k == "weights_in":  # read back padded to every hidden neuron (Nres = 20 of 40 take input)
             want = np.concatenate([want, np.zeros((16, 20, 2), int)], axis=1)
         assert back[k] == v if k == "dt" else np.array_equal(np.asarray(back[k]), want), k
+    # the alias lists as (source, target) pairs in their order; the hidden node holds them
+    assert back["aliases"].tolist() == [[j, t] for j, ts in enumerate(spec["aliases"]) for t in ts]
+    hidden = next(n for n in load_model(str(path)).nodes if n.name == "hidden")
+    np.testing.assert_array_equal(hidden.params["aliases"], back["aliases"])
     with pytest.raises(ValueError, match="quantize"):
         save_xylo_json({**spec, "threshold": np.full(40, 0.5)}, tmp_path / "c.xylo.json")
     with pytest.raises(ValueError, match=r"\.xylo\.json"):
@@ -130,7 +135,9 @@ BAD = {
     "more input targets than neurons": (_doc(weights_in=[[0] * 7] * 3), "weights_in: has shape [3, 7, 1]: needs"),
     "three synapses": (_doc(weights_in=[[[0, 0, 0]] * 6] * 3), "weights_in: has shape [3, 6, 3]"),
     "shift out of range": (_doc(weight_shift_in=16), "weight_shift_in: = 16: must be an integer from 0 to 15"),
-    "aliases": (_doc(aliases=[[1]] + [[]] * 5), "aliases: hidden neuron 0 has alias targets"),
+    "alias target out of range": (_doc(aliases=[[6]] + [[]] * 5), "aliases: hidden neuron 0 has alias target 6"),
+    "alias target not an integer": (_doc(aliases=[[]] * 5 + [[1.5]]), "aliases: hidden neuron 5 has alias target 1.5"),
+    "aliases not one list per neuron": (_doc(aliases=[[1]]), "aliases: must be 6 lists"),
     "negative dt": (_doc(dt=-1), "dt: = -1"),
     "too many neurons": (_doc(weights_out=[[0]] * 20000), "weights_out: has shape [20000, 1]: more than 16384"),
 }

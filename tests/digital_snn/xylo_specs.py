@@ -63,7 +63,8 @@ def xylo_layer(spec: dict[str, Any]) -> tuple[Any, Any]:
     n_hid = w_out.shape[0]
     if w_in.shape[1] < n_hid:
         w_in = np.concatenate([w_in, np.zeros((w_in.shape[0], n_hid - w_in.shape[1], w_in.shape[2]), int)], axis=1)
-    wiring: Any = (synapses(w_in), synapses(w_rec), synapses(w_out[:, :, None]), [[] for _ in range(n_hid)])
+    aliases = [[int(t) for t in a] for a in spec.get("aliases", [[] for _ in range(n_hid)])]
+    wiring: Any = (synapses(w_in), synapses(w_rec), synapses(w_out[:, :, None]), aliases)
     bias = np.asarray(spec.get("bias", np.zeros(n_hid)))
     bias_out = np.asarray(spec.get("bias_out", np.zeros(w_out.shape[1])))
     layer = xs.XyloLayer(*wiring, [int(v) for v in spec["threshold"]], [int(v) for v in spec["threshold_out"]],
@@ -78,13 +79,24 @@ def xylo_layer(spec: dict[str, Any]) -> tuple[Any, Any]:
 def xylosim_run(spec: dict[str, Any], x: np.ndarray) -> tuple[np.ndarray, int]:
     """Output spikes ``(N, T, Nout)`` of XyloSim on event counts ``x`` ``(N, T, Nin)``, one
     input at a time from the reset state, and the hidden spikes in all."""
+    rec = xylosim_record(spec, x)
+    return rec["out"], int(rec["hidden"].sum())
+
+
+def xylosim_record(spec: dict[str, Any], x: np.ndarray) -> dict[str, np.ndarray]:
+    """What XyloSim records on event counts ``x`` ``(N, T, Nin)``, one input at a time from
+    the reset state: ``out`` ``(N, T, Nout)`` output spikes, ``hidden`` ``(N, T, Nhid)`` hidden
+    spikes (``rec_recurrent_spikes``: a neuron's own and its alias sources'), ``v_mem``
+    ``(N, T, Nhid)`` (XyloSim records it neurons × steps) and the largest synaptic current magnitude ``isyn_max``."""
     layer, _wiring = xylo_layer(spec)
-    outs, hidden = [], 0
+    outs, hidden, vmem, isyn = [], [], [], 0
     for b in range(x.shape[0]):
         layer.reset_all()
         outs.append(np.array(layer.evolve(np.asarray(x[b], int).tolist())))
-        hidden += int(np.array(layer.rec_recurrent_spikes).sum())
-    return np.stack(outs), hidden
+        hidden.append(np.array(layer.rec_recurrent_spikes))
+        vmem.append(np.array(layer.rec_v_mem).T)  # recorded neurons × steps
+        isyn = max([isyn] + [int(np.abs(np.array(r)).max(initial=0)) for r in (layer.rec_i_syn, layer.rec_i_syn2)])
+    return {"out": np.stack(outs), "hidden": np.stack(hidden), "v_mem": np.stack(vmem), "isyn_max": np.asarray(isyn)}
 
 
 class _SamnaStub(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -29,6 +29,24 @@ neuron ``k``, integers) adds ``n_prev · w_rec[:, :, s]`` to synapse ``s``'s inp
 ``n_prev`` the node's own spike counts of the step before (zeros at t=0). Features must then
 be one axis ``(batch, F)``.
 
+**Neuron aliasing** (Xylo's, as Rockpool specifies it: the ``aliases`` of a specification,
+"for each neuron in the hidden population, a list containing the alias targets for that
+neuron", ``rockpool.devices.xylo.syns61201.config_from_specification``; Rockpool maps a
+``Residual`` bypass onto it). The optional param ``aliases`` is ``P × 2`` whole numbers,
+pairs ``(source, target)`` of feature indices in the order of Rockpool's lists (by source,
+then each source's targets in order). A source's spikes also count as its target's in the
+same step: the target's output (its recorded spikes and its fan-out, ``w_rec`` here and the
+weights after the node) carries both. As ``xylosim`` computes it (:func:`alias_spikes`,
+measured against it): neurons are taken in index order, and a neuron hands its count to each
+*forward* target (a higher index) before that target's own spikes are taken: the target
+emits its own spikes only up to ``max_spikes`` minus what it received, and its membrane
+loses only the thresholds of the spikes it emitted itself. Then every *backward* target (a
+lower index, or the source itself) adds its sources' counts as they stood after that pass
+(all at once); its membrane is untouched. Every count stops at ``max_spikes``. So a chain
+``0 → 1 → 2`` carries neuron 0's spikes to 2 in the same step, a chain ``2 → 1 → 0`` does
+not carry 2's to 0, a self-alias doubles, and a forward target of a self-aliased neuron
+receives the count before the doubling.
+
 One detail of the hardware the graph cannot express: Xylo adds the input events one at a
 time and saturates after each, in the order it processes them, while this op adds their sum
 ``x`` (input and recurrent) and saturates once (the two agree unless a partial sum leaves
@@ -38,7 +56,7 @@ input stays in range.
 Parameters (``params``, integers, broadcast to the feature shape like the NIR neurons'):
 ``dash_mem``, ``dash_syn`` (0 to the state's bits - 1), ``threshold`` (at least 1),
 ``bias`` (default 0); ``dash_syn_2`` with a second input or two-synapse ``w_rec``;
-``w_rec`` (optional, above). Attributes: ``syn_bits``, ``mem_bits`` (default 16), ``max_spikes``
+``w_rec`` and ``aliases`` (optional, above). Attributes: ``syn_bits``, ``mem_bits`` (default 16), ``max_spikes``
 (default 31). The input must hold whole numbers; outputs are spike counts (float32), states
 are int64 at t=0 (no ``dt``: one step is one hardware time step).
 """
@@ -53,7 +71,7 @@ from . import OpDef, Shape, register_op
 from ._operands import as_f32, bind, fail, int_attr, shape_of
 from .neuron import feature_param
 
-__all__ = ["BITSHIFT_DEFAULTS", "bitshift_decay"]
+__all__ = ["BITSHIFT_DEFAULTS", "bitshift_decay", "alias_spikes"]
 
 #: Attribute defaults: Xylo's 16-bit states and its hidden neurons' 31 spikes per step.
 BITSHIFT_DEFAULTS: dict[str, int] = {"syn_bits": 16, "mem_bits": 16, "max_spikes": 31}
@@ -96,6 +114,52 @@ def _recurrent(node: Any, features: Shape) -> np.ndarray | None:
     return w.astype(np.int64)
 
 
+def _aliases(node: Any, features: Shape) -> np.ndarray | None:
+    """``aliases`` as int64 ``P × 2`` (source, target) pairs, or ``None`` without aliasing."""
+    if "aliases" not in node.params:
+        return None
+    a = np.asarray(node.params["aliases"], np.float64)
+    if len(features) != 1:
+        raise fail(node, f"aliases need one feature axis (batch, F); features are {list(features)}")
+    f = features[0]
+    if a.ndim != 2 or a.shape[1] != 2:
+        raise fail(node, f"parameter 'aliases' of shape {list(a.shape)}: must be [pairs, 2] (source, target)")
+    bad = ~np.isfinite(a) | (a != np.round(a)) | (a < 0) | (a >= f)
+    if np.any(bad):
+        raise fail(node, f"parameter 'aliases' holds {float(a[bad].flat[0])!r}: neuron indices are whole numbers "
+                         f"from 0 to {f - 1}")
+    return a.astype(np.int64)
+
+
+def alias_spikes(own: np.ndarray, aliases: np.ndarray, cap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Spike counts after neuron aliasing (module docstring) and the spikes each neuron emits
+    itself: ``own`` ``(batch, F)`` is ``floor(v / threshold)`` where ``v >= threshold``, else 0
+    (not yet limited to ``cap`` = max_spikes); ``aliases`` the ``P × 2`` pairs. Returns
+    ``(n, emitted)``: ``n`` what each neuron's output carries, ``emitted`` what it subtracts
+    thresholds for. Works on integer or float arrays of whole numbers."""
+    emitted = np.minimum(own, cap)
+    n = emitted.copy()
+    pairs = np.asarray(aliases, np.int64).reshape(-1, 2)
+    fwd = pairs[pairs[:, 1] > pairs[:, 0]]
+    targets: dict[int, list[int]] = {}
+    for src, dst in fwd.tolist():
+        targets.setdefault(src, []).append(dst)
+    received: dict[int, np.ndarray] = {}
+    for j in sorted(set(targets) | set(fwd[:, 1].tolist())):
+        if j in received:  # a forward target: its own spikes fill what its sources left below cap
+            a = received.pop(j)
+            emitted[:, j] = np.minimum(own[:, j], np.maximum(cap - a, 0))
+            n[:, j] = np.minimum(a + emitted[:, j], cap)
+        for t in targets.get(j, ()):
+            received[t] = received[t] + n[:, j] if t in received else n[:, j].copy()
+    back = pairs[pairs[:, 1] <= pairs[:, 0]]
+    if len(back):  # backward and self targets: the counts after the forward pass, all at once
+        add = np.zeros_like(n)
+        np.add.at(add.T, back[:, 1], n[:, back[:, 0]].T)
+        n = np.minimum(n + add, cap)
+    return n, emitted
+
+
 def _settings(node: Any, features: Shape, second: bool = False) -> dict[str, Any]:
     syn_bits = int_attr(node, "syn_bits", BITSHIFT_DEFAULTS["syn_bits"], 2, _MAX_BITS)
     mem_bits = int_attr(node, "mem_bits", BITSHIFT_DEFAULTS["mem_bits"], 2, _MAX_BITS)
@@ -104,6 +168,7 @@ def _settings(node: Any, features: Shape, second: bool = False) -> dict[str, Any
     two = second or "dash_syn_2" in node.params or (w_rec is not None and w_rec.shape[2] == 2)
     return {
         "w_rec": w_rec,
+        "aliases": _aliases(node, features),
         "dash_syn_2": _int_param(node, "dash_syn_2", features, 0, syn_bits - 1) if two else None,
         "syn": (-(2 ** (syn_bits - 1)), 2 ** (syn_bits - 1) - 1),
         "mem": (-(2 ** (mem_bits - 1)), mem_hi),
@@ -162,12 +227,16 @@ def _step(node: Any, inputs: Sequence[np.ndarray], state: Any) -> tuple[list[np.
         new["i_2"] = bitshift_decay(i2, s["dash_syn_2"])
         total = i + new["i_2"]
     v = np.clip(bitshift_decay(s["v"], s["dash_mem"]) + total + s["bias"], *s["mem"])
-    n = np.where(v >= s["threshold"], np.minimum(v // s["threshold"], s["max_spikes"]), 0)
-    v = v - n * s["threshold"]
+    own = np.where(v >= s["threshold"], v // s["threshold"], 0)
+    if s["aliases"] is None:
+        n = emitted = np.minimum(own, s["max_spikes"])
+    else:
+        n, emitted = alias_spikes(own, s["aliases"], s["max_spikes"])
+    v = v - emitted * s["threshold"]
     return [as_f32(n.astype(np.float64))], {**s, **new, "v": v, "n": n}
 
 
 register_op(OpDef("LIFBitshift", _SLOTS, _infer, step=_step, category="neuron",
                   doc="Xylo-family integer LIF: bit-shift decay, 16-bit saturating states, up to max_spikes "
                       "spikes per step, reset by subtraction; optionally a second synapse "
-                      "(input_2) and recurrent weights held in the node (w_rec)."))
+                      "(input_2), recurrent weights held in the node (w_rec) and Xylo's neuron aliasing (aliases)."))

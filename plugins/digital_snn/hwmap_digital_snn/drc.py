@@ -17,7 +17,18 @@ the network is extracted (:mod:`.network`); the rules here need the device's siz
   it is, so anything else would run differently);
 * ``integer_weights``: its weights are ``weight_bits`` integers shifted left by at most
   ``max_weight_shift``;
+* ``aliasing``: a layer's neuron aliasing (``aliases``) needs a device that has it
+  (``alias_targets`` ≥ 1);
+* ``alias_targets``: each hidden neuron has at most ``alias_targets`` alias targets (Xylo:
+  one; a Rockpool specification's list may hold more, which XyloSim runs but the chip's
+  configuration, one ``alias_target`` per neuron, cannot hold);
+* ``alias_outputs``: output neurons have no aliasing (the device's aliases are hidden
+  neurons' only; Xylo's readout neurons have none);
 * ``real_time`` (a warning): the worst-case cycles of one step fit in one ``dt``.
+
+Alias chains and cycles (a target that is itself a source) are not refused: the device
+applies the pairs in order, in place, as XyloSim does, and the simulator does the same
+(:mod:`.simulator`).
 """
 
 from __future__ import annotations
@@ -76,7 +87,8 @@ def recurrent_fan_in(net: Network, pop: Population) -> np.ndarray:
 
 def worst_case_cycles(net: Network, hw: HardwareConfig) -> float:
     """Cycles of one step when every input channel and neuron fires (Rockpool's cycle
-    model's worst case): every stored weight is one synaptic operation, every neuron updates."""
+    model's worst case): every stored weight is one synaptic operation, every neuron updates,
+    every alias pair acts."""
     hidden = {p.name for p in net.hidden}
     cyc = 0.0
     for p in net.projections:
@@ -84,6 +96,7 @@ def worst_case_cycles(net: Network, hw: HardwareConfig) -> float:
         cyc += nnz * (hw.cycles_per_input_synop if p.src == INPUT else
                       hw.cycles_per_hidden_synop if p.dst in hidden else hw.cycles_per_output_synop)
     cyc += sum(p.size for p in net.hidden) * hw.cycles_per_hidden_neuron
+    cyc += sum(len(p.aliases) for p in net.hidden if p.aliases is not None) * hw.cycles_per_alias
     cyc += sum(p.size for p in net.populations if p.name in net.outputs) * hw.cycles_per_output_neuron
     return cyc
 
@@ -126,6 +139,7 @@ def check(net: Network, hw: HardwareConfig) -> list[Diagnostic]:
         if syns and syns[-1] >= hw.n_syn:
             out.append(Diagnostic("synapses", f"uses {syns[-1] + 1} synapses per neuron; the device's hidden neurons "
                                   f"have {hw.n_syn}", pop.name))
+    out += _aliases(net, hw)
     for pop in net.populations:
         if pop.name in outputs and any(p.synapse > 0 for p in net.projections if p.dst == pop.name):
             out.append(Diagnostic("synapses", "output neurons have one synapse; weights reach a second one", pop.name))
@@ -142,6 +156,30 @@ def check(net: Network, hw: HardwareConfig) -> list[Diagnostic]:
         out.append(Diagnostic("real_time", f"a step takes up to {cycles:,.0f} cycles = {cycles / hw.clock_hz:.3g} s "
                               f"at {hw.clock_hz:g} Hz, longer than dt = {dt:g} s: the device runs slower than real "
                               "time when every neuron fires", None, "warning"))
+    return out
+
+
+def _aliases(net: Network, hw: HardwareConfig) -> list[Diagnostic]:
+    """``aliasing``, ``alias_targets`` and ``alias_outputs`` (module docstring)."""
+    out: list[Diagnostic] = []
+    for pop in net.populations:
+        if pop.aliases is None or not len(pop.aliases):
+            continue
+        if pop.name in net.outputs:
+            out.append(Diagnostic("alias_outputs", f"output layer {pop.name!r} has {len(pop.aliases)} alias pairs: "
+                                  "the device's output neurons have no aliasing", pop.name))
+            continue
+        if hw.alias_targets == 0:
+            out.append(Diagnostic("aliasing", f"the layer has {len(pop.aliases)} alias pairs; the device has no neuron "
+                                  "aliasing (alias_targets = 0)", pop.name))
+            continue
+        per = np.bincount(pop.aliases[:, 0], minlength=pop.size)
+        over = np.flatnonzero(per > hw.alias_targets)
+        if len(over):
+            out.append(Diagnostic("alias_targets", f"{len(over)} neurons have more than {hw.alias_targets} alias "
+                                  f"target{'s' if hw.alias_targets != 1 else ''} (neuron {int(over[0])} has "
+                                  f"{int(per[over[0]])}); the device's hidden neurons have {hw.alias_targets}",
+                                  pop.name))
     return out
 
 

@@ -8,7 +8,11 @@ drain it; a native SNN: the steps of its input). The counts:
   channel receives events costs its non-zero ``W_in`` weights, every step a hidden neuron
   spikes costs its non-zero ``W_rec`` and ``W_out`` weights (several spikes of one neuron in
   one step cost the same as one, as Rockpool's cycle model counts them);
-* every used neuron updates once per step.
+* every used neuron updates once per step;
+* with neuron aliasing, a hidden neuron's spikes are those it delivers (its own and its
+  alias sources', as XyloSim records them), so a step in which only an alias source fired
+  still costs the target's fan-out; each alias pair whose source has spikes in a step is
+  one *alias operation* of ``cycles_per_alias`` cycles (Rockpool's cycle model).
 
 With a simulation these come from the measured activity; without one from Rockpool's
 cycle model's worst case, every channel and neuron active every step. Cycles per step are
@@ -39,10 +43,14 @@ def _per_inference(program: Any, activity: dict[str, Any] | None, steps: int) ->
     if activity is None or not activity.get("samples"):
         full = float(steps)
         return {"input_active": np.full(p.n_in, full), "hidden_active": np.full(p.n_hid, full),
-                "hidden_spikes": np.full(p.n_hid, full), "output_spikes": np.full(p.n_out, full)}
+                "hidden_spikes": np.full(p.n_hid, full), "output_spikes": np.full(p.n_out, full),
+                "alias_active": np.full(len(p.aliases), full)}
     n = float(activity["samples"])
-    return {k: np.asarray(activity[k], np.float64) / n for k in ("input_active", "hidden_active", "hidden_spikes",
-                                                                  "output_spikes")}
+    out = {k: np.asarray(activity[k], np.float64) / n for k in ("input_active", "hidden_active", "hidden_spikes",
+                                                                 "output_spikes")}
+    alias = np.asarray(activity.get("alias_active", []), np.float64) / n
+    out["alias_active"] = alias if alias.shape == (len(p.aliases),) else np.zeros(len(p.aliases))
+    return out
 
 
 def estimate(m: DeviceMapping, target: Target, activity: dict[str, Any] | None) -> KPIs:
@@ -58,6 +66,9 @@ def estimate(m: DeviceMapping, target: Target, activity: dict[str, Any] | None) 
     syn_in = act["input_active"] @ nz_in  # per hidden neuron
     syn_rec = act["hidden_active"] @ nz_rec
     syn_out = act["hidden_active"] @ nz_out
+    # alias operations per hidden neuron (charged to the layer of the pair's source)
+    alias_ops = np.bincount(np.asarray(p.aliases, np.int64).reshape(-1, 2)[:, 0], weights=act["alias_active"],
+                            minlength=p.n_hid)
     dt = m.dt_s
     layers: list[LayerCost] = []
     total_cycles = 0.0
@@ -72,7 +83,8 @@ def estimate(m: DeviceMapping, target: Target, activity: dict[str, Any] | None) 
         else:
             synops = float(syn_in[sl].sum() + syn_rec[sl].sum())
             cycles = (float(syn_in[sl].sum()) * hw.cycles_per_input_synop + float(syn_rec[sl].sum())
-                      * hw.cycles_per_hidden_synop + lay.size * steps * hw.cycles_per_hidden_neuron)
+                      * hw.cycles_per_hidden_synop + lay.size * steps * hw.cycles_per_hidden_neuron
+                      + float(alias_ops[sl].sum()) * hw.cycles_per_alias)
             synapses = int(np.count_nonzero(p.w_in[:, sl]) + np.count_nonzero(p.w_rec[:, sl]))
             spikes = float(act["hidden_spikes"][sl].sum())
         updates = lay.size * steps
@@ -104,6 +116,7 @@ def estimate(m: DeviceMapping, target: Target, activity: dict[str, Any] | None) 
         "lag_steps": p.lag, "steps_per_inference": steps,
         "spikes_per_inference": float(act["hidden_spikes"].sum() + act["output_spikes"].sum()),
         "synops_per_inference": synops_total, "cycles_per_step": cycles_per_step,
+        "alias_pairs": len(p.aliases), "alias_ops_per_inference": float(alias_ops.sum()),
     }
     real = "real time" if step_s == dt else "slower than real time"
     bottleneck = Bottleneck(
@@ -118,6 +131,11 @@ def estimate(m: DeviceMapping, target: Target, activity: dict[str, Any] | None) 
         "that spikes, costs its stored weights once per step however many events or spikes it carries", "",
         "Rockpool 3.1, rockpool.devices.xylo.syns61201.power_cycles_model.cycles_model: multiple events per bin "
         "cost the same as a single event")
+    assumptions["model.aliasing"] = Assumption(
+        "neuron aliasing: a target's fan-out delivered because an alias source fired is charged as synaptic "
+        "operations; each alias pair whose source has spikes in a step costs cycles_per_alias cycles and no energy "
+        "of its own (none is published)", "",
+        "Rockpool 3.1, syns61201 power_cycles_model.cycles_model: alias handling in the hidden spiking stage")
     assumptions["model.activity"] = Assumption(
         "activity measured by the bit-accurate simulator on the scored data" if simulated else
         "no data: every input channel and neuron active every step (worst case)", "",

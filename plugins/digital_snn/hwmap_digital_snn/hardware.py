@@ -82,6 +82,12 @@ class HardwareConfig(ConfigSection):
     input_events_per_step: int = constant(15, "", f"{ROCKPOOL}: XyloSamna.evolve: up to 15 input events per "
                                           "channel per bin", ge=1, le=2**15,
                                           description="input events a channel takes per step")
+    alias_targets: int = constant(1, "", f"{ROCKPOOL}: a Xylo hidden neuron has one alias target "
+                                  "(ReservoirNeuron.alias_target, set by syns61201 config_from_specification from "
+                                  "the first entry of its aliases list; the syns63300 cycle model reads the same "
+                                  "field)", ge=0, le=MAX_NEURONS,
+                                  description="alias targets a hidden neuron may have (neuron aliasing: its spikes "
+                                              "also count as the target's; 0: no aliasing)")
     dt_s: float = constant(1e-3, "s", f"{ROCKPOOL}: XyloSim's default dt of 1 ms", gt=0, le=10.0,
                            description="time step of a network that gives none")
     clock_hz: float = constant(50e6, "Hz", f"{ROCKPOOL}: the Xylo Audio power tutorial's highest main clock, 50 MHz",
@@ -97,6 +103,10 @@ class HardwareConfig(ConfigSection):
     cycles_per_hidden_neuron: float = constant(19.0, "cycles", f"{ROCKPOOL}: syns61201 cycles_model "
                                                "fixed_hidden_neuron_cycles", ge=0, le=1e6,
                                                description="cycles per hidden neuron update")
+    cycles_per_alias: float = constant(1.0, "cycles", f"{ROCKPOOL}: syns61201 cycles_model, the hidden "
+                                       "spiking stage's one cycle per alias source (max(hidden_spk_prob, "
+                                       "is_alias_target_prob) * is_alias_source_prob * 1)", ge=0, le=1e6,
+                                       description="cycles per alias pair whose source spikes in a step")
     cycles_per_output_neuron: float = constant(12.0, "cycles", f"{ROCKPOOL}: syns61201 cycles_model "
                                                "fixed_output_neuron_spk_cycles", ge=0, le=1e6,
                                                description="cycles per output neuron update")

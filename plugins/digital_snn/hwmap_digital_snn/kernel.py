@@ -9,7 +9,10 @@ when at least a quarter of that span is non-zero, a loop the compiler vectorizes
 its non-zero entries alone: :func:`rows`; the sums in int32 when no sum of a step can
 leave its range, else int64); then each synapse is
 saturated once and decayed, the membrane decayed, summed, saturated, and spikes taken, in
-the order of the module docstring of :mod:`.simulator`. The tests check both paths spike
+the order of the module docstring of :mod:`.simulator`, neuron by neuron in index order,
+each neuron handing its count to its forward alias targets, then the backward ones adding
+theirs, as XyloSim does
+(:func:`hwmap.ops.bitshift.alias_spikes`, which the numpy path calls). The tests check both paths spike
 for spike on random networks, saturation and several spikes per step included.
 
 :data:`AVAILABLE` says whether numba imported; without it (or with ``HWMAP_DSNN_KERNEL=numpy``)
@@ -97,10 +100,10 @@ def _step_code(py: Any) -> Any:
 
     @njit(parallel=True, nogil=True, cache=True)
     def loop(ev, in_ptr, in_col, in_w, in_first, rec_ptr, rec_col, rec_w, rec_first, out_ptr, out_col, out_w,
-             out_first, xh_work, xo_work,
+             out_first, xh_work, xo_work, al_ptr, al_tgt, a_src, n_back,
              h_dsyn, h_dmem, h_thr, h_bias, o_dsyn, o_dmem, o_thr, o_bias,
              n_syn, lo, hi, mult, bits, h_max, o_max,
-             out_spikes, out_isyn, in_active, in_events, h_active, h_spikes, o_spikes):
+             out_spikes, out_isyn, in_active, in_events, h_active, h_spikes, o_spikes, a_active):
         batch, steps, n_in = ev.shape
         n_hid = h_dmem.shape[0]
         n_out = o_dmem.shape[0]
@@ -109,6 +112,8 @@ def _step_code(py: Any) -> Any:
             v_h = np.zeros(n_hid, np.int64)
             s = np.zeros(n_hid, np.int64)
             s_new = np.zeros(n_hid, np.int64)
+            received = np.zeros(n_hid, np.int64)
+            back = np.zeros(n_hid, np.int64)
             x_h = xh_work[b]
             i_o = np.zeros(n_out, np.int64)
             v_o = np.zeros(n_out, np.int64)
@@ -137,14 +142,33 @@ def _step_code(py: Any) -> Any:
                         total += a
                     v = decay(v_h[j], h_dmem[j], mult, bits) + total + h_bias[j]
                     v = min(max(v, lo), hi)
-                    n = 0
-                    if v >= h_thr[j]:
-                        n = min(v // h_thr[j], h_max)
-                        v -= n * h_thr[j]
+                    own = v // h_thr[j] if v >= h_thr[j] else 0
+                    a = received[j]  # spikes of forward alias sources (lower ids) this step
+                    received[j] = 0
+                    e = min(own, max(h_max - a, 0))
+                    v_h[j] = v - e * h_thr[j]
+                    s_new[j] = min(a + e, h_max)
+                    if s_new[j] != 0:
                         h_active[b, j] += 1
-                        h_spikes[b, j] += n
-                    v_h[j] = v
-                    s_new[j] = n
+                        h_spikes[b, j] += s_new[j]
+                    for q in range(al_ptr[j], al_ptr[j + 1]):  # neuron aliasing, targets in order
+                        tg = al_tgt[q]
+                        if tg > j:
+                            received[tg] += s_new[j]
+                        else:  # backward or self: added after the pass
+                            back[tg] += s_new[j]
+                if n_back:
+                    for j in range(n_hid):
+                        if back[j] != 0:
+                            old = s_new[j]
+                            s_new[j] = min(old + back[j], h_max)
+                            back[j] = 0
+                            h_spikes[b, j] += s_new[j] - old
+                            if old == 0 and s_new[j] != 0:
+                                h_active[b, j] += 1
+                for q in range(a_src.shape[0]):
+                    if s_new[a_src[q]] != 0:
+                        a_active[b, q] += 1
                 s, s_new = s_new, s
                 for o in range(n_out):
                     a = min(max(i_o[o] + x_o[o], lo), hi)
@@ -193,11 +217,18 @@ def run_kernel(p: Any, events: np.ndarray) -> dict[str, np.ndarray]:
     in_active, in_events = np.zeros((batch, n_in), np.int64), np.zeros((batch, n_in), np.int64)
     h_active, h_spikes = np.zeros((batch, n_hid), np.int64), np.zeros((batch, n_hid), np.int64)
     o_spikes = np.zeros((batch, n_out), np.int64)
-    _loop()(ev, *ins, *recs, *outs, np.zeros((batch, n_hid * n_syn), dt), np.zeros((batch, n_out), dt), i64(p.hid_dsyn.reshape(n_hid, n_syn)), i64(p.hid_dmem), i64(p.hid_threshold),
+    pairs = np.asarray(p.aliases, np.int64).reshape(-1, 2)
+    a_active = np.zeros((batch, len(pairs)), np.int64)
+    order = np.argsort(pairs[:, 0], kind="stable")  # by source, each source's targets in their order
+    al_ptr = np.zeros(n_hid + 1, np.int64)
+    np.cumsum(np.bincount(pairs[:, 0], minlength=n_hid), out=al_ptr[1:])
+    _loop()(ev, *ins, *recs, *outs, np.zeros((batch, n_hid * n_syn), dt), np.zeros((batch, n_out), dt), al_ptr, i64(pairs[order, 1]), i64(pairs[:, 0]),
+            int(np.count_nonzero(pairs[:, 1] <= pairs[:, 0])), i64(p.hid_dsyn.reshape(n_hid, n_syn)), i64(p.hid_dmem), i64(p.hid_threshold),
             i64(p.hid_bias), i64(p.out_dsyn), i64(p.out_dmem), i64(p.out_threshold), i64(p.out_bias), n_syn,
             -(2 ** (p.state_bits - 1)), 2 ** (p.state_bits - 1) - 1, p.decay == "multiplicative", p.decay_bits,
-            p.hidden_spikes, p.output_spikes, out_spikes, out_isyn, in_active, in_events, h_active, h_spikes, o_spikes)
+            p.hidden_spikes, p.output_spikes, out_spikes, out_isyn, in_active, in_events, h_active, h_spikes, o_spikes,
+            a_active)
     f = lambda a: a.sum(axis=0).astype(np.float64)  # noqa: E731
     return {"out_spikes": out_spikes.astype(np.float32), "out_isyn": out_isyn.astype(np.float64),
             "input_active": f(in_active), "input_events": f(in_events), "hidden_active": f(h_active),
-            "hidden_spikes": f(h_spikes), "output_spikes": f(o_spikes)}
+            "hidden_spikes": f(h_spikes), "output_spikes": f(o_spikes), "alias_active": f(a_active)}

@@ -5,7 +5,9 @@ formats).
 **Folding.** Hidden layers take consecutive neuron ids in graph order; output layers take
 the output neurons in output order. Weights from the input are blocks of ``W_in``; weights
 between hidden layers (feed-forward, residual bypasses, recurrent) are blocks of ``W_rec``;
-weights into output neurons are blocks of ``W_out``. The device delivers a spike through
+weights into output neurons are blocks of ``W_out``. A hidden layer's alias pairs (a
+``.xylo.json`` network's ``aliases``) become the program's alias table, offset by the
+layer's first neuron id. The device delivers a spike through
 ``W_rec`` or ``W_out`` one step after it was emitted, so every layer after the first lags:
 its *depth* is one more than the deepest layer feeding it (the first layers, fed by the
 input, have depth 0). An encoded graph's outputs are ``lag`` (the output layer's depth)
@@ -98,6 +100,7 @@ class DeviceMapping(Mapping):
             "nonzero_weights": {"W_in": int(np.count_nonzero(p.w_in)), "W_rec": int(np.count_nonzero(p.w_rec)),
                                 "W_out": int(np.count_nonzero(p.w_out))},
             "max_fan_in": int(fan.max(initial=0)), "memory_words_used": p.memory_words,
+            "alias_pairs": [[int(u), int(v)] for u, v in p.aliases],
             "lag_steps": p.lag, "timesteps": p.timesteps, "encoding": p.encoding, "readout": p.readout,
             "dt_s": self.dt_s,
             "layers": [asdict(x) for x in p.layers],
@@ -293,6 +296,7 @@ def map_network(graph: Graph, net: Network, hw: HardwareConfig, *, per_neuron: b
                               f"{hw.max_weight_shift}")
         shifts.append(sh)
     w_in, w_rec, w_out = w_in >> shifts[0], w_rec >> shifts[1], w_out >> shifts[2]
+    aliases = [pop.aliases + hid_index[pop.name] for pop in hidden if pop.aliases is not None]
     lag = max((depth[k] for k in net.outputs), default=0) + flush
     readout = _readout_kind(net)
     program = Program(
@@ -304,12 +308,16 @@ def map_network(graph: Graph, net: Network, hw: HardwareConfig, *, per_neuron: b
         encoding=net.encoder["encoding"] if net.encoder else "events", readout=readout, timesteps=timesteps,
         lag=lag, seed=int(net.encoder["seed"]) if net.encoder else 0, input_scale=q_in,
         dt_s=net.dt if net.dt is not None else hw.dt_s, out_scale=out_scale, out_offset=out_offset, layers=layers,
-        shift_in=shifts[0], shift_rec=shifts[1], shift_out=shifts[2])
+        shift_in=shifts[0], shift_rec=shifts[1], shift_out=shifts[2],
+        aliases=np.concatenate(aliases) if aliases else np.zeros((0, 2), np.int64))
     fan = program.fan_in()
     notes = [in_note, f"{n_hid} hidden neurons in {len(hidden)} layers, {n_out} output neurons; outputs lag {lag - flush} "
                       f"step{'s' if lag - flush != 1 else ''} behind the input (one per layer after the first)",
              f"recurrent memory: {program.memory_words} non-zero weights, largest fan-in {int(fan.max(initial=0))} "
              f"of {hw.fan_in}"]
+    if len(program.aliases):
+        notes.append(f"neuron aliasing: {len(program.aliases)} alias pairs (a source's spikes also count as its "
+                     "target's, through the target's fan-out)")
     if net.rate_coded:
         notes.append(f"rate-coded network: the device runs {timesteps} steps of input, {lag - flush} of lag and "
                      f"{flush} more (mapping.flush_steps) for the charge held in synaptic states to reach the readout; "

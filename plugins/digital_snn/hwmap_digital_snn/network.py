@@ -29,7 +29,8 @@ A ``LIFBitshift`` layer is the device's own integer neuron (a network already qu
 Xylo, e.g. from a ``.xylo.json`` specification, :mod:`.xylo_json`): its parameters are taken
 as they are, its second input (``input_2``) feeds synapse 2, and its recurrent weights
 (``w_rec``, held in the node: :mod:`hwmap.ops.bitshift`) become projections from the layer
-onto itself. A ``Delay`` of exactly one step between neurons and a weight is the device's own
+onto itself, and its alias table (``aliases``, Xylo's neuron aliasing: :mod:`hwmap.ops.bitshift`)
+becomes the population's :attr:`Population.aliases`. A ``Delay`` of exactly one step between neurons and a weight is the device's own
 one-step lag through ``W_rec`` and ``W_out``: the projection is marked ``delayed`` and the
 device adds no lag of its own for it.
 """
@@ -80,6 +81,9 @@ class Population:
     max_spikes: int | None = None
     state_bits: tuple[int, int] | None = None
     v_init: np.ndarray | None = None
+    #: A native layer's alias pairs ``(source, target)`` (neuron indices within the layer, in
+    #: the order they act: :mod:`hwmap.ops.bitshift`), ``P × 2``; ``None`` without aliasing.
+    aliases: np.ndarray | None = None
 
 
 @dataclass
@@ -188,8 +192,11 @@ def _neuron_dynamics(node: Node, size: int, diags: list[Diagnostic]) -> Populati
         alpha = 1.0 - 2.0 ** -native["dash_mem"].astype(np.float64)
         beta = 1.0 - 2.0 ** -native["dash_syn"].astype(np.float64)
         bits = (int(node.attrs.get("syn_bits", 16)), int(node.attrs.get("mem_bits", 16)))
+        aliases = np.rint(np.asarray(node.params["aliases"], np.float64)).astype(np.int64).reshape(-1, 2) \
+            if "aliases" in node.params else None
         return Population(node.name, size, "lif", node.op, alpha, beta, np.ones(size), native["bias"].astype(float),
-                          native["threshold"].astype(float), dt, native, int(node.attrs.get("max_spikes", 31)), bits)
+                          native["threshold"].astype(float), dt, native, int(node.attrs.get("max_spikes", 31)), bits,
+                          aliases=aliases if aliases is not None and len(aliases) else None)
     reset, disc = neuron_settings(node)
     p = {k: feature_param(node, k, feats, d) for k, d in
          (("r", None), ("v_threshold", None), ("v_leak", 0.0), ("v_reset", 0.0), ("w_in", 1.0), ("v_init", 0.0))

@@ -5,7 +5,8 @@ A :class:`Program` holds integers only, as the device's memories do: the dense i
 ``W_in`` (``n_in × n_hid × n_syn``), the recurrent weights ``W_rec`` (``n_hid × n_hid ×
 n_syn``, stored sparse: per target neuron its non-zero weights, the fan-in list), the dense
 output weights ``W_out`` (``n_hid × n_out``), each neuron's threshold, bias and decays, the
-device's arithmetic settings, and the host's side of the I/O (how static data becomes input
+hidden neurons' alias table (Xylo's neuron aliasing: pairs ``(source, target)``, applied in
+order after each step's spikes, :mod:`.simulator`), the device's arithmetic settings, and the host's side of the I/O (how static data becomes input
 events, how the outputs become the result).
 
 The bitstream (``program.bin``), little-endian throughout::
@@ -27,6 +28,9 @@ Sections, in this order (each exactly once):
   target neuron (each neuron's list sorted by source, then synapse), each entry 7 bytes:
   source u32, synapse u8, weight i16;
 * ``WOUT`` i16 [n_hid × n_out];
+* ``ALIA`` u32 pair count, then the alias pairs in the order they act, each source u32,
+  target u32 (hidden neuron ids; Rockpool's ``aliases`` lists flattened by source, each
+  source's targets in their order);
 * ``HOST`` encoding u8 (0 event counts given, 1 direct, 2 rate, 3 poisson), readout u8
   (0 spikes per step, 1 spike mean, 2 spike sum, 3 integrator: the output synaptic current
   after the last step), 2 zero bytes, timesteps u32, lag u32, seed u64, input scale f64,
@@ -52,7 +56,8 @@ __all__ = ["Program", "Layer", "write_program", "read_program", "MAGIC", "VERSIO
            "MAX_SIZE"]
 
 MAGIC = b"HWSNNBS\x00"
-VERSION = 1
+#: Version 2 added the ``ALIA`` section (version 1 had no aliases); the reader takes 2 only.
+VERSION = 2
 ENCODINGS = ("events", "direct", "rate", "poisson")
 READOUTS = ("spikes", "spike_mean", "spike_sum", "integrator")
 #: Largest neuron or channel count a bitstream may declare (checked before allocating).
@@ -62,7 +67,7 @@ _SECTION = struct.Struct("<4sI")
 _DEVC = struct.Struct("<16i")
 _HOST = struct.Struct("<BBxxIIQdd")
 _ENTRY = np.dtype([("src", "<u4"), ("syn", "u1"), ("w", "<i2")])
-_ORDER = (b"DEVC", b"HNRN", b"ONRN", b"WIN ", b"WREC", b"WOUT", b"HOST", b"LAYR")
+_ORDER = (b"DEVC", b"HNRN", b"ONRN", b"WIN ", b"WREC", b"WOUT", b"ALIA", b"HOST", b"LAYR")
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,8 @@ class Program:
     out_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
     out_offset: np.ndarray = field(default_factory=lambda: np.zeros(0))
     layers: list[Layer] = field(default_factory=list)
+    #: Alias pairs ``(source, target)`` of hidden neurons, ``P × 2``, in the order they act.
+    aliases: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 
     def fan_in(self) -> np.ndarray:
         """Non-zero recurrent weights into each hidden neuron (over its synapses)."""
@@ -156,6 +163,8 @@ def write_program(p: Program) -> bytes:
     entries["w"] = p.w_rec[s_all, d_all, k_all] if len(s_all) else np.zeros(0)
     wrec = np.ascontiguousarray(counts, dtype="<u4").tobytes() + entries.tobytes()
     wout = np.ascontiguousarray(p.w_out, dtype="<i2").tobytes()
+    pairs = np.asarray(p.aliases, np.int64).reshape(-1, 2)
+    alia = struct.pack("<I", len(pairs)) + np.ascontiguousarray(pairs, dtype="<u4").tobytes()
     host = _HOST.pack(ENCODINGS.index(p.encoding), READOUTS.index(p.readout), p.timesteps, p.lag, p.seed,
                       float(p.input_scale), float(p.dt_s))
     host += np.ascontiguousarray(p.out_scale, dtype="<f8").tobytes() + np.ascontiguousarray(p.out_offset,
@@ -166,7 +175,7 @@ def write_program(p: Program) -> bytes:
         layr += struct.pack("<H", len(name)) + name + struct.pack("<BIII", int(lay.output), lay.start, lay.stop,
                                                                   lay.depth)
     body = b"".join(_SECTION.pack(tag, len(data)) + data
-                    for tag, data in zip(_ORDER, (dev, hid, out, win, wrec, wout, host, layr)))
+                    for tag, data in zip(_ORDER, (dev, hid, out, win, wrec, wout, alia, host, layr)))
     head = _HEADER.pack(MAGIC, VERSION, len(_ORDER), len(body))
     blob = head + body
     return blob + struct.pack("<I", zlib.crc32(blob))
@@ -282,6 +291,11 @@ def _decode(s: dict[bytes, bytes], where: str) -> Program:
     w_out = r.array("<i2", n_hid * n_out).astype(np.int64).reshape(n_hid, n_out)
     r.end()
     _check_range(r, "weights", w_out, -wlim, wlim - 1)
+    r = _Reader(s[b"ALIA"], where, "ALIA")
+    (n_pairs,) = struct.unpack("<I", r.take(4))
+    aliases = r.array("<u4", 2 * n_pairs).astype(np.int64).reshape(n_pairs, 2)
+    r.end()
+    _check_range(r, "alias neuron ids", aliases, 0, n_hid - 1)
     r = _Reader(s[b"HOST"], where, "HOST")
     enc, ro, timesteps, lag, seed, in_scale, dt = _HOST.unpack(r.take(_HOST.size))
     out_scale, out_offset = r.array("<f8", n_out), r.array("<f8", n_out)
@@ -314,4 +328,5 @@ def _decode(s: dict[bytes, bytes], where: str) -> Program:
                    hid_sp, out_sp, in_ev, wbits, w_in, w_rec, w_out, hid[0].astype(np.int64), hid[1].astype(np.int64),
                    hid[2].astype(np.int64), hid[3].astype(np.int64).reshape(n_hid, n_syn), out[0].astype(np.int64),
                    out[1].astype(np.int64), out[2].astype(np.int64), out[3].astype(np.int64), sh_in, sh_rec, sh_out,
-                   ENCODINGS[enc], READOUTS[ro], timesteps, lag, seed, in_scale, dt, out_scale, out_offset, layers)
+                   ENCODINGS[enc], READOUTS[ro], timesteps, lag, seed, in_scale, dt, out_scale, out_offset, layers,
+                   aliases)

@@ -9,7 +9,15 @@ One device step, for every sample of the batch (the order Rockpool's XyloSim com
 2. per synapse ``i = sat(i + x)``, then ``i = i - dec(i, d_syn)``;
 3. ``v = sat(v - dec(v, d_mem) + sum(i) + bias)``;
 4. ``n = min(floor(v / threshold), max_spikes)`` where ``v >= threshold`` (else 0), then
-   ``v = v - n * threshold``.
+   ``v = v - n * threshold``;
+5. neuron aliasing (Xylo's; Rockpool's ``aliases``): with alias pairs ``(source, target)``
+   a source's spikes also count as its target's in the same step, as XyloSim counts them
+   (:func:`hwmap.ops.bitshift.alias_spikes`: in neuron order, a target of higher index than
+   its source emits its own spikes only up to ``max_spikes`` minus what it received, and
+   subtracts the thresholds of those alone; targets of lower index or the source itself then
+   add the counts of that pass; every count stops at ``max_spikes``). The
+   counts after this step are the hidden spikes the step emits: recorded, and delivered
+   through ``W_rec`` and ``W_out`` the step after.
 
 ``sat`` saturates to signed ``state_bits`` integers. ``dec(a, d)`` is ``a >> d`` (rounding
 toward minus infinity) for the bit-shift decay, except that a positive state whose shift is 0
@@ -39,12 +47,13 @@ the last step, times the output scale plus the offset. Native SNNs take event co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from hwmap import Artifacts, DataError, Node, Simulation, Target, TargetError
+from hwmap.ops.bitshift import alias_spikes
 
 from .program import Program, read_program
 
@@ -72,6 +81,8 @@ class Activity:
     hidden_active: np.ndarray
     hidden_spikes: np.ndarray
     output_spikes: np.ndarray
+    #: Per alias pair, the steps (over the batch) its source's count was non-zero after aliasing.
+    alias_active: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class _Matrix:
@@ -172,6 +183,8 @@ def run_program(p: Program, events: Callable[[int], np.ndarray] | np.ndarray, st
     o_spikes = np.zeros(n_out)
     x_h = np.empty((batch, n_hid * n_syn))
     x_o = np.empty((batch, n_out))
+    a_src = np.asarray(p.aliases, np.int64).reshape(-1, 2)[:, 0]
+    a_active = np.zeros(len(a_src))
     for t in range(steps):
         c = np.asarray(events(t) if callable(events) else events[:, t], np.float64)
         in_active += np.count_nonzero(c, axis=0)
@@ -186,8 +199,13 @@ def run_program(p: Program, events: Callable[[int], np.ndarray] | np.ndarray, st
         i_h = _decay(i_h, p.hid_dsyn, mult, p.decay_bits, hd_syn)
         isum = i_h if n_syn == 1 else i_h.reshape(batch, n_hid, n_syn).sum(axis=2)
         v_h = np.clip(_decay(v_h, p.hid_dmem, mult, p.decay_bits, hd_mem) + isum + h_bias, lo, hi)
-        s = np.where(v_h >= h_thr, np.minimum(np.floor(v_h / h_thr), h_max), 0.0)
-        v_h -= s * h_thr
+        if len(a_src):
+            s, emitted = alias_spikes(np.where(v_h >= h_thr, np.floor(v_h / h_thr), 0.0), p.aliases, h_max)
+            v_h -= emitted * h_thr
+            a_active += np.count_nonzero(s[:, a_src], axis=0)
+        else:
+            s = np.where(v_h >= h_thr, np.minimum(np.floor(v_h / h_thr), h_max), 0.0)
+            v_h -= s * h_thr
         # output neurons
         i_o = _decay(np.clip(i_o + x_o, lo, hi), p.out_dsyn, mult, p.decay_bits, od_syn)
         v_o = np.clip(_decay(v_o, p.out_dmem, mult, p.decay_bits, od_mem) + i_o + o_bias, lo, hi)
@@ -197,7 +215,7 @@ def run_program(p: Program, events: Callable[[int], np.ndarray] | np.ndarray, st
         h_active += np.count_nonzero(s, axis=0)
         h_spikes += s.sum(axis=0)
         o_spikes += o.sum(axis=0)
-    return Activity(out_spikes, i_o, in_active, in_events, h_active, h_spikes, o_spikes)
+    return Activity(out_spikes, i_o, in_active, in_events, h_active, h_spikes, o_spikes, a_active)
 
 
 def load(artifacts: Artifacts) -> Program:
@@ -251,7 +269,7 @@ def simulate(artifacts: Artifacts, target: Target, inputs: dict[str, np.ndarray]
         outs.append(out)
         for k, v in (("input_active", act.input_active), ("input_events", act.input_events),
                      ("hidden_active", act.hidden_active), ("hidden_spikes", act.hidden_spikes),
-                     ("output_spikes", act.output_spikes)):
+                     ("output_spikes", act.output_spikes), ("alias_active", act.alias_active)):
             totals[k] = totals.get(k, 0) + v
         target.report_progress(min(a + SLICE, n), n)
     output = np.concatenate(outs) if outs else np.zeros((0,), np.float32)

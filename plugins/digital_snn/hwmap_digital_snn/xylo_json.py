@@ -21,10 +21,22 @@ network already quantized for Xylo imports bit-exactly. The keys (``Nin`` input 
 ``bias`` (or ``bias_hidden``),      ``[Nhid]``, ``[Nout]``, 16-bit (default 0)
 ``bias_out``
 ``weight_shift_in/rec/out``         left shifts of the weight matrices, 0..15 (default 0)
-``aliases``                         ``Nhid`` lists; only empty ones (aliasing is not modelled)
+``aliases``                         ``Nhid`` lists of hidden neuron ids (optional): neuron
+                                    ``j``'s alias targets (below)
 ``dt``                              seconds per step (optional; the device's otherwise)
 ``mapped_graph``                    ignored (Rockpool's graph object; not data)
 ==================================  ============================================================
+
+**Aliases.** Rockpool's ``aliases``: "for each neuron in the hidden population, a list
+containing the alias targets for that neuron" (``syns61201.config_from_specification``); its
+mappers fill it from ``AliasConnection`` graph modules, which its ``Residual`` combinator
+wraps around the block (the block's input neurons aliased one to one onto its output
+neurons: the bypass adds the input layer's spikes to the output layer's, and they leave
+through the output layer's fan-out). They are read as ``(source, target)`` pairs in the
+lists' order and held by the hidden node (:mod:`hwmap.ops.bitshift` gives the semantics, as
+``xylosim`` computes them); the target ids must be hidden neurons, each list at most
+``Nhid`` long. The chip's configuration holds one target per neuron (the digital_snn rule
+``alias_targets``).
 
 Any other key, a non-integer, a ragged or mis-shaped list or a value out of range is refused
 with a :class:`hwmap.ModelError` naming the file and the key (exit code 2). The file is at
@@ -153,6 +165,26 @@ def _int(doc: Mapping[str, Any], key: str, where: str, lo: int, hi: int) -> int:
     return v
 
 
+def _aliases(value: Any, n_hid: int, where: str) -> np.ndarray:
+    """Rockpool's ``aliases`` (``Nhid`` lists of target ids) as ``(source, target)`` pairs,
+    ``P × 2`` int64, in the lists' order (module docstring)."""
+    if value is None:
+        return np.zeros((0, 2), np.int64)
+    if not isinstance(value, list) or len(value) != n_hid or not all(isinstance(a, list) for a in value):
+        raise _fail(where, "aliases", f"must be {n_hid} lists (one per hidden neuron)")
+    pairs = []
+    for j, targets in enumerate(value):
+        if len(targets) > n_hid:
+            raise _fail(where, "aliases", f"hidden neuron {j} has {len(targets)} alias targets, more than the "
+                        f"{n_hid} hidden neurons")
+        for t in targets:
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < n_hid:
+                raise _fail(where, "aliases", f"hidden neuron {j} has alias target {str(t)[:40]}: targets are hidden "
+                            f"neuron ids from 0 to {n_hid - 1}")
+            pairs.append((j, t))
+    return np.asarray(pairs, np.int64).reshape(-1, 2)
+
+
 def parse_spec(doc: Any, where: str) -> XyloSpec:
     """A specification dictionary (JSON types: nested lists of ints) checked and as arrays
     (module docstring); :class:`ModelError` naming ``where`` and the key otherwise."""
@@ -208,14 +240,7 @@ def parse_spec(doc: Any, where: str) -> XyloSpec:
     spec["bias_out"] = _array(doc, "bias_out", where, out, *_BIAS, default=0)
     for k in ("weight_shift_in", "weight_shift_rec", "weight_shift_out"):
         spec[k] = _int(doc, k, where, *_SHIFT)
-    aliases = doc.get("aliases")
-    if aliases is not None:
-        if not isinstance(aliases, list) or len(aliases) != n_hid or not all(isinstance(a, list) for a in aliases):
-            raise _fail(where, "aliases", f"must be {n_hid} lists (one per hidden neuron)")
-        used = [j for j, a in enumerate(aliases) if a]
-        if used:
-            raise _fail(where, "aliases", f"hidden neuron {used[0]} has alias targets: neuron aliasing is not "
-                        "modelled (hwmap's device has none); only empty lists are taken")
+    spec["aliases"] = _aliases(doc.get("aliases"), n_hid, where)
     dt = doc.get("dt")
     if dt is not None and (isinstance(dt, bool) or not isinstance(dt, (int, float)) or not 0 < dt <= 10.0):
         raise _fail(where, "dt", f"= {str(dt)[:40]}: must be a number of seconds in (0, 10]")
@@ -266,6 +291,8 @@ def spec_graph(spec: XyloSpec, name: str) -> Graph:
         hid_params["dash_syn_2"] = spec["dash_syn_2"]
     if np.any(spec["weights_rec"]):
         hid_params["w_rec"] = spec["weights_rec"] * sh_rec
+    if len(spec["aliases"]):
+        hid_params["aliases"] = spec["aliases"]
     bits = {"syn_bits": STATE_BITS, "mem_bits": STATE_BITS}
     nodes.append(Node("hidden", "LIFBitshift", hid_inputs, ["hidden"], {**bits, "max_spikes": HIDDEN_SPIKES},
                       {k: _f32(v) for k, v in hid_params.items()}))
