@@ -534,7 +534,7 @@ def test_qonnx_rounding_modes_and_errors() -> None:
     np.testing.assert_array_equal(g.nodes[0].params["W"], expect)
 
     m, _, _ = _qonnx_model(bitwidth=3.5)
-    with pytest.raises(ModelError, match="quant_w.*bitwidth must be one positive integer"):
+    with pytest.raises(ModelError, match=r"quant_w.*bitwidth must be one integer from 2 to 32, got 3.5$"):
         parse(m)
     m, _, _ = _qonnx_model()
     m.graph.node[0].op_type = "BipolarQuant"

@@ -101,6 +101,16 @@ def _qonnx_fake_quant(x: np.ndarray, scale: np.ndarray, zeropt: np.ndarray, q: Q
     return ((y - z) * s).astype(x.dtype if x.dtype.kind == "f" else np.float32)
 
 
+def _check_scale(gb: GraphBuilder, scale: np.ndarray, what: str) -> None:
+    """Refuse a scale that is zero, negative or not finite, naming the first such value:
+    ``x / scale`` would be infinite, or flip the order of the codes."""
+    s = np.asarray(scale, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~(np.isfinite(s) & (s > 0)))
+    if bad.size:
+        at = f" (element {int(bad[0])} of {s.size})" if s.size > 1 else ""
+        raise gb.err(f"{what}: scale must be positive and finite, got {float(s[bad[0]])!r}{at}")
+
+
 # ---------------------------------------------------------------------------------------
 # ONNX QDQ
 # ---------------------------------------------------------------------------------------
@@ -123,6 +133,7 @@ def _qparams(gb: GraphBuilder, n: onnx.NodeProto, quantized_dtype: str | None, n
     z = np.asarray(zp.value, dtype=np.float64) if zp is not None else np.zeros_like(s)
     if s.ndim > 1 or z.shape != s.shape:
         return None
+    _check_scale(gb, s, what)
     axis = None
     if s.ndim == 1:
         axis = int(attrs["axis"].i) if "axis" in attrs else 1
@@ -230,12 +241,13 @@ def qonnx_quant(gb: GraphBuilder, n: onnx.NodeProto, name: str) -> None:
     narrow = bool(attrs.get("narrow", 0))
     mode = str(attrs.get("rounding_mode", "ROUND"))
     bw = np.asarray(bitwidth.value, dtype=np.float64)
-    if bw.size != 1 or not np.isfinite(bw).all() or float(bw.reshape(())) != int(bw.reshape(())) \
-            or int(bw.reshape(())) < 1:
-        raise gb.err(f"{what}: bitwidth must be one positive integer, got {bw.ravel()[:4].tolist()}")
+    if bw.size != 1 or not np.isfinite(bw).all() or float(bw.reshape(())) != int(bw.reshape(())):
+        shown = bw.ravel()[0].item() if bw.size == 1 else bw.ravel()[:4].tolist()
+        raise gb.err(f"{what}: bitwidth must be one integer from 2 to 32, got {shown!r}")
     bits = int(bw.reshape(()))
-    if bits == 1 and signed:
-        raise gb.err(f"{what}: a signed 1-bit Quant is bipolar; hwmap does not support BipolarQuant")
+    if bits < 2:
+        raise gb.err(f"{what}: bitwidth must be one integer from 2 to 32, got {bits} "
+                     "(a 1-bit quantizer is QONNX BipolarQuant)")
     if bits > 32:
         raise gb.err(f"{what}: bitwidth {bits} is above 32")
     x = gb.resolve(n.input[0])
@@ -243,8 +255,7 @@ def qonnx_quant(gb: GraphBuilder, n: onnx.NodeProto, name: str) -> None:
     xc = gb.consts.get(x)
     ndim = xc.value.ndim if xc is not None else (len(gb.shapes[x]) if x in gb.shapes else None)
     s, z, axis = _per_axis(scale.value, zeropt.value, ndim, what, gb.where)
-    if np.any(s == 0) or not np.all(np.isfinite(s)):
-        raise gb.err(f"{what}: scale must be finite and non-zero")
+    _check_scale(gb, s, what)
     q = QuantAnnotation(s, z, bits, signed, axis, narrow)
     _round(np.zeros(1), mode, what, gb.where)  # reject an unknown rounding mode early
     if xc is not None:
