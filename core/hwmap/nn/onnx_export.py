@@ -62,7 +62,8 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor | Sequence[torch.T
     try:
         with warnings.catch_warnings(), _qonnx_symbolics(fmt == "qonnx"):
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, args, buf, dynamo=False, opset_version=opset, input_names=list(input_names),
+            torch.onnx.export(model, args, buf,  # type: ignore[arg-type]  # a file-like object is accepted
+                              dynamo=False, opset_version=opset, input_names=list(input_names),
                               output_names=list(output_names), dynamic_axes=axes, **kwargs)
     except torch.onnx.errors.SymbolicValueError as e:
         first = str(e).splitlines()[0].split("  [Caused by")[0]
