@@ -32,7 +32,8 @@ have a frame per step of each sample. The first frame of a sequence has no prede
 operands count as changed.
 
 The measurement travels to a target's estimate through ``Simulation.activity`` under
-:data:`ACTIVITY_KEY` (the flow puts it there, :func:`from_activity` reads it back).
+:data:`ACTIVITY_KEY` (the flow puts it there, :func:`from_activity` reads it back), where
+:func:`skip_savings` turns it into what skipping would save on the target's own layers.
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ import numpy as np
 
 from .errors import DataError, GraphError
 from .graph import Graph, Node, QuantAnnotation
+from .kpi import KPIs
 from .ops import get_op
 
-__all__ = ["ACTIVITY_KEY", "TensorSparsity", "NodeSparsity", "SparsityMeasurement", "measure", "from_activity"]
+__all__ = ["ACTIVITY_KEY", "TensorSparsity", "NodeSparsity", "SparsityMeasurement", "SkipSavings", "measure",
+           "from_activity", "skip_savings"]
 
 #: The key of ``Simulation.activity`` (and of the estimate hook's ``activity``) holding a
 #: :class:`SparsityMeasurement`.
@@ -105,6 +108,79 @@ def from_activity(activity: Mapping[str, Any] | None) -> SparsityMeasurement | N
     """The measurement an estimate hook's ``activity`` carries, or ``None``."""
     m = (activity or {}).get(ACTIVITY_KEY)
     return m if isinstance(m, SparsityMeasurement) else None
+
+
+@dataclass(frozen=True)
+class SkipSavings:
+    """What skipping would save on a target's layers, per inference: of the ``macs`` of the
+    ``layers`` the measurement covers, those whose operand is zero (``zero_operand_macs``)
+    or unchanged (``unchanged_operand_macs``), and the same fractions of the layers' energy
+    of the kinds that scale with MACs (``zero_energy_j``, ``unchanged_energy_j``);
+    ``unmeasured`` names the layers with MACs the measurement does not cover."""
+
+    macs: float
+    zero_operand_macs: float
+    unchanged_operand_macs: float | None
+    zero_energy_j: float
+    unchanged_energy_j: float | None
+    layers: tuple[str, ...]
+    unmeasured: tuple[str, ...]
+    samples: int
+
+    def text(self) -> str:
+        """One sentence: the MACs and energy each kind of skipping would save."""
+        pct = f" ({self.zero_operand_macs / self.macs:.1%})" if self.macs else ""
+        out = f"{self.zero_operand_macs:,.0f} of {self.macs:,.0f} MACs{pct} have a zero operand"
+        if self.zero_energy_j:
+            out += f" ({self.zero_energy_j:.3g} J)"
+        if self.unchanged_operand_macs is not None:
+            pct = f" ({self.unchanged_operand_macs / self.macs:.1%})" if self.macs else ""
+            out += f"; {self.unchanged_operand_macs:,.0f}{pct} an operand unchanged from the previous frame"
+            if self.unchanged_energy_j:
+                out += f" ({self.unchanged_energy_j:.3g} J)"
+        out += f"; measured on {self.samples} samples over {len(self.layers)} layer(s)"
+        if self.unmeasured:
+            out += f", not on {', '.join(self.unmeasured)}"
+        return out
+
+
+def skip_savings(kpis: KPIs, activity: Mapping[str, Any] | None, energy_kinds: Iterable[str] = ()) -> SkipSavings | None:
+    """What a zero-skipping and a change-driven implementation would save on ``kpis.layers``
+    (matched by name to the compute nodes the measurement in ``activity`` covers; a layer's
+    MACs are its ``ops``); ``None`` without a measurement. Each covered layer's
+    ``resources`` gain ``zero_operand_macs`` and ``unchanged_operand_macs``. Energy: the
+    same fractions of the layer's energy of ``energy_kinds`` (e.g. ``("compute",)`` where
+    compute energy is MACs times an energy per MAC). The headline figures are not changed."""
+    m = from_activity(activity)
+    if m is None:
+        return None
+    kinds = tuple(energy_kinds)
+    macs = zero = zero_e = 0.0
+    unchanged: float | None = 0.0
+    unchanged_e: float | None = 0.0
+    covered: list[str] = []
+    missing: list[str] = []
+    for layer in kpis.layers:
+        ops = float(layer.ops or 0.0)
+        node = m.nodes.get(layer.name)
+        if node is None:
+            if ops > 0:
+                missing.append(layer.name)
+            continue
+        covered.append(layer.name)
+        energy = sum(float(layer.energy_j.get(k, 0.0)) for k in kinds)
+        macs += ops
+        zero += ops * node.zero_operand_macs
+        zero_e += energy * node.zero_operand_macs
+        layer.resources["zero_operand_macs"] = ops * node.zero_operand_macs
+        u = node.unchanged_operand_macs
+        layer.resources["unchanged_operand_macs"] = None if u is None else ops * u
+        if u is None or unchanged is None or unchanged_e is None:
+            unchanged = unchanged_e = None
+        else:
+            unchanged += ops * u
+            unchanged_e += energy * u
+    return SkipSavings(macs, zero, unchanged, zero_e, unchanged_e, tuple(covered), tuple(missing), m.samples)
 
 
 # -- the meter ---------------------------------------------------------------------------------
