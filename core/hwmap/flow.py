@@ -113,15 +113,19 @@ def split_data(data: Dataset, calibrate: int | None = None) -> tuple[Dataset | N
     return calib, scored
 
 
-def model_inputs(graph: Graph, data: Dataset, max_samples: int = MAX_SIM_SAMPLES) -> dict[str, np.ndarray]:
-    """The data as the graph's input dict, checked against its declared shape."""
+def model_inputs(graph: Graph, data: Dataset, max_samples: int = MAX_SIM_SAMPLES, *,
+                 sequences: bool = False) -> dict[str, np.ndarray]:
+    """The data as the graph's input dict, checked against its declared shape.
+
+    ``sequences``: also accept ``(N, T, *features)`` for any graph (the profiler's sequences
+    of frames, :mod:`hwmap.sparsity`)."""
     if len(graph.inputs) != 1:
         raise DataError(f"--data feeds one input but the model has {len(graph.inputs)}: {', '.join(graph.inputs)}",
                         where=data.name)
     name = graph.inputs[0]
     want = graph.tensor(name).shape[1:]
     x = data.x[:max_samples]
-    if "dt" in graph.meta and x.ndim == len(want) + 2:  # (N, T, *features) for time-stepped graphs
+    if ("dt" in graph.meta or sequences) and x.ndim == len(want) + 2:  # (N, T, *features): time steps, frames
         got = x.shape[2:]
     else:
         got = x.shape[1:]
