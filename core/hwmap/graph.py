@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -45,6 +45,9 @@ class QuantAnnotation:
 
     ``scale`` and ``zero_point`` are scalars (per tensor) or 1-D along ``axis`` (per axis).
     ``narrow`` excludes the most negative code (symmetric range, as QONNX ``narrow``).
+    ``bipolar``: the two codes -1 and +1 (QONNX ``BipolarQuant``, a binarized network's
+    weights and activations): ``q = +1`` where ``x >= 0``, else ``-1``; ``bits`` is 1,
+    ``signed`` true and ``zero_point`` 0, so that ``real = scale * q``.
     """
 
     scale: np.ndarray
@@ -53,6 +56,7 @@ class QuantAnnotation:
     signed: bool
     axis: int | None = None
     narrow: bool = False
+    bipolar: bool = False
 
     def __post_init__(self) -> None:
         self.scale = np.asarray(self.scale, dtype=np.float64)
@@ -60,12 +64,16 @@ class QuantAnnotation:
 
     @property
     def qmin(self) -> int:
+        if self.bipolar:
+            return -1
         if self.signed:
             return -(2 ** (self.bits - 1)) + (1 if self.narrow else 0)
         return 0
 
     @property
     def qmax(self) -> int:
+        if self.bipolar:
+            return 1
         return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1 - (1 if self.narrow else 0)
 
     def _broadcast(self, a: np.ndarray, ndim: int) -> np.ndarray:
@@ -78,6 +86,8 @@ class QuantAnnotation:
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """Integer codes (as float64) of ``x``, rounded half to even and clipped."""
         x = np.asarray(x, dtype=np.float64)
+        if self.bipolar:  # the scale is positive: the sign of x / scale is the sign of x
+            return np.where(x >= 0, 1.0, -1.0)
         s = self._broadcast(self.scale, x.ndim)
         z = self._broadcast(self.zero_point, x.ndim)
         return np.clip(np.round(x / s) + z, self.qmin, self.qmax)
@@ -91,8 +101,12 @@ class QuantAnnotation:
     def fake_quantize(self, x: np.ndarray) -> np.ndarray:
         return self.dequantize(self.quantize(x)).astype(np.asarray(x).dtype, copy=False)
 
+    def copy(self) -> "QuantAnnotation":
+        """An equal annotation with its own arrays."""
+        return replace(self, scale=self.scale.copy(), zero_point=self.zero_point.copy())
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        d = {
             "scale": _array_to_json(self.scale),
             "zero_point": _array_to_json(self.zero_point),
             "bits": self.bits,
@@ -100,6 +114,9 @@ class QuantAnnotation:
             "axis": self.axis,
             "narrow": self.narrow,
         }
+        if self.bipolar:  # only when set: graphs without it are written as before
+            d["bipolar"] = True
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "QuantAnnotation":
@@ -110,6 +127,7 @@ class QuantAnnotation:
             signed=bool(d["signed"]),
             axis=d.get("axis"),
             narrow=bool(d.get("narrow", False)),
+            bipolar=bool(d.get("bipolar", False)),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -118,8 +136,8 @@ class QuantAnnotation:
         return (
             np.array_equal(self.scale, other.scale)
             and np.array_equal(self.zero_point, other.zero_point)
-            and (self.bits, self.signed, self.axis, self.narrow)
-            == (other.bits, other.signed, other.axis, other.narrow)
+            and (self.bits, self.signed, self.axis, self.narrow, self.bipolar)
+            == (other.bits, other.signed, other.axis, other.narrow, other.bipolar)
         )
 
 
@@ -183,8 +201,7 @@ class Node:
             self.name, self.op, list(self.inputs), list(self.outputs),
             json.loads(json.dumps(self.attrs)),
             {k: v.copy() for k, v in self.params.items()},
-            {k: QuantAnnotation(v.scale.copy(), v.zero_point.copy(), v.bits, v.signed, v.axis, v.narrow)
-             for k, v in self.param_quant.items()},
+            {k: v.copy() for k, v in self.param_quant.items()},
             [f.copy() for f in self.fused],
         )
 

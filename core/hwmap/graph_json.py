@@ -39,6 +39,7 @@ class _QuantJson(_Strict):
     signed: bool
     axis: int | None = None
     narrow: bool = False
+    bipolar: bool = False
 
 
 class _TensorJson(_Strict):

@@ -39,7 +39,7 @@ The measurement travels to a target's estimate through ``Simulation.activity`` u
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -282,7 +282,7 @@ class _Chunk:
         if q is not None:
             extra = v.ndim - len(shape)  # a time axis after the batch shifts a per-axis annotation's axis
             if q.axis is not None and extra:
-                q = QuantAnnotation(q.scale, q.zero_point, q.bits, q.signed, q.axis % len(shape) + extra, q.narrow)
+                q = replace(q, axis=q.axis % len(shape) + extra)
             codes = q.quantize(v)
         elif step is not None:
             codes = np.round(np.asarray(v, dtype=np.float64) / step)

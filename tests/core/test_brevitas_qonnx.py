@@ -97,3 +97,56 @@ def test_brevitas_qonnx_is_read_with_brevitas_parameters(trained: BrevitasNet, d
     wrapped = ModelWrapper(str(path)).transform(InferShapes())
     theirs = qonnx_exec.execute_onnx(wrapped, {wrapped.graph.input[0].name: x.numpy()})[wrapped.graph.output[0].name]
     np.testing.assert_array_equal(ours, theirs)
+
+
+class BinaryNet(torch.nn.Module):
+    """A binarized MLP: bipolar (±1) inputs, weights and hidden activations, exported by
+    brevitas as QONNX BipolarQuant nodes. The weight scale is a power of two (0.125), so the
+    sums are exact in float32 and a pre-activation of exactly zero binarizes the same way
+    (+1) in every engine; with a scale like 0.1 a zero sum may come out as ±1e-8 in one
+    engine and exactly 0 in another, and the sign differs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from brevitas.quant import SignedBinaryActPerTensorConst as Act
+        from brevitas.quant import SignedBinaryWeightPerTensorConst as Weight
+
+        self.inp = qnn.QuantIdentity(act_quant=Act, return_quant_tensor=True)
+        self.fc1 = qnn.QuantLinear(16, 12, bias=False, weight_quant=Weight, weight_scaling_const=0.125)
+        self.act = qnn.QuantIdentity(act_quant=Act, return_quant_tensor=True)
+        self.fc2 = qnn.QuantLinear(12, 4, bias=False, weight_quant=Weight, weight_scaling_const=0.125)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(self.inp(x))))
+
+
+def test_brevitas_binary_network_reads_as_bipolar_annotations(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    m = BinaryNet().eval()
+    x = torch.randn(32, 16, generator=torch.Generator().manual_seed(3))
+    path = tmp_path / "binary.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        brevitas_export.export_qonnx(m, input_t=x, export_path=str(path), dynamo=False)
+    import onnx
+
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("BipolarQuant") == 4
+    g = graph_from_onnx(path.read_bytes(), name="binary", options=ParseOptions())
+    quants = [t.quant for t in g.tensors.values() if t.quant is not None]
+    assert len(quants) == 2 and all(q.bipolar and q.bits == 1 and float(q.scale) == 1.0 for q in quants)
+    weights = [(q, n.params[k]) for n in g.nodes for k, q in n.param_quant.items()]
+    assert len(weights) == 2
+    with torch.no_grad():
+        for (q, w), layer in zip(weights, (m.fc1, m.fc2)):
+            assert q.bipolar and float(q.scale) == 0.125
+            np.testing.assert_array_equal(np.sort(w.ravel()), np.sort(layer.quant_weight().value.numpy().ravel()))
+        ref = m(x)
+        ref = (ref.value if hasattr(ref, "value") else ref).numpy()
+    ours = execute.run(g, {g.inputs[0]: x.numpy()}, quantized=True)[g.outputs[0]]
+    np.testing.assert_array_equal(ours, ref)
+    # round trip through hwmap's own graph format keeps the bipolar annotations
+    g.save(tmp_path / "saved")
+    from hwmap import Graph
+
+    again = Graph.load(tmp_path / "saved")
+    np.testing.assert_array_equal(execute.run(again, {g.inputs[0]: x.numpy()}, quantized=True)[g.outputs[0]], ref)

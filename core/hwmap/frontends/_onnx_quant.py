@@ -12,6 +12,11 @@ annotation (:mod:`hwmap.graph`: quantization is an annotation, parameters hold d
 - QONNX ``Quant``/``IntQuant`` (:data:`QONNX_DOMAINS`): on a constant, the fake-quantized value
   with its annotation; on an activation, an annotation on the tensor. :func:`qonnx_quant`
   always folds; a QONNX quantizer hwmap cannot represent is a :class:`~hwmap.errors.ModelError`.
+- QONNX ``BipolarQuant`` (inputs x, scale; ``y = scale`` where ``x >= 0``, else ``-scale``;
+  qonnx docs/qonnx-custom-ops/bipolarquant_v1.md): likewise, as a ``bipolar`` annotation
+  (:func:`qonnx_bipolar_quant`). QONNX ``Trunc`` (a power-of-two requantization that rounds
+  twice, the second time toward minus infinity by default) has no annotation form and stays
+  an unsupported node.
 
 Every function works on the conversion's :class:`~hwmap.frontends._onnx_builder.GraphBuilder`.
 """
@@ -268,6 +273,34 @@ def qonnx_quant(gb: GraphBuilder, n: onnx.NodeProto, name: str) -> None:
     if x not in gb.tensors:
         raise gb.err(f"{what}: input {x!r} is not produced by any node")
     _fold_activation_quant(gb, x, [out], q, name, keep_out_name=True)
+
+
+def qonnx_bipolar_quant(gb: GraphBuilder, n: onnx.NodeProto, name: str) -> None:
+    """QONNX ``BipolarQuant`` (inputs x, scale): a ``bipolar`` annotation, codes -1 and +1."""
+    what = f"node {name!r} ({n.domain}:{n.op_type})"
+    if len(n.input) != 2 or not all(n.input) or len(n.output) != 1:
+        raise gb.err(f"{what}: expects inputs (x, scale) and one output")
+    scale = gb.const(n.input[1])
+    if scale is None:
+        raise gb.err(f"{what}: scale must be a constant")
+    x = gb.resolve(n.input[0])
+    xc = gb.consts.get(x)
+    ndim = xc.value.ndim if xc is not None else (len(gb.shapes[x]) if x in gb.shapes else None)
+    s, _, axis = _per_axis(scale.value, np.zeros(1), ndim, what, gb.where)
+    _check_scale(gb, s, what)
+    q = QuantAnnotation(s, np.zeros_like(s), 1, True, axis, bipolar=True)
+    if xc is not None:
+        try:
+            signs = np.where(np.asarray(xc.value) >= 0, 1.0, -1.0)
+            value = (signs * np.asarray(scale.value, dtype=np.float64)).astype(
+                xc.value.dtype if xc.value.dtype.kind == "f" else np.float32)
+        except ValueError as e:
+            raise gb.err(f"{what}: scale does not broadcast to the data: {one_line(e)}") from None
+        gb.consts[n.output[0]] = Const(value, q)
+        return
+    if x not in gb.tensors:
+        raise gb.err(f"{what}: input {x!r} is not produced by any node")
+    _fold_activation_quant(gb, x, [n.output[0]], q, name, keep_out_name=True)
 
 
 # ---------------------------------------------------------------------------------------
