@@ -133,6 +133,43 @@ def test_low_bit_torch_model_round_trips_through_qonnx_exactly() -> None:
     np.testing.assert_array_equal(ours, theirs)
 
 
+class LearnedStepNet(torch.nn.Module):
+    """Quantizers whose steps are learned parameters (as learned step size quantization keeps
+    them), passed detached to the fake-quantize calls in eval mode: a 4-bit ReLU output and
+    per-channel 4-bit weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.fc = torch.nn.Linear(6, 3)
+        self.step = torch.nn.Parameter(torch.tensor(0.07))
+        self.w_step = torch.nn.Parameter(torch.tensor([0.05, 0.09, 0.03]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.fake_quantize_per_tensor_affine(torch.relu(x), self.step.detach(),
+                                                  torch.tensor(0, dtype=torch.int32), 0, 15)
+        w = torch.fake_quantize_per_channel_affine(self.fc.weight, self.w_step.detach(),
+                                                   torch.zeros(3, dtype=torch.int32), 0, -8, 7)
+        return torch.nn.functional.linear(a, w, self.fc.bias)
+
+
+def test_learned_steps_export_from_their_parameters() -> None:
+    model = LearnedStepNet()
+    g = graph_from_onnx(export_onnx(model, torch.zeros(2, 6), fmt="qonnx"), name="lsq", options=ParseOptions())
+    (act,) = [t.quant for t in g.tensors.values() if t.quant is not None]
+    assert act == QuantAnnotation(np.float64(np.float32(0.07)), 0.0, 4, False)
+    (gemm,) = [n for n in g.nodes if n.param_quant]
+    (wq,) = gemm.param_quant.values()
+    np.testing.assert_array_equal(wq.scale, model.w_step.detach().numpy().astype(np.float64))
+    assert (wq.bits, wq.signed, wq.narrow) == (4, True, False)
+    x = _inputs()[:, 0, 0, :6].copy()
+    ours = execute.run(g, {"x": x}, quantized=True)["y"]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    # the output is not quantized: equal up to float32 rounding of the differently ordered sums
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6)
+
+
 def test_export_refuses_a_partial_code_range() -> None:
     model = FakeQuantNet(low_bits=True)
     model.act_q = (0.05, 0, 0, 50)

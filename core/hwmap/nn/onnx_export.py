@@ -111,11 +111,10 @@ def _float_const(g: Any, v: Any, shape: list[int] | None) -> Any:
     """``v`` (a Python number or a traced tensor) as a float32 tensor, reshaped to ``shape``."""
     from torch.onnx import symbolic_helper as sh
 
-    value = sh._maybe_get_const(v, "f") if sh._is_value(v) else v
-    if not sh._is_value(value):
-        out = g.op("Constant", value_t=torch.tensor(value, dtype=torch.float32))
-    else:
+    if sh._is_value(v):  # a traced tensor (a constant, a buffer, a detached parameter): folded at export
         out = g.op("Cast", v, to_i=1)  # TensorProto.FLOAT
+    else:
+        out = g.op("Constant", value_t=torch.tensor(v, dtype=torch.float32))
     if shape is not None:
         out = g.op("Reshape", out, g.op("Constant", value_t=torch.tensor(shape, dtype=torch.int64)))
     return out
