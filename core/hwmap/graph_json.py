@@ -40,6 +40,7 @@ class _QuantJson(_Strict):
     axis: int | None = None
     narrow: bool = False
     bipolar: bool = False
+    input_scale: _ArrayJson | float | list[float] | None = None
 
 
 class _TensorJson(_Strict):

@@ -150,3 +150,56 @@ def test_brevitas_binary_network_reads_as_bipolar_annotations(tmp_path: Path) ->
 
     again = Graph.load(tmp_path / "saved")
     np.testing.assert_array_equal(execute.run(again, {g.inputs[0]: x.numpy()}, quantized=True)[g.outputs[0]], ref)
+
+
+class PoolNet(torch.nn.Module):
+    """QuantIdentity (8 bit) → QuantReLU (4 bit) → TruncAvgPool2d (4 bit): brevitas exports the
+    pool as AveragePool followed by QONNX Trunc (version 2, rounding ROUND)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = qnn.QuantIdentity(bit_width=8, return_quant_tensor=True)
+        self.relu = qnn.QuantReLU(bit_width=4, return_quant_tensor=True)
+        self.pool = qnn.TruncAvgPool2d(kernel_size=2, stride=2, bit_width=4, return_quant_tensor=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.relu(self.inp(x)))
+
+
+def test_brevitas_trunc_avg_pool_reads_as_a_requantizing_annotation(tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    m = PoolNet()
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.randn(8, 2, 4, 4))
+    m.eval()
+    x = torch.randn(16, 2, 4, 4, generator=torch.Generator().manual_seed(5))
+    path = tmp_path / "pool.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        brevitas_export.export_qonnx(m, input_t=x, export_path=str(path), dynamo=False)
+    import onnx
+
+    trunc = [nd for nd in onnx.load(str(path)).graph.node if nd.op_type == "Trunc"]
+    assert len(trunc) == 1 and len(trunc[0].input) == 6
+    g = graph_from_onnx(path.read_bytes(), name="pool", options=ParseOptions())
+    assert [n.op for n in g.nodes] == ["Relu", "AveragePool"]
+    out = g.tensors[g.nodes[1].outputs[0]].quant
+    with torch.no_grad():
+        relu_scale = float(m.relu(m.inp(torch.zeros(1, 2, 4, 4))).scale)
+    # the pool's sums, on codes of a quarter of the ReLU's scale, requantized to 4 bits at its scale
+    assert out is not None and (out.bits, out.signed) == (4, False) and out.input_scale is not None
+    assert float(out.scale) == pytest.approx(relu_scale, rel=1e-7) and float(out.input_scale) * 4 == float(out.scale)
+    with torch.no_grad():
+        ref = m(x).numpy()
+    ours = execute.run(g, {g.inputs[0]: x.numpy()}, quantized=True)[g.outputs[0]]
+    np.testing.assert_array_equal(ours, ref)
+
+    qonnx_exec = pytest.importorskip("qonnx.core.onnx_exec")
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    wrapped = ModelWrapper(str(path)).transform(InferShapes())
+    theirs = qonnx_exec.execute_onnx(wrapped, {wrapped.graph.input[0].name: x.numpy()})[wrapped.graph.output[0].name]
+    np.testing.assert_array_equal(ours, theirs)

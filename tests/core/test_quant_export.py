@@ -228,3 +228,51 @@ def test_cli_names_the_bad_scale_and_exits_2(tmp_path: Path) -> None:
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "q_in" in lines[0] and "got 0.0" in lines[0], r.stderr
     assert r.stdout == ""
+
+
+def _trunc_model(mode: str = "ROUND", out_scale: float = 0.4, inputs: int = 6) -> onnx.ModelProto:
+    dom = QONNX_DOMAIN
+    vals = {"s": 0.1, "z": 0.0, "ib": 8.0, "os": out_scale, "ob": 4.0}
+    names = ["r", "s", "z", "ib", "os", "ob"] if inputs == 6 else ["r", "s", "z", "ib", "ob"]
+    inits = [numpy_helper.from_array(np.array(vals[k], np.float32), k) for k in names[1:]]
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Trunc", names, ["y"], domain=dom, name="trunc", rounding_mode=mode, signed=0)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 6])],
+                          [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 6])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(dom, 2)])
+
+
+def test_trunc_rounds_as_qonnx_does(tmp_path: Path) -> None:
+    """A hand-made Trunc (scale 0.1 → 0.4, 8 → 4 bits, ROUND) against the qonnx package's
+    executor, on values chosen to hit the half-way codes (c / 4 = k + 0.5)."""
+    m = _trunc_model()
+    g = graph_from_onnx(m, name="t", options=ParseOptions())
+    x = (np.arange(-2, 40, dtype=np.float32) * np.float32(0.05)).reshape(7, 6)
+    ours = execute.run(g, {"x": x}, quantized=True)["y"]
+    codes = np.round(np.maximum(x, 0).astype(np.float64) / np.float32(0.1))
+    expect = (np.clip(np.round(codes / 4), 0, 15) * np.float32(0.4)).astype(np.float32)  # half to even
+    np.testing.assert_array_equal(ours, expect)
+    # the annotation survives hwmap's own graph format
+    g.save(tmp_path / "saved")
+    again = Graph.load(tmp_path / "saved")
+    assert again.tensors["y"].quant == g.tensors["y"].quant and again.tensors["y"].quant.input_scale is not None
+    np.testing.assert_array_equal(execute.run(again, {"x": x}, quantized=True)["y"], expect)
+    qonnx_exec = pytest.importorskip("qonnx.core.onnx_exec")
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    wrapped = ModelWrapper(m).transform(InferShapes())
+    for row in x:  # the model's batch is 1
+        theirs = qonnx_exec.execute_onnx(wrapped, {"x": row[None]})["y"]
+        np.testing.assert_array_equal(execute.run(g, {"x": row[None]}, quantized=True)["y"], theirs)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"mode": "FLOOR"}, "rounding_mode 'FLOOR': hwmap's annotations round half to even, so only ROUND is read"),
+    ({"out_scale": 0.3}, "output scale [0.30000001192092896] is not the scale [0.10000000149011612] times a power"),
+    ({"inputs": 5}, "Trunc version 1 (5 inputs)"),
+])
+def test_trunc_that_no_annotation_holds_is_refused(kw: dict, message: str) -> None:
+    with pytest.raises(ModelError) as e:
+        graph_from_onnx(_trunc_model(**kw), name="t", options=ParseOptions())
+    assert "node 'trunc' (qonnx.custom_op.general:Trunc): " + message in str(e.value)

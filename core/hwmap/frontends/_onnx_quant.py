@@ -14,9 +14,15 @@ annotation (:mod:`hwmap.graph`: quantization is an annotation, parameters hold d
   always folds; a QONNX quantizer hwmap cannot represent is a :class:`~hwmap.errors.ModelError`.
 - QONNX ``BipolarQuant`` (inputs x, scale; ``y = scale`` where ``x >= 0``, else ``-scale``;
   qonnx docs/qonnx-custom-ops/bipolarquant_v1.md): likewise, as a ``bipolar`` annotation
-  (:func:`qonnx_bipolar_quant`). QONNX ``Trunc`` (a power-of-two requantization that rounds
-  twice, the second time toward minus infinity by default) has no annotation form and stays
-  an unsupported node.
+  (:func:`qonnx_bipolar_quant`).
+- QONNX ``Trunc`` version 2 (inputs x, scale, zeropt, input_bit_width, output_scale,
+  output_bit_width; qonnx docs/qonnx-custom-ops/trunc_v2.md; brevitas's ``TruncAvgPool2d``
+  exports it): ``round(x / scale)`` codes requantized to ``output_scale = scale · 2^k``, as
+  one annotation on its output whose ``input_scale`` is the node's scale (:func:`qonnx_trunc`).
+  Exact where the annotations' rounding is the node's, so only ``rounding_mode`` ROUND is
+  read; FLOOR (the default) and the other modes, a non-zero zero point, an output scale that
+  is not a power of two times the scale, and version 1 (five inputs, whose output keeps the
+  input scale) are refused naming the node.
 
 Every function works on the conversion's :class:`~hwmap.frontends._onnx_builder.GraphBuilder`.
 """
@@ -300,6 +306,64 @@ def qonnx_bipolar_quant(gb: GraphBuilder, n: onnx.NodeProto, name: str) -> None:
         return
     if x not in gb.tensors:
         raise gb.err(f"{what}: input {x!r} is not produced by any node")
+    _fold_activation_quant(gb, x, [n.output[0]], q, name, keep_out_name=True)
+
+
+def _bit_width(gb: GraphBuilder, c: Const, what: str, name: str) -> int:
+    """One integer bit width from 2 to 32, or a ModelError naming the value."""
+    bw = np.asarray(c.value, dtype=np.float64)
+    if bw.size != 1 or not np.isfinite(bw).all() or float(bw.reshape(())) != int(bw.reshape(())):
+        shown = bw.ravel()[0].item() if bw.size == 1 else bw.ravel()[:4].tolist()
+        raise gb.err(f"{what}: {name} must be one integer from 2 to 32, got {shown!r}")
+    bits = int(bw.reshape(()))
+    if not 2 <= bits <= 32:
+        raise gb.err(f"{what}: {name} must be one integer from 2 to 32, got {bits}")
+    return bits
+
+
+def qonnx_trunc(gb: GraphBuilder, n: onnx.NodeProto, name: str) -> None:
+    """QONNX ``Trunc`` v2 on an activation: an annotation with ``input_scale`` (see the
+    module docstring)."""
+    what = f"node {name!r} ({n.domain}:{n.op_type})"
+    if len(n.input) == 5:
+        raise gb.err(f"{what}: Trunc version 1 (5 inputs) keeps the input scale on truncated codes; "
+                     "only version 2 (6 inputs, with the output scale) is read")
+    if len(n.input) != 6 or not all(n.input) or len(n.output) != 1:
+        raise gb.err(f"{what}: expects inputs (x, scale, zeropt, input_bit_width, output_scale, "
+                     "output_bit_width) and one output")
+    consts = [gb.const(t) for t in n.input[1:]]
+    if any(c is None for c in consts):
+        raise gb.err(f"{what}: scale, zeropt, bit widths and output scale must be constants")
+    scale, zeropt, in_bw, out_scale, out_bw = (c for c in consts if c is not None)
+    attrs = {a.name: attr_value(a, what, gb.where)[1] for a in n.attribute}
+    mode = attrs.get("rounding_mode", "FLOOR")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode.upper() != "ROUND":
+        raise gb.err(f"{what}: rounding_mode {mode!r}: hwmap's annotations round half to even, so only ROUND "
+                     "is read")
+    signed, narrow = bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))
+    _bit_width(gb, in_bw, what, "input_bit_width")  # checked; the codes are not clipped to it (as QONNX)
+    out_bits = _bit_width(gb, out_bw, what, "output_bit_width")
+    x = gb.resolve(n.input[0])
+    if x in gb.consts or x not in gb.tensors:
+        raise gb.err(f"{what}: its input must be an activation computed by the graph")
+    ndim = len(gb.shapes[x]) if x in gb.shapes else None
+    s, z, axis = _per_axis(scale.value, zeropt.value, ndim, what, gb.where)
+    so, _, axis_o = _per_axis(out_scale.value, np.zeros(1), ndim, what, gb.where)
+    _check_scale(gb, s, what)
+    _check_scale(gb, so, what)
+    if np.any(z != 0):
+        raise gb.err(f"{what}: zero point {z.ravel()[:4].tolist()}: only a zero zero point is read")
+    if s.shape != so.shape and s.size != 1 and so.size != 1 or (axis is not None and axis_o not in (None, axis)):
+        raise gb.err(f"{what}: scale and output scale vary along different axes")
+    ratio = so / s
+    if not np.array_equal(ratio, 2.0 ** np.round(np.log2(ratio))):
+        raise gb.err(f"{what}: output scale {so.ravel()[:4].tolist()} is not the scale "
+                     f"{s.ravel()[:4].tolist()} times a power of two")
+    n_ax = axis if axis is not None else axis_o
+    shape = np.broadcast_shapes(s.shape, so.shape)
+    q = QuantAnnotation(np.broadcast_to(so, shape).copy(), np.zeros(shape), out_bits, bool(signed), n_ax,
+                        bool(narrow), input_scale=np.broadcast_to(s, shape).copy())
     _fold_activation_quant(gb, x, [n.output[0]], q, name, keep_out_name=True)
 
 
