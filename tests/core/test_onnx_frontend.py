@@ -537,8 +537,8 @@ def test_qonnx_rounding_modes_and_errors() -> None:
     with pytest.raises(ModelError, match=r"quant_w.*bitwidth must be one integer from 2 to 32, got 3.5$"):
         parse(m)
     m, _, _ = _qonnx_model()
-    m.graph.node[0].op_type = "Trunc"  # a requantization with two roundings: no annotation holds it
-    with pytest.raises(UnsupportedOpError, match=r"quant_in \(qonnx.custom_op.general:Trunc\)"):
+    m.graph.node[0].op_type = "FloatQuant"  # minifloat codes: no integer annotation holds them
+    with pytest.raises(UnsupportedOpError, match=r"quant_in \(qonnx.custom_op.general:FloatQuant\)"):
         parse(m)
     m, _, _ = _qonnx_model()
     m.graph.node[0].op_type = "BipolarQuant"
