@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -69,6 +70,15 @@ def _annotation(scale: float, zero: int, qmin: int, qmax: int) -> QuantAnnotatio
     return QuantAnnotation(np.float64(np.float32(scale)), float(zero), bits, qmin < 0)
 
 
+def _ort_spec(data: bytes) -> Any:
+    """An onnxruntime session that runs the ONNX operators as specified: its default
+    optimizations fuse QuantizeLinear/DequantizeLinear pairs with their neighbours into integer
+    kernels, which may round a code differently from the float reference semantics."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
 def _inputs() -> np.ndarray:
     return np.random.default_rng(1).standard_normal((16, 3, 6, 6)).astype(np.float32) * 1.5
 
@@ -99,13 +109,43 @@ def test_fake_quant_torch_model_round_trips_through_qdq_exactly(opset: int) -> N
     _check_graph(g, model, narrow_w=False)
     x = _inputs()
     ours = execute.run(g, {"x": x}, quantized=True)["y"]
-    theirs = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    theirs = _ort_spec(data).run(None, {"x": x})[0]
     np.testing.assert_array_equal(ours, theirs)
     with torch.no_grad():
         np.testing.assert_array_equal(ours, model(torch.from_numpy(x)).numpy())
     # the output is on its grid: codes y / 0.1 + 3 are integers
     codes = ours.astype(np.float64) / np.float32(0.1) + 3
     np.testing.assert_allclose(codes, np.round(codes), atol=1e-4)
+
+
+class SevenBitNet(torch.nn.Module):
+    """PyTorch's reduced-range activations, (0, 127): exported as QuantizeLinear → Clip →
+    DequantizeLinear, read back as 7-bit unsigned annotations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.fc(torch.fake_quantize_per_tensor_affine(x, 0.05, 64, 0, 127)))
+        return torch.fake_quantize_per_tensor_affine(y, 0.02, 0, 0, 127)
+
+
+def test_reduced_range_qdq_with_clip_is_seven_bits() -> None:
+    model = SevenBitNet().eval()
+    data = export_onnx(model, torch.zeros(2, 6), fmt="qdq")
+    assert [n.op_type for n in onnx.load_from_string(data).graph.node].count("Clip") == 2
+    g = graph_from_onnx(data, name="seven", options=ParseOptions())
+    assert [n.op for n in g.nodes] == ["Gemm", "Relu"]
+    assert g.tensors["x"].quant == _annotation(0.05, 64, 0, 127)
+    assert g.tensors["y"].quant == _annotation(0.02, 0, 0, 127)
+    x = (np.random.default_rng(0).standard_normal((50, 6)) * 4).astype(np.float32)
+    ours = execute.run(g, {"x": x}, quantized=True)["y"]
+    assert ours.max() == np.float32(127 * np.float32(0.02))  # clipped at 127 codes, not 255
+    np.testing.assert_array_equal(ours, _ort_spec(data).run(None, {"x": x})[0])
+    with torch.no_grad():
+        np.testing.assert_array_equal(ours, model(torch.from_numpy(x)).numpy())
 
 
 def test_low_bit_torch_model_round_trips_through_qonnx_exactly() -> None:

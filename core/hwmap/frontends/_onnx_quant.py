@@ -29,6 +29,7 @@ Every function works on the conversion's :class:`~hwmap.frontends._onnx_builder.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -183,24 +184,63 @@ def quantize_linear(gb: GraphBuilder, n: onnx.NodeProto, name: str) -> bool:
         codes = q.quantize(xc.value)
         gb.consts[out] = Const(codes.astype(dt))
         return True
-    # An activation: fold when every reader of the codes is a matching DequantizeLinear.
+    # An activation: fold when every reader of the codes is a matching DequantizeLinear (or a
+    # Clip of the codes to a narrower whole range, read only by such: PyTorch's (0, 127) export).
     if out in gb.output_set:
         return False
     dqs = gb.consumers.get(out, [])
     nodes = gb.g.node
+    full = q  # what a matching DequantizeLinear reads the codes as
+    clipped = _clipped_codes(gb, out, dqs, q)
+    if clipped is not None:
+        clip_index, q = clipped
+        gb.skip.add(clip_index)
+        out = nodes[clip_index].output[0]
+        dqs = gb.consumers.get(out, [])
     for j in dqs:
         d = nodes[j]
         if d.op_type != "DequantizeLinear" or d.domain not in DEFAULT_DOMAINS or d.input[0] != out \
                 or not d.output:
             return False
         dq = _qparams(gb, d, qdtype, ndim, what)
-        if dq is None or dq != q:
+        if dq is None or dq != full:
             return False
     if not dqs:
         return False
     gb.skip.update(dqs)
     _fold_activation_quant(gb, x, [nodes[j].output[0] for j in dqs], q, name, keep_out_name=False)
     return True
+
+
+def _clipped_codes(gb: GraphBuilder, codes: str, readers: list[int], q: QuantAnnotation
+                   ) -> tuple[int, QuantAnnotation] | None:
+    """When the only reader of ``codes`` is a Clip with constant integer bounds that cut the
+    code range to a whole narrower one (unsigned ``[0, 2^b-1]``, signed ``[-2^(b-1),
+    2^(b-1)-1]`` or narrow ``[-2^(b-1)+1, 2^(b-1)-1]``), its index and the annotation at ``b``
+    bits; else ``None``."""
+    if len(readers) != 1:
+        return None
+    c = gb.g.node[readers[0]]
+    if c.op_type != "Clip" or c.domain not in DEFAULT_DOMAINS or not c.input or c.input[0] != codes \
+            or len(c.output) != 1 or c.output[0] in gb.output_set:
+        return None
+    bounds = []
+    for i, default in ((1, q.qmin), (2, q.qmax)):
+        if len(c.input) <= i or not c.input[i]:
+            bounds.append(default)
+            continue
+        b = gb.const(c.input[i])
+        if b is None or b.value.size != 1:
+            return None
+        bounds.append(int(np.asarray(b.value).reshape(())))
+    lo, hi = max(bounds[0], q.qmin), min(bounds[1], q.qmax)
+    for bits in range(2, q.bits + 1):
+        for signed, narrow, rng in ((False, False, (0, 2**bits - 1)),
+                                    (True, False, (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)),
+                                    (True, True, (-(2 ** (bits - 1)) + 1, 2 ** (bits - 1) - 1))):
+            if (lo, hi) == rng and signed == q.signed:
+                return readers[0], replace(q, bits=bits, narrow=narrow)
+    return None
 
 
 def dequantize_const(gb: GraphBuilder, n: onnx.NodeProto, name: str) -> bool:
