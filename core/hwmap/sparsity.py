@@ -279,6 +279,9 @@ class _Chunk:
         v = np.asarray(self.values[t])
         shape = graph.tensor(t).shape
         per_frame = max(1, math.prod(shape[1:]))
+        if v.size == 0 or v.size % (self.samples * per_frame):
+            raise GraphError(f"tensor {t!r} of shape {list(v.shape)} has no {per_frame} elements per frame of each "
+                             f"of {self.samples} samples: its batch axis is not first", where=f"graph {graph.name!r}")
         if q is not None:
             extra = v.ndim - len(shape)  # a time axis after the batch shifts a per-axis annotation's axis
             if q.axis is not None and extra:
