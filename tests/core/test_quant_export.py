@@ -316,3 +316,13 @@ def test_trunc_that_no_annotation_holds_is_refused(kw: dict, message: str) -> No
     with pytest.raises(ModelError) as e:
         graph_from_onnx(_trunc_model(**kw), name="t", options=ParseOptions())
     assert "node 'trunc' (qonnx.custom_op.general:Trunc): " + message in str(e.value)
+
+
+def test_activation_quant_with_another_rounding_mode_is_refused() -> None:
+    """An annotation rounds half to even when the graph runs: a QONNX activation quantizer
+    that floors cannot become one (a weight can: it is quantized while parsing)."""
+    m = _quant_with_bits(4.0)
+    m.graph.node[0].attribute[[a.name for a in m.graph.node[0].attribute].index("rounding_mode")].s = b"FLOOR"
+    with pytest.raises(ModelError, match=r"node 'act_q' \(qonnx.custom_op.general:Quant\): rounding_mode 'FLOOR' on "
+                                         r"an activation: hwmap's annotations round half to even"):
+        graph_from_onnx(m, name="floor", options=ParseOptions())

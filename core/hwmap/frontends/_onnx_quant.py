@@ -318,6 +318,9 @@ def qonnx_quant(gb: GraphBuilder, n: onnx.NodeProto, name: str) -> None:
         return
     if x not in gb.tensors:
         raise gb.err(f"{what}: input {x!r} is not produced by any node")
+    if mode.upper() != "ROUND":  # a weight is quantized here, at parse time; an activation at run time
+        raise gb.err(f"{what}: rounding_mode {mode!r} on an activation: hwmap's annotations round half to even, "
+                     "so only ROUND is read there")
     _fold_activation_quant(gb, x, [out], q, name, keep_out_name=True)
 
 
