@@ -219,7 +219,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         with progress.stage(f"parsing {args.model}"):
             graph = load_model(args.model, options)
         data = _data(args)
-        x = next(iter(model_inputs(graph, data).values())) if data is not None else None
+        x = next(iter(model_inputs(graph, data, sequences=True).values())) if data is not None else None
         with progress.stage("profiling"):
             prof = profile(graph, fps=args.fps, act_bits=args.act_bits, input_bits=args.input_bits,
                            weight_bits=args.weight_bits, macs=args.macs, data=x)

@@ -134,8 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--macs", default="conv_fc", choices=["conv_fc", "fvcore", "all"],
                    help="MAC counting convention: conv_fc counts convolutions and fully connected layers only, "
                         "fvcore also batch norm as fvcore does, all every op with a MAC model (default: conv_fc)")
-    s.add_argument("--data", help="zoo:NAME or .npz with x: also measure activation and temporal sparsity "
-                                  "(default: none)")
+    s.add_argument("--data", help="zoo:NAME or .npz with x: also measure spatial and temporal sparsity per layer "
+                                  "and the MACs zero-skipping and change-driven hardware would save; x is samples "
+                                  "(N, ...) seen as consecutive frames, or sequences (N, T, ...) of T frames; "
+                                  "temporal sparsity compares --act-bits codes (default: none)")
     s.add_argument("--strict", action="store_true",
                    help="refuse a model using ops hwmap does not know (exit code 2, as compile does) instead of "
                         "listing those nodes as unknown rows without MACs and a warning (default: off)")

@@ -53,6 +53,9 @@ __all__ = [
 #: Samples of ``--data`` scored (simulated for fidelity and activity); the rest are not
 #: needed for a stable top-1 agreement and keep slow simulators usable.
 MAX_SIM_SAMPLES = 512
+#: Scored samples the sparsity meters run on (the legalized graph, quantized, through the
+#: reference executor): enough for stable fractions, few enough to add little to a compile.
+MAX_SPARSITY_SAMPLES = 64
 #: The default calibration split: the first quarter of the data, at most this many samples.
 MAX_CALIBRATION_SAMPLES = 512
 #: The smallest data set the default split accepts (one sample calibrates, the rest score).
@@ -110,15 +113,19 @@ def split_data(data: Dataset, calibrate: int | None = None) -> tuple[Dataset | N
     return calib, scored
 
 
-def model_inputs(graph: Graph, data: Dataset, max_samples: int = MAX_SIM_SAMPLES) -> dict[str, np.ndarray]:
-    """The data as the graph's input dict, checked against its declared shape."""
+def model_inputs(graph: Graph, data: Dataset, max_samples: int = MAX_SIM_SAMPLES, *,
+                 sequences: bool = False) -> dict[str, np.ndarray]:
+    """The data as the graph's input dict, checked against its declared shape.
+
+    ``sequences``: also accept ``(N, T, *features)`` for any graph (the profiler's sequences
+    of frames, :mod:`hwmap.sparsity`)."""
     if len(graph.inputs) != 1:
         raise DataError(f"--data feeds one input but the model has {len(graph.inputs)}: {', '.join(graph.inputs)}",
                         where=data.name)
     name = graph.inputs[0]
     want = graph.tensor(name).shape[1:]
     x = data.x[:max_samples]
-    if "dt" in graph.meta and x.ndim == len(want) + 2:  # (N, T, *features) for time-stepped graphs
+    if ("dt" in graph.meta or sequences) and x.ndim == len(want) + 2:  # (N, T, *features): time steps, frames
         got = x.shape[2:]
     else:
         got = x.shape[1:]
@@ -209,6 +216,23 @@ def _simulate_and_compare(target: Target, artifacts_dir: Path, graph: Graph, sco
     y = scored.y[:n] if scored.y is not None else None
     return Scored(sim, fidelity(reference, sim.outputs), _accuracy(sim.outputs, graph, y),
                   _accuracy(reference, graph, y), n)
+
+
+def with_sparsity(activity: dict[str, Any], legalized: Graph, scored: Dataset) -> dict[str, Any]:
+    """``activity`` (not modified) plus, under :data:`hwmap.sparsity.ACTIVITY_KEY`, the
+    sparsity measured on the first :data:`MAX_SPARSITY_SAMPLES` scored samples by running
+    the legalized graph quantized (its activations as the target computes them), 8-bit codes
+    for unannotated tensors. A legalized graph the reference executor cannot run on the data
+    gets no measurement (the estimate then says sparsity was not measured)."""
+    from .sparsity import ACTIVITY_KEY, measure
+
+    try:
+        x = next(iter(model_inputs(legalized, scored, MAX_SPARSITY_SAMPLES).values()))
+        m = measure(legalized, x, max_samples=MAX_SPARSITY_SAMPLES, quantized=True, act_bits=8,
+                    where=f"data {scored.name!r}")
+    except HwmapError:
+        return dict(activity)
+    return {**activity, ACTIVITY_KEY: m}
 
 
 def _accuracy(outputs: dict[str, np.ndarray], graph: Graph, y: np.ndarray | None) -> float | None:
@@ -359,9 +383,12 @@ def compile_model(
         result = None
         if scored is not None:
             result = _simulate_and_compare(target, art_dir, graph, scored, reference, prog)
+        activity = None
+        if result is not None and scored is not None:
+            with prog.stage(f"measuring sparsity on {target.name}'s legalized graph"):
+                activity = with_sparsity(result.simulation.activity, legal.graph, scored)
         with prog.stage(f"estimating {target.name}"):
-            kpis: KPIs = reg.call("hwmap_estimate", kind, mapping=mapping, target=target,
-                                  activity=result.simulation.activity if result is not None else None)
+            kpis: KPIs = reg.call("hwmap_estimate", kind, mapping=mapping, target=target, activity=activity)
         kpis.target = kind
         kpis.config = target.name
         kpis.model = model_name
@@ -369,8 +396,7 @@ def compile_model(
             from .sensitivity import sensitivity as vary
 
             with prog.stage(f"varying the assumed constants of {target.name}"):
-                kpis.sensitivity = vary(graph, target, result.simulation.activity if result is not None else None,
-                                        kpis)
+                kpis.sensitivity = vary(graph, target, activity, kpis)
         if result is not None:
             kpis.fidelity, kpis.accuracy = result.fidelity, result.accuracy
             kpis.reference_accuracy = result.reference_accuracy

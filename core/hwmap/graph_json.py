@@ -39,6 +39,8 @@ class _QuantJson(_Strict):
     signed: bool
     axis: int | None = None
     narrow: bool = False
+    bipolar: bool = False
+    input_scale: _ArrayJson | float | list[float] | None = None
 
 
 class _TensorJson(_Strict):

@@ -69,13 +69,26 @@ Counts (per sample: the batch dimension is excluded everywhere)
 
 Sparsity (with ``data``)
 ------------------------
-The graph runs (:func:`hwmap.execute.run`, the reference executor) on the first
-``max_samples`` samples, in order. ``activation_sparsity`` is the fraction of exact zeros in
-the row's output over all samples; ``temporal_sparsity`` the fraction of output elements
-exactly equal to the previous sample's (what a temporal delta layer would not transmit;
-needs two samples). A stateful graph (NIR neurons) takes ``(N, T, *features)`` data and
+The graph runs (:func:`hwmap.sparsity.measure`, through the reference executor; quantized
+when the graph carries quantization annotations) on the first ``max_samples`` samples, in
+order. Per row:
+
+* ``activation_sparsity`` / ``input_sparsity``: the fraction of exact zeros in the row's
+  output / input (spatial sparsity);
+* ``temporal_sparsity`` / ``input_temporal_sparsity``: the fraction of the output's / input's
+  quantized elements equal to the previous frame's (what a temporal delta layer would not
+  transmit; needs two frames). An annotated tensor is compared on its annotation's codes,
+  any other on ``act_bits``-bit codes scaled to its largest magnitude over the data;
+* ``zero_operand_macs`` / ``unchanged_operand_macs``: the compute node's MACs whose
+  activation operand is zero (padding included) / unchanged, counted exactly per output
+  (what zero-skipping / change-driven hardware would not compute).
+
+Frames: samples shaped like the input ``(N, ...)`` are consecutive frames (a video fed frame
+by frame); data ``(N, T, ...)`` for a graph without state is ``N`` sequences of ``T`` frames,
+compared within each sequence. A stateful graph (NIR neurons) takes ``(N, T, *features)`` and
 each time step counts as a frame; an encoded graph (with an ``Encoder`` node) takes static
-data, and each step of its tensors computed per step counts as a frame. Without data both are ``None``.
+data, and each step of its tensors computed per step counts as a frame. Without data all
+are ``None``.
 
 Unknown nodes
 -------------
@@ -102,7 +115,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, DataError, GraphError
+from .errors import ConfigError, GraphError
 from .graph import Graph, Node
 from .profile_rows import _JOINING_CATEGORIES, NORM_OPS, VIEW_OPS, LayerGroup, group_layers
 from .source import UnknownNode, require_known, unknown_nodes
@@ -165,6 +178,17 @@ class LayerProfile:
     #: How many times per inference the row runs: an encoded graph's time steps for a row
     #: computed per step (its macs, data volume and bandwidth count them all), else 1.
     steps: int = 1
+    #: The row's input tensor (the head's first dynamic input) and, with data, its spatial
+    #: and temporal sparsity.
+    input: str = ""
+    input_sparsity: float | None = None
+    input_temporal_sparsity: float | None = None
+    #: With data, the compute node's MACs (per inference) whose activation operand is zero
+    #: (what a zero-skipping implementation would not do) or unchanged from the previous
+    #: frame (what a change-driven, delta implementation would not do); ``None`` for rows
+    #: without a Conv/Gemm/MatMul compute node.
+    zero_operand_macs: int | None = None
+    unchanged_operand_macs: int | None = None
 
 
 @dataclass
@@ -201,6 +225,8 @@ class ProfileTotals:
     temporal_sparsity: float | None = None
     uncounted_nodes: int = 0
     unknown_ops: list[str] = field(default_factory=list)
+    zero_operand_macs: int | None = None
+    unchanged_operand_macs: int | None = None
 
 
 @dataclass
@@ -308,7 +334,7 @@ def profile(graph: Graph, *, fps: float = 30.0, act_bits: int = 8, input_bits: i
     _repeat_per_step_rows(graph, rows)
     samples = None
     if data is not None:
-        samples = _measure_sparsity(graph, rows, data, max_samples)
+        samples = _measure_sparsity(graph, rows, data, max_samples, act_bits, batch)
     settings = ProfileSettings(graph.name, float(fps), act_bits, input_bits, weight_bits, macs, samples)
     totals = _totals(rows, fps, samples is not None)
     totals.unknown_ops = sorted({u.op for u in unknown.values() if u.cause == "unknown_op"})
@@ -373,7 +399,7 @@ def _row(graph: Graph, index: int, g: LayerGroup, batch: int, in_elems: int, fps
         weights=weights, params=weights + bias + extra, macs=int(macs), input_elements=row_in,
         output_elements=out_elems, data_volume=out_elems, data_volume_rel=out_elems / in_elems if in_elems else 0.0,
         act_bits=bits, bandwidth_bps=float(out_elems * bits * fps), weight_bits=w_bits,
-        weight_bytes=math.ceil(weights * w_bits / 8))
+        weight_bytes=math.ceil(weights * w_bits / 8), input=head_inputs[0] if head_inputs else "")
 
 
 def _unknown_row(graph: Graph, index: int, node: Node, u: UnknownNode, unshaped: set[str], batch: int,
@@ -495,70 +521,32 @@ def _kind(graph: Graph, head: Node, compute: Node | None) -> str:
 
 
 # -- sparsity ----------------------------------------------------------------------------
-def _measure_sparsity(graph: Graph, rows: list[LayerProfile], data: np.ndarray, max_samples: int) -> int:
-    """Run ``data`` through the graph; fill each row's sparsities; return the samples used.
+def _measure_sparsity(graph: Graph, rows: list[LayerProfile], data: np.ndarray, max_samples: int, act_bits: int,
+                      batch: int) -> int:
+    """Measure (:func:`hwmap.sparsity.measure`) and fill each row's sparsities and operand
+    MACs; return the samples used. A graph with quantization annotations runs quantized."""
+    from .sparsity import measure
 
-    A stateful graph (NIR neurons) takes ``(N, T, *features)`` data: each time step is then
-    a frame, and temporal sparsity compares consecutive steps. An encoded graph takes static
-    data; its tensors computed per step give a frame per step, the others one per sample."""
-    from .execute import encoded_steps, has_time_axis, run
-
-    if len(graph.inputs) != 1:
-        raise DataError(f"profiling with data needs a graph with one input, {graph.name!r} has "
-                        f"{len(graph.inputs)}", where="profile data")
-    name = graph.inputs[0]
-    want = graph.tensor(name).shape[1:]
-    stateful = has_time_axis(graph)
-    lead = 2 if stateful else 1
-    x = np.asarray(data)
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise DataError(f"data has non-numeric dtype {x.dtype}", where="profile data")
-    if x.ndim != len(want) + lead or x.shape[lead:] != want:
-        layout = "(N, T, " if stateful else "(N, "
-        raise DataError(f"samples have shape {list(x.shape[1:])}, input {name!r} of {graph.name!r} takes "
-                        f"{list(want)}: data must be {layout}{', '.join(map(str, want))})", where="profile data")
-    n = min(int(x.shape[0]), max_samples)
-    if n == 0 or min(x.shape[:lead]) == 0:
-        raise DataError(f"need at least 1 sample, got data of shape {list(x.shape)}", where="profile data")
-    steps = int(x.shape[1]) if stateful else encoded_steps(graph)
-    zeros = [0] * len(rows)
-    same = [0] * len(rows)
-    frame_counts = [0] * len(rows)
-    prev: list[np.ndarray | None] = [None] * len(rows)
-    chunk = _chunk(graph, steps)
-    for start in range(0, n, chunk):
-        k = min(chunk, n - start)
-        values = run(graph, {name: x[start:start + k]}, collect=True)
-        for i, r in enumerate(rows):
-            if r.output not in values:
-                raise GraphError(f"execution gave no value for tensor {r.output!r}", where=f"layer {r.name!r}")
-            out = np.asarray(values[r.output])
-            per_sample = max(1, int(np.prod(graph.tensor(r.output).shape[1:], dtype=np.int64)))
-            frames = out.reshape(max(1, out.size // per_sample), -1)  # one frame per sample (or step)
-            frame_counts[i] += frames.shape[0]
-            zeros[i] += int(np.count_nonzero(frames == 0))
-            same[i] += int(np.count_nonzero(frames[1:] == frames[:-1]))
-            if prev[i] is not None:
-                same[i] += int(np.count_nonzero(frames[0] == prev[i]))
-            prev[i] = frames[-1].copy()
-    for i, r in enumerate(rows):
-        total_frames = frame_counts[i]
-        last = prev[i]
-        elems = int(last.size) if last is not None else 0  # a row's first output is measured
-        r.activation_sparsity = zeros[i] / (elems * total_frames) if elems else None
-        r.temporal_sparsity = same[i] / (elems * (total_frames - 1)) if elems and total_frames > 1 else None
-    return n
-
-
-#: Bytes of activations one ``run`` call may hold (``collect`` keeps every tensor).
-_RUN_BUDGET_BYTES = 64 * 2**20
-
-
-def _chunk(graph: Graph, steps: int) -> int:
-    """Samples per run: as many as keep every collected tensor within the budget."""
-    batch = _batch(graph)
-    per_sample = sum(_per_sample(t.shape, batch) for t in graph.tensors.values()) * 8 * steps
-    return max(1, _RUN_BUDGET_BYTES // max(1, per_sample))
+    quantized = any(t.quant is not None for t in graph.tensors.values()) or \
+        any(n.param_quant for n in graph.nodes)
+    names = [t for r in rows for t in (r.output, r.input) if t]
+    m = measure(graph, data, max_samples=max_samples, quantized=quantized, act_bits=act_bits, tensors=names,
+                where="profile data")
+    for r in rows:
+        out, inp = m.tensors.get(r.output), m.tensors.get(r.input)
+        if out is not None:
+            r.activation_sparsity, r.temporal_sparsity = out.zeros, out.unchanged
+        if inp is not None:
+            r.input_sparsity, r.input_temporal_sparsity = inp.zeros, inp.unchanged
+        node = m.nodes.get(r.name)
+        head = graph.node(r.name) if node is not None else None
+        compute = _compute_part(head) if head is not None else None
+        if node is not None and head is not None and compute is not None:
+            macs = _op_macs(graph, head, compute, batch) * r.steps
+            r.zero_operand_macs = round(macs * node.zero_operand_macs)
+            r.unchanged_operand_macs = None if node.unchanged_operand_macs is None else \
+                round(macs * node.unchanged_operand_macs)
+    return m.samples
 
 
 # -- totals and helpers ------------------------------------------------------------------
@@ -573,12 +561,17 @@ def _totals(rows: list[LayerProfile], fps: float, measured: bool) -> ProfileTota
     if measured:
         act = _weighted([(r.activation_sparsity, r.output_elements or 0) for r in rows])
         temp = _weighted([(r.temporal_sparsity, r.output_elements or 0) for r in rows])
+    zero_ops = unchanged_ops = None
+    if measured and any(r.zero_operand_macs is not None for r in rows):
+        zero_ops = _sum(rows, "zero_operand_macs")
+        unchanged_ops = _sum(rows, "unchanged_operand_macs")
     return ProfileTotals(
         layers=len(rows), params=_sum(rows, "params"), weights=_sum(rows, "weights"),
         weight_bytes=_sum(rows, "weight_bytes"), macs=total_macs, macs_per_s=float(total_macs * fps),
         peak_bandwidth_layer=bw_name, peak_bandwidth_bps=float(bw), peak_data_volume_layer=dv_name,
         peak_data_volume=int(dv), peak_params_layer=pp_name, peak_params=int(pp),
-        activation_sparsity=act, temporal_sparsity=temp, uncounted_nodes=sum(r.unknown for r in rows))
+        activation_sparsity=act, temporal_sparsity=temp, uncounted_nodes=sum(r.unknown for r in rows),
+        zero_operand_macs=zero_ops, unchanged_operand_macs=unchanged_ops)
 
 
 def _sum(rows: list[LayerProfile], key: str) -> int:

@@ -32,13 +32,16 @@ def table(prof: "Profile") -> Any:
     if measured:
         t.add_column("act. sparsity", justify="right")
         t.add_column("temp. sparsity", justify="right")
+        t.add_column("in. sparsity", justify="right")
+        t.add_column("zero-operand MACs", justify="right")
     for r in prof.rows:
         cells = [str(r.index), markup_escape(r.name), f"unknown ({markup_escape(r.op)})" if r.unknown else r.kind,
                  "×".join(map(str, r.stride)) if r.stride else "", _known(r.params, si), _known(r.macs, si),
                  _known(r.output_elements, si), _known(r.data_volume_rel, lambda v: f"{v:.3g}"),
                  _known(r.bandwidth_bps, bitrate)]
         if measured:
-            cells += [_pct(r.activation_sparsity), _pct(r.temporal_sparsity)]
+            cells += [_pct(r.activation_sparsity), _pct(r.temporal_sparsity), _pct(r.input_sparsity),
+                      "" if r.zero_operand_macs is None else si(r.zero_operand_macs)]
         t.add_row(*cells, style="yellow" if r.unknown else None)
     return t
 
@@ -64,6 +67,11 @@ def summary(prof: "Profile") -> str:
         text += f" · activation sparsity {_pct(tt.activation_sparsity)} over {s.samples} samples"
     if tt.temporal_sparsity is not None:
         text += f", temporal {_pct(tt.temporal_sparsity)}"
+    if tt.zero_operand_macs is not None and tt.macs:
+        text += (f" · zero-skipping would save {si(tt.zero_operand_macs)} MACs "
+                 f"({_pct(tt.zero_operand_macs / tt.macs)})")
+        if tt.unchanged_operand_macs is not None:
+            text += f", change-driven {si(tt.unchanged_operand_macs)} ({_pct(tt.unchanged_operand_macs / tt.macs)})"
     if tt.uncounted_nodes:
         ops = f"; ops hwmap does not know: {', '.join(tt.unknown_ops)}" if tt.unknown_ops else ""
         text += f" · {tt.uncounted_nodes} node(s) not counted (? in the table{ops})"

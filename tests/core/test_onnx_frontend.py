@@ -534,11 +534,16 @@ def test_qonnx_rounding_modes_and_errors() -> None:
     np.testing.assert_array_equal(g.nodes[0].params["W"], expect)
 
     m, _, _ = _qonnx_model(bitwidth=3.5)
-    with pytest.raises(ModelError, match="quant_w.*bitwidth must be one positive integer"):
+    with pytest.raises(ModelError, match=r"quant_w.*bitwidth must be one integer from 2 to 32, got 3.5$"):
+        parse(m)
+    m, _, _ = _qonnx_model()
+    m.graph.node[0].op_type = "FloatQuant"  # minifloat codes: no integer annotation holds them
+    with pytest.raises(UnsupportedOpError, match=r"quant_in \(qonnx.custom_op.general:FloatQuant\)"):
         parse(m)
     m, _, _ = _qonnx_model()
     m.graph.node[0].op_type = "BipolarQuant"
-    with pytest.raises(UnsupportedOpError, match=r"quant_in \(qonnx.custom_op.general:BipolarQuant\)"):
+    with pytest.raises(ModelError, match=r"quant_in' \(qonnx.custom_op.general:BipolarQuant\): expects inputs "
+                                         r"\(x, scale\)"):
         parse(m)
 
 

@@ -34,7 +34,7 @@ class Const:
 
 def copy_quant(q: QuantAnnotation) -> QuantAnnotation:
     """An independent copy (each node or tensor owns its annotation's arrays)."""
-    return QuantAnnotation(q.scale.copy(), q.zero_point.copy(), q.bits, q.signed, q.axis, q.narrow)
+    return q.copy()
 
 
 class GraphBuilder:

@@ -20,7 +20,8 @@ import onnx
 from ..errors import UnsupportedOpError
 from ..graph import Graph, Node
 from ._onnx_builder import Const, GraphBuilder, copy_quant
-from ._onnx_quant import QONNX_DOMAINS, dequantize_const, qonnx_quant, quantize_linear
+from ._onnx_quant import (QONNX_DOMAINS, dequantize_const, qonnx_bipolar_quant, qonnx_quant, qonnx_trunc,
+                          quantize_linear)
 from ._onnx_read import DEFAULT_DOMAINS, attr_value, constant_value, plain, sparse_to_array, to_array
 
 # Ops taking any number of operands: a constant operand stays a tensor (a Constant node).
@@ -130,6 +131,10 @@ class Converter(GraphBuilder):
             self.emit(n, name, op)
         elif domain in QONNX_DOMAINS and op in ("Quant", "IntQuant"):
             qonnx_quant(self, n, name)
+        elif domain in QONNX_DOMAINS and op == "BipolarQuant":
+            qonnx_bipolar_quant(self, n, name)
+        elif domain in QONNX_DOMAINS and op == "Trunc":
+            qonnx_trunc(self, n, name)
         else:
             self.emit(n, name, f"{domain}:{op}", foreign=True)
 

@@ -116,8 +116,11 @@ def hwmap_simulate(artifacts: Artifacts, target: Target, inputs: dict[str, np.nd
 @hookimpl
 def hwmap_estimate(mapping: Mapping, target: Target, activity: dict[str, Any] | None) -> KPIs:
     from .estimate import estimate
+    from .skipping import add_skipping
 
-    return estimate(_analog(mapping), target, activity)
+    kpis = estimate(_analog(mapping), target, activity)
+    add_skipping(kpis, activity)
+    return kpis
 
 
 def plot_mapping(mapping: Mapping, target: Target, path: Path) -> None:
