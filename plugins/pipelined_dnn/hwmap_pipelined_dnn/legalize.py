@@ -27,6 +27,7 @@ integer simulator (:mod:`.simulator`) reproduces bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -190,8 +191,9 @@ def _calibrate(g: Graph, layers: list[LayerSpec], cfg: PipelinedConfig,
         if spec.pool in ("max", "global_max"):
             src = g.tensor(streamed(g, spec.in_tensors[0])).quant
             if src is not None:
-                g.tensor(spec.tensor).quant = QuantAnnotation(src.scale.copy(), src.zero_point.copy(), src.bits,
-                                                              src.signed, src.axis, src.narrow)
+                g.tensor(spec.tensor).quant = dataclasses.replace(  # every field, new ones included
+                    src, scale=src.scale.copy(), zero_point=src.zero_point.copy(),
+                    input_scale=None if src.input_scale is None else src.input_scale.copy())
     return {"source": source, "samples": int(len(data)), "ranges": ranges}
 
 
