@@ -91,7 +91,8 @@ def evaluate(graph: Graph, task: TrialTask, data: Dataset | None = None,
     against ``reference`` when given) and return the KPI record, or why it failed."""
     kind, name = task.ref.split(":", 1)[0], task.ref
     try:
-        target = load_target(task.ref, list(task.overrides))
+        # as a variant, REF@KEY=VALUE...: the record is the one compile and compare give for it
+        target = load_target("@".join([task.ref, *task.overrides]))
         kind, name = target.kind, target.name
         hits = _CACHE.hits
         res = compile_model(graph, target, None, data=data, calibrate=task.calibrate, reference=reference,

@@ -22,7 +22,7 @@ from ..numfmt import MISSING, fmt_bytes, fmt_energy, fmt_fraction, fmt_power, fm
 from .objectives import kpi_value
 from .pareto import pareto_indices
 from .space import Space
-from .study import StudyHandle, counted
+from .study import StudyHandle, counted, info
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -82,8 +82,8 @@ def collect(handle: StudyHandle, storage: str) -> Results:
     cols = list(dict.fromkeys([*space.columns(), *HEADLINE_KPIS]))
     rows = []
     for t in sorted((t for t in handle.trials() if counted(t)), key=lambda t: t.number):
-        a = t.user_attrs
-        record = a.get("kpis") if isinstance(a.get("kpis"), dict) else {}
+        a = info(t)
+        record = t.user_attrs.get("kpis") if isinstance(t.user_attrs.get("kpis"), dict) else {}
         values = a.get("values") if isinstance(a.get("values"), dict) else {}
         label = str(a.get("target", space.targets[0].label))
         index = labels.get(label, 0)
@@ -92,7 +92,7 @@ def collect(handle: StudyHandle, storage: str) -> Results:
         diffs = {k: v for k, v in values.items() if base[index].get(k) != v}
         rows.append(TrialRow(t.number, "complete" if complete else "fail", label, str(a.get("kind", "")),
                              str(a.get("config", "")), values, {c: kpi_value(record, c) for c in cols}, feasible,
-                             str(a.get("error", "")), a.get("retry_of"), differences=diffs, kpis=record))
+                             str(a.get("error", "")), t.user_attrs.get("retry_of"), differences=diffs, kpis=record))
     results = Results(handle.study.study_name, storage, space, rows)
     ok = [r for r in rows if r.feasible]
     for i in pareto_indices(results.objective_vectors(ok)) if ok else []:

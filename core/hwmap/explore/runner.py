@@ -186,6 +186,7 @@ def run_trials(handle: StudyHandle, executor: Executor, total: int, *, calibrate
     in_flight: dict[Any, Proposal] = {}
     keys: dict[Any, str] = {}
     done = handle.done()
+    beat = time.perf_counter()
     try:
         while True:
             while (len(in_flight) < executor.slots and done + len(in_flight) < total and not summary.exhausted
@@ -212,7 +213,9 @@ def run_trials(handle: StudyHandle, executor: Executor, total: int, *, calibrate
                 summary.recorded += 1
                 if progress is not None:
                     progress.trial(handle, total, proposal.trial.number, result.state)
-            handle.heartbeat(p.trial for p in in_flight.values())
+            if time.perf_counter() - beat >= HEARTBEAT_S:
+                handle.heartbeat(p.trial for p in in_flight.values())
+                beat = time.perf_counter()
         summary.timed_out = deadline is not None and time.perf_counter() >= deadline and done < total
     finally:
         for proposal in in_flight.values():  # stopped mid-trial (Ctrl-C, SIGTERM): queue them again

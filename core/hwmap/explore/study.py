@@ -32,7 +32,7 @@ from .objectives import kpi_value
 from .space import Space
 
 __all__ = ["StudyHandle", "open_study", "study_name", "DEFAULT_POPULATION", "STALE_AFTER_S", "MAX_RESAMPLE",
-           "param_name", "trial_key", "safe_url", "counted", "OWNER_ATTR"]
+           "param_name", "trial_key", "safe_url", "counted", "OWNER_ATTR", "INFO_ATTR", "info"]
 
 #: NSGA-II's population when the space file sets none: small, so 50 trials are five
 #: generations (optuna's default of 50 would make them one random generation).
@@ -43,6 +43,9 @@ STALE_AFTER_S = 300.0
 MAX_RESAMPLE = 50
 #: System attribute holding who runs a trial: host, pid and last heartbeat.
 OWNER_ATTR = "hwmap:owner"
+#: User attribute holding a trial's config (``REF@KEY=VALUE...``), target label and kind,
+#: config values by key and, for a failed trial, why (the KPI record is ``kpis``).
+INFO_ATTR = "hwmap"
 
 
 def safe_url(url: str) -> str:
@@ -77,7 +80,13 @@ def counted(t: Any) -> bool:
     interrupted (re-run under another number) nor a set-aside duplicate."""
     from optuna.trial import TrialState
 
-    return t.state in (TrialState.COMPLETE, TrialState.FAIL) and not t.user_attrs.get("interrupted")
+    return t.state in (TrialState.COMPLETE, TrialState.FAIL) and not info(t).get("interrupted")
+
+
+def info(t: Any) -> dict[str, Any]:
+    """A trial's :data:`INFO_ATTR` (empty if it has none)."""
+    v = t.user_attrs.get(INFO_ATTR)
+    return v if isinstance(v, dict) else {}
 
 
 def _alive(pid: int) -> bool:
@@ -108,6 +117,9 @@ class StudyHandle:
         self.storage = study._storage
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        #: The configs the study holds (complete, failed, running or queued), kept here as
+        #: trials are asked and told instead of reading every trial back per proposal.
+        self._keys = self.known_keys()
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def trials(self, states: Iterable[Any] | None = None) -> list[Any]:
@@ -166,13 +178,14 @@ class StudyHandle:
         from optuna.trial import TrialState
 
         try:
-            self.storage.set_trial_user_attr(trial_id, "interrupted", True)
-            self.storage.set_trial_user_attr(trial_id, "error", "interrupted: the run was stopped while this trial "
-                                                                "ran; its config is run again")
+            self.storage.set_trial_user_attr(trial_id, INFO_ATTR, {
+                "interrupted": True, "error": "interrupted: the run was stopped while this trial ran; its config "
+                                              "is run again"})
             self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except UpdateFinishedTrialError:  # it finished, or another process recovered it first
             return False
         self.study.enqueue_trial(params, user_attrs={"retry_of": number})
+        self._keys.add(trial_key(params))
         return True
 
     def heartbeat(self, trials: Iterable[Any]) -> None:
@@ -195,6 +208,7 @@ class StudyHandle:
                 continue
             self.study.enqueue_trial(params)
             known.add(key)
+            self._keys.add(key)
             held += 1
 
     # -- asking and telling ------------------------------------------------------------------------------
@@ -229,10 +243,11 @@ class StudyHandle:
             self.heartbeat([trial])
             index, values = self._suggest(trial)
             key = trial_key(trial.params)
-            if key not in self.known_keys(exclude=trial.number) and key not in in_flight:
+            waiting = trial_key(self.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params", {})) == key  # a queued config
+            if (waiting or key not in self._keys) and key not in in_flight:
+                self._keys.add(key)
                 return Proposal(trial, index, values)
-            trial.set_user_attr("duplicate", True)
-            self.study.tell(trial, state=TrialState.PRUNED)
+            self.study.tell(trial, state=TrialState.PRUNED)  # a set-aside duplicate
         return None
 
     def tell(self, proposal: Proposal, state: str, record: dict[str, Any], error: str,
@@ -243,20 +258,16 @@ class StudyHandle:
 
         trial = proposal.trial
         target = self.space.targets[proposal.target]
-        trial.set_user_attr("kpis", record)
-        trial.set_user_attr("config", config)
-        trial.set_user_attr("target", target.label)
-        trial.set_user_attr("kind", target.kind)
-        for k, v in extra.items():
-            trial.set_user_attr(k, v)
         values = [kpi_value(record, o.column) for o in self.space.objectives]
         if state == "complete":
             missing = [o.column for o, v in zip(self.space.objectives, values) if v is None]
             missing += [c.column for c in self.space.constraints if kpi_value(record, c.column) is None]
             if missing:
                 state, error = "fail", f"the record has no value for {', '.join(dict.fromkeys(missing))}"
-        if error:
-            trial.set_user_attr("error", error)
+        trial.set_user_attr("kpis", record)
+        trial.set_user_attr(INFO_ATTR, {"config": config, "target": target.label, "kind": target.kind,
+                                        "error": error, **extra})
+        self._keys.add(trial_key(trial.params))
         if state == "complete":
             for c in self.space.constraints:  # optuna's constraints: feasible when every value is <= 0
                 trial.set_constraint(str(c), c.violation(kpi_value(record, c.column) or 0.0))
@@ -280,10 +291,30 @@ def open_storage(url: str) -> Any:
     import optuna
 
     try:
-        return optuna.storages.RDBStorage(url)
+        storage = optuna.storages.RDBStorage(url)
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"cannot open the study storage: {type(e).__name__}: {msg}", where=safe_url(url)) from None
+    if storage.engine.dialect.name == "sqlite":
+        _fast_sqlite(storage.engine)
+    return storage
+
+
+def _fast_sqlite(engine: Any) -> None:
+    """Write-ahead logging with ``synchronous = NORMAL`` on every connection: a commit no
+    longer waits for the disk (SQLite's default waits twice per commit, and a trial makes
+    about ten), and a killed process still loses nothing committed; only a power cut may lose
+    the last commits (https://www.sqlite.org/wal.html)."""
+    from sqlalchemy import event
+
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", pragmas)
+    engine.dispose()  # connections opened before the listener are closed; new ones get the pragmas
 
 
 def open_study(storage: Any, name: str, space: Space) -> StudyHandle:

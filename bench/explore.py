@@ -1,0 +1,111 @@
+"""``hwmap explore`` on zoo:digits_cnn over an analog_imc space of 360 configs.
+
+1. The exhaustive front: every config of the space (the grid sampler), its hypervolume the
+   reference (reference point: each objective's worst value on the grid × 1.1).
+2. The hypervolume reached after 50 trials by the default sampler (NSGA-II, population 10),
+   by multivariate TPE (MOTPE) and by random sampling, over several seeds, as a fraction of
+   the exhaustive one. Goal: the default at least 0.95 and ahead of random.
+3. Trials per second with a Dask LocalCluster of 1 and of 2 worker processes (grid sampler,
+   with --data, so each trial compiles and simulates), measured in the same run. Goal: 2
+   workers at least 1.7× one. The machine's load (``uptime``) is printed beside it: other
+   work on the same cores lowers the ratio.
+
+Run: ``.venv/bin/python bench/explore.py [--seeds 5] [--trials 50] [--speed-trials 40]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hwmap.explore import explore, hypervolume
+from hwmap.explore.pareto import reference_point
+
+MODEL = "zoo:digits_cnn"
+DATA = "zoo:digits"
+SPACE = """
+sampler = "{sampler}"
+seed = {seed}
+{population}
+
+[objectives]
+energy_per_inference_j = "minimize"
+latency_s = "minimize"
+
+[[targets]]
+target = "analog_imc:default"
+
+[targets.space]
+"hardware.dac_bits" = [1, 2, 4, 8]
+"hardware.columns_per_adc" = [1, 2, 4, 8, 16]
+"hardware.crossbar_rows" = [64, 128, 256]
+"hardware.bits_per_cell" = [2, 4]
+"mapper.strategy" = ["greedy", "packed", "duplicated"]
+"""
+
+
+def _space(folder: Path, sampler: str, seed: int, population: int | None = None) -> str:
+    path = folder / f"{sampler}-{seed}-{population}.toml"
+    pop = f"population = {population}" if population else ""
+    path.write_text(SPACE.format(sampler=sampler, seed=seed, population=pop))
+    return str(path)
+
+
+def _vectors(run) -> list[list[float]]:
+    rows = [r for r in run.results.rows if r.feasible]
+    return run.results.objective_vectors(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--trials", type=int, default=50)
+    ap.add_argument("--speed-trials", type=int, default=40)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        t0 = time.perf_counter()
+        grid = explore(MODEL, _space(folder, "grid", 0), trials=10_000, workers=0, outdir=str(folder / "grid"),
+                       quiet=True)
+        points = _vectors(grid)
+        ref = reference_point(points)
+        hv_all = hypervolume(points, ref)
+        print(f"exhaustive: {len(grid.results.rows)} configs in {time.perf_counter() - t0:.1f} s, "
+              f"front of {len(grid.results.front)}, hypervolume {hv_all:.6g} (reference point {ref.tolist()})")
+        print(f"hypervolume after {args.trials} trials / exhaustive, {args.seeds} seeds:")
+        ratios: dict[str, list[float]] = {}
+        for label, sampler, pop in (("nsga2 (default, population 10)", "nsga2", None), ("tpe (MOTPE)", "tpe", None),
+                                    ("random", "random", None)):
+            for seed in range(args.seeds):
+                run = explore(MODEL, _space(folder, sampler, seed, pop), trials=args.trials, workers=0,
+                              outdir=str(folder / f"{sampler}-{seed}-{pop}"), quiet=True)
+                ratios.setdefault(label, []).append(hypervolume(_vectors(run), ref) / hv_all)
+            r = ratios[label]
+            print(f"  {label:<32} mean {statistics.mean(r):.4f}  min {min(r):.4f}  max {max(r):.4f}")
+        default, rnd = statistics.mean(ratios["nsga2 (default, population 10)"]), statistics.mean(ratios["random"])
+        print(f"  default ≥ 0.95 of exhaustive: {'yes' if default >= 0.95 else 'NO'}; ahead of random "
+              f"({default:.4f} vs {rnd:.4f}): {'yes' if default > rnd else 'NO'}")
+
+        print(f"trials per second, grid sampler, {args.speed_trials} trials with --data {DATA} "
+              "(cluster start-up excluded):")
+        rates = {}
+        for workers in (1, 2):
+            run = explore(MODEL, _space(folder, "grid", 0), data=DATA, trials=args.speed_trials, workers=workers,
+                          outdir=str(folder / f"speed-{workers}"), quiet=True)
+            rates[workers] = run.summary.recorded / run.summary.elapsed_s
+            print(f"  {workers} worker{'s' if workers > 1 else ''}: {rates[workers]:.2f} trials/s "
+                  f"({run.summary.recorded} trials in {run.summary.elapsed_s:.1f} s)")
+        load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        print(f"  2 workers / 1 worker: {rates[2] / rates[1]:.2f}× (goal ≥ 1.7×) on {os.cpu_count()} cores; "
+              f"uptime: {load}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
