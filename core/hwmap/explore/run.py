@@ -103,8 +103,7 @@ def explore(model: str, space_file: str, *, data: str | None = None, calibrate: 
     reference = None
     if dataset is not None:
         check_labels(dataset, graph)
-        with prog.stage("running the reference model on the scored samples"):
-            reference = _reference(graph, dataset, calibrate)
+        model_inputs(graph, split_data(dataset, calibrate)[1])  # the data fits the model
     executor: Executor | None = DaskExecutor(0, scheduler, CONNECT_TIMEOUT_S) if scheduler else None
     try:
         if out is not None:
@@ -112,6 +111,9 @@ def explore(model: str, space_file: str, *, data: str | None = None, calibrate: 
             remove_stale(out)
         url = storage or f"sqlite:///{(out or Path('.')).resolve() / 'study.db'}"
         rdb = open_storage(url)
+        if dataset is not None:
+            with prog.stage("running the reference model on the scored samples"):
+                reference = _reference(graph, dataset, calibrate)
         name = study_name(space, graph.digest(), data_digest(dataset) if dataset is not None else None, calibrate)
         handle = open_study(rdb, name, space)
         size = space.size()
