@@ -22,7 +22,6 @@ from ..dataset import Dataset
 from ..errors import DoesNotFitError, HwmapError
 from ..flow import compile_model
 from ..graph import Graph
-from ..target import Legalized
 
 __all__ = ["TrialTask", "TrialResult", "evaluate", "LegalizeCache", "CACHE_SIZE"]
 

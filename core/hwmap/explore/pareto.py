@@ -11,9 +11,12 @@ the fronts of an exploration (tens of points, a few objectives).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Union
 
 import numpy as np
+
+#: Points: one row per point, one column per objective (a numpy array or nested sequences).
+Points = Union[np.ndarray, Sequence[Sequence[float]]]
 
 __all__ = ["dominates", "pareto_indices", "hypervolume", "reference_point"]
 
@@ -24,7 +27,7 @@ def dominates(q: Sequence[float], p: Sequence[float]) -> bool:
     return bool(np.all(a <= b) and np.any(a < b))
 
 
-def pareto_indices(points: Sequence[Sequence[float]]) -> list[int]:
+def pareto_indices(points: Points) -> list[int]:
     """The indices of the points no other point dominates, in input order. Equal points are
     all kept (none dominates another).
 
@@ -49,14 +52,14 @@ def pareto_indices(points: Sequence[Sequence[float]]) -> list[int]:
     return sorted(front)
 
 
-def reference_point(points: Sequence[Sequence[float]], margin: float = 1.1) -> np.ndarray:
+def reference_point(points: Points, margin: float = 1.1) -> np.ndarray:
     """Each objective's worst value times ``margin`` (a worst value below zero is moved
     towards zero instead, so the reference point stays beyond every point)."""
     worst = np.max(np.asarray(points, dtype=np.float64), axis=0)
     return np.where(worst >= 0, worst * margin, worst / margin)
 
 
-def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+def hypervolume(points: Points, reference: Sequence[float]) -> float:
     """The hypervolume the points dominate up to ``reference`` (points not strictly better
     than it in every objective add nothing)."""
     ref = np.asarray(reference, dtype=np.float64)

@@ -1,6 +1,7 @@
 """The picture of an exploration: every trial in the plane of the first two objectives, the
-Pareto front in colour (one colour per target kind, joined by its staircase), the dominated
-and the infeasible trials in grey. With one objective, the trials against their number.
+Pareto front in colour (one colour and marker per target kind, joined by its staircase),
+the dominated trials in grey (in their kind's marker) and those outside the constraints as
+grey crosses. With one objective, the trials against their number.
 Written with the Agg backend and without version metadata, so the same study gives the same
 file.
 """
@@ -52,15 +53,21 @@ def figure(results: Results) -> Any:
             return float(r.number), float(r.columns[objectives[0].column] or 0.0)
         return float(r.columns[objectives[0].column] or 0.0), float(r.columns[objectives[1].column] or 0.0)
 
-    grey = [xy(r) for r in rows if not r.pareto]
-    if grey:
-        ax.scatter([p[0] for p in grey], [p[1] for p in grey], s=14, color="0.75", label="dominated or infeasible",
-                   zorder=1)
+    marker = {k: "os^Dv<>ph*"[i % 10] for i, k in enumerate(kinds)}
+    for kind in kinds:  # dominated: grey, in the kind's marker; outside the constraints: a grey cross
+        dominated = [xy(r) for r in rows if r.kind == kind and r.feasible and not r.pareto]
+        if dominated:
+            ax.scatter([p[0] for p in dominated], [p[1] for p in dominated], s=16, color="0.72", marker=marker[kind],
+                       label=f"{kind} (dominated)", zorder=1)
+    infeasible = [xy(r) for r in rows if not r.feasible]
+    if infeasible:
+        ax.scatter([p[0] for p in infeasible], [p[1] for p in infeasible], s=16, color="0.72", marker="x",
+                   label="outside the constraints", zorder=1)
     for kind in kinds:
         pts = sorted(xy(r) for r in results.front if r.kind == kind)
         if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=30, color=colour[kind], edgecolor="black",
-                       linewidth=0.5, label=f"{kind} (front)", zorder=3)
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=34, color=colour[kind], marker=marker[kind],
+                       edgecolor="black", linewidth=0.5, label=f"{kind} (Pareto front)", zorder=3)
     front = sorted(xy(r) for r in results.front)
     if len(objectives) > 1 and len(front) > 1:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="0.3", linewidth=0.8, zorder=2)
@@ -85,7 +92,7 @@ def figure(results: Results) -> Any:
     models = sorted({str(r.kpis.get("model")) for r in rows if r.kpis.get("model")})
     ax.set_title(f"{', '.join(models) or 'model'}: {len(results.front)} Pareto-optimal of {len(results.rows)} trials"
                  + (f" ({failed} failed, not shown)" if failed else "")
-                 + (f"; objectives 3+ not drawn" if len(objectives) > 2 else ""), fontsize=10)
+                 + ("; objectives 3+ not drawn" if len(objectives) > 2 else ""), fontsize=10)
     if rows:
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

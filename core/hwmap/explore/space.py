@@ -295,7 +295,9 @@ def _param(key: str, raw: Any, what: str, where: str) -> Param:
     if unknown:
         raise ConfigError(f"{what}: unknown range key {unknown[0]!r} (a range has low, high, log and step)",
                           where=where)
-    low, high, log, step = raw.get("low"), raw.get("high"), raw.get("log", False), raw.get("step")
+    low: Any = raw.get("low")
+    high: Any = raw.get("high")
+    log, step = raw.get("log", False), raw.get("step")
     if not _number(low) or not _number(high) or not math.isfinite(low) or not math.isfinite(high):
         raise ConfigError(f"{what}: a range needs finite numbers low and high", where=where)
     if not isinstance(log, bool):

@@ -323,7 +323,7 @@ def open_study(storage: Any, name: str, space: Space) -> StudyHandle:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    directions = [o.direction for o in space.objectives]
+    directions: list[Any] = [o.direction for o in space.objectives]
     try:
         existing = optuna.load_study(study_name=name, storage=storage)
         held = len(existing.get_trials(deepcopy=False))
