@@ -3,8 +3,10 @@ processes, or an existing cluster by its scheduler's address), or this process.
 
 The client scatters the parsed model, the data and the reference model's outputs to every
 worker once; each task then names them, so no worker parses the model or receives it again
-per trial. The loop keeps one trial in flight per worker thread, asks the study for the next
-config as soon as one finishes (so the sampler sees every result it can), records each
+per trial. The loop keeps one trial in flight per worker thread and one more queued
+(so no worker waits while this process records a result and asks for the next config), asks
+the study for the next config as soon as one finishes (so the sampler sees every result it
+can), records each
 result as it comes, refreshes the in-flight trials' heartbeats, and stops asking once the
 budget is reached or the timeout has passed (trials in flight are finished and recorded).
 """
@@ -20,6 +22,7 @@ from typing import Any, Protocol
 from ..errors import DataError
 from .evaluate import TrialResult, TrialTask, evaluate
 from .pareto import pareto_indices
+from .results import fmt_column
 from .study import Proposal, StudyHandle, counted, trial_key
 
 __all__ = ["Executor", "InlineExecutor", "DaskExecutor", "run_trials", "RunSummary", "ProgressLine",
@@ -30,9 +33,11 @@ HEARTBEAT_S = 5.0
 
 
 class Executor(Protocol):
-    """Runs :func:`hwmap.explore.evaluate.evaluate` on tasks; ``slots`` trials at a time."""
+    """Runs :func:`hwmap.explore.evaluate.evaluate` on tasks; ``slots`` trials at a time, and
+    ``ahead`` more queued so that no worker waits for the next config."""
 
     slots: int
+    ahead: int
 
     def share(self, graph: Any, data: Any, reference: Any, model: str) -> None: ...
     def submit(self, task: TrialTask) -> Any: ...
@@ -44,6 +49,7 @@ class InlineExecutor:
     """Every trial in this process, one at a time (``--workers 0``)."""
 
     slots = 1
+    ahead = 0
 
     def __init__(self) -> None:
         self._shared: tuple[Any, Any, Any, str] | None = None
@@ -86,6 +92,7 @@ class DaskExecutor:
             self.client = Client(self.cluster, set_as_default=False)
         info = self.client.scheduler_info()
         self.slots = max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
+        self.ahead = 1  # one task queued: a worker starts it while this process records the last result
         self._shared: tuple[Any, Any, Any, str] | None = None
 
     def share(self, graph: Any, data: Any, reference: Any, model: str) -> None:
@@ -153,7 +160,7 @@ class ProgressLine:
         for k, o in enumerate(space.objectives):
             values = [t.values[k] for t in ok]
             if values:
-                best.append(f"{o.column} {(min if o.sign > 0 else max)(values):.4g}")
+                best.append(f"{o.column} {fmt_column(o.column)((min if o.sign > 0 else max)(values))}")
         front = len(pareto_indices([[o.sign * v for o, v in zip(space.objectives, t.values)] for t in ok])) if ok \
             else 0
         elapsed = time.perf_counter() - self.started
@@ -189,7 +196,7 @@ def run_trials(handle: StudyHandle, executor: Executor, total: int, *, calibrate
     beat = time.perf_counter()
     try:
         while True:
-            while (len(in_flight) < executor.slots and done + len(in_flight) < total and not summary.exhausted
+            while (len(in_flight) < executor.slots + executor.ahead and done + len(in_flight) < total and not summary.exhausted
                    and not (deadline is not None and time.perf_counter() >= deadline)):
                 proposal = handle.ask(set(keys.values()))
                 if proposal is None:

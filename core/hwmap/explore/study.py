@@ -243,12 +243,15 @@ class StudyHandle:
             self.heartbeat([trial])
             index, values = self._suggest(trial)
             key = trial_key(trial.params)
-            waiting = trial_key(self.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params", {})) == key  # a queued config
-            if (waiting or key not in self._keys) and key not in in_flight:
+            if key not in in_flight and (key not in self._keys or self._queued(trial, key)):
                 self._keys.add(key)
                 return Proposal(trial, index, values)
             self.study.tell(trial, state=TrialState.PRUNED)  # a set-aside duplicate
         return None
+
+    def _queued(self, trial: Any, key: str) -> bool:
+        """Whether ``trial`` was queued with this config (grid, a re-run): not a duplicate."""
+        return trial_key(self.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params", {})) == key
 
     def tell(self, proposal: Proposal, state: str, record: dict[str, Any], error: str,
              config: str, extra: dict[str, Any]) -> None:
