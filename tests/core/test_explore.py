@@ -205,3 +205,19 @@ target = "{spiking_toy.KIND}:default"
     assert sorted(by_t) == [2, 4] and all(r.state == "complete" for r in by_t.values())
     assert by_t[4].columns["latency_s"] == pytest.approx(2 * by_t[2].columns["latency_s"])
     assert by_t[2].config == f"{spiking_toy.KIND}:default@conversion.timesteps=2"
+
+
+def test_workers_reuse_legalized_graphs_per_config(toy_registry: Any) -> None:
+    from hwmap.explore.evaluate import LegalizeCache
+    from hwmap.source import load_model
+
+    graph = load_model(MODEL)
+    cache = LegalizeCache(size=2)
+    first = compile_model(graph, load_target("toy_cpu:default"), None, legalize_cache=cache)
+    again = compile_model(graph, load_target("toy_cpu:default@name=\"renamed\""), None, legalize_cache=cache)
+    assert cache.hits == 1 and again.legalized is first.legalized  # the same config under another name
+    assert again.kpis.energy_per_inference_j == first.kpis.energy_per_inference_j
+    for macs in (2, 3):
+        compile_model(graph, load_target(f"toy_cpu:default@hardware.macs_per_cycle={macs}"), None,
+                      legalize_cache=cache)
+    assert cache.hits == 1 and len(cache) == 2  # other configs are legalized; the oldest is dropped
