@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,14 +44,15 @@ class TrialTask:
 @dataclass
 class TrialResult:
     """``state`` is ``complete`` or ``fail``; ``kpis`` the KPI record as JSON (a failed trial's
-    says why in ``violations``); ``error`` one line for a failed trial."""
+    says why in ``violations``); ``error`` one line for a failed trial; ``seconds`` the worker's
+    processor time on it."""
 
     number: int
     state: str
     kpis: dict[str, Any]
     error: str = ""
     legalize_cached: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
 
 
 class LegalizeCache(OrderedDict):  # type: ignore[type-arg]
@@ -88,6 +90,14 @@ def evaluate(graph: Graph, task: TrialTask, data: Dataset | None = None,
              reference: dict[str, np.ndarray] | None = None, model: str = "") -> TrialResult:
     """Compile ``graph`` on the task's config (simulating on the scored part of ``data``
     against ``reference`` when given) and return the KPI record, or why it failed."""
+    t0 = time.process_time()
+    result = _evaluate(graph, task, data, reference, model)
+    result.seconds = time.process_time() - t0
+    return result
+
+
+def _evaluate(graph: Graph, task: TrialTask, data: Dataset | None, reference: dict[str, np.ndarray] | None,
+              model: str) -> TrialResult:
     kind, name = task.ref.split(":", 1)[0], task.ref
     try:
         # as a variant, REF@KEY=VALUE...: the record is the one compile and compare give for it

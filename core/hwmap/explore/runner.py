@@ -3,7 +3,7 @@ processes, or an existing cluster by its scheduler's address), or this process.
 
 The client scatters the parsed model, the data and the reference model's outputs to every
 worker once; each task then names them, so no worker parses the model or receives it again
-per trial. The loop keeps one trial in flight per worker thread and one more queued
+per trial. The loop keeps one trial in flight per worker thread and one more queued per worker
 (so no worker waits while this process records a result and asks for the next config), asks
 the study for the next config as soon as one finishes (so the sampler sees every result it
 can), records each
@@ -92,7 +92,9 @@ class DaskExecutor:
             self.client = Client(self.cluster, set_as_default=False)
         info = self.client.scheduler_info()
         self.slots = max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
-        self.ahead = 1  # one task queued: a worker starts it while this process records the last result
+        # one task queued per worker: it starts it while this process records the last result
+        # and asks for the next config (the messages between processes take a while on a busy machine)
+        self.ahead = self.slots
         self._shared: tuple[Any, Any, Any, str] | None = None
 
     def share(self, graph: Any, data: Any, reference: Any, model: str) -> None:
@@ -173,13 +175,16 @@ class ProgressLine:
 @dataclass
 class RunSummary:
     """What one run added: trials recorded, interrupted trials recovered, whether it stopped
-    on the timeout, and how many proposals repeated a held config."""
+    on the timeout or because the sampler kept repeating held configs; its wall time, this
+    process's processor time and the workers' (on the trials)."""
 
     recorded: int = 0
     recovered: list[int] = field(default_factory=list)
     timed_out: bool = False
     exhausted: bool = False
     elapsed_s: float = 0.0
+    cpu_s: float = 0.0
+    worker_cpu_s: float = 0.0
 
 
 def run_trials(handle: StudyHandle, executor: Executor, total: int, *, calibrate: int | None = None,
@@ -188,7 +193,7 @@ def run_trials(handle: StudyHandle, executor: Executor, total: int, *, calibrate
     summary = RunSummary(recovered=handle.recover_interrupted())
     if handle.space.sampler == "grid":
         handle.enqueue_grid(total)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     deadline = t0 + timeout if timeout is not None else None
     in_flight: dict[Any, Proposal] = {}
     keys: dict[Any, str] = {}
@@ -215,7 +220,9 @@ def run_trials(handle: StudyHandle, executor: Executor, total: int, *, calibrate
                 keys.pop(h)
                 target = handle.space.targets[proposal.target]
                 handle.tell(proposal, result.state, result.kpis, result.error, target.variant(proposal.values),
-                            {"values": proposal.values, "legalize_cached": result.legalize_cached})
+                            {"values": proposal.values, "legalize_cached": result.legalize_cached,
+                             "cpu_s": round(result.seconds, 6)})
+                summary.worker_cpu_s += result.seconds
                 done += 1
                 summary.recorded += 1
                 if progress is not None:
@@ -228,5 +235,6 @@ def run_trials(handle: StudyHandle, executor: Executor, total: int, *, calibrate
         for proposal in in_flight.values():  # stopped mid-trial (Ctrl-C, SIGTERM): queue them again
             handle.interrupt(proposal)
         summary.elapsed_s = time.perf_counter() - t0
+        summary.cpu_s = time.process_time() - cpu0
     return summary
 
