@@ -353,7 +353,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
         run = explore(args.model, args.space, data=args.data, calibrate=args.calibrate, trials=args.trials,
                       timeout=args.timeout, workers=args.workers, scheduler=args.scheduler, storage=args.storage,
                       outdir=args.output, options=_options(args), plot_name=inside, quiet=args.quiet,
-                      progress=progress)
+                      progress=progress, overrides=args.set or [])
     results, summary = run.results, run.summary
     if summary.recovered:
         _warn(f"re-ran the configs of trial(s) {', '.join(map(str, summary.recovered))}, interrupted by a "

@@ -232,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help=_DATA_HELP + "; needed by accuracy and fidelity objectives or constraints "
                                              "(default: none, an analytic estimate per trial)")
     s.add_argument("--calibrate", type=int, metavar="N", help=_CALIBRATE_HELP)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help=_SET_HELP.replace("applies to every config given", "applies to every target of the space, "
+                                          "before its own keys (a key may not be both set and searched)"))
     s.add_argument("--trials", type=int, default=50, metavar="N",
                    help="the study's total number of trials, those of earlier runs included, at most the number of "
                         "configs in the space (default: 50)")

@@ -206,6 +206,18 @@ target = "{spiking_toy.KIND}:default"
     assert by_t[4].columns["latency_s"] == pytest.approx(2 * by_t[2].columns["latency_s"])
     assert by_t[2].config == f"{spiking_toy.KIND}:default@conversion.timesteps=2"
 
+    # --set conversion.timesteps=4 (as compile and compare take it) under a space of another key
+    text = text.replace('"conversion.timesteps" = [2, 4]', '"hardware.step_s" = [1e-3, 2e-3]')
+    run = explore("zoo:digits_cnn", write(tmp_path, text), data=str(data), trials=2, workers=0,
+                  outdir=str(tmp_path / "out"), quiet=True, overrides=["conversion.timesteps=4"])
+    by_step = {r.values["hardware.step_s"]: r for r in run.results.rows}
+    assert by_step[1e-3].columns["latency_s"] == pytest.approx(4e-3)
+    assert by_step[2e-3].columns["latency_s"] == pytest.approx(8e-3)
+    assert by_step[2e-3].config == f"{spiking_toy.KIND}:default@conversion.timesteps=4@hardware.step_s=0.002"
+    assert by_step[1e-3].differences == {}  # the default step, with the --set config as the base
+    with pytest.raises(ConfigError, match="space key 'hardware.step_s' is also given by --set"):
+        read_space(write(tmp_path, text), ["hardware.step_s=1e-3"])
+
 
 def test_workers_reuse_legalized_graphs_per_config(toy_registry: Any) -> None:
     from hwmap.explore.evaluate import LegalizeCache

@@ -79,11 +79,12 @@ def explore(model: str, space_file: str, *, data: str | None = None, calibrate: 
             trials: int = 50, timeout: float | None = None, workers: int | None = None,
             scheduler: str | None = None, storage: str | None = None, outdir: str | None = None,
             options: ParseOptions | None = None, plot_name: str | None = None, quiet: bool = False,
-            progress: Progress | None = None) -> Exploration:
+            progress: Progress | None = None, overrides: list[str] | None = None) -> Exploration:
     """Run (or resume) the exploration of ``model`` over ``space_file`` until its study holds
     ``trials`` trials (the space's size at most) or ``timeout`` seconds have passed.
     ``workers``: a LocalCluster of that many worker processes (default: this machine's
-    cores; 0 runs the trials in this process); ``scheduler``: an existing Dask cluster."""
+    cores; 0 runs the trials in this process); ``scheduler``: an existing Dask cluster;
+    ``overrides``: ``--set`` items applied to every target's config."""
     prog = progress or NullProgress()
     if not 1 <= trials <= MAX_TRIALS:
         raise DataError(f"--trials {trials}: must be from 1 to {MAX_TRIALS}")
@@ -94,7 +95,7 @@ def explore(model: str, space_file: str, *, data: str | None = None, calibrate: 
     if storage is None and outdir is None:
         raise DataError("explore keeps its study in a database: give -o DIR (the SQLite file study.db in it) "
                         "or --storage URL")
-    space = read_space(space_file)
+    space = read_space(space_file, overrides or [])
     dataset = load_data(data) if data else None
     _check_columns(space, dataset)
     out = check_output_dir(outdir, _foreign((plot_name,) if plot_name else ())) if outdir is not None else None

@@ -30,9 +30,9 @@ import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
-from ..config import load_target, read_toml
+from ..config import load_target, parse_overrides, read_toml
 from ..constants import leaf_fields
 from ..errors import ConfigError
 from ..tomlwrite import toml_value
@@ -167,9 +167,14 @@ class Space:
 
 
 # -- reading -------------------------------------------------------------------------------------------
-def read_space(path: str | Path) -> Space:
-    """Read and check a space file (see the module's docstring)."""
+def read_space(path: str | Path, overrides: Iterable[str] = ()) -> Space:
+    """Read and check a space file (see the module's docstring). ``overrides``: ``--set``
+    items (``KEY=VALUE``) applied to every target's config before its space (a key may not
+    be both set and searched)."""
     where = str(path)
+    fixed = [f"{'.'.join(keys)}={toml_value(value)}" for keys, value in parse_overrides(overrides)]
+    if any("@" in item for item in fixed):
+        raise ConfigError("--set: a value holding '@' cannot be part of a config variant", where=where)
     doc = read_toml(Path(path))
     unknown = sorted(set(doc) - _TOP_KEYS)
     if unknown:
@@ -197,7 +202,7 @@ def read_space(path: str | Path) -> Space:
     targets: list[TargetSpace] = []
     labels: set[str] = set()
     for i, table in enumerate(tables):
-        t = _target_space(table, i, base, where)
+        t = _target_space(table, i, base, where, fixed)
         label = t.label
         n = 2
         while label in labels:
@@ -229,7 +234,7 @@ def _target_tables(doc: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return [{"target": doc["target"], "space": doc.get("space", {})}]
 
 
-def _target_space(table: dict[str, Any], index: int, base: Path, where: str) -> TargetSpace:
+def _target_space(table: dict[str, Any], index: int, base: Path, where: str, fixed: list[str]) -> TargetSpace:
     what = f"targets[{index}]"
     unknown = sorted(set(table) - {"target", "space"})
     if unknown:
@@ -241,10 +246,12 @@ def _target_space(table: dict[str, Any], index: int, base: Path, where: str) -> 
     label = ref
     if ref.split("@", 1)[0].endswith(".toml") and not Path(ref.split("@", 1)[0]).is_absolute():
         ref = str(base / ref)
+    ref = "@".join([ref, *fixed])
     try:
         target = load_target(ref)
     except ConfigError as e:
-        raise ConfigError(f"{what}: target {label!r}: {e}", where=where) from None
+        raise ConfigError(f"{what}: target {label!r}{' with --set' if fixed else ''}: {e}", where=where) from None
+    set_keys = {item.split("=", 1)[0] for item in fixed}
     space = table.get("space", {})
     if not isinstance(space, dict):
         raise ConfigError(f"{what}: space must be a table of quoted dotted config keys", where=where)
@@ -262,6 +269,8 @@ def _target_space(table: dict[str, Any], index: int, base: Path, where: str) -> 
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{what}: space key {key!r} is not a key of a {target.kind} config{hint}", where=where)
+        if key in set_keys:
+            raise ConfigError(f"{what}: space key {key!r} is also given by --set: search it or set it", where=where)
         param = _param(key, raw, f"{what}: space key {key!r}", where)
         for v in (param.choices if param.choices is not None else (param.low, param.high)):
             try:
