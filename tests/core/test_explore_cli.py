@@ -71,9 +71,10 @@ def test_a_bad_space_is_one_line_and_exit_2_and_nothing_written(capsys: pytest.C
 
 def test_a_storage_that_cannot_be_opened(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run_cli(capsys, "explore", MODEL, space(tmp_path), "--storage", "nosuchdb://user:secret@host/x",
-                           "--workers", "0")
+                           "-o", str(tmp_path / "out"), "--workers", "0")
     line = one_error(code, err)
     assert "cannot open the study storage" in line and "secret" not in line
+    assert not (tmp_path / "out").exists()
     code, _, err = run_cli(capsys, "explore", MODEL, space(tmp_path), "--storage",
                            f"sqlite:///{tmp_path}/missing/folder/study.db", "--workers", "0")
     assert "cannot open the study storage" in one_error(code, err)

@@ -107,11 +107,12 @@ def explore(model: str, space_file: str, *, data: str | None = None, calibrate: 
         model_inputs(graph, split_data(dataset, calibrate)[1])  # the data fits the model
     executor: Executor | None = DaskExecutor(0, scheduler, CONNECT_TIMEOUT_S) if scheduler else None
     try:
+        rdb = open_storage(storage) if storage else None  # a URL that cannot be opened: DIR is not created
         if out is not None:
             out.mkdir(exist_ok=True)
             remove_stale(out)
         url = storage or f"sqlite:///{(out or Path('.')).resolve() / 'study.db'}"
-        rdb = open_storage(url)
+        rdb = rdb or open_storage(url)
         if dataset is not None:
             with prog.stage("running the reference model on the scored samples"):
                 reference = _reference(graph, dataset, calibrate)
