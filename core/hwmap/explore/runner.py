@@ -199,9 +199,10 @@ def run_trials(handle: StudyHandle, executor: Executor, total: int, *, calibrate
     keys: dict[Any, str] = {}
     done = handle.done()
     beat = time.perf_counter()
+    capacity = executor.slots + executor.ahead
     try:
         while True:
-            while (len(in_flight) < executor.slots + executor.ahead and done + len(in_flight) < total and not summary.exhausted
+            while (len(in_flight) < capacity and done + len(in_flight) < total and not summary.exhausted
                    and not (deadline is not None and time.perf_counter() >= deadline)):
                 proposal = handle.ask(set(keys.values()))
                 if proposal is None:
