@@ -341,6 +341,43 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explore(args: argparse.Namespace) -> int:
+    from .explore import explore
+    from .explore.results import front_table, to_csv, to_json
+
+    _check_outputs(args, "plot")
+    plot = Path(args.plot) if args.plot else None
+    inside = plot.name if plot is not None and args.output and plot.resolve().parent == Path(args.output).resolve() \
+        else None
+    with make_progress(args.quiet) as progress:
+        run = explore(args.model, args.space, data=args.data, calibrate=args.calibrate, trials=args.trials,
+                      timeout=args.timeout, workers=args.workers, scheduler=args.scheduler, storage=args.storage,
+                      outdir=args.output, options=_options(args), plot_name=inside, quiet=args.quiet,
+                      progress=progress, overrides=args.set or [])
+    results, summary = run.results, run.summary
+    if summary.recovered:
+        _warn(f"re-ran the configs of trial(s) {', '.join(map(str, summary.recovered))}, interrupted by a "
+              "previous run")
+    if summary.timed_out:
+        _warn(f"--timeout {args.timeout:g} s passed: the study holds {len(results.rows)} of {run.total} trials; "
+              "run the same command again to go on")
+    elif summary.exhausted:
+        _warn("the sampler kept proposing configs the study already holds; stopped early")
+    if plot is not None:
+        from .explore.plot import plot as draw
+
+        _plot_to(str(plot), lambda tmp: draw(results, tmp))
+    if args.json:
+        sys.stdout.write(to_json(results))
+    elif args.csv:
+        sys.stdout.write(printable(to_csv(results)))
+    else:
+        _stdout_console().print(front_table(results))
+    print(one_line(f"study {results.study} in {results.storage}: {len(results.rows)} trials"
+                   + "".join(f"; wrote {p}" for p in run.written)), file=sys.stderr)
+    return 0
+
+
 def _graph_dir_foreign(outdir: Path) -> list[str]:
     """What in an existing ``convert -o`` directory is not a saved graph's (empty: it may be replaced)."""
     return [e for e in sorted(os.listdir(outdir)) if e not in ("graph.json", "params.npz")]
@@ -468,7 +505,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 #: The function each subcommand of :func:`hwmap.cli_parser.build_parser` runs, by name.
 COMMANDS = {"targets": cmd_targets, "zoo": cmd_zoo, "check": cmd_check, "schema": cmd_schema, "profile": cmd_profile,
             "compile": cmd_compile, "simulate": cmd_simulate, "compare": cmd_compare, "convert": cmd_convert,
-            "demo": cmd_demo}
+            "explore": cmd_explore, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

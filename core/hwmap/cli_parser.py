@@ -220,6 +220,48 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quiet(s)
     _add_model_options(s)
 
+    s = _sub(sub, "explore", "design-space exploration: multi-objective search over config keys, Pareto front",
+             "Search the configs of one or more targets for the best trade-offs of KPI columns: SPACE.toml names the "
+             "targets, the config keys to vary (a list of choices or a range each), the objectives (KPI columns to "
+             "minimize or maximize), constraints such as \"accuracy >= 0.95\", the sampler (nsga2 by default, tpe, "
+             "random, grid) and the seed (examples/explore/). The study is an optuna study in a database (SQLite in "
+             "-o DIR by default), so a rerun of the same command resumes it; trials run on Dask workers. Prints the "
+             "Pareto front (each point's config differences and KPIs); -o DIR also holds every trial as "
+             "trials.csv and trials.json.",
+             "hwmap explore zoo:digits_cnn examples/explore/analog_imc.toml --data zoo:digits --trials 50 -o dse")
+    s.add_argument("model", help=_MODEL_HELP)
+    s.add_argument("space", metavar="SPACE.toml", help="the search space, objectives and constraints (TOML)")
+    s.add_argument("--data", help=_DATA_HELP + "; needed by accuracy and fidelity objectives or constraints "
+                                             "(default: none, an analytic estimate per trial)")
+    s.add_argument("--calibrate", type=int, metavar="N", help=_CALIBRATE_HELP)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help=_SET_HELP.replace("applies to every config given", "applies to every target of the space, "
+                                          "before its own keys (a key may not be both set and searched)"))
+    s.add_argument("--trials", type=int, default=50, metavar="N",
+                   help="the study's total number of trials, those of earlier runs included, at most the number of "
+                        "configs in the space (default: 50)")
+    s.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds; trials in flight "
+                                                              "finish (default: none)")
+    s.add_argument("--workers", type=int, metavar="N",
+                   help="a Dask LocalCluster of N single-threaded worker processes on the loopback interface; 0 runs "
+                        "the trials in this process (default: this machine's cores)")
+    s.add_argument("--scheduler", metavar="ADDR", help="run the trials on an existing Dask cluster, by its "
+                                                       "scheduler's address, e.g. tcp://10.0.0.5:8786 (default: none)")
+    s.add_argument("--storage", metavar="URL",
+                   help="the study's database, any SQLAlchemy URL, e.g. postgresql://user@host/db or "
+                        "sqlite:///path/study.db (default: sqlite in -o DIR, DIR/study.db)")
+    s.add_argument("-o", "--output", metavar="DIR",
+                   help="a folder for the SQLite study and trials.csv / trials.json, created if missing (its "
+                        "parent must exist); a rerun resumes the study in it")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print every trial with its KPI record as JSON (default: "
+                                                       "the Pareto front as a table)")
+    g.add_argument("--csv", action="store_true", help="print every trial as one CSV row")
+    s.add_argument("--plot", metavar="FILE.png", help="draw the trials in the plane of the first two objectives, the "
+                                                      "front in colour by target kind, the rest grey (default: none)")
+    _add_quiet(s)
+    _add_model_options(s)
+
     s = _sub(sub, "demo", f"{DEMO_MODEL} with {DEMO_DATA} on every installed target",
              f"The bundled default: {DEMO_MODEL} (trained on scikit-learn's digits) with the held-out "
              f"{DEMO_DATA} on every installed target's default preset, side by side.", "hwmap demo --markdown")

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, MutableMapping, Sequence
 
 import numpy as np
 
@@ -331,6 +331,7 @@ def compile_model(
     progress: Progress | None = None,
     reference: dict[str, np.ndarray] | None = None,
     sensitivity: bool = False,
+    legalize_cache: MutableMapping[str, Legalized] | None = None,
 ) -> CompileResult:
     """Run the whole flow for one model on one target.
 
@@ -341,7 +342,10 @@ def compile_model(
     ``target.json``, ``artifacts/`` and ``kpis.json``. ``reference``: the reference model's
     outputs on the scored samples, when the caller already computed them (``compare`` does,
     once for all targets). ``sensitivity``: also vary every assumed constant
-    (:func:`hwmap.sensitivity.sensitivity`) into ``kpis.sensitivity``.
+    (:func:`hwmap.sensitivity.sensitivity`) into ``kpis.sensitivity``. ``legalize_cache``:
+    legalized graphs by :func:`legalize_key` (the graph, the kind, the effective config and
+    the calibration data), reused instead of legalizing again (``hwmap explore``'s workers
+    keep one; legalize must not depend on anything else).
     """
     prog = progress or NullProgress()
     if outdir is not None:  # refuse a destination before any work is done
@@ -361,8 +365,15 @@ def compile_model(
     refused = encodings_refused(graph, target)
     if refused:
         raise DoesNotFitError(f"{model_name} does not fit target {target.name!r}: " + "; ".join(refused), refused)
-    with prog.stage(f"legalizing for {target.name}"):
-        legal: Legalized = reg.call("hwmap_legalize", kind, graph=graph, target=target)
+    key = legalize_key(graph, target) if legalize_cache is not None else ""
+    cached = legalize_cache.get(key) if legalize_cache is not None else None
+    if cached is not None:
+        legal = cached
+    else:
+        with prog.stage(f"legalizing for {target.name}"):
+            legal = reg.call("hwmap_legalize", kind, graph=graph, target=target)
+        if legalize_cache is not None:
+            legalize_cache[key] = legal
     if not legal.fits:
         raise DoesNotFitError(f"{model_name} does not fit target {target.name!r}: "
                               + "; ".join(str(v) for v in legal.violations),
@@ -417,6 +428,19 @@ def compile_model(
     finally:
         if tmp.exists() and (outdir is None or tmp != outdir):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def legalize_key(graph: Graph, target: Target) -> str:
+    """What a legalized graph depends on, hashed: the graph, the target kind, its effective
+    config (not its display name) and the calibration samples."""
+    h = hashlib.sha256(graph.digest().encode())
+    h.update(f"\0{target.kind}\0".encode())
+    h.update(dumps(target.config.model_dump(mode="json")).encode())
+    if target.calibration is not None:
+        c = np.ascontiguousarray(target.calibration)
+        h.update(f"\0{c.dtype.str}\0{list(c.shape)}\0".encode())
+        h.update(c.tobytes())
+    return h.hexdigest()
 
 
 def load_compiled_target(outdir: Path) -> Target:

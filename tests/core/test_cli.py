@@ -416,7 +416,7 @@ def test_check_show_and_fallback_warnings(env: dict[str, str], tmp_path: Path) -
 
 
 @pytest.mark.parametrize("command", ["targets", "check", "schema", "profile", "compile", "simulate", "compare",
-                                     "convert", "demo"])
+                                     "convert", "explore", "demo"])
 def test_every_help_ends_with_an_example(env: dict[str, str], command: str) -> None:
     p = hwmap(command, "--help", env=env)
     assert p.returncode == 0, p.stderr

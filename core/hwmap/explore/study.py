@@ -1,0 +1,340 @@
+"""The optuna study behind an exploration: its storage, its sampler, asking for configs and
+recording what the trials gave.
+
+The study lives in an RDB storage (SQLite in ``-o DIR`` by default, any SQLAlchemy URL
+otherwise) under a name derived from the model, the data and the space, so a rerun of the
+same exploration resumes it and two explorations can share it. Every trial is tagged with
+the process that runs it (host and pid) and a heartbeat; a trial left running by a process
+that no longer runs (on this host), or whose heartbeat stopped (elsewhere), is marked failed
+as ``interrupted`` and its config queued again, so nothing is lost when a run is killed.
+
+Samplers (:data:`hwmap.explore.space.SAMPLERS`): ``nsga2`` (the default: NSGA-II with a
+small population, so that a budget of tens of trials still evolves several generations),
+``tpe`` (multivariate TPE, MOTPE for several objectives), ``random``, and ``grid``: every
+config of the space queued in order. A config the study already holds is never evaluated
+twice: a proposal that repeats one is set aside (pruned, as a ``duplicate``) and the sampler
+asked again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from ..errors import DataError
+from ..jsonio import dumps
+from .objectives import kpi_value
+from .space import Space
+
+__all__ = ["StudyHandle", "open_study", "study_name", "DEFAULT_POPULATION", "STALE_AFTER_S", "MAX_RESAMPLE",
+           "param_name", "trial_key", "safe_url", "counted", "OWNER_ATTR", "INFO_ATTR", "info"]
+
+#: NSGA-II's population when the space file sets none: small, so 50 trials are five
+#: generations (optuna's default of 50 would make them one random generation).
+DEFAULT_POPULATION = 10
+#: A running trial of another host whose heartbeat is older than this is taken as lost.
+STALE_AFTER_S = 300.0
+#: How many duplicate proposals in a row are set aside before the study stops asking.
+MAX_RESAMPLE = 50
+#: System attribute holding who runs a trial: host, pid and last heartbeat.
+OWNER_ATTR = "hwmap:owner"
+#: User attribute holding a trial's config (``REF@KEY=VALUE...``), target label and kind,
+#: config values by key and, for a failed trial, why (the KPI record is ``kpis``).
+INFO_ATTR = "hwmap"
+
+
+def safe_url(url: str) -> str:
+    """A storage URL for messages, its password hidden."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return str(make_url(url).render_as_string(hide_password=True))
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+
+
+def study_name(space: Space, model_digest: str, data_digest: str | None, calibrate: int | None) -> str:
+    """The study's name: what the exploration is (model, data and split, space), hashed."""
+    key = dumps({"model": model_digest, "data": data_digest, "calibrate": calibrate, "space": space.to_json()})
+    return "hwmap-explore-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def param_name(space: Space, index: int, key: str) -> str:
+    """The optuna parameter of ``key`` on target ``index`` (prefixed by the target's label
+    when several targets compete)."""
+    return key if len(space.targets) == 1 else f"{space.targets[index].label} {key}"
+
+
+def trial_key(params: dict[str, Any]) -> str:
+    """A config as a canonical string (what makes two trials duplicates)."""
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def counted(t: Any) -> bool:
+    """Whether a finished trial counts towards ``--trials``: complete or failed, and neither
+    interrupted (re-run under another number) nor a set-aside duplicate."""
+    from optuna.trial import TrialState
+
+    return t.state in (TrialState.COMPLETE, TrialState.FAIL) and not info(t).get("interrupted")
+
+
+def info(t: Any) -> dict[str, Any]:
+    """A trial's :data:`INFO_ATTR` (empty if it has none)."""
+    v = t.user_attrs.get(INFO_ATTR)
+    return v if isinstance(v, dict) else {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Proposal:
+    """An asked trial: the optuna trial, its target and its config values (by config key)."""
+
+    trial: Any
+    target: int
+    values: dict[str, Any]
+
+
+class StudyHandle:
+    """The study of one exploration (see the module's docstring)."""
+
+    def __init__(self, study: Any, space: Space) -> None:
+        self.study = study
+        self.space = space
+        self.storage = study._storage
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        #: The configs the study holds (complete, failed, running or queued), kept here as
+        #: trials are asked and told instead of reading every trial back per proposal.
+        self._keys = self.known_keys()
+
+    # -- bookkeeping -------------------------------------------------------------------------------------
+    def trials(self, states: Iterable[Any] | None = None) -> list[Any]:
+        return list(self.study.get_trials(deepcopy=False, states=tuple(states) if states is not None else None))
+
+    def done(self) -> int:
+        return sum(1 for t in self.trials() if counted(t))
+
+    def known_keys(self, exclude: int | None = None) -> set[str]:
+        """Configs already complete, failed (not interrupted), running or queued (but trial
+        number ``exclude``)."""
+        from optuna.trial import TrialState
+
+        keys = set()
+        for t in self.trials():
+            if t.number == exclude:
+                continue
+            if t.state == TrialState.WAITING:
+                params = t.system_attrs.get("fixed_params", {})
+            elif t.state == TrialState.RUNNING or counted(t):
+                params = t.params
+            else:
+                continue
+            keys.add(trial_key(params))
+        return keys
+
+    def recover_interrupted(self) -> list[int]:
+        """Fail the trials a killed run left running and queue their configs again; the
+        numbers of the trials recovered."""
+        from optuna.trial import TrialState
+
+        now = time.time()
+        out = []
+        for t in self.trials((TrialState.RUNNING,)):
+            owner = t.system_attrs.get(OWNER_ATTR)
+            if isinstance(owner, dict):
+                if owner.get("host") == self.host:
+                    if _alive(int(owner.get("pid", -1))) and owner.get("pid") != self.pid:
+                        continue
+                elif now - float(owner.get("heartbeat", 0)) < STALE_AFTER_S:
+                    continue
+            elif now - t.datetime_start.timestamp() < STALE_AFTER_S if t.datetime_start else False:
+                continue
+            if self._requeue(t._trial_id, t.number, t.system_attrs.get("fixed_params") or t.params):
+                out.append(t.number)
+        return out
+
+    def interrupt(self, proposal: Proposal) -> None:
+        """Fail a trial of this run that was stopped mid-way (Ctrl-C, SIGTERM) and queue its
+        config again."""
+        trial = proposal.trial
+        self._requeue(trial._trial_id, trial.number, dict(trial.params))
+
+    def _requeue(self, trial_id: int, number: int, params: dict[str, Any]) -> bool:
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        try:
+            self.storage.set_trial_user_attr(trial_id, INFO_ATTR, {
+                "interrupted": True, "error": "interrupted: the run was stopped while this trial ran; its config "
+                                              "is run again"})
+            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:  # it finished, or another process recovered it first
+            return False
+        self.study.enqueue_trial(params, user_attrs={"retry_of": number})
+        self._keys.add(trial_key(params))
+        return True
+
+    def heartbeat(self, trials: Iterable[Any]) -> None:
+        now = time.time()
+        for trial in trials:
+            self.storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR,
+                                               {"host": self.host, "pid": self.pid, "heartbeat": now})
+
+    def enqueue_grid(self, total: int) -> None:
+        """Queue every config of the space, in order, that the study does not hold yet, until
+        it holds ``total`` (what ``sampler = "grid"`` runs)."""
+        known = self.known_keys()
+        held = len(known)
+        for index, values in self.space.points():
+            if held >= total:
+                break
+            params = self._params(index, values)
+            key = trial_key(params)
+            if key in known:
+                continue
+            self.study.enqueue_trial(params)
+            known.add(key)
+            self._keys.add(key)
+            held += 1
+
+    # -- asking and telling ------------------------------------------------------------------------------
+    def _params(self, index: int, values: dict[str, Any]) -> dict[str, Any]:
+        params: dict[str, Any] = {} if len(self.space.targets) == 1 else {"target": self.space.targets[index].label}
+        params.update({param_name(self.space, index, k): v for k, v in values.items()})
+        return params
+
+    def _suggest(self, trial: Any) -> tuple[int, dict[str, Any]]:
+        labels = [t.label for t in self.space.targets]
+        index = labels.index(trial.suggest_categorical("target", labels)) if len(labels) > 1 else 0
+        values: dict[str, Any] = {}
+        for p in self.space.targets[index].params:
+            name = param_name(self.space, index, p.key)
+            if p.choices is not None:
+                values[p.key] = trial.suggest_categorical(name, list(p.choices))
+            elif p.integer:
+                values[p.key] = trial.suggest_int(name, int(p.low or 0), int(p.high or 0), step=int(p.step or 1),
+                                                  log=p.log)
+            else:
+                values[p.key] = trial.suggest_float(name, float(p.low or 0), float(p.high or 0), step=p.step,
+                                                    log=p.log)
+        return index, values
+
+    def ask(self, in_flight: set[str]) -> Proposal | None:
+        """A trial with a config the study does not hold yet, tagged as this process's; ``None``
+        when the sampler keeps proposing held configs."""
+        from optuna.trial import TrialState
+
+        for _ in range(MAX_RESAMPLE):
+            trial = self.study.ask()
+            self.heartbeat([trial])
+            index, values = self._suggest(trial)
+            key = trial_key(trial.params)
+            if key not in in_flight and (key not in self._keys or self._queued(trial, key)):
+                self._keys.add(key)
+                return Proposal(trial, index, values)
+            self.study.tell(trial, state=TrialState.PRUNED)  # a set-aside duplicate
+        return None
+
+    def _queued(self, trial: Any, key: str) -> bool:
+        """Whether ``trial`` was queued with this config (grid, a re-run): not a duplicate."""
+        return trial_key(self.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params", {})) == key
+
+    def tell(self, proposal: Proposal, state: str, record: dict[str, Any], error: str,
+             config: str, extra: dict[str, Any]) -> None:
+        """Record a finished trial: its KPI record and config as user attributes, its
+        objective values (or the failure)."""
+        from optuna.trial import TrialState
+
+        trial = proposal.trial
+        target = self.space.targets[proposal.target]
+        values = [kpi_value(record, o.column) for o in self.space.objectives]
+        if state == "complete":
+            missing = [o.column for o, v in zip(self.space.objectives, values) if v is None]
+            missing += [c.column for c in self.space.constraints if kpi_value(record, c.column) is None]
+            if missing:
+                state, error = "fail", f"the record has no value for {', '.join(dict.fromkeys(missing))}"
+        trial.set_user_attr("kpis", record)
+        trial.set_user_attr(INFO_ATTR, {"config": config, "target": target.label, "kind": target.kind,
+                                        "error": error, **extra})
+        self._keys.add(trial_key(trial.params))
+        if state == "complete":
+            for c in self.space.constraints:  # optuna's constraints: feasible when every value is <= 0
+                trial.set_constraint(str(c), c.violation(kpi_value(record, c.column) or 0.0))
+            self.study.tell(trial, [float(v) for v in values if v is not None])
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+
+
+def make_sampler(space: Space, seed: int) -> Any:
+    import optuna
+
+    if space.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=space.population or DEFAULT_POPULATION, seed=seed)
+    if space.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    return optuna.samplers.RandomSampler(seed=seed)  # random, and grid (whose trials are all queued)
+
+
+def open_storage(url: str) -> Any:
+    """optuna's RDB storage at ``url``; a URL that cannot be opened is one error line."""
+    import optuna
+
+    try:
+        storage = optuna.storages.RDBStorage(url)
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"cannot open the study storage: {type(e).__name__}: {msg}", where=safe_url(url)) from None
+    if storage.engine.dialect.name == "sqlite":
+        _fast_sqlite(storage.engine)
+    return storage
+
+
+def _fast_sqlite(engine: Any) -> None:
+    """Write-ahead logging with ``synchronous = NORMAL`` on every connection: a commit no
+    longer waits for the disk (SQLite's default waits twice per commit, and a trial makes
+    about ten), and a killed process still loses nothing committed; only a power cut may lose
+    the last commits (https://www.sqlite.org/wal.html)."""
+    from sqlalchemy import event
+
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", pragmas)
+    engine.dispose()  # connections opened before the listener are closed; new ones get the pragmas
+
+
+def open_study(storage: Any, name: str, space: Space) -> StudyHandle:
+    """Create the study, or load it to resume; the sampler's seed moves on by the number of
+    trials the study holds, so a resumed random search does not repeat its proposals."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    directions: list[Any] = [o.direction for o in space.objectives]
+    try:
+        existing = optuna.load_study(study_name=name, storage=storage)
+        held = len(existing.get_trials(deepcopy=False))
+    except KeyError:
+        held = 0
+    sampler = make_sampler(space, space.seed + held)
+    study = optuna.create_study(storage=storage, study_name=name, directions=directions, sampler=sampler,
+                                load_if_exists=True)
+    if held == 0:
+        study.set_user_attr("space", space.to_json())
+    return StudyHandle(study, space)
