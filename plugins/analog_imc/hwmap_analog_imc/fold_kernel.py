@@ -1,0 +1,551 @@
+"""The folded kernel of a crossbar layer: every bit-plane's ADC rounding folded into one
+integer GEMM at the model's MACs, plus a low-bit correction (noise off, 1-bit DACs, no
+clipping possible). Compiled with numba; the same bits as
+:class:`~hwmap_analog_imc.fast_layer.FastLayer`'s numpy path, which stays the reference and
+the kernel for every layer this one does not take.
+
+Why it is exact. A column ``j`` converts the sum ``S_p = Σ_r d_p[r]·G[r, j]`` of plane ``p``
+with shift ``s`` and reads back ``2^s·floor(S_p/2^s + 1/2)``. When that code cannot exceed
+``2^adc_bits − 1`` (the layer's worst case, checked at load), it is ``S_p − rem(S_p)`` with
+``rem(S) = ((S + h) mod 2^s) − h``, ``h = 2^(s−1)`` (``rem = 0`` for ``s = 0``): the
+remainder depends only on ``S_p mod 2^s``. Summed over planes and slices,
+
+    Σ_p 2^p Σ_j coef_j·(S_pj − rem_pj) = Σ_r u_r·W_r − Σ_j coef_j Σ_p 2^p·rem_pj,
+
+with ``W_r = Σ_j coef_j·G[r, j]`` the layer's integer weight (plus the ACCUM ``xsum``
+correction): one GEMM on the DAC codes ``u`` with all columns folded in (the model's MACs,
+float32 while every partial sum stays below 2^24, else float64), minus a correction that
+needs each ``S_pj`` only modulo ``2^s`` (``s ≤ 8``).
+
+The correction is computed modulo 256 in bytes, 64 columns at a time: the rows are cut in
+chunks of 4; per chunk a table holds, for each of the 16 patterns of 4 digits, the byte sums
+of the chunk's levels (built once per column block, from the cells); per input vector and
+plane the 4-bit digit patterns (all planes of a chunk in one 64-bit word, from a per-code
+table) index the tables, and 64 byte counters (wrapping modulo 256, which keeps ``S mod
+2^s``) add one table row per chunk: ``rows/4`` vector additions per plane for 64 columns.
+The remainders and the shift-and-add over planes then run on those 64 counters at once.
+
+Depthwise-like layers (few filters per group) run as a direct integer convolution over the
+im2col index plan, without BLAS; codes, im2col, the ACCUM offsets and the dequantization are
+compiled loops (one pass each), the DAC activity is FastLayer's own count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numba import njit
+
+from .crossbar import F32_EXACT, F64_EXACT
+
+if TYPE_CHECKING:
+    from .fast_layer import FastLayer
+
+__all__ = ["FoldPlan", "fold_plan", "COLUMN_BLOCK"]
+
+#: Columns one set of byte counters holds (64 bytes: one AVX-512 register, two AVX2 ones).
+COLUMN_BLOCK = 64
+#: Filters per group at or below which the GEMM runs as a direct convolution (no BLAS).
+_DIRECT_FILTERS = 4
+#: Positions at or below which a unit's byte counters add its rows directly (no tables).
+_FEW_POSITIONS = 2
+#: No fast-math: every float operation rounds as numpy's does (the values are integers).
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+
+@dataclass
+class _FoldUnit:
+    """The rounding columns of blocks that share rows and positions, over groups ``groups``.
+    Columns are filter-major (``fi·r + j``: slice ``j`` of the unit's filter ``filt[fi]``),
+    padded to whole column blocks; rows padded to whole chunks of 4."""
+
+    groups: np.ndarray  # (gu,) int64
+    pos0: int
+    pc: int
+    row0: int
+    rc: int
+    filt: np.ndarray  # (nf,) int64 filters of the layer
+    r: int  # rounding slices per filter
+    levels: np.ndarray  # (gu, column blocks, rows8, 64) uint8
+    half: np.ndarray  # (gu, nq, column blocks, 64) uint8: 2^(s−1), 0 for s = 0
+    mask: np.ndarray  # (gu, nq, column blocks, 64) uint8: 2^s − 1
+    pw: np.ndarray  # (nq,) int32: 2^p of each active plane
+    coef: np.ndarray  # (gu, ncols64) int64: coef_j, 0 for padding
+    const: np.ndarray  # (gu, ncols64) int64: Σ_q coef_j·2^p·h
+
+
+@dataclass
+class FoldPlan:
+    """What the folded kernel of one layer needs, prepared at load."""
+
+    mode: str  # "transpose" (1×1 convolution), "direct" (Gemm / MatMul), "gather" (im2col)
+    gemm_dtype: type  # float32 or float64: the folded GEMM is exact in it
+    weights: list[np.ndarray]  # per segment: (G, F, rows) for transpose/gather, (G, rows, F) for direct
+    offsets: np.ndarray  # (segments, G, F) float64: the ACCUM offsets
+    seg_pos: list[tuple[int, int]]
+    direct_w: np.ndarray | None  # (segments, G, rows, F) int64 for the direct convolution
+    geom2d: np.ndarray | None  # (cg, H, W, kh, kw, sh, sw, dh, dw, ph, pw, OH, OW) of a 2-D direct convolution
+    idx: np.ndarray  # (P, rows) int64: flat code index of each im2col entry, −1 for padding
+    spread: np.ndarray  # (umax+1,) uint64: bit 8q set when active plane q of the code is 1
+    units: list[_FoldUnit]
+
+    def work(self, layer: "FastLayer") -> tuple[int, int]:
+        """GEMM multiply-adds per sample: all of it is the one folded GEMM (the model's MACs)."""
+        rec = layer.rec
+        return sum(rec.groups * (b - a) * rec.rows * rec.filters for a, b in self.seg_pos), 0
+
+    def corrections(self) -> int:
+        """Byte-counter additions per sample of the correction (64 columns each)."""
+        return sum(len(u.groups) * u.pc * len(u.pw) * (u.levels.shape[1] // 4) * (u.levels.shape[2] // COLUMN_BLOCK)
+                   for u in self.units)
+
+    def run(self, layer: "FastLayer", x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(acc, codes)``: the integer accumulations ``(N, G, F, positions)`` (float64)
+        and the DAC codes ``(N, G, size)``; None when an input has no code (NaN), for the
+        numpy path to treat as it does."""
+        rec = layer.rec
+        n = x.shape[0]
+        g, size = rec.groups, layer.group_size
+        xf = np.ascontiguousarray(x, dtype=np.float32).reshape(n * g, size)
+        codes = np.empty((n * g, size), dtype=np.int32)
+        lo, hi = rec.in_qmin - rec.in_zero_point, rec.in_qmax - rec.in_zero_point
+        operand = None
+        if self.mode == "gather" or self.direct_w is not None:
+            ok = _codes(xf, float(rec.in_scale), float(lo), float(hi), layer.pad_code, codes, codes)
+        else:
+            operand = np.empty((n * g, size), dtype=self.gemm_dtype)
+            ok = _codes(xf, float(rec.in_scale), float(lo), float(hi), layer.pad_code, codes, operand)
+        if not ok:
+            return None
+        p, f = rec.positions, rec.filters
+        acc = np.empty((n, g, f, p), dtype=np.float64)
+        if self.geom2d is not None:
+            assert self.direct_w is not None
+            _direct_conv2d(codes.reshape(n, g, size), self.geom2d, layer.pad_code,
+                           self.direct_w[0].astype(np.float64), self.offsets[0], acc)
+        elif self.direct_w is not None:
+            for s, (a, b) in enumerate(self.seg_pos):
+                _direct_conv(codes.reshape(n, g, size), self.idx, layer.pad_code, self.direct_w[s], self.offsets[s],
+                             a, b, acc)
+        else:
+            if self.mode == "gather":
+                operand = np.empty((n * g, p, rec.rows), dtype=self.gemm_dtype)
+                _im2col(codes, self.idx, layer.pad_code, operand)
+            assert operand is not None
+            for s, (a, b) in enumerate(self.seg_pos):
+                _add_offsets(self._gemm(operand.reshape(n, g, -1), s, a, b), self.offsets[s], a, self.mode == "direct", acc)
+        sp, sr = (rec.rows, 1) if self.mode == "direct" else (1, p)
+        for u in self.units:
+            val = np.empty((n, len(u.groups), u.pc, u.levels.shape[1], COLUMN_BLOCK), dtype=np.int32)
+            few = u.pc <= _FEW_POSITIONS
+            tab = _aligned((0 if few else u.levels.shape[2] // 8) * 256 * COLUMN_BLOCK)
+            _correct(codes, self.idx, sp, sr, layer.pad_code, self.spread, g, u.groups, u.pos0, u.pc, u.row0, u.rc,
+                     u.levels, u.half, u.mask, u.pw, few, tab.reshape(-1, 256, COLUMN_BLOCK),
+                     _aligned(8 * COLUMN_BLOCK), val)
+            _subtract(val, u.coef, u.const, u.groups, u.filt, u.r, u.pos0, acc)
+        return acc, codes.reshape(n, g, size)
+
+    def _gemm(self, operand: np.ndarray, s: int, a: int, b: int) -> np.ndarray:
+        """``(N, G, F, b − a)`` (or ``(N, G, b − a, F)`` for ``direct``) GEMM of segment ``s``."""
+        w = self.weights[s]
+        n, g, _ = operand.shape
+        if self.mode == "direct":  # (N, G, P, rows) @ (G, rows, F)
+            rows = w.shape[1]
+            return np.matmul(operand.reshape(n, g, -1, rows)[:, :, a:b], w)
+        rows = w.shape[2]
+        if self.mode == "transpose":  # (G, F, rows) @ (N, G, rows, P)
+            return np.matmul(w, operand.reshape(n, g, rows, -1)[..., a:b])
+        u = operand.reshape(n, g, -1, rows)[:, :, a:b]  # im2col (N, G, P, rows)
+        return np.matmul(w, u.swapaxes(2, 3))
+
+
+def fold_plan(layer: "FastLayer") -> FoldPlan | None:
+    """The folded kernel of ``layer``, or None where it does not apply: DAC digits of more
+    than one bit, more than 16 planes, a shift above 8, a unit whose ADC can clip, or
+    integer sums the GEMM could not hold exactly."""
+    rec = layer.rec
+    if layer.dac != 1 or len(layer.active) > 8 or any(u.can_clip for u in layer.units):
+        return None
+    if any(int(p.shifts.max(initial=0)) > 8 for bs in layer.sets for p in bs.parts):
+        return None
+    cpf = rec.cols_per_filter
+    coef = layer.coef
+    mats = [s.weights.astype(np.int64) for s in layer.segments]
+    seg_pos = [(s.pos.start, s.pos.stop) for s in layer.segments]
+    units: list[_FoldUnit] = []
+    for bs, run in layer.unit_runs:
+        groups = bs.groups[run]
+        rows = slice(bs.row_start, bs.row_start + bs.row_count)
+        rounding = bs.rounding
+        for p in bs.parts:  # fold the rounding slices into the weights
+            cells = p.cells[run].reshape(len(groups), bs.row_count, p.filter_count, cpf)[..., rounding]
+            w = (cells.astype(np.int64) * coef[rounding]).sum(axis=3)
+            for m, (a, b) in zip(mats, seg_pos):
+                if bs.pos_start <= a and b <= bs.pos_start + bs.pos_count:
+                    m[groups, rows, p.filter_start:p.filter_start + p.filter_count] += w
+        units.append(_unit(layer, bs, run))
+    bound = max(int((layer.umax * np.abs(m).sum(axis=1)).max(initial=0)) for m in mats)
+    if bound >= F64_EXACT:
+        return None
+    dtype = np.float32 if bound < F32_EXACT else np.float64
+    offsets = np.stack([s.offsets[:, 0].astype(np.float64) for s in layer.segments])
+    idx = _flat_index(layer)
+    direct = layer.mode == "gather" and rec.filters <= _DIRECT_FILTERS
+    if layer.mode == "direct":
+        weights = [m.astype(dtype) for m in mats]
+    else:
+        weights = [np.ascontiguousarray(m.transpose(0, 2, 1)).astype(dtype) for m in mats]
+    spread = np.zeros(layer.umax + 1, dtype=np.uint64)
+    codes = np.arange(layer.umax + 1, dtype=np.int64)
+    for q, plane in enumerate(layer.active):
+        spread |= (((codes >> int(plane)) & 1) << (8 * q)).astype(np.uint64)
+    geom2d = None
+    if direct and len(rec.kernel) == 2 and seg_pos == [(0, rec.positions)]:
+        shape = layer.group_size // layer.channels
+        h, w = _input_hw(layer)
+        assert h * w == shape
+        geom2d = np.array([layer.channels, h, w, *rec.kernel, *rec.strides, *rec.dilations, *rec.pads_begin,
+                           *rec.out_spatial], dtype=np.int64)
+    return FoldPlan(layer.mode, dtype, weights, offsets, seg_pos, np.stack(mats) if direct else None, geom2d, idx,
+                    spread, units)
+
+
+def _input_hw(layer: "FastLayer") -> tuple[int, int]:
+    """Height and width of a 2-D convolution's input, from its im2col plan's geometry."""
+    rec = layer.rec
+    hw = layer.group_size // layer.channels
+    kh, kw = rec.kernel
+    sh, sw = rec.strides
+    dh, dw = rec.dilations
+    oh, ow = rec.out_spatial
+    for w in range(1, hw + 1):  # the width is what makes the last window end where the ONNX shape says
+        if hw % w == 0 and (w + rec.pads_begin[1] + rec.pads_end[1] - dw * (kw - 1) - 1) // sw + 1 == ow:
+            h = hw // w
+            if (h + rec.pads_begin[0] + rec.pads_end[0] - dh * (kh - 1) - 1) // sh + 1 == oh:
+                return h, w
+    raise AssertionError(rec.name)
+
+
+def _unit(layer: "FastLayer", bs, run: slice) -> _FoldUnit:  # type: ignore[no-untyped-def]
+    """A block set's rounding slices over groups ``run`` as byte-counter tables' inputs."""
+    rec = layer.rec
+    cpf, rounding, r = rec.cols_per_filter, bs.rounding, bs.rounding.size
+    groups = bs.groups[run]
+    gu, rc = len(groups), bs.row_count
+    filt = np.concatenate([np.arange(p.filter_start, p.filter_start + p.filter_count) for p in bs.parts])
+    ncols = filt.size * r
+    ncols64 = -(-ncols // COLUMN_BLOCK) * COLUMN_BLOCK
+    rows8 = -(-rc // 8) * 8
+    active = layer.active
+    nq = len(active)
+    levels = np.zeros((gu, rows8, ncols64), dtype=np.uint8)
+    shift = np.zeros((gu, nq, ncols64), dtype=np.int64)
+    coef = np.zeros((gu, ncols64), dtype=np.int64)
+    f = 0
+    for p in bs.parts:
+        fc = p.filter_count
+        cells = p.cells[run].reshape(gu, rc, fc, cpf)[..., rounding]  # (gu, rc, fc, r)
+        levels[:, :rc, f * r:(f + fc) * r] = cells.reshape(gu, rc, fc * r)
+        sh = p.shifts[run][:, active][:, :, rounding]  # (gu, nq, r)
+        shift[:, :, f * r:(f + fc) * r] = np.broadcast_to(sh[:, :, None, :], (gu, nq, fc, r)).reshape(gu, nq, fc * r)
+        coef[:, f * r:(f + fc) * r] = np.tile(layer.coef[rounding], fc)
+        f += fc
+    half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
+    mask = np.left_shift(1, shift) - 1
+    pw = np.left_shift(1, active.astype(np.int64))
+    const = (coef[:, None, :] * pw[None, :, None] * half).sum(axis=1)
+    ncb = ncols64 // COLUMN_BLOCK
+    blocks = np.ascontiguousarray(levels.reshape(gu, rows8, ncb, COLUMN_BLOCK).transpose(0, 2, 1, 3))
+    return _FoldUnit(groups.astype(np.int64), bs.pos_start, bs.pos_count, bs.row_start, rc, filt.astype(np.int64), r,
+                     blocks, half.astype(np.uint8).reshape(gu, nq, ncb, COLUMN_BLOCK),
+                     mask.astype(np.uint8).reshape(gu, nq, ncb, COLUMN_BLOCK), pw.astype(np.int32), coef, const)
+
+
+def _flat_index(layer: "FastLayer") -> np.ndarray:
+    """``(P, rows)``: the code each im2col entry takes, as an index into one group's codes
+    (channel-major), −1 for padding; empty unless the layer gathers."""
+    if layer.mode != "gather":
+        return np.zeros((0, 0), dtype=np.int64)
+    assert layer.idx is not None
+    hw1 = layer.group_size // layer.channels + 1
+    ch, e = np.divmod(layer.idx.astype(np.int64), hw1)
+    return np.where(e == hw1 - 1, -1, ch * (hw1 - 1) + e)
+
+
+def _aligned(size: int) -> np.ndarray:
+    """``size`` bytes starting on a 64-byte boundary (a row of byte counters or of a table
+    then sits in one cache line)."""
+    raw = np.empty(size + 64, dtype=np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + size]
+
+
+def dequantize_f_major(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """``s·acc + bias`` as float32 ``(N, G·F, P)`` of accumulations laid out ``(N, G, F, P)``
+    (the same roundings as :meth:`~hwmap_analog_imc.crossbar.LayerBase.dequantize`)."""
+    n, g, f, p = acc.shape
+    out = np.empty((n, g * f, p), dtype=np.float32)
+    _dequantize(acc, scale.reshape(g, f), np.zeros((g, f)) if bias is None else bias.reshape(g, f), bias is not None,
+                out)
+    return out
+
+
+# ------------------------------------------------------------------------------ compiled loops
+@njit(**_JIT)
+def _codes(x, scale, lo, hi, pad, codes, operand):  # type: ignore[no-untyped-def]
+    """``codes = clip(rint(x/scale), lo, hi) + pad`` (int32) and the same as ``operand``'s
+    type; False when an input is NaN."""
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            t = np.float64(x[i, j]) / scale
+            if t != t:
+                return False
+            t = min(max(np.rint(t), lo), hi) + pad
+            codes[i, j] = np.int32(t)
+            operand[i, j] = t
+    return True
+
+
+@njit(**_JIT)
+def _im2col(codes, idx, pad, out):  # type: ignore[no-untyped-def]
+    """``out[ng, p, r] = codes[ng, idx[p, r]]``, ``pad`` where ``idx`` is −1."""
+    for ng in range(codes.shape[0]):
+        for p in range(idx.shape[0]):
+            for r in range(idx.shape[1]):
+                v = idx[p, r]
+                out[ng, p, r] = pad if v < 0 else codes[ng, v]
+
+
+@njit(**_JIT)
+def _direct_conv(codes, idx, pad, w, off, a, b, acc):  # type: ignore[no-untyped-def]
+    """``acc[n, g, f, p] = Σ_r w[g, r, f]·code(p, r) + off[g, f]`` for positions ``a..b``
+    (integers, exact in int64)."""
+    n, g = codes.shape[0], codes.shape[1]
+    rows, nf = w.shape[1], w.shape[2]
+    for i in range(n):
+        for gi in range(g):
+            for f in range(nf):
+                for p in range(a, b):
+                    s = 0
+                    for r in range(rows):
+                        v = idx[p, r]
+                        s += w[gi, r, f] * (pad if v < 0 else codes[i, gi, v])
+                    acc[i, gi, f, p] = np.float64(s) + off[gi, f]
+
+
+@njit(**_JIT)
+def _direct_conv2d(codes, geom, pad, w, off, acc):  # type: ignore[no-untyped-def]
+    """A 2-D convolution of few filters per group as shifted multiply-adds over each
+    channel padded with the code of 0: ``acc[n, g, f, oh·OW + ow] = off[g, f] + Σ_(c, i, j)
+    w[g, (c·kh + i)·kw + j, f]·code[c, oh·sh + i·dh − ph, ow·sw + j·dw − pw]`` (float64: the
+    products and sums are integers below 2^53, exact in any order)."""
+    cg, h, wd, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow = (geom[0], geom[1], geom[2], geom[3], geom[4], geom[5],
+                                                          geom[6], geom[7], geom[8], geom[9], geom[10], geom[11],
+                                                          geom[12])
+    n, g = codes.shape[0], codes.shape[1]
+    nf = w.shape[2]
+    hp = max(h + ph, (oh - 1) * sh + (kh - 1) * dh + 1)
+    wp = max(wd + pw, (ow - 1) * sw + (kw - 1) * dw + 1)
+    plane = np.empty((cg, hp, wp), dtype=np.float64)
+    out = np.empty(ow, dtype=np.float64)
+    for i in range(n):
+        for gi in range(g):
+            plane[:] = pad
+            for c in range(cg):
+                for y in range(h):
+                    for x in range(wd):
+                        plane[c, y + ph, x + pw] = codes[i, gi, (c * h + y) * wd + x]
+            for f in range(nf):
+                o = off[gi, f]
+                for y in range(oh):
+                    out[:] = o
+                    for c in range(cg):
+                        for a in range(kh):
+                            row = plane[c, y * sh + a * dh]
+                            for b in range(kw):
+                                wv = w[gi, (c * kh + a) * kw + b, f]
+                                x0 = b * dw
+                                for x in range(ow):
+                                    out[x] += wv * row[x0 + x * sw]
+                    for x in range(ow):
+                        acc[i, gi, f, y * ow + x] = out[x]
+
+
+@njit(**_JIT)
+def _add_offsets(y, off, a, p_major, acc):  # type: ignore[no-untyped-def]
+    """``acc[..., a:a+P] = y + off`` in float64; ``y`` is ``(N, G, F, P)``, or ``(N, G, P,
+    F)`` when ``p_major`` (Gemm / MatMul)."""
+    n, g, f = acc.shape[0], acc.shape[1], acc.shape[2]
+    for i in range(n):
+        for gi in range(g):
+            if p_major:
+                for p in range(y.shape[2]):
+                    for fi in range(f):
+                        acc[i, gi, fi, a + p] = np.float64(y[i, gi, p, fi]) + off[gi, fi]
+            else:
+                for fi in range(f):
+                    o = off[gi, fi]
+                    for p in range(y.shape[3]):
+                        acc[i, gi, fi, a + p] = np.float64(y[i, gi, fi, p]) + o
+
+
+@njit(**_JIT)
+def _dequantize(acc, scale, bias, has_bias, out):  # type: ignore[no-untyped-def]
+    n, g, f, p = acc.shape
+    for i in range(n):
+        for gi in range(g):
+            for fi in range(f):
+                s = scale[gi, fi]
+                b = bias[gi, fi]
+                for k in range(p):
+                    y = acc[i, gi, fi, k] * s
+                    if has_bias:
+                        y = y + b
+                    out[i, gi * f + fi, k] = np.float32(y)
+
+
+@njit(**_JIT)
+def _patterns(row, idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat):  # type: ignore[no-untyped-def]
+    """``pat[t, c]``: byte ``q`` is the digit pattern of active plane ``q`` over rows
+    ``8c .. 8c+7`` of the unit at its position ``t`` (codes of one sample and group)."""
+    pat[:] = 0
+    gather = idx.shape[0] > 0
+    for t in range(pc):
+        for k in range(rc):
+            if gather:
+                v = idx[pos0 + t, row0 + k]
+                u = pad if v < 0 else row[v]
+            else:
+                u = row[(pos0 + t) * sp + (row0 + k) * sr]
+            pat[t, k >> 3] |= spread[u] << np.uint64(k & 7)
+
+
+@njit(**_JIT)
+def _table(lev, tab):  # type: ignore[no-untyped-def]
+    """``tab[c, m, :]``: byte sums of the levels ``lev`` (rows8, 64) of rows ``8c + i`` over
+    the bits ``i`` of ``m``."""
+    for c in range(tab.shape[0]):
+        tab[c, 0, :] = 0
+        for m in range(1, 256):
+            low = m & -m
+            bit = 0
+            while (1 << bit) != low:
+                bit += 1
+            src = tab[c, m ^ low]
+            r = lev[8 * c + bit]
+            dst = tab[c, m]
+            for j in range(64):
+                dst[j] = np.uint8(src[j] + r[j])
+
+
+@njit(**_JIT)
+def _count_tables(pats, t, tabf, cnt):  # type: ignore[no-untyped-def]
+    """Byte counters ``cnt[q·64 + j]`` of position ``t`` from its patterns ``pats[t]`` (c8·8
+    bytes: chunk ``c``, plane ``q`` at ``8c + q``; planes past the active ones are 0, whose
+    table row is 0) through the 8-row tables (``tabf``: chunk ``c``, pattern ``m`` at
+    ``(c·256 + m)·64``). The plane loop has a fixed count, which LLVM vectorizes."""
+    cnt[:] = 0
+    c8 = pats.shape[1] // 8
+    for c in range(c8):
+        cbase = c * 16384
+        for q in range(8):
+            m = np.intp(pats[t, c * 8 + q])
+            if m:  # half the patterns are 0 (their table row is 0)
+                base = cbase + (m << 6)
+                o = q << 6
+                for j in range(64):
+                    cnt[o + j] = np.uint8(cnt[o + j] + tabf[base + j])
+
+
+@njit(**_JIT)
+def _digit_rows(pats, t, rows, planes):  # type: ignore[no-untyped-def]
+    """The (row, plane) pairs of position ``t`` whose digit is 1, as byte offsets
+    ``rows[k] = r·64``, ``planes[k] = q·64`` (without branches); returns how many."""
+    k = 0
+    c8 = pats.shape[1] // 8
+    for c in range(c8):
+        for q in range(8):
+            m = np.uint64(pats[t, c * 8 + q])
+            for bit in range(8):
+                rows[k] = np.uint32((c * 8 + bit) << 6)
+                planes[k] = np.uint32(q << 6)
+                k += np.intp((m >> np.uint64(bit)) & np.uint64(1))
+    return k
+
+
+@njit(**_JIT)
+def _count_rows(rows, planes, k, levf, cnt):  # type: ignore[no-untyped-def]
+    """As :func:`_count_tables`, adding the level rows (``levf``: row ``r`` at ``r·64``) of
+    the ``k`` digits that are 1 (for positions too few to pay for the tables)."""
+    cnt[:] = 0
+    for e in range(k):
+        base = np.intp(rows[e])
+        o = np.intp(planes[e])
+        for j in range(64):
+            cnt[o + j] = np.uint8(cnt[o + j] + levf[base + j])
+
+
+@njit(**_JIT)
+def _remainders(cnt, half, mask, pw, val):  # type: ignore[no-untyped-def]
+    """``val[j] = Σ_q 2^p_q·((cnt[q, j] + h) & (2^s − 1))`` for 64 columns."""
+    val[:] = 0
+    for q in range(pw.shape[0]):
+        wq = pw[q]
+        o = q << 6
+        hq = half[q]
+        mq = mask[q]
+        for j in range(64):
+            val[j] += wq * np.int32((cnt[o + j] + hq[j]) & mq[j])
+
+
+@njit(**_JIT)
+def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, levels, half, mask, pw, few,
+             tab, cnt, out):  # type: ignore[no-untyped-def]
+    """``out[n, gk, t, cb, j] = Σ_q 2^p_q·((S_q mod 256 + h) & (2^s − 1))`` of one unit (see
+    the module docstring): byte counters over 8-row tables, or over the rows themselves
+    when the unit has ``few`` positions. ``levels`` is ``(gu, column blocks, rows8, 64)``."""
+    n = codes.shape[0] // g
+    gu, ncb, rows8 = levels.shape[0], levels.shape[1], levels.shape[2]
+    c8 = rows8 // 8
+    pat = np.empty((pc, c8), dtype=np.uint64)
+    patb = pat.view(np.uint8).reshape(pc, c8 * 8)
+    tabf = tab.reshape(-1)
+    rows = np.empty((pc if few else 0, rows8 * 8), dtype=np.uint32)
+    planes = np.empty((pc if few else 0, rows8 * 8), dtype=np.uint32)
+    ones = np.zeros(pc, dtype=np.intp)
+    for i in range(n):
+        for gk in range(gu):
+            _patterns(codes[i * g + groups[gk]], idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat)
+            if few:
+                for t in range(pc):
+                    ones[t] = _digit_rows(patb, t, rows[t], planes[t])
+            for cb in range(ncb):
+                if few:
+                    levf = levels[gk, cb].reshape(-1)
+                    for t in range(pc):
+                        _count_rows(rows[t], planes[t], ones[t], levf, cnt)
+                        _remainders(cnt, half[gk, :, cb], mask[gk, :, cb], pw, out[i, gk, t, cb])
+                else:
+                    _table(levels[gk, cb], tab)
+                    for t in range(pc):
+                        _count_tables(patb, t, tabf, cnt)
+                        _remainders(cnt, half[gk, :, cb], mask[gk, :, cb], pw, out[i, gk, t, cb])
+
+
+@njit(**_JIT)
+def _subtract(val, coef, const, groups, filt, r, pos0, acc):  # type: ignore[no-untyped-def]
+    """``acc[n, g, f, pos0 + t] −= Σ_j coef·val − const`` over the unit filter's slices."""
+    n, gu, pc = val.shape[0], val.shape[1], val.shape[2]
+    v = val.reshape(n, gu, pc, -1)
+    for i in range(n):
+        for gk in range(gu):
+            gi = groups[gk]
+            for fi in range(filt.shape[0]):
+                f = filt[fi]
+                for t in range(pc):
+                    s = 0
+                    for j in range(fi * r, fi * r + r):
+                        s += coef[gk, j] * np.int64(v[i, gk, t, j]) - const[gk, j]
+                    acc[i, gi, f, pos0 + t] -= np.float64(s)
