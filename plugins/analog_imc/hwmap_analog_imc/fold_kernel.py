@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from .crossbar import F32_EXACT, F64_EXACT
 
@@ -69,9 +71,8 @@ class _FoldUnit:
     filt: np.ndarray  # (nf,) int64 filters of the layer
     r: int  # rounding slices per filter
     levels: np.ndarray  # (gu, column blocks, rows8, 64) uint8
-    half: np.ndarray  # (gu, nq, column blocks, 64) uint8: 2^(s−1), 0 for s = 0
-    mask: np.ndarray  # (gu, nq, column blocks, 64) uint8: 2^s − 1
-    pw: np.ndarray  # (nq,) int32: 2^p of each active plane
+    half: np.ndarray  # (gu, column blocks, 8, 64) uint8: 2^(s−1) of plane p, 0 for s = 0
+    mask: np.ndarray  # (gu, column blocks, 8, 64) uint8: 2^s − 1 (0 past the layer's planes)
     coef: np.ndarray  # (gu, ncols64) int64: coef_j, 0 for padding
     const: np.ndarray  # (gu, ncols64) int64: Σ_q coef_j·2^p·h
 
@@ -88,7 +89,7 @@ class FoldPlan:
     direct_w: np.ndarray | None  # (segments, G, rows, F) int64 for the direct convolution
     geom2d: np.ndarray | None  # (cg, H, W, kh, kw, sh, sw, dh, dw, ph, pw, OH, OW) of a 2-D direct convolution
     idx: np.ndarray  # (P, rows) int64: flat code index of each im2col entry, −1 for padding
-    spread: np.ndarray  # (umax+1,) uint64: bit 8q set when active plane q of the code is 1
+    spread: np.ndarray  # (umax+1,) uint64: bit 8p set when digit p of the code is 1
     units: list[_FoldUnit]
 
     def work(self, layer: "FastLayer") -> tuple[int, int]:
@@ -98,7 +99,7 @@ class FoldPlan:
 
     def corrections(self) -> int:
         """Byte-counter additions per sample of the correction (64 columns each)."""
-        return sum(len(u.groups) * u.pc * len(u.pw) * (u.levels.shape[1] // 4) * (u.levels.shape[2] // COLUMN_BLOCK)
+        return sum(len(u.groups) * u.pc * 8 * (u.levels.shape[2] // 8) * u.levels.shape[1]
                    for u in self.units)
 
     def run(self, layer: "FastLayer", x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -138,11 +139,11 @@ class FoldPlan:
                 _add_offsets(self._gemm(operand.reshape(n, g, -1), s, a, b), self.offsets[s], a, self.mode == "direct", acc)
         sp, sr = (rec.rows, 1) if self.mode == "direct" else (1, p)
         for u in self.units:
-            val = np.empty((n, len(u.groups), u.pc, u.levels.shape[1], COLUMN_BLOCK), dtype=np.int32)
+            val = np.empty((n, len(u.groups), u.pc, u.levels.shape[1], COLUMN_BLOCK), dtype=np.uint16)
             few = u.pc <= _FEW_POSITIONS
             tab = _aligned((0 if few else u.levels.shape[2] // 8) * 256 * COLUMN_BLOCK)
             _correct(codes, self.idx, sp, sr, layer.pad_code, self.spread, g, u.groups, u.pos0, u.pc, u.row0, u.rc,
-                     u.levels, u.half, u.mask, u.pw, few, tab.reshape(-1, 256, COLUMN_BLOCK),
+                     u.levels, u.half, u.mask, few, tab.reshape(-1, 256, COLUMN_BLOCK),
                      _aligned(8 * COLUMN_BLOCK), val)
             _subtract(val, u.coef, u.const, u.groups, u.filt, u.r, u.pos0, acc)
         return acc, codes.reshape(n, g, size)
@@ -166,7 +167,7 @@ def fold_plan(layer: "FastLayer") -> FoldPlan | None:
     than one bit, more than 16 planes, a shift above 8, a unit whose ADC can clip, or
     integer sums the GEMM could not hold exactly."""
     rec = layer.rec
-    if layer.dac != 1 or len(layer.active) > 8 or any(u.can_clip for u in layer.units):
+    if layer.dac != 1 or rec.planes > 8 or any(u.can_clip for u in layer.units):
         return None
     if any(int(p.shifts.max(initial=0)) > 8 for bs in layer.sets for p in bs.parts):
         return None
@@ -199,8 +200,8 @@ def fold_plan(layer: "FastLayer") -> FoldPlan | None:
         weights = [np.ascontiguousarray(m.transpose(0, 2, 1)).astype(dtype) for m in mats]
     spread = np.zeros(layer.umax + 1, dtype=np.uint64)
     codes = np.arange(layer.umax + 1, dtype=np.int64)
-    for q, plane in enumerate(layer.active):
-        spread |= (((codes >> int(plane)) & 1) << (8 * q)).astype(np.uint64)
+    for plane in range(rec.planes):
+        spread |= (((codes >> plane) & 1) << (8 * plane)).astype(np.uint64)
     geom2d = None
     if direct and len(rec.kernel) == 2 and seg_pos == [(0, rec.positions)]:
         shape = layer.group_size // layer.channels
@@ -238,8 +239,7 @@ def _unit(layer: "FastLayer", bs, run: slice) -> _FoldUnit:  # type: ignore[no-u
     ncols = filt.size * r
     ncols64 = -(-ncols // COLUMN_BLOCK) * COLUMN_BLOCK
     rows8 = -(-rc // 8) * 8
-    active = layer.active
-    nq = len(active)
+    nq = 8  # planes (at most 8: the digit patterns of a chunk are one 64-bit word)
     levels = np.zeros((gu, rows8, ncols64), dtype=np.uint8)
     shift = np.zeros((gu, nq, ncols64), dtype=np.int64)
     coef = np.zeros((gu, ncols64), dtype=np.int64)
@@ -248,19 +248,25 @@ def _unit(layer: "FastLayer", bs, run: slice) -> _FoldUnit:  # type: ignore[no-u
         fc = p.filter_count
         cells = p.cells[run].reshape(gu, rc, fc, cpf)[..., rounding]  # (gu, rc, fc, r)
         levels[:, :rc, f * r:(f + fc) * r] = cells.reshape(gu, rc, fc * r)
-        sh = p.shifts[run][:, active][:, :, rounding]  # (gu, nq, r)
-        shift[:, :, f * r:(f + fc) * r] = np.broadcast_to(sh[:, :, None, :], (gu, nq, fc, r)).reshape(gu, nq, fc * r)
+        sh = p.shifts[run][:, :, rounding]  # (gu, planes, r)
+        np_ = sh.shape[1]
+        shift[:, :np_, f * r:(f + fc) * r] = np.broadcast_to(sh[:, :, None, :], (gu, np_, fc, r)).reshape(gu, np_, fc * r)
         coef[:, f * r:(f + fc) * r] = np.tile(layer.coef[rounding], fc)
         f += fc
     half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
     mask = np.left_shift(1, shift) - 1
-    pw = np.left_shift(1, active.astype(np.int64))
+    pw = np.left_shift(1, np.arange(nq, dtype=np.int64))
     const = (coef[:, None, :] * pw[None, :, None] * half).sum(axis=1)
     ncb = ncols64 // COLUMN_BLOCK
     blocks = np.ascontiguousarray(levels.reshape(gu, rows8, ncb, COLUMN_BLOCK).transpose(0, 2, 1, 3))
     return _FoldUnit(groups.astype(np.int64), bs.pos_start, bs.pos_count, bs.row_start, rc, filt.astype(np.int64), r,
-                     blocks, half.astype(np.uint8).reshape(gu, nq, ncb, COLUMN_BLOCK),
-                     mask.astype(np.uint8).reshape(gu, nq, ncb, COLUMN_BLOCK), pw.astype(np.int32), coef, const)
+                     blocks, _per_block(half, ncb), _per_block(mask, ncb), coef, const)
+
+
+def _per_block(a: np.ndarray, ncb: int) -> np.ndarray:
+    """``(gu, nq, ncols64)`` as uint8 ``(gu, column blocks, nq, 64)``."""
+    gu, nq, _ = a.shape
+    return np.ascontiguousarray(a.astype(np.uint8).reshape(gu, nq, ncb, COLUMN_BLOCK).transpose(0, 2, 1, 3))
 
 
 def _flat_index(layer: "FastLayer") -> np.ndarray:
@@ -426,6 +432,8 @@ def _patterns(row, idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat):  # type: 
 def _table(lev, tab):  # type: ignore[no-untyped-def]
     """``tab[c, m, :]``: byte sums of the levels ``lev`` (rows8, 64) of rows ``8c + i`` over
     the bits ``i`` of ``m``."""
+    tabf = tab.reshape(-1)
+    levf = lev.reshape(-1)
     for c in range(tab.shape[0]):
         tab[c, 0, :] = 0
         for m in range(1, 256):
@@ -433,30 +441,23 @@ def _table(lev, tab):  # type: ignore[no-untyped-def]
             bit = 0
             while (1 << bit) != low:
                 bit += 1
-            src = tab[c, m ^ low]
-            r = lev[8 * c + bit]
-            dst = tab[c, m]
-            for j in range(64):
-                dst[j] = np.uint8(src[j] + r[j])
+            _add64(tabf, (c * 256 + m) * 64, tabf, (c * 256 + (m ^ low)) * 64, levf, (8 * c + bit) * 64)
 
 
 @njit(**_JIT)
-def _count_tables(pats, t, tabf, cnt):  # type: ignore[no-untyped-def]
-    """Byte counters ``cnt[q·64 + j]`` of position ``t`` from its patterns ``pats[t]`` (c8·8
-    bytes: chunk ``c``, plane ``q`` at ``8c + q``; planes past the active ones are 0, whose
-    table row is 0) through the 8-row tables (``tabf``: chunk ``c``, pattern ``m`` at
-    ``(c·256 + m)·64``). The plane loop has a fixed count, which LLVM vectorizes."""
-    cnt[:] = 0
+def _pattern_list(pats, t, src, planes):  # type: ignore[no-untyped-def]
+    """The nonzero patterns of position ``t`` (half of them are 0, whose table row is 0) as
+    byte offsets into the 8-row tables, ``src[k] = (c·256 + m)·64``, and ``planes[k] =
+    q·64`` (without branches); returns how many."""
+    k = 0
     c8 = pats.shape[1] // 8
     for c in range(c8):
-        cbase = c * 16384
         for q in range(8):
-            m = np.intp(pats[t, c * 8 + q])
-            if m:  # half the patterns are 0 (their table row is 0)
-                base = cbase + (m << 6)
-                o = q << 6
-                for j in range(64):
-                    cnt[o + j] = np.uint8(cnt[o + j] + tabf[base + j])
+            m = np.uint32(pats[t, c * 8 + q])
+            src[k] = np.uint32(c << 14) | (m << np.uint32(6))
+            planes[k] = np.uint32(q << 6)
+            k += np.intp(m != 0)
+    return k
 
 
 @njit(**_JIT)
@@ -476,32 +477,51 @@ def _digit_rows(pats, t, rows, planes):  # type: ignore[no-untyped-def]
 
 
 @njit(**_JIT)
-def _count_rows(rows, planes, k, levf, cnt):  # type: ignore[no-untyped-def]
-    """As :func:`_count_tables`, adding the level rows (``levf``: row ``r`` at ``r·64``) of
-    the ``k`` digits that are 1 (for positions too few to pay for the tables)."""
+def _count(src, planes, k, srcf, cnt):  # type: ignore[no-untyped-def]
+    """Byte counters ``cnt[q·64 + j]`` of one position: the sum of the ``k`` rows of 64
+    bytes at ``srcf[src[e]:]`` into counter ``planes[e]`` (table rows of 8-row patterns, or
+    level rows of single digits). Offsets are uint32, so LLVM sees them non-negative and
+    vectorizes the row addition."""
     cnt[:] = 0
     for e in range(k):
-        base = np.intp(rows[e])
         o = np.intp(planes[e])
-        for j in range(64):
-            cnt[o + j] = np.uint8(cnt[o + j] + levf[base + j])
+        _add64(cnt, o, cnt, o, srcf, np.intp(src[e]))
 
 
 @njit(**_JIT)
-def _remainders(cnt, half, mask, pw, val):  # type: ignore[no-untyped-def]
-    """``val[j] = Σ_q 2^p_q·((cnt[q, j] + h) & (2^s − 1))`` for 64 columns."""
-    val[:] = 0
-    for q in range(pw.shape[0]):
-        wq = pw[q]
-        o = q << 6
-        hq = half[q]
-        mq = mask[q]
-        for j in range(64):
-            val[j] += wq * np.int32((cnt[o + j] + hq[j]) & mq[j])
+def _remainders(cnt, half, mask, tmp, val):  # type: ignore[no-untyped-def]
+    """``val[j] = Σ_p 2^p·((cnt[p, j] + h) & (2^s − 1))`` for 64 columns (bytes wrap modulo
+    256, a multiple of 2^s; the sum is below 2^16). Fixed trip counts, so LLVM vectorizes."""
+    for j in range(512):
+        tmp[j] = np.uint8(np.uint8(cnt[j] + half[j]) & mask[j])
+    for j in range(64):
+        s = np.uint16(0)
+        for p in range(8):
+            s = np.uint16(s + np.uint16(np.uint16(tmp[p * 64 + j]) << np.uint16(p)))
+        val[j] = s
+
+
+@intrinsic
+def _add64(typingctx, dst, doff, a, aoff, b, boff):  # type: ignore[no-untyped-def]
+    """``dst[doff:doff+64] = a[aoff:aoff+64] + b[boff:boff+64]`` (bytes, wrapping), as one
+    64-byte vector operation: no loop, so no per-call alias or trip-count checks."""
+    sig = types.void(dst, types.intp, a, types.intp, b, types.intp)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        vec = ir.VectorType(ir.IntType(8), 64).as_pointer()
+        ptrs = []
+        for k in (0, 2, 4):
+            arr = context.make_array(signature.args[k])(context, builder, args[k])
+            ptrs.append(builder.bitcast(builder.gep(arr.data, [args[k + 1]]), vec))
+        total = builder.add(builder.load(ptrs[1], align=1), builder.load(ptrs[2], align=1))
+        builder.store(total, ptrs[0], align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @njit(**_JIT)
-def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, levels, half, mask, pw, few,
+def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, levels, half, mask, few,
              tab, cnt, out):  # type: ignore[no-untyped-def]
     """``out[n, gk, t, cb, j] = Σ_q 2^p_q·((S_q mod 256 + h) & (2^s − 1))`` of one unit (see
     the module docstring): byte counters over 8-row tables, or over the rows themselves
@@ -512,26 +532,25 @@ def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, lev
     pat = np.empty((pc, c8), dtype=np.uint64)
     patb = pat.view(np.uint8).reshape(pc, c8 * 8)
     tabf = tab.reshape(-1)
-    rows = np.empty((pc if few else 0, rows8 * 8), dtype=np.uint32)
-    planes = np.empty((pc if few else 0, rows8 * 8), dtype=np.uint32)
+    src = np.empty((pc, rows8 * 8 if few else c8 * 8), dtype=np.uint32)
+    planes = np.empty(src.shape, dtype=np.uint32)
     ones = np.zeros(pc, dtype=np.intp)
+    tmp = np.empty(8 * 64, dtype=np.uint8)
     for i in range(n):
         for gk in range(gu):
             _patterns(codes[i * g + groups[gk]], idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat)
-            if few:
-                for t in range(pc):
-                    ones[t] = _digit_rows(patb, t, rows[t], planes[t])
+            for t in range(pc):
+                ones[t] = (_digit_rows(patb, t, src[t], planes[t]) if few
+                           else _pattern_list(patb, t, src[t], planes[t]))
             for cb in range(ncb):
                 if few:
-                    levf = levels[gk, cb].reshape(-1)
-                    for t in range(pc):
-                        _count_rows(rows[t], planes[t], ones[t], levf, cnt)
-                        _remainders(cnt, half[gk, :, cb], mask[gk, :, cb], pw, out[i, gk, t, cb])
+                    srcf = levels[gk, cb].reshape(-1)
                 else:
                     _table(levels[gk, cb], tab)
-                    for t in range(pc):
-                        _count_tables(patb, t, tabf, cnt)
-                        _remainders(cnt, half[gk, :, cb], mask[gk, :, cb], pw, out[i, gk, t, cb])
+                    srcf = tabf
+                for t in range(pc):
+                    _count(src[t], planes[t], ones[t], srcf, cnt)
+                    _remainders(cnt, half[gk, cb].reshape(-1), mask[gk, cb].reshape(-1), tmp, out[i, gk, t, cb])
 
 
 @njit(**_JIT)
