@@ -124,8 +124,12 @@ class FoldPlan:
         acc = np.empty((n, g, f, p), dtype=np.float64)
         if self.geom2d is not None:
             assert self.direct_w is not None
-            _direct_conv2d(codes.reshape(n, g, size), self.geom2d, layer.pad_code,
-                           self.direct_w[0].astype(np.float64), self.offsets[0], acc)
+            geo = self.geom2d
+            plane = np.empty(geo[0] * (max(geo[1] + geo[9], (geo[11] - 1) * geo[5] + (geo[3] - 1) * geo[7] + 1) + 1)
+                             * max(geo[2] + geo[10], (geo[12] - 1) * geo[6] + (geo[4] - 1) * geo[8] + 1),
+                             dtype=self.gemm_dtype)
+            _direct_conv2d(codes.reshape(n, g, size), geo, layer.pad_code, self.direct_w[0].astype(self.gemm_dtype),
+                           self.offsets[0], acc, plane)
         elif self.direct_w is not None:
             for s, (a, b) in enumerate(self.seg_pos):
                 _direct_conv(codes.reshape(n, g, size), self.idx, layer.pad_code, self.direct_w[s], self.offsets[s],
@@ -280,6 +284,20 @@ def _flat_index(layer: "FastLayer") -> np.ndarray:
     return np.where(e == hw1 - 1, -1, ch * (hw1 - 1) + e)
 
 
+def dac_counts(layer: "FastLayer", codes: np.ndarray) -> np.ndarray:
+    """As :meth:`FastLayer._digit_counts <hwmap_analog_imc.fast_layer.FastLayer>`: the
+    nonzero digits each READ drives, from the codes ``(N, G, size)`` in one compiled pass
+    per READ geometry (exact integers in float64, so the order of the sums does not matter)."""
+    n = codes.shape[0]
+    pad = n * float(layer.nzlut[layer.pad_code])
+    per_geom = np.empty((len(layer.geoms), layer.rec.groups), dtype=np.float64)
+    none = np.zeros(0, dtype=np.intp)
+    for i, (elems, mult, pad_mult) in enumerate(layer.geoms):
+        _weighted_digits(codes, layer.nzlut, none if elems is None else elems, mult, per_geom[i])
+        per_geom[i] += pad * pad_mult
+    return per_geom[layer.read_geom, layer.read_group].astype(np.int64)
+
+
 def _aligned(size: int) -> np.ndarray:
     """``size`` bytes starting on a 64-byte boundary (a row of byte counters or of a table
     then sits in one cache line)."""
@@ -315,6 +333,22 @@ def _codes(x, scale, lo, hi, pad, codes, operand):  # type: ignore[no-untyped-de
 
 
 @njit(**_JIT)
+def _weighted_digits(codes, nz, elems, mult, out):  # type: ignore[no-untyped-def]
+    """``out[g] = Σ_n Σ_k nz[codes[n, g, e_k]]·mult[k]`` over the elements ``elems`` (all
+    when empty)."""
+    for gi in range(codes.shape[1]):
+        s = 0.0
+        for i in range(codes.shape[0]):
+            if elems.shape[0] == 0:
+                for e in range(codes.shape[2]):
+                    s += nz[codes[i, gi, e]] * mult[e]
+            else:
+                for k in range(elems.shape[0]):
+                    s += nz[codes[i, gi, elems[k]]] * mult[k]
+        out[gi] = s
+
+
+@njit(**_JIT)
 def _im2col(codes, idx, pad, out):  # type: ignore[no-untyped-def]
     """``out[ng, p, r] = codes[ng, idx[p, r]]``, ``pad`` where ``idx`` is −1."""
     for ng in range(codes.shape[0]):
@@ -342,41 +376,55 @@ def _direct_conv(codes, idx, pad, w, off, a, b, acc):  # type: ignore[no-untyped
 
 
 @njit(**_JIT)
-def _direct_conv2d(codes, geom, pad, w, off, acc):  # type: ignore[no-untyped-def]
+def _direct_conv2d(codes, geom, pad, w, off, acc, plane):  # type: ignore[no-untyped-def]
     """A 2-D convolution of few filters per group as shifted multiply-adds over each
     channel padded with the code of 0: ``acc[n, g, f, oh·OW + ow] = off[g, f] + Σ_(c, i, j)
-    w[g, (c·kh + i)·kw + j, f]·code[c, oh·sh + i·dh − ph, ow·sw + j·dw − pw]`` (float64: the
-    products and sums are integers below 2^53, exact in any order)."""
+    w[g, (c·kh + i)·kw + j, f]·code[c, oh·sh + i·dh − ph, ow·sw + j·dw − pw]`` in the type
+    of ``w`` and ``plane`` (scratch; the plan picks float32 where every sum stays below 2^24, so the
+    integers are exact in any order). With unit strides every tap is one long multiply-add
+    over a tile of padded rows that stays in cache (the columns past OW are dropped)."""
     cg, h, wd, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow = (geom[0], geom[1], geom[2], geom[3], geom[4], geom[5],
                                                           geom[6], geom[7], geom[8], geom[9], geom[10], geom[11],
                                                           geom[12])
     n, g = codes.shape[0], codes.shape[1]
     nf = w.shape[2]
-    hp = max(h + ph, (oh - 1) * sh + (kh - 1) * dh + 1)
+    hp = max(h + ph, (oh - 1) * sh + (kh - 1) * dh + 1) + 1  # one spare row for the long taps
     wp = max(wd + pw, (ow - 1) * sw + (kw - 1) * dw + 1)
-    plane = np.empty((cg, hp, wp), dtype=np.float64)
-    out = np.empty(ow, dtype=np.float64)
+    unit = sh == 1 and sw == 1
+    out = np.empty(oh * (wp if unit else ow), dtype=plane.dtype)
+    tile = 8
     for i in range(n):
         for gi in range(g):
             plane[:] = pad
             for c in range(cg):
                 for y in range(h):
                     for x in range(wd):
-                        plane[c, y + ph, x + pw] = codes[i, gi, (c * h + y) * wd + x]
+                        plane[(c * hp + y + ph) * wp + x + pw] = codes[i, gi, (c * h + y) * wd + x]
             for f in range(nf):
-                o = off[gi, f]
-                for y in range(oh):
-                    out[:] = o
-                    for c in range(cg):
-                        for a in range(kh):
-                            row = plane[c, y * sh + a * dh]
-                            for b in range(kw):
-                                wv = w[gi, (c * kh + a) * kw + b, f]
-                                x0 = b * dw
+                out[:] = 0
+                if unit:
+                    for y0 in range(0, oh, tile):
+                        k0, k1 = y0 * wp, min(oh, y0 + tile) * wp
+                        for c in range(cg):
+                            for a in range(kh):
+                                for b in range(kw):
+                                    wv = w[gi, (c * kh + a) * kw + b, f]
+                                    base = (c * hp + a * dh) * wp + b * dw
+                                    for k in range(k0, k1):
+                                        out[k] += wv * plane[base + k]
+                for c in range(cg if not unit else 0):
+                    for a in range(kh):
+                        for b in range(kw):
+                            wv = w[gi, (c * kh + a) * kw + b, f]
+                            for y in range(oh):
+                                base = (c * hp + y * sh + a * dh) * wp + b * dw
                                 for x in range(ow):
-                                    out[x] += wv * row[x0 + x * sw]
+                                    out[y * ow + x] += wv * plane[base + x * sw]
+                o = off[gi, f]
+                width = wp if unit else ow
+                for y in range(oh):
                     for x in range(ow):
-                        acc[i, gi, f, y * ow + x] = out[x]
+                        acc[i, gi, f, y * ow + x] = np.float64(out[y * width + x]) + o
 
 
 @njit(**_JIT)
