@@ -70,11 +70,12 @@ class _FoldUnit:
     rc: int
     filt: np.ndarray  # (nf,) int64 filters of the layer
     r: int  # rounding slices per filter
-    levels: np.ndarray  # (gu, column blocks, rows8, 64) uint8
-    half: np.ndarray  # (gu, column blocks, 8, 64) uint8: 2^(s−1) of plane p, 0 for s = 0
-    mask: np.ndarray  # (gu, column blocks, 8, 64) uint8: 2^s − 1 (0 past the layer's planes)
-    coef: np.ndarray  # (gu, ncols64) int64: coef_j, 0 for padding
-    const: np.ndarray  # (gu, ncols64) int64: Σ_q coef_j·2^p·h
+    levels: np.ndarray  # (gu, column blocks, rows8, 64) uint8 (two columns a byte in nibble mode)
+    half: np.ndarray  # (gu, column blocks, 8·width) uint8: 2^(s−1) of plane p, 0 for s = 0
+    mask: np.ndarray  # (gu, column blocks, 8·width) uint8: 2^s − 1 (0 past the layer's planes)
+    coef: np.ndarray  # (gu, ncols) int64: coef_j, 0 for padding
+    const: np.ndarray  # (gu, ncols) int64: Σ_p coef_j·2^p·h
+    nibble: bool  # every shift at most 3: counters of 4 bits (modulo 8), width 128 columns
 
 
 @dataclass
@@ -143,11 +144,12 @@ class FoldPlan:
                 _add_offsets(self._gemm(operand.reshape(n, g, -1), s, a, b), self.offsets[s], a, self.mode == "direct", acc)
         sp, sr = (rec.rows, 1) if self.mode == "direct" else (1, p)
         for u in self.units:
-            val = np.empty((n, len(u.groups), u.pc, u.levels.shape[1], COLUMN_BLOCK), dtype=np.uint16)
+            width = COLUMN_BLOCK * (2 if u.nibble else 1)
+            val = np.empty((n, len(u.groups), u.pc, u.levels.shape[1], width), dtype=np.uint16)
             few = u.pc <= _FEW_POSITIONS
             tab = _aligned((0 if few else u.levels.shape[2] // 8) * 256 * COLUMN_BLOCK)
             _correct(codes, self.idx, sp, sr, layer.pad_code, self.spread, g, u.groups, u.pos0, u.pc, u.row0, u.rc,
-                     u.levels, u.half, u.mask, few, tab.reshape(-1, 256, COLUMN_BLOCK),
+                     u.levels, u.half, u.mask, few, 0x77 if u.nibble else 0xFF, tab.reshape(-1, 256, COLUMN_BLOCK),
                      _aligned(8 * COLUMN_BLOCK), val)
             _subtract(val, u.coef, u.const, u.groups, u.filt, u.r, u.pos0, acc)
         return acc, codes.reshape(n, g, size)
@@ -234,19 +236,22 @@ def _input_hw(layer: "FastLayer") -> tuple[int, int]:
 
 
 def _unit(layer: "FastLayer", bs, run: slice) -> _FoldUnit:  # type: ignore[no-untyped-def]
-    """A block set's rounding slices over groups ``run`` as byte-counter tables' inputs."""
+    """A block set's rounding slices over groups ``run`` as the byte counters' inputs: in
+    nibble mode (every shift at most 3) the levels modulo 8, two columns to a byte."""
     rec = layer.rec
     cpf, rounding, r = rec.cols_per_filter, bs.rounding, bs.rounding.size
     groups = bs.groups[run]
     gu, rc = len(groups), bs.row_count
     filt = np.concatenate([np.arange(p.filter_start, p.filter_start + p.filter_count) for p in bs.parts])
     ncols = filt.size * r
-    ncols64 = -(-ncols // COLUMN_BLOCK) * COLUMN_BLOCK
+    nibble = max(int(p.shifts[run][:, :, rounding].max(initial=0)) for p in bs.parts) <= 3
+    width = 2 * COLUMN_BLOCK if nibble else COLUMN_BLOCK
+    ncolsw = -(-ncols // width) * width
     rows8 = -(-rc // 8) * 8
     nq = 8  # planes (at most 8: the digit patterns of a chunk are one 64-bit word)
-    levels = np.zeros((gu, rows8, ncols64), dtype=np.uint8)
-    shift = np.zeros((gu, nq, ncols64), dtype=np.int64)
-    coef = np.zeros((gu, ncols64), dtype=np.int64)
+    levels = np.zeros((gu, rows8, ncolsw), dtype=np.uint8)
+    shift = np.zeros((gu, nq, ncolsw), dtype=np.int64)
+    coef = np.zeros((gu, ncolsw), dtype=np.int64)
     f = 0
     for p in bs.parts:
         fc = p.filter_count
@@ -261,16 +266,20 @@ def _unit(layer: "FastLayer", bs, run: slice) -> _FoldUnit:  # type: ignore[no-u
     mask = np.left_shift(1, shift) - 1
     pw = np.left_shift(1, np.arange(nq, dtype=np.int64))
     const = (coef[:, None, :] * pw[None, :, None] * half).sum(axis=1)
-    ncb = ncols64 // COLUMN_BLOCK
-    blocks = np.ascontiguousarray(levels.reshape(gu, rows8, ncb, COLUMN_BLOCK).transpose(0, 2, 1, 3))
+    ncb = ncolsw // width
+    blocks = levels.reshape(gu, rows8, ncb, width).transpose(0, 2, 1, 3)
+    if nibble:  # byte j of a block: column j modulo 8, and column 64 + j modulo 8 in the high nibble
+        blocks = (blocks[..., :COLUMN_BLOCK] & 7) | ((blocks[..., COLUMN_BLOCK:] & 7) << 4)
     return _FoldUnit(groups.astype(np.int64), bs.pos_start, bs.pos_count, bs.row_start, rc, filt.astype(np.int64), r,
-                     blocks, _per_block(half, ncb), _per_block(mask, ncb), coef, const)
+                     np.ascontiguousarray(blocks), _per_block(half, width), _per_block(mask, width), coef, const,
+                     nibble)
 
 
-def _per_block(a: np.ndarray, ncb: int) -> np.ndarray:
-    """``(gu, nq, ncols64)`` as uint8 ``(gu, column blocks, nq, 64)``."""
-    gu, nq, _ = a.shape
-    return np.ascontiguousarray(a.astype(np.uint8).reshape(gu, nq, ncb, COLUMN_BLOCK).transpose(0, 2, 1, 3))
+def _per_block(a: np.ndarray, width: int) -> np.ndarray:
+    """``(gu, nq, ncols)`` as uint8 ``(gu, column blocks, nq·width)``."""
+    gu, nq, ncols = a.shape
+    return np.ascontiguousarray(a.astype(np.uint8).reshape(gu, nq, ncols // width, width).transpose(0, 2, 1, 3)
+                                ).reshape(gu, ncols // width, nq * width)
 
 
 def _flat_index(layer: "FastLayer") -> np.ndarray:
@@ -477,9 +486,9 @@ def _patterns(row, idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat):  # type: 
 
 
 @njit(**_JIT)
-def _table(lev, tab):  # type: ignore[no-untyped-def]
+def _table(lev, tab, keep):  # type: ignore[no-untyped-def]
     """``tab[c, m, :]``: byte sums of the levels ``lev`` (rows8, 64) of rows ``8c + i`` over
-    the bits ``i`` of ``m``."""
+    the bits ``i`` of ``m`` (each add masked with ``keep``)."""
     tabf = tab.reshape(-1)
     levf = lev.reshape(-1)
     for c in range(tab.shape[0]):
@@ -489,7 +498,7 @@ def _table(lev, tab):  # type: ignore[no-untyped-def]
             bit = 0
             while (1 << bit) != low:
                 bit += 1
-            _add64(tabf, (c * 256 + m) * 64, tabf, (c * 256 + (m ^ low)) * 64, levf, (8 * c + bit) * 64)
+            _add64(tabf, (c * 256 + m) * 64, tabf, (c * 256 + (m ^ low)) * 64, levf, (8 * c + bit) * 64, keep)
 
 
 @njit(**_JIT)
@@ -525,7 +534,7 @@ def _digit_rows(pats, t, rows, planes):  # type: ignore[no-untyped-def]
 
 
 @njit(**_JIT)
-def _count(src, planes, k, srcf, cnt):  # type: ignore[no-untyped-def]
+def _count(src, planes, k, srcf, keep, cnt):  # type: ignore[no-untyped-def]
     """Byte counters ``cnt[q·64 + j]`` of one position: the sum of the ``k`` rows of 64
     bytes at ``srcf[src[e]:]`` into counter ``planes[e]`` (table rows of 8-row patterns, or
     level rows of single digits). Offsets are uint32, so LLVM sees them non-negative and
@@ -533,13 +542,14 @@ def _count(src, planes, k, srcf, cnt):  # type: ignore[no-untyped-def]
     cnt[:] = 0
     for e in range(k):
         o = np.intp(planes[e])
-        _add64(cnt, o, cnt, o, srcf, np.intp(src[e]))
+        _add64(cnt, o, cnt, o, srcf, np.intp(src[e]), keep)
 
 
 @njit(**_JIT)
 def _remainders(cnt, half, mask, tmp, val):  # type: ignore[no-untyped-def]
-    """``val[j] = Σ_p 2^p·((cnt[p, j] + h) & (2^s − 1))`` for 64 columns (bytes wrap modulo
-    256, a multiple of 2^s; the sum is below 2^16). Fixed trip counts, so LLVM vectorizes."""
+    """``val[j] = Σ_p 2^p·((S_pj + h) & (2^s − 1))`` for the 64 columns of byte counters
+    ``cnt[p·64 + j]`` (bytes wrap modulo 256, a multiple of 2^s; the sum is below 2^16).
+    Fixed trip counts, so LLVM vectorizes."""
     for j in range(512):
         tmp[j] = np.uint8(np.uint8(cnt[j] + half[j]) & mask[j])
     for j in range(64):
@@ -549,11 +559,28 @@ def _remainders(cnt, half, mask, tmp, val):  # type: ignore[no-untyped-def]
         val[j] = s
 
 
+@njit(**_JIT)
+def _remainders_nibble(cnt, half, mask, tmp, val):  # type: ignore[no-untyped-def]
+    """As :func:`_remainders` for 128 columns of 3-bit counters (``S mod 8``): column ``j``
+    in the low nibble of byte ``j``, column ``64 + j`` in its high nibble."""
+    for p in range(8):
+        for j in range(64):
+            c = cnt[p * 64 + j]
+            tmp[p * 128 + j] = np.uint8(np.uint8((c & 15) + half[p * 128 + j]) & mask[p * 128 + j])
+            tmp[p * 128 + 64 + j] = np.uint8(np.uint8((c >> 4) + half[p * 128 + 64 + j]) & mask[p * 128 + 64 + j])
+    for j in range(128):
+        s = np.uint16(0)
+        for p in range(8):
+            s = np.uint16(s + np.uint16(np.uint16(tmp[p * 128 + j]) << np.uint16(p)))
+        val[j] = s
+
+
 @intrinsic
-def _add64(typingctx, dst, doff, a, aoff, b, boff):  # type: ignore[no-untyped-def]
-    """``dst[doff:doff+64] = a[aoff:aoff+64] + b[boff:boff+64]`` (bytes, wrapping), as one
-    64-byte vector operation: no loop, so no per-call alias or trip-count checks."""
-    sig = types.void(dst, types.intp, a, types.intp, b, types.intp)
+def _add64(typingctx, dst, doff, a, aoff, b, boff, keep):  # type: ignore[no-untyped-def]
+    """``dst[doff:doff+64] = (a[aoff:aoff+64] + b[boff:boff+64]) & keep`` (bytes, wrapping;
+    ``keep`` 0x77 adds two 3-bit counters a byte), as one 64-byte vector operation: no
+    loop, so no per-call alias or trip-count checks."""
+    sig = types.void(dst, types.intp, a, types.intp, b, types.intp, types.uint8)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         vec = ir.VectorType(ir.IntType(8), 64).as_pointer()
@@ -562,14 +589,18 @@ def _add64(typingctx, dst, doff, a, aoff, b, boff):  # type: ignore[no-untyped-d
             arr = context.make_array(signature.args[k])(context, builder, args[k])
             ptrs.append(builder.bitcast(builder.gep(arr.data, [args[k + 1]]), vec))
         total = builder.add(builder.load(ptrs[1], align=1), builder.load(ptrs[2], align=1))
-        builder.store(total, ptrs[0], align=1)
+        splat = builder.insert_element(ir.VectorType(ir.IntType(8), 64)(ir.Undefined), args[6],
+                                       ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(splat, ir.VectorType(ir.IntType(8), 64)(ir.Undefined),
+                                       ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64))
+        builder.store(builder.and_(total, splat), ptrs[0], align=1)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 @njit(**_JIT)
-def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, levels, half, mask, few,
+def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, levels, half, mask, few, keep,
              tab, cnt, out):  # type: ignore[no-untyped-def]
     """``out[n, gk, t, cb, j] = Σ_q 2^p_q·((S_q mod 256 + h) & (2^s − 1))`` of one unit (see
     the module docstring): byte counters over 8-row tables, or over the rows themselves
@@ -583,7 +614,7 @@ def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, lev
     src = np.empty((pc, rows8 * 8 if few else c8 * 8), dtype=np.uint32)
     planes = np.empty(src.shape, dtype=np.uint32)
     ones = np.zeros(pc, dtype=np.intp)
-    tmp = np.empty(8 * 64, dtype=np.uint8)
+    tmp = np.empty(8 * 128, dtype=np.uint8)
     for i in range(n):
         for gk in range(gu):
             _patterns(codes[i * g + groups[gk]], idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat)
@@ -594,11 +625,14 @@ def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, lev
                 if few:
                     srcf = levels[gk, cb].reshape(-1)
                 else:
-                    _table(levels[gk, cb], tab)
+                    _table(levels[gk, cb], tab, keep)
                     srcf = tabf
                 for t in range(pc):
-                    _count(src[t], planes[t], ones[t], srcf, cnt)
-                    _remainders(cnt, half[gk, cb].reshape(-1), mask[gk, cb].reshape(-1), tmp, out[i, gk, t, cb])
+                    _count(src[t], planes[t], ones[t], srcf, keep, cnt)
+                    if keep == 0xFF:
+                        _remainders(cnt, half[gk, cb], mask[gk, cb], tmp, out[i, gk, t, cb])
+                    else:
+                        _remainders_nibble(cnt, half[gk, cb], mask[gk, cb], tmp, out[i, gk, t, cb])
 
 
 @njit(**_JIT)
