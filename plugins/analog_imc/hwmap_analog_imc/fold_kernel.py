@@ -385,6 +385,25 @@ def _direct_conv(codes, idx, pad, w, off, a, b, acc):  # type: ignore[no-untyped
 
 
 @njit(**_JIT)
+def _taps3x3(plane, w, wp, sh, sw, dh, dw, oh, ow, o, acc):  # type: ignore[no-untyped-def]
+    """``acc[y·OW + x] = o + Σ_(a, b) w[3a + b]·plane[(y·sh + a·dh)·wp + x·sw + b·dw]``
+    (one padded channel; the sum of nine exact products in the plane's type, then float64)."""
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
+    for y in range(oh):
+        r0 = y * sh * wp
+        r1 = r0 + dh * wp
+        r2 = r1 + dh * wp
+        for x in range(ow):
+            c0 = x * sw
+            c1 = c0 + dw
+            c2 = c1 + dw
+            v = (w0 * plane[r0 + c0] + w1 * plane[r0 + c1] + w2 * plane[r0 + c2]
+                 + w3 * plane[r1 + c0] + w4 * plane[r1 + c1] + w5 * plane[r1 + c2]
+                 + w6 * plane[r2 + c0] + w7 * plane[r2 + c1] + w8 * plane[r2 + c2])
+            acc[y * ow + x] = np.float64(v) + o
+
+
+@njit(**_JIT)
 def _direct_conv2d(codes, geom, pad, w, off, acc, plane):  # type: ignore[no-untyped-def]
     """A 2-D convolution of few filters per group as shifted multiply-adds over each
     channel padded with the code of 0: ``acc[n, g, f, oh·OW + ow] = off[g, f] + Σ_(c, i, j)
@@ -410,6 +429,9 @@ def _direct_conv2d(codes, geom, pad, w, off, acc, plane):  # type: ignore[no-unt
                     for x in range(wd):
                         plane[(c * hp + y + ph) * wp + x + pw] = codes[i, gi, (c * h + y) * wd + x]
             for f in range(nf):
+                if cg == 1 and kh == 3 and kw == 3:  # depthwise 3×3: the nine taps summed in registers
+                    _taps3x3(plane, w[gi, :, f], wp, sh, sw, dh, dw, oh, ow, off[gi, f], acc[i, gi, f])
+                    continue
                 out[:] = 0
                 if unit:
                     for y0 in range(0, oh, tile):
