@@ -145,7 +145,7 @@ class FoldPlan:
         sp, sr = (rec.rows, 1) if self.mode == "direct" else (1, p)
         for u in self.units:
             width = COLUMN_BLOCK * (2 if u.nibble else 1)
-            val = np.empty((n, len(u.groups), u.pc, u.levels.shape[1], width), dtype=np.uint16)
+            val = np.empty((n, len(u.groups), u.levels.shape[1] * width, u.pc), dtype=np.uint16)
             few = u.pc <= _FEW_POSITIONS
             tab = _aligned((0 if few else u.levels.shape[2] // 8) * 256 * COLUMN_BLOCK)
             _correct(codes, self.idx, sp, sr, layer.pad_code, self.spread, g, u.groups, u.pos0, u.pc, u.row0, u.rc,
@@ -624,7 +624,7 @@ def _add64(typingctx, dst, doff, a, aoff, b, boff, keep):  # type: ignore[no-unt
 @njit(**_JIT)
 def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, levels, half, mask, few, keep,
              tab, cnt, out):  # type: ignore[no-untyped-def]
-    """``out[n, gk, t, cb, j] = Σ_q 2^p_q·((S_q mod 256 + h) & (2^s − 1))`` of one unit (see
+    """``out[n, gk, col, t] = Σ_p 2^p·((S_p mod 256 + h) & (2^s − 1))`` of one unit (see
     the module docstring): byte counters over 8-row tables, or over the rows themselves
     when the unit has ``few`` positions. ``levels`` is ``(gu, column blocks, rows8, 64)``."""
     n = codes.shape[0] // g
@@ -637,6 +637,8 @@ def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, lev
     planes = np.empty(src.shape, dtype=np.uint32)
     ones = np.zeros(pc, dtype=np.intp)
     tmp = np.empty(8 * 128, dtype=np.uint8)
+    width = 64 if keep == 0xFF else 128
+    vals = np.empty(width, dtype=np.uint16)
     for i in range(n):
         for gk in range(gu):
             _patterns(codes[i * g + groups[gk]], idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat)
@@ -652,23 +654,26 @@ def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, lev
                 for t in range(pc):
                     _count(src[t], planes[t], ones[t], srcf, keep, cnt)
                     if keep == 0xFF:
-                        _remainders(cnt, half[gk, cb], mask[gk, cb], tmp, out[i, gk, t, cb])
+                        _remainders(cnt, half[gk, cb], mask[gk, cb], tmp, vals)
                     else:
-                        _remainders_nibble(cnt, half[gk, cb], mask[gk, cb], tmp, out[i, gk, t, cb])
+                        _remainders_nibble(cnt, half[gk, cb], mask[gk, cb], tmp, vals)
+                    for j in range(width):  # column-major, so the subtraction runs along positions
+                        out[i, gk, cb * width + j, t] = vals[j]
 
 
 @njit(**_JIT)
 def _subtract(val, coef, const, groups, filt, r, pos0, acc):  # type: ignore[no-untyped-def]
-    """``acc[n, g, f, pos0 + t] −= Σ_j coef·val − const`` over the unit filter's slices."""
-    n, gu, pc = val.shape[0], val.shape[1], val.shape[2]
-    v = val.reshape(n, gu, pc, -1)
+    """``acc[n, g, f, pos0 + t] −= Σ_j coef_j·val_j − const_j`` over the ``r`` slices ``j`` of
+    the unit's filter ``f`` (exact integers; ``val`` is ``(n, gu, columns, positions)``)."""
+    n, gu, pc = val.shape[0], val.shape[1], val.shape[3]
     for i in range(n):
         for gk in range(gu):
-            gi = groups[gk]
+            row_acc = acc[i, groups[gk]]
             for fi in range(filt.shape[0]):
-                f = filt[fi]
-                for t in range(pc):
-                    s = 0
-                    for j in range(fi * r, fi * r + r):
-                        s += coef[gk, j] * np.int64(v[i, gk, t, j]) - const[gk, j]
-                    acc[i, gi, f, pos0 + t] -= np.float64(s)
+                dst = row_acc[filt[fi]]
+                for j in range(fi * r, fi * r + r):
+                    c = coef[gk, j]
+                    k = const[gk, j]
+                    col = val[i, gk, j]
+                    for t in range(pc):
+                        dst[pos0 + t] -= np.float64(c * np.int64(col[t]) - k)
