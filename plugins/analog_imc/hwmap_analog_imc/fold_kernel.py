@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from llvmlite import ir
+from llvmlite import ir  # type: ignore[import-untyped]
 from numba import njit, types
 from numba.extending import intrinsic
 
@@ -53,8 +53,8 @@ COLUMN_BLOCK = 64
 _DIRECT_FILTERS = 4
 #: Positions at or below which a unit's byte counters add its rows directly (no tables).
 _FEW_POSITIONS = 2
-#: No fast-math: every float operation rounds as numpy's does (the values are integers).
-_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+#: Compiled once and cached; no fast-math: every float operation rounds as numpy's does.
+_jit = njit(cache=True, nogil=True, error_model="numpy")
 
 
 @dataclass
@@ -326,7 +326,7 @@ def dequantize_f_major(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray | No
 
 
 # ------------------------------------------------------------------------------ compiled loops
-@njit(**_JIT)
+@_jit
 def _codes(x, scale, lo, hi, pad, codes, operand):  # type: ignore[no-untyped-def]
     """``codes = clip(rint(x/scale), lo, hi) + pad`` (int32) and the same as ``operand``'s
     type; False when an input is NaN."""
@@ -341,7 +341,7 @@ def _codes(x, scale, lo, hi, pad, codes, operand):  # type: ignore[no-untyped-de
     return True
 
 
-@njit(**_JIT)
+@_jit
 def _weighted_digits(codes, nz, elems, mult, out):  # type: ignore[no-untyped-def]
     """``out[g] = Σ_n Σ_k nz[codes[n, g, e_k]]·mult[k]`` over the elements ``elems`` (all
     when empty)."""
@@ -357,7 +357,7 @@ def _weighted_digits(codes, nz, elems, mult, out):  # type: ignore[no-untyped-de
         out[gi] = s
 
 
-@njit(**_JIT)
+@_jit
 def _im2col(codes, idx, pad, out):  # type: ignore[no-untyped-def]
     """``out[ng, p, r] = codes[ng, idx[p, r]]``, ``pad`` where ``idx`` is −1."""
     for ng in range(codes.shape[0]):
@@ -367,7 +367,7 @@ def _im2col(codes, idx, pad, out):  # type: ignore[no-untyped-def]
                 out[ng, p, r] = pad if v < 0 else codes[ng, v]
 
 
-@njit(**_JIT)
+@_jit
 def _direct_conv(codes, idx, pad, w, off, a, b, acc):  # type: ignore[no-untyped-def]
     """``acc[n, g, f, p] = Σ_r w[g, r, f]·code(p, r) + off[g, f]`` for positions ``a..b``
     (integers, exact in int64)."""
@@ -384,7 +384,7 @@ def _direct_conv(codes, idx, pad, w, off, a, b, acc):  # type: ignore[no-untyped
                     acc[i, gi, f, p] = np.float64(s) + off[gi, f]
 
 
-@njit(**_JIT)
+@_jit
 def _taps3x3(plane, w, wp, sh, sw, dh, dw, oh, ow, o, acc):  # type: ignore[no-untyped-def]
     """``acc[y·OW + x] = o + Σ_(a, b) w[3a + b]·plane[(y·sh + a·dh)·wp + x·sw + b·dw]``
     (one padded channel; the sum of nine exact products in the plane's type, then float64)."""
@@ -403,7 +403,7 @@ def _taps3x3(plane, w, wp, sh, sw, dh, dw, oh, ow, o, acc):  # type: ignore[no-u
             acc[y * ow + x] = np.float64(v) + o
 
 
-@njit(**_JIT)
+@_jit
 def _direct_conv2d(codes, geom, pad, w, off, acc, plane):  # type: ignore[no-untyped-def]
     """A 2-D convolution of few filters per group as shifted multiply-adds over each
     channel padded with the code of 0: ``acc[n, g, f, oh·OW + ow] = off[g, f] + Σ_(c, i, j)
@@ -458,7 +458,7 @@ def _direct_conv2d(codes, geom, pad, w, off, acc, plane):  # type: ignore[no-unt
                         acc[i, gi, f, y * ow + x] = np.float64(out[y * width + x]) + o
 
 
-@njit(**_JIT)
+@_jit
 def _add_offsets(y, off, a, p_major, acc):  # type: ignore[no-untyped-def]
     """``acc[..., a:a+P] = y + off`` in float64; ``y`` is ``(N, G, F, P)``, or ``(N, G, P,
     F)`` when ``p_major`` (Gemm / MatMul)."""
@@ -476,7 +476,7 @@ def _add_offsets(y, off, a, p_major, acc):  # type: ignore[no-untyped-def]
                         acc[i, gi, fi, a + p] = np.float64(y[i, gi, fi, p]) + o
 
 
-@njit(**_JIT)
+@_jit
 def _dequantize(acc, scale, bias, has_bias, out):  # type: ignore[no-untyped-def]
     n, g, f, p = acc.shape
     for i in range(n):
@@ -491,7 +491,7 @@ def _dequantize(acc, scale, bias, has_bias, out):  # type: ignore[no-untyped-def
                     out[i, gi * f + fi, k] = np.float32(y)
 
 
-@njit(**_JIT)
+@_jit
 def _patterns(row, idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat):  # type: ignore[no-untyped-def]
     """``pat[t, c]``: byte ``q`` is the digit pattern of active plane ``q`` over rows
     ``8c .. 8c+7`` of the unit at its position ``t`` (codes of one sample and group)."""
@@ -507,7 +507,7 @@ def _patterns(row, idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat):  # type: 
             pat[t, k >> 3] |= spread[u] << np.uint64(k & 7)
 
 
-@njit(**_JIT)
+@_jit
 def _table(lev, tab, keep):  # type: ignore[no-untyped-def]
     """``tab[c, m, :]``: byte sums of the levels ``lev`` (rows8, 64) of rows ``8c + i`` over
     the bits ``i`` of ``m`` (each add masked with ``keep``)."""
@@ -523,7 +523,7 @@ def _table(lev, tab, keep):  # type: ignore[no-untyped-def]
             _add64(tabf, (c * 256 + m) * 64, tabf, (c * 256 + (m ^ low)) * 64, levf, (8 * c + bit) * 64, keep)
 
 
-@njit(**_JIT)
+@_jit
 def _pattern_list(pats, t, src, planes):  # type: ignore[no-untyped-def]
     """The nonzero patterns of position ``t`` (half of them are 0, whose table row is 0) as
     byte offsets into the 8-row tables, ``src[k] = (c·256 + m)·64``, and ``planes[k] =
@@ -539,7 +539,7 @@ def _pattern_list(pats, t, src, planes):  # type: ignore[no-untyped-def]
     return k
 
 
-@njit(**_JIT)
+@_jit
 def _digit_rows(pats, t, rows, planes):  # type: ignore[no-untyped-def]
     """The (row, plane) pairs of position ``t`` whose digit is 1, as byte offsets
     ``rows[k] = r·64``, ``planes[k] = q·64`` (without branches); returns how many."""
@@ -555,7 +555,7 @@ def _digit_rows(pats, t, rows, planes):  # type: ignore[no-untyped-def]
     return k
 
 
-@njit(**_JIT)
+@_jit
 def _count(src, planes, k, srcf, keep, cnt):  # type: ignore[no-untyped-def]
     """Byte counters ``cnt[q·64 + j]`` of one position: the sum of the ``k`` rows of 64
     bytes at ``srcf[src[e]:]`` into counter ``planes[e]`` (table rows of 8-row patterns, or
@@ -567,7 +567,7 @@ def _count(src, planes, k, srcf, keep, cnt):  # type: ignore[no-untyped-def]
         _add64(cnt, o, cnt, o, srcf, np.intp(src[e]), keep)
 
 
-@njit(**_JIT)
+@_jit
 def _remainders(cnt, half, mask, tmp, val):  # type: ignore[no-untyped-def]
     """``val[j] = Σ_p 2^p·((S_pj + h) & (2^s − 1))`` for the 64 columns of byte counters
     ``cnt[p·64 + j]`` (bytes wrap modulo 256, a multiple of 2^s; the sum is below 2^16).
@@ -581,7 +581,7 @@ def _remainders(cnt, half, mask, tmp, val):  # type: ignore[no-untyped-def]
         val[j] = s
 
 
-@njit(**_JIT)
+@_jit
 def _remainders_nibble(cnt, half, mask, tmp, val):  # type: ignore[no-untyped-def]
     """As :func:`_remainders` for 128 columns of 3-bit counters (``S mod 8``): column ``j``
     in the low nibble of byte ``j``, column ``64 + j`` in its high nibble."""
@@ -621,7 +621,7 @@ def _add64(typingctx, dst, doff, a, aoff, b, boff, keep):  # type: ignore[no-unt
     return sig, codegen
 
 
-@njit(**_JIT)
+@_jit
 def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, levels, half, mask, few, keep,
              tab, cnt, out):  # type: ignore[no-untyped-def]
     """``out[n, gk, col, t] = Σ_p 2^p·((S_p mod 256 + h) & (2^s − 1))`` of one unit (see
@@ -661,7 +661,7 @@ def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, lev
                         out[i, gk, cb * width + j, t] = vals[j]
 
 
-@njit(**_JIT)
+@_jit
 def _subtract(val, coef, const, groups, filt, r, pos0, acc):  # type: ignore[no-untyped-def]
     """``acc[n, g, f, pos0 + t] −= Σ_j coef_j·val_j − const_j`` over the ``r`` slices ``j`` of
     the unit's filter ``f`` (exact integers; ``val`` is ``(n, gu, columns, positions)``)."""
