@@ -12,8 +12,8 @@ Printed in one run, each next to its goal (issues 3 and 12, "Goals"):
 3. Simulator time over onnxruntime time for one inference (batch 1, one thread) of
    ``zoo:digits_cnn``, ``zoo:resnet_small`` and ``zoo:mobilenet_v1``: the median of
    ``--runs`` (at least 10) ``Simulator.run`` calls on the emitted artifacts against the
-   median of as many ``InferenceSession.run`` calls on the zoo's ONNX model, both sessions
-   built beforehand; per crossbar layer the same ratio (onnxruntime's per-node profile); the
+   median of as many ``InferenceSession.run`` calls on the zoo's ONNX model, alternating,
+   both sessions built beforehand, wall and CPU time; per crossbar layer the same ratio (onnxruntime's per-node profile); the
    simulator's GEMM work over the model's MACs and the ADC conversions it simulates per
    second; the machine's load average (the ratios are measured on a shared machine). Goal:
    MobileNet V1 within 10×, GEMM work at most 1.1× the MACs (see :func:`simulator_section`).
@@ -136,6 +136,19 @@ def median_of(fn: Any, runs: int) -> float:
     return float(np.median(times))
 
 
+def interleaved_medians(fns: list[Any], runs: int) -> list[tuple[float, float]]:
+    """``(wall, cpu)`` median seconds of each of ``fns`` over ``runs`` rounds that call them
+    one after the other (on a shared machine both sides then see the same load; the CPU
+    time of this one-thread process is the less disturbed of the two)."""
+    times: list[list[tuple[float, float]]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, out in zip(fns, times):
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            out.append((time.perf_counter() - w0, time.process_time() - c0))
+    return [(float(np.median([w for w, _ in t])), float(np.median([c for _, c in t]))) for t in times]
+
+
 def ort_session(name: str, profile: str | None = None) -> Any:
     """An onnxruntime session of the zoo model on one thread (profiling into ``profile``)."""
     import onnxruntime as ort
@@ -192,7 +205,8 @@ def simulator_section(repeat: int, runs: int) -> None:
     warmed up by one run; then ``Simulator.run`` and ``InferenceSession.run`` each run the
     same batch-1 input ``runs`` times and the medians are compared. Load time and
     ``simulate()`` (load + run, what the flow calls per run) are printed separately (best
-    of ``repeat``). Per crossbar layer: the layer's kernel and dequantization against the
+    of ``repeat``). The runs alternate between the two sides, and the CPU time of each
+    side is printed beside the wall time (on a loaded machine the less disturbed figure). Per crossbar layer: the layer's kernel and dequantization against the
     onnxruntime nodes of the same name (its fused Conv+BN+ReLU). The simulator's GEMM work
     per inference in multiply-adds against the model's MACs (what onnxruntime computes), and
     the ADC conversions the run simulates per second of simulator time."""
@@ -220,8 +234,8 @@ def simulator_section(repeat: int, runs: int) -> None:
             activity = sim.run(inputs).activity  # warm-up, as for onnxruntime
             sess.run(None, feed)
             load_avg = os.getloadavg()
-            t_run = median_of(lambda: sim.run(inputs), runs)
-            t_ort = median_of(lambda: sess.run(None, feed), runs)
+            (t_run, c_run), (t_ort, c_ort) = interleaved_medians([lambda: sim.run(inputs),
+                                                                   lambda: sess.run(None, feed)], runs)
             layers = layer_medians(sim, inputs, runs)
             nodes = ort_node_medians(name, x, runs, d)
         work = sim.work()
@@ -233,7 +247,8 @@ def simulator_section(repeat: int, runs: int) -> None:
               f"{work['model'] / 1e6:.2f} M MACs{'   goal ≤ 1.1×: ' + ('met' if gemm <= 1.1 * work['model'] else 'NOT met') if name == 'mobilenet_v1' else ''}")
         print(f"      simulator {_ms(t_run)}, onnxruntime {_ms(t_ort)}: {ratio:6.1f}×"
               f"{'   goal ≤ 10×: ' + ('met' if ratio <= 10 else 'NOT met') if name == 'mobilenet_v1' else ''}"
-              f"   ({adc / t_run / 1e9:.2f} G ADC conversions simulated per s; load average "
+              f"   (CPU time {_ms(c_run)} / {_ms(c_ort)} = {c_run / c_ort:.1f}×; "
+              f"{adc / t_run / 1e9:.2f} G ADC conversions simulated per s; load average "
               f"{load_avg[0]:.1f} on {os.cpu_count()} CPUs)")
         print("      per layer (kernel + dequantization / onnxruntime nodes of the layer):")
         row = []

@@ -92,6 +92,7 @@ class FoldPlan:
     idx: np.ndarray  # (P, rows) int64: flat code index of each im2col entry, −1 for padding
     spread: np.ndarray  # (umax+1,) uint64: bit 8p set when digit p of the code is 1
     units: list[_FoldUnit]
+    direct_wf: np.ndarray | None  # direct_w[0] in the GEMM's type (the 2-D direct convolution's)
 
     def work(self, layer: "FastLayer") -> tuple[int, int]:
         """GEMM multiply-adds per sample: all of it is the one folded GEMM (the model's MACs)."""
@@ -124,13 +125,12 @@ class FoldPlan:
         p, f = rec.positions, rec.filters
         acc = np.empty((n, g, f, p), dtype=np.float64)
         if self.geom2d is not None:
-            assert self.direct_w is not None
+            assert self.direct_wf is not None
             geo = self.geom2d
             plane = np.empty(geo[0] * (max(geo[1] + geo[9], (geo[11] - 1) * geo[5] + (geo[3] - 1) * geo[7] + 1) + 1)
                              * max(geo[2] + geo[10], (geo[12] - 1) * geo[6] + (geo[4] - 1) * geo[8] + 1),
                              dtype=self.gemm_dtype)
-            _direct_conv2d(codes.reshape(n, g, size), geo, layer.pad_code, self.direct_w[0].astype(self.gemm_dtype),
-                           self.offsets[0], acc, plane)
+            _direct_conv2d(codes.reshape(n, g, size), geo, layer.pad_code, self.direct_wf, self.offsets[0], acc, plane)
         elif self.direct_w is not None:
             for s, (a, b) in enumerate(self.seg_pos):
                 _direct_conv(codes.reshape(n, g, size), self.idx, layer.pad_code, self.direct_w[s], self.offsets[s],
@@ -216,7 +216,7 @@ def fold_plan(layer: "FastLayer") -> FoldPlan | None:
         geom2d = np.array([layer.channels, h, w, *rec.kernel, *rec.strides, *rec.dilations, *rec.pads_begin,
                            *rec.out_spatial], dtype=np.int64)
     return FoldPlan(layer.mode, dtype, weights, offsets, seg_pos, np.stack(mats) if direct else None, geom2d, idx,
-                    spread, units)
+                    spread, units, mats[0].astype(dtype) if geom2d is not None else None)
 
 
 def _input_hw(layer: "FastLayer") -> tuple[int, int]:
