@@ -81,6 +81,7 @@ def test_mobilenet_v1_every_layer_folded_and_bit_identical(tmp_path: Path) -> No
     assert sum(bool(lay.fold.units) for lay in folded if lay.fold) >= 12  # the pointwise layers round
     assert any(lay.fold.geom2d is not None for lay in folded if lay.fold)  # depthwise: direct convolution
     assert any(u.pc <= 2 for lay in folded if lay.fold for u in lay.fold.units)  # the classifier: few positions
+    assert all(u.nibble for lay in folded if lay.fold for u in lay.fold.units)  # shifts ≤ 3: 3-bit counters
     work = simulator.Simulator(program).work()
     assert work["exact"] == work["model"] and work["rounding"] == 0  # one GEMM at the model's MACs
 
@@ -144,7 +145,9 @@ def test_random_layers_with_per_plane_shifts_up_to_eight(tmp_path: Path, seed: i
         program.adc[b] = AdcRec(b, rec.adc_bits, shifts.astype(rec.shifts.dtype))
     folded = check_layers(program, x)
     assert len(folded) == len(program.layers)
-    assert any((u.mask[:, :, :, :] == 255).any() for lay in folded if lay.fold for u in lay.fold.units)
+    units = [u for lay in folded if lay.fold for u in lay.fold.units]
+    assert any((u.mask == 255).any() for u in units)  # a shift of 8: the whole byte counter
+    assert any(not u.nibble for u in units)  # shifts above 3: byte counters
 
 
 def test_layers_the_folded_kernel_leaves_to_the_numpy_path(tmp_path: Path) -> None:

@@ -17,17 +17,14 @@ correction): one GEMM on the DAC codes ``u`` with all columns folded in (the mod
 float32 while every partial sum stays below 2^24, else float64), minus a correction that
 needs each ``S_pj`` only modulo ``2^s`` (``s ≤ 8``).
 
-The correction is computed modulo 256 in bytes, 64 columns at a time: the rows are cut in
-chunks of 4; per chunk a table holds, for each of the 16 patterns of 4 digits, the byte sums
-of the chunk's levels (built once per column block, from the cells); per input vector and
-plane the 4-bit digit patterns (all planes of a chunk in one 64-bit word, from a per-code
-table) index the tables, and 64 byte counters (wrapping modulo 256, which keeps ``S mod
-2^s``) add one table row per chunk: ``rows/4`` vector additions per plane for 64 columns.
-The remainders and the shift-and-add over planes then run on those 64 counters at once.
+The correction (:mod:`~hwmap_analog_imc.fold_correct`) counts each ``S_pj`` modulo 256 (or 8)
+in byte counters, 64 or 128 columns per vector addition, through tables of 8-row digit
+patterns.
 
-Depthwise-like layers (few filters per group) run as a direct integer convolution over the
-im2col index plan, without BLAS; codes, im2col, the ACCUM offsets and the dequantization are
-compiled loops (one pass each), the DAC activity is FastLayer's own count.
+Depthwise-like layers (few filters per group) run as a direct integer convolution (2-D:
+shifted multiply-adds over each padded channel; else over the im2col index plan), without
+BLAS. The codes, im2col, ACCUM offsets, DAC activity and dequantization are compiled loops,
+one pass each; the fused post-ops stay the simulator's (hwmap's reference semantics).
 """
 
 from __future__ import annotations
@@ -36,46 +33,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from llvmlite import ir  # type: ignore[import-untyped]
-from numba import njit, types
-from numba.extending import intrinsic
 
 from .crossbar import F32_EXACT, F64_EXACT
+from .fold_correct import FoldUnit, correct, fold_unit, jit as _jit
 
 if TYPE_CHECKING:
     from .fast_layer import FastLayer
 
-__all__ = ["FoldPlan", "fold_plan", "COLUMN_BLOCK"]
+__all__ = ["FoldPlan", "fold_plan", "dac_counts", "dequantize_f_major"]
 
-#: Columns one set of byte counters holds (64 bytes: one AVX-512 register, two AVX2 ones).
-COLUMN_BLOCK = 64
 #: Filters per group at or below which the GEMM runs as a direct convolution (no BLAS).
 _DIRECT_FILTERS = 4
-#: Positions at or below which a unit's byte counters add its rows directly (no tables).
-_FEW_POSITIONS = 2
-#: Compiled once and cached; no fast-math: every float operation rounds as numpy's does.
-_jit = njit(cache=True, nogil=True, error_model="numpy")
-
-
-@dataclass
-class _FoldUnit:
-    """The rounding columns of blocks that share rows and positions, over groups ``groups``.
-    Columns are filter-major (``fi·r + j``: slice ``j`` of the unit's filter ``filt[fi]``),
-    padded to whole column blocks; rows padded to whole chunks of 4."""
-
-    groups: np.ndarray  # (gu,) int64
-    pos0: int
-    pc: int
-    row0: int
-    rc: int
-    filt: np.ndarray  # (nf,) int64 filters of the layer
-    r: int  # rounding slices per filter
-    levels: np.ndarray  # (gu, column blocks, rows8, 64) uint8 (two columns a byte in nibble mode)
-    half: np.ndarray  # (gu, column blocks, 8·width) uint8: 2^(s−1) of plane p, 0 for s = 0
-    mask: np.ndarray  # (gu, column blocks, 8·width) uint8: 2^s − 1 (0 past the layer's planes)
-    coef: np.ndarray  # (gu, ncols) int64: coef_j, 0 for padding
-    const: np.ndarray  # (gu, ncols) int64: Σ_p coef_j·2^p·h
-    nibble: bool  # every shift at most 3: counters of 4 bits (modulo 8), width 128 columns
 
 
 @dataclass
@@ -91,7 +59,7 @@ class FoldPlan:
     geom2d: np.ndarray | None  # (cg, H, W, kh, kw, sh, sw, dh, dw, ph, pw, OH, OW) of a 2-D direct convolution
     idx: np.ndarray  # (P, rows) int64: flat code index of each im2col entry, −1 for padding
     spread: np.ndarray  # (umax+1,) uint64: bit 8p set when digit p of the code is 1
-    units: list[_FoldUnit]
+    units: list[FoldUnit]
     direct_wf: np.ndarray | None  # direct_w[0] in the GEMM's type (the 2-D direct convolution's)
 
     def work(self, layer: "FastLayer") -> tuple[int, int]:
@@ -100,7 +68,8 @@ class FoldPlan:
         return sum(rec.groups * (b - a) * rec.rows * rec.filters for a, b in self.seg_pos), 0
 
     def corrections(self) -> int:
-        """Byte-counter additions per sample of the correction (64 columns each)."""
+        """Table rows per sample the correction looks up (at most: zero patterns are skipped),
+        each one vector addition of 64 or 128 columns."""
         return sum(len(u.groups) * u.pc * 8 * (u.levels.shape[2] // 8) * u.levels.shape[1]
                    for u in self.units)
 
@@ -144,14 +113,7 @@ class FoldPlan:
                 _add_offsets(self._gemm(operand.reshape(n, g, -1), s, a, b), self.offsets[s], a, self.mode == "direct", acc)
         sp, sr = (rec.rows, 1) if self.mode == "direct" else (1, p)
         for u in self.units:
-            width = COLUMN_BLOCK * (2 if u.nibble else 1)
-            val = np.empty((n, len(u.groups), u.levels.shape[1] * width, u.pc), dtype=np.uint16)
-            few = u.pc <= _FEW_POSITIONS
-            tab = _aligned((0 if few else u.levels.shape[2] // 8) * 256 * COLUMN_BLOCK)
-            _correct(codes, self.idx, sp, sr, layer.pad_code, self.spread, g, u.groups, u.pos0, u.pc, u.row0, u.rc,
-                     u.levels, u.half, u.mask, few, 0x77 if u.nibble else 0xFF, tab.reshape(-1, 256, COLUMN_BLOCK),
-                     _aligned(8 * COLUMN_BLOCK), val)
-            _subtract(val, u.coef, u.const, u.groups, u.filt, u.r, u.pos0, acc)
+            correct(u, codes, self.idx, sp, sr, layer.pad_code, self.spread, g, acc)
         return acc, codes.reshape(n, g, size)
 
     def _gemm(self, operand: np.ndarray, s: int, a: int, b: int) -> np.ndarray:
@@ -181,7 +143,7 @@ def fold_plan(layer: "FastLayer") -> FoldPlan | None:
     coef = layer.coef
     mats = [s.weights.astype(np.int64) for s in layer.segments]
     seg_pos = [(s.pos.start, s.pos.stop) for s in layer.segments]
-    units: list[_FoldUnit] = []
+    units: list[FoldUnit] = []
     for bs, run in layer.unit_runs:
         groups = bs.groups[run]
         rows = slice(bs.row_start, bs.row_start + bs.row_count)
@@ -192,7 +154,7 @@ def fold_plan(layer: "FastLayer") -> FoldPlan | None:
             for m, (a, b) in zip(mats, seg_pos):
                 if bs.pos_start <= a and b <= bs.pos_start + bs.pos_count:
                     m[groups, rows, p.filter_start:p.filter_start + p.filter_count] += w
-        units.append(_unit(layer, bs, run))
+        units.append(fold_unit(layer, bs, run))
     bound = max(int((layer.umax * np.abs(m).sum(axis=1)).max(initial=0)) for m in mats)
     if bound >= F64_EXACT:
         return None
@@ -235,53 +197,6 @@ def _input_hw(layer: "FastLayer") -> tuple[int, int]:
     raise AssertionError(rec.name)
 
 
-def _unit(layer: "FastLayer", bs, run: slice) -> _FoldUnit:  # type: ignore[no-untyped-def]
-    """A block set's rounding slices over groups ``run`` as the byte counters' inputs: in
-    nibble mode (every shift at most 3) the levels modulo 8, two columns to a byte."""
-    rec = layer.rec
-    cpf, rounding, r = rec.cols_per_filter, bs.rounding, bs.rounding.size
-    groups = bs.groups[run]
-    gu, rc = len(groups), bs.row_count
-    filt = np.concatenate([np.arange(p.filter_start, p.filter_start + p.filter_count) for p in bs.parts])
-    ncols = filt.size * r
-    nibble = max(int(p.shifts[run][:, :, rounding].max(initial=0)) for p in bs.parts) <= 3
-    width = 2 * COLUMN_BLOCK if nibble else COLUMN_BLOCK
-    ncolsw = -(-ncols // width) * width
-    rows8 = -(-rc // 8) * 8
-    nq = 8  # planes (at most 8: the digit patterns of a chunk are one 64-bit word)
-    levels = np.zeros((gu, rows8, ncolsw), dtype=np.uint8)
-    shift = np.zeros((gu, nq, ncolsw), dtype=np.int64)
-    coef = np.zeros((gu, ncolsw), dtype=np.int64)
-    f = 0
-    for p in bs.parts:
-        fc = p.filter_count
-        cells = p.cells[run].reshape(gu, rc, fc, cpf)[..., rounding]  # (gu, rc, fc, r)
-        levels[:, :rc, f * r:(f + fc) * r] = cells.reshape(gu, rc, fc * r)
-        sh = p.shifts[run][:, :, rounding]  # (gu, planes, r)
-        np_ = sh.shape[1]
-        shift[:, :np_, f * r:(f + fc) * r] = np.broadcast_to(sh[:, :, None, :], (gu, np_, fc, r)).reshape(gu, np_, fc * r)
-        coef[:, f * r:(f + fc) * r] = np.tile(layer.coef[rounding], fc)
-        f += fc
-    half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
-    mask = np.left_shift(1, shift) - 1
-    pw = np.left_shift(1, np.arange(nq, dtype=np.int64))
-    const = (coef[:, None, :] * pw[None, :, None] * half).sum(axis=1)
-    ncb = ncolsw // width
-    blocks = levels.reshape(gu, rows8, ncb, width).transpose(0, 2, 1, 3)
-    if nibble:  # byte j of a block: column j modulo 8, and column 64 + j modulo 8 in the high nibble
-        blocks = (blocks[..., :COLUMN_BLOCK] & 7) | ((blocks[..., COLUMN_BLOCK:] & 7) << 4)
-    return _FoldUnit(groups.astype(np.int64), bs.pos_start, bs.pos_count, bs.row_start, rc, filt.astype(np.int64), r,
-                     np.ascontiguousarray(blocks), _per_block(half, width), _per_block(mask, width), coef, const,
-                     nibble)
-
-
-def _per_block(a: np.ndarray, width: int) -> np.ndarray:
-    """``(gu, nq, ncols)`` as uint8 ``(gu, column blocks, nq·width)``."""
-    gu, nq, ncols = a.shape
-    return np.ascontiguousarray(a.astype(np.uint8).reshape(gu, nq, ncols // width, width).transpose(0, 2, 1, 3)
-                                ).reshape(gu, ncols // width, nq * width)
-
-
 def _flat_index(layer: "FastLayer") -> np.ndarray:
     """``(P, rows)``: the code each im2col entry takes, as an index into one group's codes
     (channel-major), −1 for padding; empty unless the layer gathers."""
@@ -305,14 +220,6 @@ def dac_counts(layer: "FastLayer", codes: np.ndarray) -> np.ndarray:
         _weighted_digits(codes, layer.nzlut, none if elems is None else elems, mult, per_geom[i])
         per_geom[i] += pad * pad_mult
     return per_geom[layer.read_geom, layer.read_group].astype(np.int64)
-
-
-def _aligned(size: int) -> np.ndarray:
-    """``size`` bytes starting on a 64-byte boundary (a row of byte counters or of a table
-    then sits in one cache line)."""
-    raw = np.empty(size + 64, dtype=np.uint8)
-    start = -raw.ctypes.data % 64
-    return raw[start:start + size]
 
 
 def dequantize_f_major(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
@@ -491,189 +398,3 @@ def _dequantize(acc, scale, bias, has_bias, out):  # type: ignore[no-untyped-def
                     out[i, gi * f + fi, k] = np.float32(y)
 
 
-@_jit
-def _patterns(row, idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat):  # type: ignore[no-untyped-def]
-    """``pat[t, c]``: byte ``q`` is the digit pattern of active plane ``q`` over rows
-    ``8c .. 8c+7`` of the unit at its position ``t`` (codes of one sample and group)."""
-    pat[:] = 0
-    gather = idx.shape[0] > 0
-    for t in range(pc):
-        for k in range(rc):
-            if gather:
-                v = idx[pos0 + t, row0 + k]
-                u = pad if v < 0 else row[v]
-            else:
-                u = row[(pos0 + t) * sp + (row0 + k) * sr]
-            pat[t, k >> 3] |= spread[u] << np.uint64(k & 7)
-
-
-@_jit
-def _table(lev, tab, keep):  # type: ignore[no-untyped-def]
-    """``tab[c, m, :]``: byte sums of the levels ``lev`` (rows8, 64) of rows ``8c + i`` over
-    the bits ``i`` of ``m`` (each add masked with ``keep``)."""
-    tabf = tab.reshape(-1)
-    levf = lev.reshape(-1)
-    for c in range(tab.shape[0]):
-        tab[c, 0, :] = 0
-        for m in range(1, 256):
-            low = m & -m
-            bit = 0
-            while (1 << bit) != low:
-                bit += 1
-            _add64(tabf, (c * 256 + m) * 64, tabf, (c * 256 + (m ^ low)) * 64, levf, (8 * c + bit) * 64, keep)
-
-
-@_jit
-def _pattern_list(pats, t, src, planes):  # type: ignore[no-untyped-def]
-    """The nonzero patterns of position ``t`` (half of them are 0, whose table row is 0) as
-    byte offsets into the 8-row tables, ``src[k] = (c·256 + m)·64``, and ``planes[k] =
-    q·64`` (without branches); returns how many."""
-    k = 0
-    c8 = pats.shape[1] // 8
-    for c in range(c8):
-        for q in range(8):
-            m = np.uint32(pats[t, c * 8 + q])
-            src[k] = np.uint32(c << 14) | (m << np.uint32(6))
-            planes[k] = np.uint32(q << 6)
-            k += np.intp(m != 0)
-    return k
-
-
-@_jit
-def _digit_rows(pats, t, rows, planes):  # type: ignore[no-untyped-def]
-    """The (row, plane) pairs of position ``t`` whose digit is 1, as byte offsets
-    ``rows[k] = r·64``, ``planes[k] = q·64`` (without branches); returns how many."""
-    k = 0
-    c8 = pats.shape[1] // 8
-    for c in range(c8):
-        for q in range(8):
-            m = np.uint64(pats[t, c * 8 + q])
-            for bit in range(8):
-                rows[k] = np.uint32((c * 8 + bit) << 6)
-                planes[k] = np.uint32(q << 6)
-                k += np.intp((m >> np.uint64(bit)) & np.uint64(1))
-    return k
-
-
-@_jit
-def _count(src, planes, k, srcf, keep, cnt):  # type: ignore[no-untyped-def]
-    """Byte counters ``cnt[q·64 + j]`` of one position: the sum of the ``k`` rows of 64
-    bytes at ``srcf[src[e]:]`` into counter ``planes[e]`` (table rows of 8-row patterns, or
-    level rows of single digits). Offsets are uint32, so LLVM sees them non-negative and
-    vectorizes the row addition."""
-    cnt[:] = 0
-    for e in range(k):
-        o = np.intp(planes[e])
-        _add64(cnt, o, cnt, o, srcf, np.intp(src[e]), keep)
-
-
-@_jit
-def _remainders(cnt, half, mask, tmp, val):  # type: ignore[no-untyped-def]
-    """``val[j] = Σ_p 2^p·((S_pj + h) & (2^s − 1))`` for the 64 columns of byte counters
-    ``cnt[p·64 + j]`` (bytes wrap modulo 256, a multiple of 2^s; the sum is below 2^16).
-    Fixed trip counts, so LLVM vectorizes."""
-    for j in range(512):
-        tmp[j] = np.uint8(np.uint8(cnt[j] + half[j]) & mask[j])
-    for j in range(64):
-        s = np.uint16(0)
-        for p in range(8):
-            s = np.uint16(s + np.uint16(np.uint16(tmp[p * 64 + j]) << np.uint16(p)))
-        val[j] = s
-
-
-@_jit
-def _remainders_nibble(cnt, half, mask, tmp, val):  # type: ignore[no-untyped-def]
-    """As :func:`_remainders` for 128 columns of 3-bit counters (``S mod 8``): column ``j``
-    in the low nibble of byte ``j``, column ``64 + j`` in its high nibble."""
-    for p in range(8):
-        for j in range(64):
-            c = cnt[p * 64 + j]
-            tmp[p * 128 + j] = np.uint8(np.uint8((c & 15) + half[p * 128 + j]) & mask[p * 128 + j])
-            tmp[p * 128 + 64 + j] = np.uint8(np.uint8((c >> 4) + half[p * 128 + 64 + j]) & mask[p * 128 + 64 + j])
-    for j in range(128):
-        s = np.uint16(0)
-        for p in range(8):
-            s = np.uint16(s + np.uint16(np.uint16(tmp[p * 128 + j]) << np.uint16(p)))
-        val[j] = s
-
-
-@intrinsic
-def _add64(typingctx, dst, doff, a, aoff, b, boff, keep):  # type: ignore[no-untyped-def]
-    """``dst[doff:doff+64] = (a[aoff:aoff+64] + b[boff:boff+64]) & keep`` (bytes, wrapping;
-    ``keep`` 0x77 adds two 3-bit counters a byte), as one 64-byte vector operation: no
-    loop, so no per-call alias or trip-count checks."""
-    sig = types.void(dst, types.intp, a, types.intp, b, types.intp, types.uint8)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        vec = ir.VectorType(ir.IntType(8), 64).as_pointer()
-        ptrs = []
-        for k in (0, 2, 4):
-            arr = context.make_array(signature.args[k])(context, builder, args[k])
-            ptrs.append(builder.bitcast(builder.gep(arr.data, [args[k + 1]]), vec))
-        total = builder.add(builder.load(ptrs[1], align=1), builder.load(ptrs[2], align=1))
-        splat = builder.insert_element(ir.VectorType(ir.IntType(8), 64)(ir.Undefined), args[6],
-                                       ir.Constant(ir.IntType(32), 0))
-        splat = builder.shuffle_vector(splat, ir.VectorType(ir.IntType(8), 64)(ir.Undefined),
-                                       ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64))
-        builder.store(builder.and_(total, splat), ptrs[0], align=1)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@_jit
-def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, levels, half, mask, few, keep,
-             tab, cnt, out):  # type: ignore[no-untyped-def]
-    """``out[n, gk, col, t] = Σ_p 2^p·((S_p mod 256 + h) & (2^s − 1))`` of one unit (see
-    the module docstring): byte counters over 8-row tables, or over the rows themselves
-    when the unit has ``few`` positions. ``levels`` is ``(gu, column blocks, rows8, 64)``."""
-    n = codes.shape[0] // g
-    gu, ncb, rows8 = levels.shape[0], levels.shape[1], levels.shape[2]
-    c8 = rows8 // 8
-    pat = np.empty((pc, c8), dtype=np.uint64)
-    patb = pat.view(np.uint8).reshape(pc, c8 * 8)
-    tabf = tab.reshape(-1)
-    src = np.empty((pc, rows8 * 8 if few else c8 * 8), dtype=np.uint32)
-    planes = np.empty(src.shape, dtype=np.uint32)
-    ones = np.zeros(pc, dtype=np.intp)
-    tmp = np.empty(8 * 128, dtype=np.uint8)
-    width = 64 if keep == 0xFF else 128
-    vals = np.empty(width, dtype=np.uint16)
-    for i in range(n):
-        for gk in range(gu):
-            _patterns(codes[i * g + groups[gk]], idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat)
-            for t in range(pc):
-                ones[t] = (_digit_rows(patb, t, src[t], planes[t]) if few
-                           else _pattern_list(patb, t, src[t], planes[t]))
-            for cb in range(ncb):
-                if few:
-                    srcf = levels[gk, cb].reshape(-1)
-                else:
-                    _table(levels[gk, cb], tab, keep)
-                    srcf = tabf
-                for t in range(pc):
-                    _count(src[t], planes[t], ones[t], srcf, keep, cnt)
-                    if keep == 0xFF:
-                        _remainders(cnt, half[gk, cb], mask[gk, cb], tmp, vals)
-                    else:
-                        _remainders_nibble(cnt, half[gk, cb], mask[gk, cb], tmp, vals)
-                    for j in range(width):  # column-major, so the subtraction runs along positions
-                        out[i, gk, cb * width + j, t] = vals[j]
-
-
-@_jit
-def _subtract(val, coef, const, groups, filt, r, pos0, acc):  # type: ignore[no-untyped-def]
-    """``acc[n, g, f, pos0 + t] −= Σ_j coef_j·val_j − const_j`` over the ``r`` slices ``j`` of
-    the unit's filter ``f`` (exact integers; ``val`` is ``(n, gu, columns, positions)``)."""
-    n, gu, pc = val.shape[0], val.shape[1], val.shape[3]
-    for i in range(n):
-        for gk in range(gu):
-            row_acc = acc[i, groups[gk]]
-            for fi in range(filt.shape[0]):
-                dst = row_acc[filt[fi]]
-                for j in range(fi * r, fi * r + r):
-                    c = coef[gk, j]
-                    k = const[gk, j]
-                    col = val[i, gk, j]
-                    for t in range(pc):
-                        dst[pos0 + t] -= np.float64(c * np.int64(col[t]) - k)
