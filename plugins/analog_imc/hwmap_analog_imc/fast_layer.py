@@ -25,6 +25,12 @@ What remains is arithmetic: ``planes/k`` GEMM rows per input vector on every rou
 column, against one multiply-add per weight for a float runtime (:meth:`~hwmap_analog_imc.simulator.Simulator.work`
 counts both; ``bench/analog_imc.py`` prints them).
 
+That numpy path is the reference of the *folded* kernel (:mod:`~hwmap_analog_imc.fold_kernel`,
+compiled with numba), which :meth:`FastLayer.run` takes wherever it applies (1-bit DAC
+digits, at most 8 planes, shifts at most 8, no conversion that could clip): every column
+folded into one GEMM at the model's MACs, and the rounding as a low-bit correction, the
+same bits (:meth:`FastLayer.run_numpy` runs the numpy path).
+
 A layer whose bounds do not hold (and every layer with device noise on) runs the
 straightforward per-block kernel instead (:class:`~hwmap_analog_imc.crossbar.LayerKernel`).
 """
