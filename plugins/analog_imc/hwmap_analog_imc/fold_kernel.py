@@ -61,6 +61,7 @@ class FoldPlan:
     spread: np.ndarray  # (umax+1,) uint64: bit 8p set when digit p of the code is 1
     units: list[FoldUnit]
     direct_wf: np.ndarray | None  # direct_w[0] in the GEMM's type (the 2-D direct convolution's)
+    geom_mults: list[np.ndarray]  # per READ geometry of the layer, its multiplicities as int64
 
     def work(self, layer: "FastLayer") -> tuple[int, int]:
         """GEMM multiply-adds per sample: all of it is the one folded GEMM (the model's MACs)."""
@@ -74,9 +75,9 @@ class FoldPlan:
                    for u in self.units)
 
     def run(self, layer: "FastLayer", x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(acc, codes)``: the integer accumulations ``(N, G, F, positions)`` (float64)
-        and the DAC codes ``(N, G, size)``; None when an input has no code (NaN), for the
-        numpy path to treat as it does."""
+        """``(acc, counts)``: the integer accumulations ``(N, G, F, positions)`` (float64)
+        and the nonzero digits each READ drove; None when an input has no code (NaN), for
+        the numpy path to treat as it does."""
         rec = layer.rec
         n = x.shape[0]
         g, size = rec.groups, layer.group_size
@@ -114,7 +115,7 @@ class FoldPlan:
         sp, sr = (rec.rows, 1) if self.mode == "direct" else (1, p)
         for u in self.units:
             correct(u, codes, self.idx, sp, sr, layer.pad_code, self.spread, g, acc)
-        return acc, codes.reshape(n, g, size)
+        return acc, dac_counts(layer, codes.reshape(n, g, size), self.geom_mults)
 
     def _gemm(self, operand: np.ndarray, s: int, a: int, b: int) -> np.ndarray:
         """``(N, G, F, b − a)`` (or ``(N, G, b − a, F)`` for ``direct``) GEMM of segment ``s``."""
@@ -178,7 +179,8 @@ def fold_plan(layer: "FastLayer") -> FoldPlan | None:
         geom2d = np.array([layer.channels, h, w, *rec.kernel, *rec.strides, *rec.dilations, *rec.pads_begin,
                            *rec.out_spatial], dtype=np.int64)
     return FoldPlan(layer.mode, dtype, weights, offsets, seg_pos, np.stack(mats) if direct else None, geom2d, idx,
-                    spread, units, mats[0].astype(dtype) if geom2d is not None else None)
+                    spread, units, mats[0].astype(dtype) if geom2d is not None else None,
+                    [mult.astype(np.int64) for _, mult, _ in layer.geoms])
 
 
 def _input_hw(layer: "FastLayer") -> tuple[int, int]:
@@ -208,7 +210,7 @@ def _flat_index(layer: "FastLayer") -> np.ndarray:
     return np.where(e == hw1 - 1, -1, ch * (hw1 - 1) + e)
 
 
-def dac_counts(layer: "FastLayer", codes: np.ndarray) -> np.ndarray:
+def dac_counts(layer: "FastLayer", codes: np.ndarray, mults: list[np.ndarray]) -> np.ndarray:
     """As :meth:`FastLayer._digit_counts <hwmap_analog_imc.fast_layer.FastLayer>`: the
     nonzero digits each READ drives, from the codes ``(N, G, size)`` in one compiled pass
     per READ geometry (exact integers in float64, so the order of the sums does not matter)."""
@@ -216,8 +218,8 @@ def dac_counts(layer: "FastLayer", codes: np.ndarray) -> np.ndarray:
     pad = n * float(layer.nzlut[layer.pad_code])
     per_geom = np.empty((len(layer.geoms), layer.rec.groups), dtype=np.float64)
     none = np.zeros(0, dtype=np.intp)
-    for i, (elems, mult, pad_mult) in enumerate(layer.geoms):
-        _weighted_digits(codes, layer.nzlut, none if elems is None else elems, mult, per_geom[i])
+    for i, (elems, _, pad_mult) in enumerate(layer.geoms):
+        _weighted_digits(codes, none if elems is None else elems, mults[i], per_geom[i])
         per_geom[i] += pad * pad_mult
     return per_geom[layer.read_geom, layer.read_group].astype(np.int64)
 
@@ -245,19 +247,29 @@ def _codes(x, scale, lo, hi, pad, codes, operand):  # type: ignore[no-untyped-de
 
 
 @_jit
-def _weighted_digits(codes, nz, elems, mult, out):  # type: ignore[no-untyped-def]
-    """``out[g] = Σ_n Σ_k nz[codes[n, g, e_k]]·mult[k]`` over the elements ``elems`` (all
-    when empty)."""
+def _weighted_digits(codes, elems, mult, out):  # type: ignore[no-untyped-def]
+    """``out[g] = Σ_n Σ_k ones(codes[n, g, e_k])·mult[k]`` over the elements ``elems`` (all
+    when empty): with 1-bit digits a code's nonzero digits are its one bits (a popcount of
+    the byte, no table look-up, so the loop vectorizes)."""
     for gi in range(codes.shape[1]):
-        s = 0.0
+        s = 0  # integers: the sum may be reordered (vectorized), unlike a float one
         for i in range(codes.shape[0]):
             if elems.shape[0] == 0:
                 for e in range(codes.shape[2]):
-                    s += nz[codes[i, gi, e]] * mult[e]
+                    s += _ones(codes[i, gi, e]) * mult[e]
             else:
                 for k in range(elems.shape[0]):
-                    s += nz[codes[i, gi, elems[k]]] * mult[k]
-        out[gi] = s
+                    s += _ones(codes[i, gi, elems[k]]) * mult[k]
+        out[gi] = np.float64(s)
+
+
+@_jit
+def _ones(code):  # type: ignore[no-untyped-def]
+    """The one bits of a code below 2^8."""
+    v = np.uint32(code)
+    v = v - ((v >> np.uint32(1)) & np.uint32(0x55))
+    v = (v & np.uint32(0x33)) + ((v >> np.uint32(2)) & np.uint32(0x33))
+    return np.int64((v + (v >> np.uint32(4))) & np.uint32(0x0F))
 
 
 @_jit
