@@ -120,15 +120,17 @@ def _aligned(size: int) -> np.ndarray:
 def correct(u: FoldUnit, codes: np.ndarray, idx: np.ndarray, sp: int, sr: int, pad: int, spread: np.ndarray, g: int,
             acc: np.ndarray) -> None:
     """Subtract unit ``u``'s rounding remainders from ``acc`` ``(N, G, F, P)``; ``codes`` are
-    ``(N·G, size)``, a vector's row ``i`` at ``idx[t, i]`` (gather) or ``t·sp + i·sr``."""
-    n = codes.shape[0] // g
+    ``(N·G, size)``, a vector's row ``i`` at ``idx[t, i]`` (gather) or ``t·sp + i·sr``. One
+    sample at a time, so the scratch stays that of one sample."""
     width = COLUMN_BLOCK * (2 if u.nibble else 1)
-    val = np.empty((n, len(u.groups), u.levels.shape[1] * width, u.pc), dtype=np.uint16)
+    val = np.empty((1, len(u.groups), u.levels.shape[1] * width, u.pc), dtype=np.uint16)
     few = u.pc <= _FEW_POSITIONS
-    tab = _aligned((0 if few else u.levels.shape[2] // 8) * 256 * COLUMN_BLOCK)
-    _correct(codes, idx, sp, sr, pad, spread, g, u.groups, u.pos0, u.pc, u.row0, u.rc, u.levels, u.half, u.mask, few,
-             0x77 if u.nibble else 0xFF, tab.reshape(-1, 256, COLUMN_BLOCK), _aligned(8 * COLUMN_BLOCK), val)
-    _subtract(val, u.coef, u.const, u.groups, u.filt, u.r, u.pos0, acc)
+    tab = _aligned((0 if few else u.levels.shape[2] // 8) * 256 * COLUMN_BLOCK).reshape(-1, 256, COLUMN_BLOCK)
+    cnt = _aligned(8 * COLUMN_BLOCK)
+    for i in range(codes.shape[0] // g):
+        _correct(codes[i * g:(i + 1) * g], idx, sp, sr, pad, spread, g, u.groups, u.pos0, u.pc, u.row0, u.rc, u.levels,
+                 u.half, u.mask, few, 0x77 if u.nibble else 0xFF, tab, cnt, val)
+        _subtract(val, u.coef, u.const, u.groups, u.filt, u.r, u.pos0, acc[i:i + 1])
 
 
 # ------------------------------------------------------------------------------ compiled loops
