@@ -25,6 +25,12 @@ What remains is arithmetic: ``planes/k`` GEMM rows per input vector on every rou
 column, against one multiply-add per weight for a float runtime (:meth:`~hwmap_analog_imc.simulator.Simulator.work`
 counts both; ``bench/analog_imc.py`` prints them).
 
+That numpy path is the reference of the *folded* kernel (:mod:`~hwmap_analog_imc.fold_kernel`,
+compiled with numba), which :meth:`FastLayer.run` takes wherever it applies (1-bit DAC
+digits, at most 8 planes, shifts at most 8, no conversion that could clip): every column
+folded into one GEMM at the model's MACs, and the rounding as a low-bit correction, the
+same bits (:meth:`FastLayer.run_numpy` runs the numpy path).
+
 A layer whose bounds do not hold (and every layer with device noise on) runs the
 straightforward per-block kernel instead (:class:`~hwmap_analog_imc.crossbar.LayerKernel`).
 """
@@ -40,6 +46,7 @@ import numpy as np
 from hwmap import TargetError
 from hwmap.ops import sliding
 
+from . import fold_kernel
 from .crossbar import (F32_EXACT, F64_EXACT, LayerBase, ScheduleIndex, check_cover, column_dtype, layer_reads,
                        layer_window, max_digits, nonzero_digits)
 from .program import AccumRec, Program, ReadRec
@@ -154,6 +161,9 @@ class FastLayer(LayerBase):
             raise NotExact(rec.name)
         self._input_plan(program)
         self._activity_plan(program, reads)
+        self.sets, self.unit_runs = sets, units
+        #: the folded kernel (:mod:`~hwmap_analog_imc.fold_kernel`) where it applies, else None
+        self.fold = fold_kernel.fold_plan(self)
 
     # -- preparation
     def _block_sets(self, program: Program, reads: list[ReadRec], accum: dict[int, AccumRec]) -> list[_BlockSet]:
@@ -365,6 +375,8 @@ class FastLayer(LayerBase):
 
     def work(self) -> tuple[int, int]:
         """Multiply-adds per sample of the exact GEMMs and of the rounding GEMMs."""
+        if self.fold is not None:
+            return self.fold.work(self)
         rec = self.rec
         exact = sum(rec.groups * (s.pos.stop - s.pos.start) * rec.rows * rec.filters for s in self.segments)
         rounding = sum(self.rows_packed * u.levels.shape[0] * (u.pos.stop - u.pos.start) * u.levels.shape[1]
@@ -374,7 +386,25 @@ class FastLayer(LayerBase):
     # -- execution
     def run(self, x: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
         """Integer accumulations ``(N, G, positions, filters)`` of input ``x``, the number of
-        ADC conversions that clipped, and the nonzero digits each READ drove."""
+        ADC conversions that clipped, and the nonzero digits each READ drove: through the
+        folded kernel where the layer has one (it never clips), else :meth:`run_numpy`."""
+        if self.fold is not None:
+            out = self.fold.run(self, x)
+            if out is not None:
+                return out[0].transpose(0, 1, 3, 2), 0, out[1]
+        return self.run_numpy(x)
+
+    def dequantize(self, acc: np.ndarray) -> np.ndarray:
+        """As :meth:`LayerBase.dequantize`, in one compiled pass for the folded kernel's
+        filter-major accumulations of a convolution."""
+        f_major = acc.transpose(0, 1, 3, 2)
+        if self.fold is None or not self.rec.kernel or not f_major.flags.c_contiguous:
+            return super().dequantize(acc)
+        y = fold_kernel.dequantize_f_major(f_major, self.scale, self.bias)
+        return y.reshape(acc.shape[0], -1, *self.out_shape)
+
+    def run_numpy(self, x: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+        """As :meth:`run`, through the numpy path (the reference of the folded kernel)."""
         rec = self.rec
         n = x.shape[0]
         # the DAC codes clip(round(x/s) + z, q_min, q_max) − q_min, as clip(round(x/s),

@@ -1,0 +1,408 @@
+"""The folded kernel of a crossbar layer: every bit-plane's ADC rounding folded into one
+integer GEMM at the model's MACs, plus a low-bit correction (noise off, 1-bit DACs, no
+clipping possible). Compiled with numba; the same bits as
+:class:`~hwmap_analog_imc.fast_layer.FastLayer`'s numpy path, which stays the reference and
+the kernel for every layer this one does not take.
+
+Why it is exact. A column ``j`` converts the sum ``S_p = Σ_r d_p[r]·G[r, j]`` of plane ``p``
+with shift ``s`` and reads back ``2^s·floor(S_p/2^s + 1/2)``. When that code cannot exceed
+``2^adc_bits − 1`` (the layer's worst case, checked at load), it is ``S_p − rem(S_p)`` with
+``rem(S) = ((S + h) mod 2^s) − h``, ``h = 2^(s−1)`` (``rem = 0`` for ``s = 0``): the
+remainder depends only on ``S_p mod 2^s``. Summed over planes and slices,
+
+    Σ_p 2^p Σ_j coef_j·(S_pj − rem_pj) = Σ_r u_r·W_r − Σ_j coef_j Σ_p 2^p·rem_pj,
+
+with ``W_r = Σ_j coef_j·G[r, j]`` the layer's integer weight (plus the ACCUM ``xsum``
+correction): one GEMM on the DAC codes ``u`` with all columns folded in (the model's MACs,
+float32 while every partial sum stays below 2^24, else float64), minus a correction that
+needs each ``S_pj`` only modulo ``2^s`` (``s ≤ 8``).
+
+The correction (:mod:`~hwmap_analog_imc.fold_correct`) counts each ``S_pj`` modulo 256 (or 8)
+in byte counters, 64 or 128 columns per vector addition, through tables of 8-row digit
+patterns.
+
+Depthwise-like layers (few filters per group) run as a direct integer convolution (2-D:
+shifted multiply-adds over each padded channel; else over the im2col index plan), without
+BLAS. The codes, im2col, ACCUM offsets, DAC activity and dequantization are compiled loops,
+one pass each; the fused post-ops stay the simulator's (hwmap's reference semantics).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .crossbar import F32_EXACT, F64_EXACT
+from .fold_correct import FoldUnit, correct, fold_unit, jit as _jit
+
+if TYPE_CHECKING:
+    from .fast_layer import FastLayer
+
+__all__ = ["FoldPlan", "fold_plan", "dac_counts", "dequantize_f_major"]
+
+#: Filters per group at or below which the GEMM runs as a direct convolution (no BLAS).
+_DIRECT_FILTERS = 4
+
+
+@dataclass
+class FoldPlan:
+    """What the folded kernel of one layer needs, prepared at load."""
+
+    mode: str  # "transpose" (1×1 convolution), "direct" (Gemm / MatMul), "gather" (im2col)
+    gemm_dtype: type  # float32 or float64: the folded GEMM is exact in it
+    weights: list[np.ndarray]  # per segment: (G, F, rows) for transpose/gather, (G, rows, F) for direct
+    offsets: np.ndarray  # (segments, G, F) float64: the ACCUM offsets
+    seg_pos: list[tuple[int, int]]
+    direct_w: np.ndarray | None  # (segments, G, rows, F) int64 for the direct convolution
+    geom2d: np.ndarray | None  # (cg, H, W, kh, kw, sh, sw, dh, dw, ph, pw, OH, OW) of a 2-D direct convolution
+    idx: np.ndarray  # (P, rows) int64: flat code index of each im2col entry, −1 for padding
+    spread: np.ndarray  # (umax+1,) uint64: bit 8p set when digit p of the code is 1
+    units: list[FoldUnit]
+    direct_wf: np.ndarray | None  # direct_w[0] in the GEMM's type (the 2-D direct convolution's)
+    geom_mults: list[np.ndarray]  # per READ geometry of the layer, its multiplicities as int64
+
+    def work(self, layer: "FastLayer") -> tuple[int, int]:
+        """GEMM multiply-adds per sample: all of it is the one folded GEMM (the model's MACs)."""
+        rec = layer.rec
+        return sum(rec.groups * (b - a) * rec.rows * rec.filters for a, b in self.seg_pos), 0
+
+    def corrections(self) -> int:
+        """Table rows per sample the correction looks up (at most: zero patterns are skipped),
+        each one vector addition of 64 or 128 columns."""
+        return sum(len(u.groups) * u.pc * 8 * (u.levels.shape[2] // 8) * u.levels.shape[1]
+                   for u in self.units)
+
+    def run(self, layer: "FastLayer", x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(acc, counts)``: the integer accumulations ``(N, G, F, positions)`` (float64)
+        and the nonzero digits each READ drove; None when an input has no code (NaN), for
+        the numpy path to treat as it does."""
+        rec = layer.rec
+        n = x.shape[0]
+        g, size = rec.groups, layer.group_size
+        xf = np.ascontiguousarray(x, dtype=np.float32).reshape(n * g, size)
+        codes = np.empty((n * g, size), dtype=np.int32)
+        lo, hi = rec.in_qmin - rec.in_zero_point, rec.in_qmax - rec.in_zero_point
+        operand = None
+        if np.isnan(np.max(xf)):  # no DAC code: the numpy path treats it as it does
+            return None
+        if self.mode == "gather" or self.direct_w is not None:
+            _codes(xf, float(rec.in_scale), float(lo), float(hi), layer.pad_code, codes, codes)
+        else:
+            operand = np.empty((n * g, size), dtype=self.gemm_dtype)
+            _codes(xf, float(rec.in_scale), float(lo), float(hi), layer.pad_code, codes, operand)
+        p, f = rec.positions, rec.filters
+        acc = np.empty((n, g, f, p), dtype=np.float64)
+        if self.geom2d is not None:
+            assert self.direct_wf is not None
+            geo = self.geom2d
+            plane = np.empty(geo[0] * (max(geo[1] + geo[9], (geo[11] - 1) * geo[5] + (geo[3] - 1) * geo[7] + 1) + 1)
+                             * max(geo[2] + geo[10], (geo[12] - 1) * geo[6] + (geo[4] - 1) * geo[8] + 1),
+                             dtype=self.gemm_dtype)
+            _direct_conv2d(codes.reshape(n, g, size), geo, layer.pad_code, self.direct_wf, self.offsets[0], acc, plane)
+        elif self.direct_w is not None:
+            for s, (a, b) in enumerate(self.seg_pos):
+                _direct_conv(codes.reshape(n, g, size), self.idx, layer.pad_code, self.direct_w[s], self.offsets[s],
+                             a, b, acc)
+        else:
+            if self.mode == "gather":
+                operand = np.empty((n * g, p, rec.rows), dtype=self.gemm_dtype)
+                _im2col(codes, self.idx, layer.pad_code, operand)
+            assert operand is not None
+            for s, (a, b) in enumerate(self.seg_pos):
+                _add_offsets(self._gemm(operand.reshape(n, g, -1), s, a, b), self.offsets[s], a, self.mode == "direct", acc)
+        sp, sr = (rec.rows, 1) if self.mode == "direct" else (1, p)
+        for u in self.units:
+            correct(u, codes, self.idx, sp, sr, layer.pad_code, self.spread, g, acc)
+        return acc, dac_counts(layer, codes.reshape(n, g, size), self.geom_mults)
+
+    def _gemm(self, operand: np.ndarray, s: int, a: int, b: int) -> np.ndarray:
+        """``(N, G, F, b − a)`` (or ``(N, G, b − a, F)`` for ``direct``) GEMM of segment ``s``."""
+        w = self.weights[s]
+        n, g, _ = operand.shape
+        if self.mode == "direct":  # (N, G, P, rows) @ (G, rows, F)
+            rows = w.shape[1]
+            return np.matmul(operand.reshape(n, g, -1, rows)[:, :, a:b], w)
+        rows = w.shape[2]
+        if self.mode == "transpose":  # (G, F, rows) @ (N, G, rows, P)
+            return np.matmul(w, operand.reshape(n, g, rows, -1)[..., a:b])
+        u = operand.reshape(n, g, -1, rows)[:, :, a:b]  # im2col (N, G, P, rows)
+        return np.matmul(w, u.swapaxes(2, 3))
+
+
+def fold_plan(layer: "FastLayer") -> FoldPlan | None:
+    """The folded kernel of ``layer``, or None where it does not apply: DAC digits of more
+    than one bit, more than 16 planes, a shift above 8, a unit whose ADC can clip, or
+    integer sums the GEMM could not hold exactly."""
+    rec = layer.rec
+    if layer.dac != 1 or rec.planes > 8 or any(u.can_clip for u in layer.units):
+        return None
+    if any(int(p.shifts.max(initial=0)) > 8 for bs in layer.sets for p in bs.parts):
+        return None
+    cpf = rec.cols_per_filter
+    coef = layer.coef
+    mats = [s.weights.astype(np.int64) for s in layer.segments]
+    seg_pos = [(s.pos.start, s.pos.stop) for s in layer.segments]
+    units: list[FoldUnit] = []
+    for bs, run in layer.unit_runs:
+        groups = bs.groups[run]
+        rows = slice(bs.row_start, bs.row_start + bs.row_count)
+        rounding = bs.rounding
+        for p in bs.parts:  # fold the rounding slices into the weights
+            cells = p.cells[run].reshape(len(groups), bs.row_count, p.filter_count, cpf)[..., rounding]
+            w = (cells.astype(np.int64) * coef[rounding]).sum(axis=3)
+            for m, (a, b) in zip(mats, seg_pos):
+                if bs.pos_start <= a and b <= bs.pos_start + bs.pos_count:
+                    m[groups, rows, p.filter_start:p.filter_start + p.filter_count] += w
+        units.append(fold_unit(layer, bs, run))
+    bound = max(int((layer.umax * np.abs(m).sum(axis=1)).max(initial=0)) for m in mats)
+    if bound >= F64_EXACT:
+        return None
+    dtype = np.float32 if bound < F32_EXACT else np.float64
+    offsets = np.stack([s.offsets[:, 0].astype(np.float64) for s in layer.segments])
+    idx = _flat_index(layer)
+    direct = layer.mode == "gather" and rec.filters <= _DIRECT_FILTERS
+    if layer.mode == "direct":
+        weights = [m.astype(dtype) for m in mats]
+    else:
+        weights = [np.ascontiguousarray(m.transpose(0, 2, 1)).astype(dtype) for m in mats]
+    spread = np.zeros(layer.umax + 1, dtype=np.uint64)
+    codes = np.arange(layer.umax + 1, dtype=np.int64)
+    for plane in range(rec.planes):
+        spread |= (((codes >> plane) & 1) << (8 * plane)).astype(np.uint64)
+    geom2d = None
+    if direct and len(rec.kernel) == 2 and seg_pos == [(0, rec.positions)]:
+        shape = layer.group_size // layer.channels
+        h, w = _input_hw(layer)
+        assert h * w == shape
+        geom2d = np.array([layer.channels, h, w, *rec.kernel, *rec.strides, *rec.dilations, *rec.pads_begin,
+                           *rec.out_spatial], dtype=np.int64)
+    return FoldPlan(layer.mode, dtype, weights, offsets, seg_pos, np.stack(mats) if direct else None, geom2d, idx,
+                    spread, units, mats[0].astype(dtype) if geom2d is not None else None,
+                    [mult.astype(np.int64) for _, mult, _ in layer.geoms])
+
+
+def _input_hw(layer: "FastLayer") -> tuple[int, int]:
+    """Height and width of a 2-D convolution's input, from its im2col plan's geometry."""
+    rec = layer.rec
+    hw = layer.group_size // layer.channels
+    kh, kw = rec.kernel
+    sh, sw = rec.strides
+    dh, dw = rec.dilations
+    oh, ow = rec.out_spatial
+    for w in range(1, hw + 1):  # the width is what makes the last window end where the ONNX shape says
+        if hw % w == 0 and (w + rec.pads_begin[1] + rec.pads_end[1] - dw * (kw - 1) - 1) // sw + 1 == ow:
+            h = hw // w
+            if (h + rec.pads_begin[0] + rec.pads_end[0] - dh * (kh - 1) - 1) // sh + 1 == oh:
+                return h, w
+    raise AssertionError(rec.name)
+
+
+def _flat_index(layer: "FastLayer") -> np.ndarray:
+    """``(P, rows)``: the code each im2col entry takes, as an index into one group's codes
+    (channel-major), −1 for padding; empty unless the layer gathers."""
+    if layer.mode != "gather":
+        return np.zeros((0, 0), dtype=np.int64)
+    assert layer.idx is not None
+    hw1 = layer.group_size // layer.channels + 1
+    ch, e = np.divmod(layer.idx.astype(np.int64), hw1)
+    return np.where(e == hw1 - 1, -1, ch * (hw1 - 1) + e)
+
+
+def dac_counts(layer: "FastLayer", codes: np.ndarray, mults: list[np.ndarray]) -> np.ndarray:
+    """As :meth:`FastLayer._digit_counts <hwmap_analog_imc.fast_layer.FastLayer>`: the
+    nonzero digits each READ drives, from the codes ``(N, G, size)`` in one compiled pass
+    per READ geometry (exact integers in float64, so the order of the sums does not matter)."""
+    n = codes.shape[0]
+    pad = n * float(layer.nzlut[layer.pad_code])
+    per_geom = np.empty((len(layer.geoms), layer.rec.groups), dtype=np.float64)
+    none = np.zeros(0, dtype=np.intp)
+    for i, (elems, _, pad_mult) in enumerate(layer.geoms):
+        _weighted_digits(codes, none if elems is None else elems, mults[i], per_geom[i])
+        per_geom[i] += pad * pad_mult
+    return per_geom[layer.read_geom, layer.read_group].astype(np.int64)
+
+
+def dequantize_f_major(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """``s·acc + bias`` as float32 ``(N, G·F, P)`` of accumulations laid out ``(N, G, F, P)``
+    (the same roundings as :meth:`~hwmap_analog_imc.crossbar.LayerBase.dequantize`)."""
+    n, g, f, p = acc.shape
+    out = np.empty((n, g * f, p), dtype=np.float32)
+    _dequantize(acc, scale.reshape(g, f), np.zeros((g, f)) if bias is None else bias.reshape(g, f), bias is not None,
+                out)
+    return out
+
+
+# ------------------------------------------------------------------------------ compiled loops
+@_jit
+def _codes(x, scale, lo, hi, pad, codes, operand):  # type: ignore[no-untyped-def]
+    """``codes = clip(rint(x/scale), lo, hi) + pad`` (int32) and the same in ``operand``'s
+    type (``x`` holds no NaN: the caller checks; no branch, so the loop vectorizes)."""
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            t = min(max(np.rint(np.float64(x[i, j]) / scale), lo), hi) + pad
+            codes[i, j] = np.int32(t)
+            operand[i, j] = t
+
+
+@_jit
+def _weighted_digits(codes, elems, mult, out):  # type: ignore[no-untyped-def]
+    """``out[g] = Σ_n Σ_k ones(codes[n, g, e_k])·mult[k]`` over the elements ``elems`` (all
+    when empty): with 1-bit digits a code's nonzero digits are its one bits (a popcount of
+    the byte, no table look-up, so the loop vectorizes)."""
+    for gi in range(codes.shape[1]):
+        s = 0  # integers: the sum may be reordered (vectorized), unlike a float one
+        for i in range(codes.shape[0]):
+            if elems.shape[0] == 0:
+                for e in range(codes.shape[2]):
+                    s += _ones(codes[i, gi, e]) * mult[e]
+            else:
+                for k in range(elems.shape[0]):
+                    s += _ones(codes[i, gi, elems[k]]) * mult[k]
+        out[gi] = np.float64(s)
+
+
+@_jit
+def _ones(code):  # type: ignore[no-untyped-def]
+    """The one bits of a code below 2^8."""
+    v = np.uint32(code)
+    v = v - ((v >> np.uint32(1)) & np.uint32(0x55))
+    v = (v & np.uint32(0x33)) + ((v >> np.uint32(2)) & np.uint32(0x33))
+    return np.int64((v + (v >> np.uint32(4))) & np.uint32(0x0F))
+
+
+@_jit
+def _im2col(codes, idx, pad, out):  # type: ignore[no-untyped-def]
+    """``out[ng, p, r] = codes[ng, idx[p, r]]``, ``pad`` where ``idx`` is −1."""
+    for ng in range(codes.shape[0]):
+        for p in range(idx.shape[0]):
+            for r in range(idx.shape[1]):
+                v = idx[p, r]
+                out[ng, p, r] = pad if v < 0 else codes[ng, v]
+
+
+@_jit
+def _direct_conv(codes, idx, pad, w, off, a, b, acc):  # type: ignore[no-untyped-def]
+    """``acc[n, g, f, p] = Σ_r w[g, r, f]·code(p, r) + off[g, f]`` for positions ``a..b``
+    (integers, exact in int64)."""
+    n, g = codes.shape[0], codes.shape[1]
+    rows, nf = w.shape[1], w.shape[2]
+    for i in range(n):
+        for gi in range(g):
+            for f in range(nf):
+                for p in range(a, b):
+                    s = 0
+                    for r in range(rows):
+                        v = idx[p, r]
+                        s += w[gi, r, f] * (pad if v < 0 else codes[i, gi, v])
+                    acc[i, gi, f, p] = np.float64(s) + off[gi, f]
+
+
+@_jit
+def _taps3x3(plane, w, wp, sh, sw, dh, dw, oh, ow, o, acc):  # type: ignore[no-untyped-def]
+    """``acc[y·OW + x] = o + Σ_(a, b) w[3a + b]·plane[(y·sh + a·dh)·wp + x·sw + b·dw]``
+    (one padded channel; the sum of nine exact products in the plane's type, then float64)."""
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
+    for y in range(oh):
+        r0 = y * sh * wp
+        r1 = r0 + dh * wp
+        r2 = r1 + dh * wp
+        for x in range(ow):
+            c0 = x * sw
+            c1 = c0 + dw
+            c2 = c1 + dw
+            v = (w0 * plane[r0 + c0] + w1 * plane[r0 + c1] + w2 * plane[r0 + c2]
+                 + w3 * plane[r1 + c0] + w4 * plane[r1 + c1] + w5 * plane[r1 + c2]
+                 + w6 * plane[r2 + c0] + w7 * plane[r2 + c1] + w8 * plane[r2 + c2])
+            acc[y * ow + x] = np.float64(v) + o
+
+
+@_jit
+def _direct_conv2d(codes, geom, pad, w, off, acc, plane):  # type: ignore[no-untyped-def]
+    """A 2-D convolution of few filters per group as shifted multiply-adds over each
+    channel padded with the code of 0: ``acc[n, g, f, oh·OW + ow] = off[g, f] + Σ_(c, i, j)
+    w[g, (c·kh + i)·kw + j, f]·code[c, oh·sh + i·dh − ph, ow·sw + j·dw − pw]`` in the type
+    of ``w`` and ``plane`` (scratch; the plan picks float32 where every sum stays below 2^24, so the
+    integers are exact in any order). With unit strides every tap is one long multiply-add
+    over a tile of padded rows that stays in cache (the columns past OW are dropped)."""
+    cg, h, wd, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow = (geom[0], geom[1], geom[2], geom[3], geom[4], geom[5],
+                                                          geom[6], geom[7], geom[8], geom[9], geom[10], geom[11],
+                                                          geom[12])
+    n, g = codes.shape[0], codes.shape[1]
+    nf = w.shape[2]
+    hp = max(h + ph, (oh - 1) * sh + (kh - 1) * dh + 1) + 1  # one spare row for the long taps
+    wp = max(wd + pw, (ow - 1) * sw + (kw - 1) * dw + 1)
+    unit = sh == 1 and sw == 1
+    out = np.empty(oh * (wp if unit else ow), dtype=plane.dtype)
+    tile = 8
+    for i in range(n):
+        for gi in range(g):
+            plane[:] = pad
+            for c in range(cg):
+                for y in range(h):
+                    for x in range(wd):
+                        plane[(c * hp + y + ph) * wp + x + pw] = codes[i, gi, (c * h + y) * wd + x]
+            for f in range(nf):
+                if cg == 1 and kh == 3 and kw == 3:  # depthwise 3×3: the nine taps summed in registers
+                    _taps3x3(plane, w[gi, :, f], wp, sh, sw, dh, dw, oh, ow, off[gi, f], acc[i, gi, f])
+                    continue
+                out[:] = 0
+                if unit:
+                    for y0 in range(0, oh, tile):
+                        k0, k1 = y0 * wp, min(oh, y0 + tile) * wp
+                        for c in range(cg):
+                            for a in range(kh):
+                                for b in range(kw):
+                                    wv = w[gi, (c * kh + a) * kw + b, f]
+                                    base = (c * hp + a * dh) * wp + b * dw
+                                    for k in range(k0, k1):
+                                        out[k] += wv * plane[base + k]
+                for c in range(cg if not unit else 0):
+                    for a in range(kh):
+                        for b in range(kw):
+                            wv = w[gi, (c * kh + a) * kw + b, f]
+                            for y in range(oh):
+                                base = (c * hp + y * sh + a * dh) * wp + b * dw
+                                for x in range(ow):
+                                    out[y * ow + x] += wv * plane[base + x * sw]
+                o = off[gi, f]
+                width = wp if unit else ow
+                for y in range(oh):
+                    for x in range(ow):
+                        acc[i, gi, f, y * ow + x] = np.float64(out[y * width + x]) + o
+
+
+@_jit
+def _add_offsets(y, off, a, p_major, acc):  # type: ignore[no-untyped-def]
+    """``acc[..., a:a+P] = y + off`` in float64; ``y`` is ``(N, G, F, P)``, or ``(N, G, P,
+    F)`` when ``p_major`` (Gemm / MatMul)."""
+    n, g, f = acc.shape[0], acc.shape[1], acc.shape[2]
+    for i in range(n):
+        for gi in range(g):
+            if p_major:
+                for p in range(y.shape[2]):
+                    for fi in range(f):
+                        acc[i, gi, fi, a + p] = np.float64(y[i, gi, p, fi]) + off[gi, fi]
+            else:
+                for fi in range(f):
+                    o = off[gi, fi]
+                    for p in range(y.shape[3]):
+                        acc[i, gi, fi, a + p] = np.float64(y[i, gi, fi, p]) + o
+
+
+@_jit
+def _dequantize(acc, scale, bias, has_bias, out):  # type: ignore[no-untyped-def]
+    n, g, f, p = acc.shape
+    for i in range(n):
+        for gi in range(g):
+            for fi in range(f):
+                s = scale[gi, fi]
+                b = bias[gi, fi]
+                for k in range(p):
+                    y = acc[i, gi, fi, k] * s
+                    if has_bias:
+                        y = y + b
+                    out[i, gi * f + fi, k] = np.float32(y)
+
+
