@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml $(PLUGIN_PROJECTS)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch: exactly the CPU wheel on disk; a newer or unpinned torch pulls a multi-GB CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[torch,nir,test]' $(foreach p,$(PLUGIN_PROJECTS),-e $(dir $(p)))
+	# torch pinned again in the same resolve: a test peer that needs torchvision (aihwkit) would otherwise take
+	# the newest torchvision, which upgrades torch to a CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0 -e '.[torch,nir,test]' $(foreach p,$(PLUGIN_PROJECTS),-e $(dir $(p)))
+	$(PY) -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 'torch ' + torch.__version__ + ' installed, want 2.13.0')"
 	touch $(STAMP)
 
 demo: setup
