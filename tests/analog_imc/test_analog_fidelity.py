@@ -45,12 +45,9 @@ def test_the_claim_registered() -> None:
 
 
 @pytest.mark.parametrize(("model", "preset", "top1", "rel"), [
-    # digits_cnn: 2 of the 270 samples differ, both with their two top logits 0.014 apart (the
-    # quantized reference's RMS error relative to the outputs' spread: 0.0047, 0.0058 before
-    # minimum-MSE clipping and bias correction, when they happened to agree)
-    ("zoo:digits_cnn", "default", 0.9926, 0.0099),
-    ("zoo:digits_mlp", "default", 1.0, 0.0054),
-    ("zoo:digits_cnn", "chapter-fig3.13", 0.9926, 0.0347),
+    ("zoo:digits_cnn", "default", 1.0, 0.0102),
+    ("zoo:digits_mlp", "default", 1.0, 0.0053),
+    ("zoo:digits_cnn", "chapter-fig3.13", 0.9963, 0.0327),
 ])
 def test_top1_claim_holds_on_held_out_digits(tmp_path: Path, model: str, preset: str, top1: float,
                                              rel: float) -> None:
@@ -69,7 +66,7 @@ def test_top1_claim_holds_on_held_out_digits(tmp_path: Path, model: str, preset:
 def test_chapter_cnn_relative_error_is_why_none_is_claimed(tmp_path: Path) -> None:
     """zoo:chapter_cnn on the chapter's one core (8-bit cells read by 8-bit ADCs), seeded
     U(0, 1) inputs: a few percent typically, but ADC conversions that clip on inputs the
-    calibration did not see set the maximum (seed 0: 0.16 from 2 samples, seed 4: 0.39)."""
+    calibration did not see set the maximum (seed 0: 0.17 from 3 samples, seed 4: 0.39)."""
     errors = []
     for seed in (0, 4):
         x = np.random.default_rng(seed).random((360, 1, 13, 64), dtype=np.float32)
@@ -78,7 +75,7 @@ def test_chapter_cnn_relative_error_is_why_none_is_claimed(tmp_path: Path) -> No
         errors.append(max_rel_error(sim, ref))
         per_sample = np.abs(sim - ref).reshape(len(x) - CALIBRATION, -1).max(1) / np.max(np.abs(ref))
         errors.append(float(np.median(per_sample)))
-    assert errors[0] == pytest.approx(0.1625, abs=0.001) and errors[2] == pytest.approx(0.3895, abs=0.001)
+    assert errors[0] == pytest.approx(0.1726, abs=0.001) and errors[2] == pytest.approx(0.3903, abs=0.001)
     assert errors[1] < 0.05 and errors[3] < 0.05  # the typical sample stays close
 
 

@@ -11,6 +11,7 @@ from hwmap import Graph, Node, ParseOptions, QuantAnnotation, Tensor, load_model
 from hwmap.config import load_target
 from hwmap.execute import run
 from hwmap.frontends.onnx import graph_from_onnx
+from hwmap_analog_imc.calibrate import short_scale
 from hwmap_analog_imc.layers import crossbar_layers
 from hwmap_analog_imc.legalize import META_KEY, METHOD, RULES, SYNTHETIC_SAMPLES, legalize, synthetic_samples
 
@@ -118,7 +119,11 @@ def test_weights_get_per_channel_symmetric_annotations() -> None:
         q = node.param_quant["W"]
         w = node.params["W"]
         assert (q.bits, q.signed, q.axis, q.narrow) == (8, True, 0, True)
-        np.testing.assert_allclose(q.scale, np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127)
+        # max|W_c| / 127 rounded up to a 12-bit mantissa (the periphery's fixed-point multiplier)
+        peak = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127
+        assert np.all(q.scale >= peak) and np.all(q.scale <= peak * (1 + 2.0**-11))
+        mantissa = np.ldexp(np.frexp(q.scale)[0], 12)
+        assert np.array_equal(mantissa, np.round(mantissa))
         assert np.all(np.abs(q.quantize(w)) <= 127)
         # params keep the float weights: the emitter quantizes with the annotation
         np.testing.assert_array_equal(w, g.node(node.fused[0].name if node.fused else node.name).params["W"])
@@ -149,7 +154,8 @@ def test_calibration_on_data_unsigned_after_relu_signed_otherwise() -> None:
         top = float(np.abs(data).max())
         errors = [_mse_on_grid(data, top * 2.0 ** (-k / 16) / qmax, signed) for k in range(64)]
         best = int(np.argmin(errors))
-        assert float(q.scale) == pytest.approx(top * 2.0 ** (-best / 16) / qmax, rel=1e-12)
+        # the chosen clipping value's scale, rounded up to the periphery's 12-bit mantissa
+        assert float(q.scale) == float(short_scale(np.asarray(top * 2.0 ** (-best / 16) / qmax)))
         assert best < 63
         if signed:  # Gaussian inputs: clipping their few outliers pays
             assert best > 0 and errors[best] < errors[0]
@@ -221,7 +227,7 @@ def test_calibration_without_data_is_synthetic_and_says_so() -> None:
     calib = leg.graph.meta[META_KEY]["calibration"]
     assert calib["source"] == "synthetic" and calib["samples"] == SYNTHETIC_SAMPLES
     q = leg.graph.tensor("input").quant
-    assert not q.signed and q.scale <= 1 / 255 + 1e-12  # U(0,1): max just below 1
+    assert not q.signed and q.scale <= (1 + 2.0**-11) / 255  # U(0,1): max just below 1, 12-bit mantissa
     # deterministic: the same scales twice
     again = legalize(load_model("zoo:chapter_cnn"), target())
     assert snapshot(again.graph) == snapshot(leg.graph)

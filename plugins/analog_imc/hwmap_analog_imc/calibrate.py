@@ -39,8 +39,8 @@ from hwmap import Node, QuantAnnotation
 from hwmap.ops import get_op
 from hwmap.ops.fused import plan
 
-__all__ = ["RANGE_VALUES", "CLIP_CANDIDATES", "BIAS_POSITIONS", "RangeStats", "clip_candidates", "mse_clip",
-           "BiasShift", "bias_slot"]
+__all__ = ["RANGE_VALUES", "CLIP_CANDIDATES", "BIAS_POSITIONS", "SCALE_BITS", "RangeStats", "clip_candidates",
+           "mse_clip", "short_scale", "BiasShift", "bias_slot"]
 
 #: Values per tensor the range search looks at, at most (evenly strided over the data).
 RANGE_VALUES = 2**16
@@ -48,6 +48,18 @@ RANGE_VALUES = 2**16
 CLIP_CANDIDATES = 64
 #: Output vectors (samples × positions) per layer the bias correction averages, at most.
 BIAS_POSITIONS = 2**16
+#: Significant bits of a scale: the digital periphery multiplies by a fixed-point mantissa
+#: and shifts (the "quantized multiplier" of integer-only inference, Jacob et al., CVPR 2018).
+#: With 8-bit codes, ``q·s`` is then exact in float32 and a layer's ``Σ q_x·s_x·q_w·s_w``
+#: exact in float64, so the crossbar's integer sum and the float reference give the same bits.
+SCALE_BITS = 12
+
+
+def short_scale(scale: np.ndarray) -> np.ndarray:
+    """``scale`` rounded up to :data:`SCALE_BITS` significant bits (up: codes never grow)."""
+    s = np.asarray(scale, dtype=np.float64)
+    mant, exp = np.frexp(s)
+    return np.ldexp(np.ceil(np.ldexp(mant, SCALE_BITS)), exp - SCALE_BITS)
 
 
 def clip_candidates(top: float) -> np.ndarray:
@@ -100,9 +112,8 @@ class RangeStats:
         qmax = 2**bits - 1 if unsigned else 2 ** (bits - 1) - 1
         values = np.concatenate(self.kept) if self.kept else np.zeros(1)
         c = mse_clip(values, qmax, signed=not unsigned)
-        scale = c / qmax if c > 0 else 1.0
-        return QuantAnnotation(np.asarray(scale, dtype=np.float64), np.asarray(0.0), bits, signed=not unsigned,
-                               narrow=not unsigned)
+        scale = short_scale(np.asarray(c / qmax if c > 0 else 1.0))
+        return QuantAnnotation(scale, np.asarray(0.0), bits, signed=not unsigned, narrow=not unsigned)
 
 
 def _compute(node: Node) -> Node:

@@ -46,7 +46,7 @@ from hwmap.execute import run
 from hwmap.ops import get_op
 from hwmap.passes import DEFAULT_POST_OPS, FoldBatchNorm, FoldConstants, FuseComputeWithPostOps, run_passes
 
-from .calibrate import RANGE_VALUES, BiasShift, RangeStats
+from .calibrate import RANGE_VALUES, BiasShift, RangeStats, short_scale
 from .hardware import AnalogIMCConfig, columns_per_weight
 
 __all__ = [
@@ -251,7 +251,7 @@ def _quantize_weights(g: Graph, cfg: AnalogIMCConfig) -> list[str]:
         axis = output_axis(node)
         peak = np.max(np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)), axis=1) if w.size else np.ones(1)
         # an all-zero filter gets scale 1: its codes are 0 whatever the scale
-        scale = np.where(peak > 0, peak / qmax, 1.0)
+        scale = short_scale(np.where(peak > 0, peak / qmax, 1.0))
         node.param_quant[slot] = QuantAnnotation(scale, np.zeros_like(scale), bits, signed=True, axis=axis,
                                                  narrow=True)
         made.append(node.name)
