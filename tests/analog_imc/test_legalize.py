@@ -4,7 +4,6 @@ node named), quantization (per-channel weights, calibrated activations, QDQ kept
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hwmap import Graph, Node, ParseOptions, QuantAnnotation, Tensor, load_model
