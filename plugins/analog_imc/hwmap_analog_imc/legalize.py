@@ -14,8 +14,9 @@ processing core computes in one computing cycle (Fig. 3.11). Here that is:
    the cores' digital logic executes (:data:`DIGITAL_OPS`); anything else is a
    :class:`hwmap.Diagnostic`, one per offending node (rules in :data:`RULES`).
 3. **Quantization** (issue 3, part 2): weights without an annotation get a per-output-
-   channel symmetric one at ``hardware.weight_bits`` (``scale_c = max|W_c| / (2^(b-1) - 1)``,
-   zero point 0, narrow range; ``params`` keep the float values, the emitter quantizes with
+   channel symmetric one at ``hardware.weight_bits`` (``scale_c = max|W_c| / (2^(b-1) - 1)``
+   rounded up to :data:`~.calibrate.SCALE_BITS` significant bits, as every scale here, zero
+   point 0, narrow range; ``params`` keep the float values, the emitter quantizes with
    the annotation). The input tensor of every crossbar node, and every tensor a digital
    node (a residual Add, pooling, a reshape...) reads or writes, except the graph's outputs,
    gets an activation annotation — the format the cores' buffers, the NoC and the digital
