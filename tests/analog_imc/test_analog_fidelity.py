@@ -45,9 +45,9 @@ def test_the_claim_registered() -> None:
 
 
 @pytest.mark.parametrize(("model", "preset", "top1", "rel"), [
-    ("zoo:digits_cnn", "default", 1.0, 0.011),
-    ("zoo:digits_mlp", "default", 1.0, 0.0084),
-    ("zoo:digits_cnn", "chapter-fig3.13", 0.996, 0.034),
+    ("zoo:digits_cnn", "default", 1.0, 0.0102),
+    ("zoo:digits_mlp", "default", 1.0, 0.0053),
+    ("zoo:digits_cnn", "chapter-fig3.13", 0.9963, 0.0327),
 ])
 def test_top1_claim_holds_on_held_out_digits(tmp_path: Path, model: str, preset: str, top1: float,
                                              rel: float) -> None:
@@ -65,8 +65,8 @@ def test_top1_claim_holds_on_held_out_digits(tmp_path: Path, model: str, preset:
 
 def test_chapter_cnn_relative_error_is_why_none_is_claimed(tmp_path: Path) -> None:
     """zoo:chapter_cnn on the chapter's one core (8-bit cells read by 8-bit ADCs), seeded
-    U(0, 1) inputs: a few percent typically, but one ADC conversion that clips on an input
-    the calibration did not see sets the maximum (seed 4: 0.38, from one sample)."""
+    U(0, 1) inputs: a few percent typically, but ADC conversions that clip on inputs the
+    calibration did not see set the maximum (seed 0: 0.17 from 3 samples, seed 4: 0.39)."""
     errors = []
     for seed in (0, 4):
         x = np.random.default_rng(seed).random((360, 1, 13, 64), dtype=np.float32)
@@ -75,5 +75,36 @@ def test_chapter_cnn_relative_error_is_why_none_is_claimed(tmp_path: Path) -> No
         errors.append(max_rel_error(sim, ref))
         per_sample = np.abs(sim - ref).reshape(len(x) - CALIBRATION, -1).max(1) / np.max(np.abs(ref))
         errors.append(float(np.median(per_sample)))
-    assert errors[0] == pytest.approx(0.0715, abs=0.001) and errors[2] == pytest.approx(0.383, abs=0.001)
+    assert errors[0] == pytest.approx(0.1726, abs=0.001) and errors[2] == pytest.approx(0.3903, abs=0.001)
     assert errors[1] < 0.05 and errors[3] < 0.05  # the typical sample stays close
+
+
+@pytest.mark.parametrize(("seed", "top1"), [(0, 0.9926), (1, 0.9963)])
+def test_resnet_small_top1_on_default(tmp_path: Path, seed: int, top1: float) -> None:
+    """Issue 12's goal, top-1 agreement at least 0.98 against onnxruntime, on a residual
+    convnet with seeded weights: zoo:resnet_small at 16×16 on analog_imc:default, 360 seeded
+    U(0, 1) images, calibrated on the first 90 and scored on the last 270 as above. Random
+    images through random weights give logits whose spread over samples is a tenth of their
+    size, so every quantization step counts: max-abs calibration without bias correction
+    gave 0.948 and 0.978 on these seeds (0.940–0.981 over four); per-tensor minimum-MSE
+    clipping, unsigned residual sums and bias correction give the pinned values."""
+    import onnxruntime as ort
+
+    from hwmap import ParseOptions
+    from hwmap.zoo import load_onnx
+
+    shape = (1, 3, 16, 16)
+    x = np.random.default_rng(seed).random((360, 3, 16, 16), dtype=np.float32)
+    graph = load_model("zoo:resnet_small", ParseOptions(input_shape=shape))
+    target = load_target("analog_imc:default")
+    target.calibration = x[:CALIBRATION]
+    legal = plugin.hwmap_legalize(graph, target)
+    plugin.hwmap_emit(plugin.hwmap_map(legal.graph, target), target, tmp_path).write_manifest()
+    sim = simulator.simulate(hwmap.Artifacts.read(tmp_path), target, {"input": x[CALIBRATION:]}).outputs["output"]
+    sess = ort.InferenceSession(load_onnx("resnet_small", shape).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    ref = np.concatenate([sess.run(None, {"input": x[i:i + 1]})[0] for i in range(CALIBRATION, len(x))])
+    agreement = float(np.mean(sim.argmax(1) == ref.argmax(1)))
+    assert agreement >= 0.98
+    assert agreement == pytest.approx(top1, abs=1 / 270)
+    assert max_rel_error(sim, ref) < 0.025

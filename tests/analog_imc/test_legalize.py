@@ -4,15 +4,15 @@ node named), quantization (per-channel weights, calibrated activations, QDQ kept
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hwmap import Graph, Node, ParseOptions, QuantAnnotation, Tensor, load_model
 from hwmap.config import load_target
 from hwmap.execute import run
 from hwmap.frontends.onnx import graph_from_onnx
+from hwmap_analog_imc.calibrate import short_scale
 from hwmap_analog_imc.layers import crossbar_layers
-from hwmap_analog_imc.legalize import META_KEY, RULES, SYNTHETIC_SAMPLES, legalize, synthetic_samples
+from hwmap_analog_imc.legalize import META_KEY, METHOD, RULES, SYNTHETIC_SAMPLES, legalize, synthetic_samples
 
 
 def target(preset: str = "chapter-fig3.13", *sets: str, calibration: np.ndarray | None = None):  # noqa: ANN201
@@ -118,28 +118,106 @@ def test_weights_get_per_channel_symmetric_annotations() -> None:
         q = node.param_quant["W"]
         w = node.params["W"]
         assert (q.bits, q.signed, q.axis, q.narrow) == (8, True, 0, True)
-        np.testing.assert_allclose(q.scale, np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127)
+        # max|W_c| / 127 rounded up to a 12-bit mantissa (the periphery's fixed-point multiplier)
+        peak = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127
+        assert np.all(q.scale >= peak) and np.all(q.scale <= peak * (1 + 2.0**-11))
+        mantissa = np.ldexp(np.frexp(q.scale)[0], 12)
+        assert np.array_equal(mantissa, np.round(mantissa))
         assert np.all(np.abs(q.quantize(w)) <= 127)
         # params keep the float weights: the emitter quantizes with the annotation
         np.testing.assert_array_equal(w, g.node(node.fused[0].name if node.fused else node.name).params["W"])
 
 
+def _mse_on_grid(x: np.ndarray, scale: float, signed: bool) -> float:
+    """Mean squared error of ``x`` on the 8-bit grid of ``scale`` (hwmap's annotation)."""
+    q = QuantAnnotation(np.asarray(scale), np.asarray(0.0), 8, signed=signed, narrow=signed)
+    return float(np.mean((q.fake_quantize(x.astype(np.float64)) - x) ** 2))
+
+
 def test_calibration_on_data_unsigned_after_relu_signed_otherwise() -> None:
+    """Activation scales by minimum-MSE clipping: of the clipping values max·2^(−k/16),
+    k = 0..63, the one whose 8-bit grid holds the data with the least squared error (brute
+    force here on every value: chapter_cnn's tensors are smaller than the values kept)."""
     g = load_model("zoo:chapter_cnn")
     x = (np.random.default_rng(3).standard_normal((20, 1, 13, 64)) * 2).astype(np.float32)
     leg = legalize(g, target(calibration=x))
     assert leg.notes == []
-    assert leg.graph.meta[META_KEY]["calibration"] == {"source": "data", "samples": 20, "method": "max-abs per tensor",
-                                                      "tensors": 2}
+    assert leg.graph.meta[META_KEY]["calibration"] == {"source": "data", "samples": 20, "method": METHOD,
+                                                      "tensors": 2, "bias_corrected": 2}
     fused, conv2 = leg.graph.nodes
-    q_in = leg.graph.tensor(fused.inputs[0]).quant
-    assert q_in.signed and q_in.narrow and q_in.bits == 8
-    assert q_in.scale == pytest.approx(np.abs(x).max() / 127)
-    # Conv2 reads the ReLU's output: non-negative, unsigned, scale max/255 (reference executor)
     relu_out = run(g, {"input": x}, collect=True)[conv2.inputs[0]]
-    q_mid = leg.graph.tensor(conv2.inputs[0]).quant
-    assert not q_mid.signed and float(q_mid.zero_point) == 0.0
-    assert q_mid.scale == pytest.approx(relu_out.max() / 255)
+    for tensor, data, signed in ((fused.inputs[0], x, True), (conv2.inputs[0], relu_out, False)):
+        q = leg.graph.tensor(tensor).quant
+        assert (q.signed, q.narrow, q.bits, float(q.zero_point)) == (signed, signed, 8, 0.0)
+        qmax = 127 if signed else 255
+        top = float(np.abs(data).max())
+        errors = [_mse_on_grid(data, top * 2.0 ** (-k / 16) / qmax, signed) for k in range(64)]
+        best = int(np.argmin(errors))
+        # the chosen clipping value's scale, rounded up to the periphery's 12-bit mantissa
+        assert float(q.scale) == float(short_scale(np.asarray(top * 2.0 ** (-best / 16) / qmax)))
+        assert best < 63
+        if signed:  # Gaussian inputs: clipping their few outliers pays
+            assert best > 0 and errors[best] < errors[0]
+
+
+def test_tensor_only_relus_read_is_held_unsigned() -> None:
+    """resnet_small's residual Adds: their outputs are read by ReLUs only, so they are
+    calibrated on max(x, 0) and held unsigned (the adder saturates at 0); the Adds' operands
+    (a conv + BN without ReLU) stay signed."""
+    g = load_model("zoo:resnet_small", ParseOptions(input_shape=(1, 3, 16, 16)))
+    x = np.random.default_rng(0).random((16, 3, 16, 16), dtype=np.float32)
+    leg = legalize(g, target("default", calibration=x))
+    adds = [n for n in leg.graph.nodes if n.op == "Add"]
+    assert len(adds) == 3
+    env = run(g, {"input": x}, collect=True)
+    for add in adds:
+        assert env[add.outputs[0]].min() < 0  # the sums do go negative
+        assert not leg.graph.tensor(add.outputs[0]).quant.signed
+        assert all(leg.graph.tensor(t).quant.signed for t in add.inputs if env[t].min() < 0)
+
+
+def _conv_onnx(w: np.ndarray, b: np.ndarray) -> bytes:
+    """A 3×3 Conv (pad 1) with weights ``w`` and bias ``b``, as ONNX bytes."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 5, 6, 6])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def test_bias_correction_cancels_the_mean_shift_of_weight_rounding() -> None:
+    """onnxruntime runs the float Conv and the Conv with the weights rounded as annotated and
+    the bias legalization gives it: on the calibration data (inputs of mean 1, as after a
+    ReLU) the mean per output channel agrees to float precision, where the original bias
+    leaves the rounding's shift; on other samples of the same distribution the shift shrinks
+    too. 4-bit weights make the rounding large."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    g = graph_from_onnx(_conv_onnx(w, b), name="conv", options=ParseOptions(input_shape=(1, 4, 6, 6)))
+    x = (rng.random((64, 4, 6, 6)) * 2).astype(np.float32)
+    leg = legalize(g, target("default", "hardware.weight_bits=4", calibration=x[:32]))
+    assert leg.graph.meta[META_KEY]["calibration"]["bias_corrected"] == 1
+    (node,) = leg.graph.nodes
+    w_hat = node.param_quant["W"].fake_quantize(node.params["W"])
+    assert not np.array_equal(node.params["B"], b)
+
+    def channel_means(weights: np.ndarray, bias: np.ndarray, data: np.ndarray) -> np.ndarray:
+        sess = ort.InferenceSession(_conv_onnx(weights, bias), providers=["CPUExecutionProvider"])
+        return sess.run(None, {"x": data})[0].astype(np.float64).mean(axis=(0, 2, 3))
+
+    for part, tol in ((x[:32], 1e-5), (x[32:], None)):
+        want = channel_means(w, b, part)
+        before = np.abs(channel_means(w_hat, b, part) - want)
+        after = np.abs(channel_means(w_hat, node.params["B"], part) - want)
+        if tol is not None:
+            assert np.all(after <= tol * (1 + np.abs(want))) and before.max() > 100 * tol
+        else:
+            assert after.max() < 0.2 * before.max()
 
 
 def test_calibration_without_data_is_synthetic_and_says_so() -> None:
@@ -148,7 +226,7 @@ def test_calibration_without_data_is_synthetic_and_says_so() -> None:
     calib = leg.graph.meta[META_KEY]["calibration"]
     assert calib["source"] == "synthetic" and calib["samples"] == SYNTHETIC_SAMPLES
     q = leg.graph.tensor("input").quant
-    assert not q.signed and q.scale <= 1 / 255 + 1e-12  # U(0,1): max just below 1
+    assert not q.signed and q.scale <= (1 + 2.0**-11) / 255  # U(0,1): max just below 1, 12-bit mantissa
     # deterministic: the same scales twice
     again = legalize(load_model("zoo:chapter_cnn"), target())
     assert snapshot(again.graph) == snapshot(leg.graph)

@@ -102,12 +102,14 @@ def _models(planes: int) -> dict[str, Assumption]:
 
 def _calibration(meta: dict[str, Any]) -> Assumption:
     calib = meta.get(META_KEY, {}).get("calibration", {})
-    source = "hwmap analog_imc legalization: max-abs activation calibration"
+    source = ("hwmap analog_imc legalization: minimum-MSE activation clipping and bias correction (Nagel et al., "
+              "'A White Paper on Neural Network Quantization', arXiv 2106.08295)")
     if calib.get("source") == "synthetic":
         return Assumption(f"{SYNTHETIC_NOTE} ({calib.get('samples')} seeded samples)", "", source)
     if calib.get("source") == "data":
-        return Assumption(f"activation scales calibrated (max-abs) on {calib.get('samples')} samples of --data", "",
-                          source)
+        return Assumption(f"activation scales calibrated (minimum-MSE clipping) and {calib.get('bias_corrected', 0)} "
+                          f"layers' biases corrected for weight rounding on {calib.get('samples')} samples of --data",
+                          "", source)
     return Assumption("quantization carried by the model", "", "the model's own quantization annotations (QDQ, QONNX)")
 
 

@@ -14,15 +14,20 @@ processing core computes in one computing cycle (Fig. 3.11). Here that is:
    the cores' digital logic executes (:data:`DIGITAL_OPS`); anything else is a
    :class:`hwmap.Diagnostic`, one per offending node (rules in :data:`RULES`).
 3. **Quantization** (issue 3, part 2): weights without an annotation get a per-output-
-   channel symmetric one at ``hardware.weight_bits`` (``scale_c = max|W_c| / (2^(b-1) - 1)``,
-   zero point 0, narrow range; ``params`` keep the float values, the emitter quantizes with
+   channel symmetric one at ``hardware.weight_bits`` (``scale_c = max|W_c| / (2^(b-1) - 1)``
+   rounded up to :data:`~.calibrate.SCALE_BITS` significant bits, as every scale here, zero
+   point 0, narrow range; ``params`` keep the float values, the emitter quantizes with
    the annotation). The input tensor of every crossbar node, and every tensor a digital
    node (a residual Add, pooling, a reshape...) reads or writes, except the graph's outputs,
    gets an activation annotation — the format the cores' buffers, the NoC and the digital
-   logic hold it in — at ``hardware.input_bits`` calibrated by max-abs on ``target.calibration`` (at most
-   :data:`MAX_CALIBRATION_SAMPLES` samples): unsigned with zero point 0 and ``scale =
-   max(x) / (2^b - 1)`` when the tensor is never negative on the data (after a ReLU),
-   signed symmetric with ``scale = max|x| / (2^(b-1) - 1)`` otherwise. Without data,
+   logic hold it in — at ``hardware.input_bits``, calibrated on ``target.calibration`` (at
+   most :data:`MAX_CALIBRATION_SAMPLES` samples) by minimum-MSE clipping
+   (:mod:`.calibrate`): unsigned with zero point 0 and ``scale = c / (2^b - 1)`` when the
+   tensor is never negative on the data (after a ReLU; also a tensor only ReLUs read, which
+   is calibrated on ``max(x, 0)``), signed symmetric with ``scale = c / (2^(b-1) - 1)``
+   otherwise, ``c`` the clipping value of least squared quantization error. The same run of
+   the float model measures the mean output shift the weights' rounding causes in each
+   crossbar node with a bias, and the bias absorbs it (bias correction). Without data,
    :func:`synthetic_samples` seeded U(0, 1) inputs stand in and a note says so.
    Annotations the model already carries (ONNX QDQ, QONNX) are kept.
 
@@ -42,12 +47,13 @@ from hwmap.execute import run
 from hwmap.ops import get_op
 from hwmap.passes import DEFAULT_POST_OPS, FoldBatchNorm, FoldConstants, FuseComputeWithPostOps, run_passes
 
+from .calibrate import RANGE_VALUES, BiasShift, RangeStats, short_scale
 from .hardware import AnalogIMCConfig, columns_per_weight
 
 __all__ = [
     "legalize", "CROSSBAR_OPS", "DIGITAL_OPS", "POST_OPS", "RULES", "META_KEY", "SYNTHETIC_NOTE",
     "MAX_CALIBRATION_SAMPLES", "SYNTHETIC_SAMPLES", "SYNTHETIC_MAC_BUDGET", "synthetic_samples", "weight_slot",
-    "output_axis",
+    "output_axis", "METHOD",
 ]
 
 #: Ops the crossbars compute (a weight matrix times an input vector).
@@ -83,6 +89,8 @@ SYNTHETIC_SAMPLES = 64
 #: the reference executor (MobileNet V1, 569 M MACs, gets 1): the scales they give are
 #: placeholders anyway, and compile time must stay interactive.
 SYNTHETIC_MAC_BUDGET = 5.0e8
+#: How activation ranges are set (``meta["analog_imc"]["calibration"]["method"]``).
+METHOD = "minimum-MSE clipping per tensor, bias correction of weight rounding"
 #: Bytes of collected activations one calibration chunk may hold.
 _CHUNK_BYTES = 64 * 2**20
 
@@ -116,8 +124,8 @@ def legalize(graph: Graph, target: Target) -> Legalized:
     notes: list[str] = []
     if any(d.severity == "error" for d in diagnostics):
         return Legalized(g, diagnostics, notes)
-    _quantize_weights(g, cfg)
-    calib = _calibrate_activations(g, cfg, target.calibration)
+    corrected = _quantize_weights(g, cfg)
+    calib = _calibrate_activations(g, cfg, target.calibration, corrected)
     if calib["source"] == "synthetic":
         notes.append(f"{SYNTHETIC_NOTE} ({calib['samples']} seeded samples)")
     meta = dict(g.meta.get(META_KEY, {}))
@@ -230,10 +238,12 @@ def _crossbar_nodes(g: Graph) -> Iterable[Node]:
     return (n for n in g.nodes if n.op in CROSSBAR_OPS)
 
 
-def _quantize_weights(g: Graph, cfg: AnalogIMCConfig) -> None:
-    """Per-output-channel symmetric weight annotations (the graph is legalize's own copy)."""
+def _quantize_weights(g: Graph, cfg: AnalogIMCConfig) -> list[str]:
+    """Per-output-channel symmetric weight annotations (the graph is legalize's own copy);
+    returns the names of the nodes annotated (not those the model quantized itself)."""
     bits = cfg.hardware.weight_bits
     qmax = 2 ** (bits - 1) - 1
+    made = []
     for node in _crossbar_nodes(g):
         slot = weight_slot(node)
         if slot in node.param_quant:
@@ -242,9 +252,11 @@ def _quantize_weights(g: Graph, cfg: AnalogIMCConfig) -> None:
         axis = output_axis(node)
         peak = np.max(np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)), axis=1) if w.size else np.ones(1)
         # an all-zero filter gets scale 1: its codes are 0 whatever the scale
-        scale = np.where(peak > 0, peak / qmax, 1.0)
+        scale = short_scale(np.where(peak > 0, peak / qmax, 1.0))
         node.param_quant[slot] = QuantAnnotation(scale, np.zeros_like(scale), bits, signed=True, axis=axis,
                                                  narrow=True)
+        made.append(node.name)
+    return made
 
 
 def synthetic_samples(macs_per_sample: int) -> int:
@@ -287,32 +299,36 @@ def _calibration_inputs(g: Graph, calibration: np.ndarray | None) -> tuple[dict[
     return {t: rng.random((n, *g.tensor(t).shape[1:]), dtype=np.float32) for t in g.inputs}, "synthetic"
 
 
-def _calibrate_activations(g: Graph, cfg: AnalogIMCConfig, calibration: np.ndarray | None) -> dict[str, Any]:
+def _calibrate_activations(g: Graph, cfg: AnalogIMCConfig, calibration: np.ndarray | None,
+                           corrected: list[str]) -> dict[str, Any]:
     """Annotate each crossbar node's input tensor and every float tensor a digital node reads
-    or writes (not the graph's outputs); return what was done (for ``meta``)."""
+    or writes (not the graph's outputs), and correct the bias of the ``corrected`` nodes (the
+    ones whose weights legalization quantized), both on one run of the float model over the
+    calibration samples (:mod:`.calibrate`); return what was done (for ``meta``)."""
     bits = cfg.hardware.input_bits
     held = {n.inputs[0] for n in _crossbar_nodes(g) if n.inputs}
     held |= {t for n in g.nodes if n.op not in CROSSBAR_OPS for t in (*n.inputs, *n.outputs)}
     wanted = sorted(t for t in held - set(g.outputs) if g.tensor(t).quant is None and g.tensor(t).dtype.startswith("float"))
-    if not wanted:
+    shifts = [BiasShift(g.node(name), weight_slot(g.node(name))) for name in corrected]
+    shifts = [b for b in shifts if b.slot is not None]
+    if not wanted and not shifts:
         return {"source": "model", "samples": 0, "method": "the model's own quantization", "tensors": 0}
     inputs, source = _calibration_inputs(g, calibration)
     n = next(iter(inputs.values())).shape[0]
     per_sample = 4 * sum(math.prod(t.shape[1:]) for t in g.tensors.values())
     chunk = int(max(1, min(n, _CHUNK_BYTES // max(1, per_sample))))
-    lo = {t: math.inf for t in wanted}
-    hi = {t: 0.0 for t in wanted}
+    readers = g.consumers()
+    stats = {t: RangeStats(rectify=t not in g.outputs and bool(readers.get(t))
+                           and all(r.op == "Relu" for r in readers[t])) for t in wanted}
     for s in range(0, n, chunk):
         env = run(g, {k: v[s:s + chunk] for k, v in inputs.items()}, collect=True)
+        quota = -(-RANGE_VALUES * min(chunk, n - s) // n)
         for t in wanted:
-            x = np.asarray(env[t], dtype=np.float64)
-            lo[t] = min(lo[t], float(x.min()))
-            hi[t] = max(hi[t], float(np.abs(x).max()))
+            stats[t].add(env[t], quota)
+        for b in shifts:
+            b.add(env[b.node.inputs[0]])
         del env
     for t in wanted:
-        unsigned = lo[t] >= 0.0
-        qmax = 2**bits - 1 if unsigned else 2 ** (bits - 1) - 1
-        scale = hi[t] / qmax if hi[t] > 0 else 1.0
-        g.tensors[t].quant = QuantAnnotation(np.asarray(scale, dtype=np.float64), np.asarray(0.0), bits,
-                                             signed=not unsigned, narrow=not unsigned)
-    return {"source": source, "samples": int(n), "method": "max-abs per tensor", "tensors": len(wanted)}
+        g.tensors[t].quant = stats[t].annotation(bits)
+    fixed = sum(b.apply() for b in shifts)
+    return {"source": source, "samples": int(n), "method": METHOD, "tensors": len(wanted), "bias_corrected": fixed}
