@@ -197,6 +197,7 @@ class Runner:
         self.units = {p.name: _unit(self.neuron[p.name]) for p in d.populations}
         self.k = 0
         self.steppers: dict[str, Any] = {}
+        self.fused: Any = None  # the whole run in one compiled call, where it covers the network (:mod:`.fused`)
         if backend == "numba":
             from . import compiled
 
@@ -205,6 +206,11 @@ class Runner:
             self.obuf = {p.name: (o, o.reshape(-1)) for p in d.populations for o in [np.zeros((B, p.n))]}
             self.steppers = {p.name: compiled.stepper(self.neuron[p.name], p, B, bool(self.neuron_port.get(p.name)))
                              for p in d.populations}
+            from . import fused
+
+            if fused.covers(self):
+                fused.warm_up()
+                self.fused = fused.Fused(self)
 
     def _gather(self, name: str, size: int, port: str | None = None, into: np.ndarray | None = None) -> np.ndarray:
         """The sum of what ``name``'s links (into ``port``, or all) deliver this step, added onto
@@ -247,6 +253,8 @@ class Runner:
     def advance(self, steps: int, history: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Run ``steps`` more steps; the outputs' readouts after every step (with ``history``)
         and the probes' records, each ``(steps, batch, size)``."""
+        if self.fused is not None and not history:
+            return {}, self.fused.advance(steps)
         d, B, dt = self.d, self.B, self.d.dt
         pops, hosts, out = self.pops, self.hosts, self.out
         hist = {h.name: np.zeros((steps, B, h.size_in)) for h in d.hosts if h.kind == "output"} if history else {}
