@@ -167,8 +167,15 @@ class Fused:
             if f is None or h.size_out == 0:
                 continue
             col = nodes[:, self.n_node[q]:self.n_node[q + 1]]
-            for j in range(steps):
-                y = f((r.k + j + 1) * dt)
+            ys = [f((r.k + j + 1) * dt) for j in range(steps)]
+            try:  # one conversion for all steps where every value has the node's size
+                arr = np.asarray(ys, np.float64)
+            except (ValueError, TypeError):
+                arr = None
+            if arr is not None and arr.size == steps * h.size_out:
+                col[...] = arr.reshape(steps, h.size_out)
+                continue
+            for j, y in enumerate(ys):  # None (no output) or a value of the wrong size
                 if y is None:
                     continue
                 y = np.asarray(y, np.float64).reshape(-1)

@@ -72,14 +72,44 @@ def _accumulate(li: int, sig: np.ndarray, wt: np.ndarray, l_pre: np.ndarray, l_n
         _matvec(li, sig, wt, l_pre, l_npre, l_npost, l_w, l_q, act, nact, p_cnt, acc, a0)
 
 
+#: Taylor coefficients, highest power first, of ``expm1(x) = x + x²/2! + ... + x¹³/13!`` and
+#: ``log1p(x) = x - x²/2 + ... + x¹⁷/17``, for ``|x| <= SERIES_MAX``: the first term left out is
+#: below 1e-17 of the sum (``expm1``: (1/16)¹³/14! ≈ 2e-27; ``log1p``: (1/16)¹⁷/18 ≈ 1e-22), so
+#: the Horner evaluation (a few rounding errors of one ulp) decides the accuracy.
+_EXPM1 = np.array([1.0 / math.factorial(k) for k in range(13, 0, -1)])
+_LOG1P = np.array([(-1.0) ** (k + 1) / k for k in range(17, 0, -1)])
+SERIES_MAX = 1.0 / 16.0
+
+
+@njit(inline="always")
+def _series(m: int, x: np.ndarray, out: np.ndarray, c: np.ndarray, exp: bool) -> None:
+    """``out[k] = x[k] · Σ c[i] x[k]^(n-1-i)`` (Horner), the series ``c`` of ``expm1`` (``exp``)
+    or ``log1p`` on ``x[:m]``: a loop without calls, which LLVM vectorizes (the C library's
+    functions, called one argument at a time, cost about 4 ns each, and a step of 10,000
+    neurons calls them some 2,500 times); then, where ``|x| > SERIES_MAX`` (rare: a step
+    longer than a sixteenth of ``tau_rc``, a voltage far over threshold), the C library's."""
+    nc = c.size
+    for k in range(m):
+        xk = x[k]
+        p = c[0]
+        for i in range(1, nc):
+            p = p * xk + c[i]
+        out[k] = p * xk
+    for k in range(m):
+        xk = x[k]
+        if not abs(xk) <= SERIES_MAX:
+            out[k] = math.expm1(xk) if exp else math.log1p(xk)
+
+
 @njit(inline="always")
 def _lif(n: int, J: np.ndarray, v: np.ndarray, rt: np.ndarray, o: np.ndarray, dt: float, tau_rc: float,
          tau_ref: float, min_v: float, amp_dt: float, c_dt: float, mask: np.ndarray, idx: np.ndarray,
-         sidx: np.ndarray) -> int:
+         sidx: np.ndarray, arg: np.ndarray, res: np.ndarray) -> int:
     """nengo's LIF step on flat views: a branch-free pass (LLVM vectorizes it) for the neurons
     out of their refractory period (membrane factor the constant ``c_dt = expm1(-dt/tau_rc)``)
     and the refractory ones (voltage kept); then, gathered by index, the neurons refractory
-    for part of the step (their own ``expm1``) and the spikes (``log1p`` of the time left).
+    for part of the step (their own ``expm1``) and the spikes (``log1p`` of the time left), each
+    function on a contiguous array of the gathered arguments (:func:`_series`).
     The spiking neurons' indices into ``sidx``; how many."""
     for f in range(n):
         r = rt[f] - dt
@@ -95,21 +125,20 @@ def _lif(n: int, J: np.ndarray, v: np.ndarray, rt: np.ndarray, o: np.ndarray, dt
         mask[f] = np.uint8(spiked) | (np.uint8(part) << np.uint8(1))
     npart = 0
     ns = 0
-    words = mask.view(np.uint64)  # 8 neurons a word; most words are 0 (no spike, none refractory)
-    for w in range((n + 7) // 8):
-        if words[w] == 0:
-            continue
-        for f in range(8 * w, min(8 * w + 8, n)):
-            m = mask[f]
-            idx[npart] = f
-            npart += m >> 1
-            sidx[ns] = f
-            ns += m & 1
+    for f in range(n):  # every iteration stores; the counts advance by the mask (no branch to mispredict)
+        m = mask[f]
+        idx[npart] = f
+        npart += m >> 1
+        sidx[ns] = f
+        ns += m & 1
+    for k in range(npart):  # gathered into contiguous arrays: the series below vectorize
+        f = idx[k]
+        arg[k] = -min(max(dt - rt[f], 0.0), dt) / tau_rc
+    _series(npart, arg, res, _EXPM1, True)
     for k in range(npart):
         f = idx[k]
-        delta = min(max(dt - rt[f], 0.0), dt)
         vv, j = v[f], J[f]
-        vn = vv - (j - vv) * math.expm1(-delta / tau_rc)
+        vn = vv - (j - vv) * res[k]
         if vn > 1.0:
             o[f] = amp_dt
             v[f] = vn
@@ -119,7 +148,11 @@ def _lif(n: int, J: np.ndarray, v: np.ndarray, rt: np.ndarray, o: np.ndarray, dt
             v[f] = vn if vn > min_v or vn != vn else min_v
     for k in range(ns):
         f = sidx[k]
-        rt[f] = tau_ref + (dt + tau_rc * math.log1p(-(v[f] - 1.0) / (J[f] - 1.0)))
+        arg[k] = -(v[f] - 1.0) / (J[f] - 1.0)
+    _series(ns, arg, res, _LOG1P, False)
+    for k in range(ns):
+        f = sidx[k]
+        rt[f] = tau_ref + (dt + tau_rc * res[k])
         v[f] = 0.0
     return ns
 
@@ -154,8 +187,9 @@ def run(steps: int, dt: float, nodes: np.ndarray, rec: np.ndarray, sig: np.ndarr
     J = np.zeros(nmax)
     nin = np.zeros(nmax)
     x = np.zeros(dmax)
-    mask = np.zeros((nmax + 7) // 8 * 8, np.uint8)  # whole 8-byte words (read as such)
+    mask = np.zeros(nmax, np.uint8)
     idx = np.zeros(nmax, np.int64)
+    arg, res = np.zeros(nmax), np.zeros(nmax)
     u = np.zeros(max(1, l_npost.max()) if l_npost.size else 1)
     for j in range(steps):
         for oi in range(ops.shape[0]):
@@ -170,27 +204,28 @@ def run(steps: int, dt: float, nodes: np.ndarray, rec: np.ndarray, sig: np.ndarr
                 x[d] = 0.0
             for li in links_in[p_dec[q, 0]:p_dec[q, 1]]:
                 _accumulate(li, sig, wt, l_pre, l_npre, l_npost, l_w, l_q, act, nact, p_cnt, l_filt, l_x, x, 0)
-            e0, b0, g0 = p_enc[q], p_bias[q], p_gain[q]
-            if dims == 1:  # one product per neuron, a loop LLVM vectorizes
+            # slices, not offsets into the buffers: LLVM vectorizes the loops over them
+            e, bias, gain = par[p_enc[q]:p_enc[q] + n * dims], par[p_bias[q]:p_bias[q] + n], par[p_gain[q]:p_gain[q] + n]
+            if dims == 1:  # one product per neuron
                 x0 = x[0]
                 for f in range(n):
-                    J[f] = (0.0 + x0 * par[e0 + f]) + par[b0 + f]
+                    J[f] = (0.0 + x0 * e[f]) + bias[f]
             else:
                 for f in range(n):
                     acc = 0.0
                     for d in range(dims):
-                        acc += x[d] * par[e0 + f * dims + d]
-                    J[f] = acc + par[b0 + f]
+                        acc += x[d] * e[f * dims + d]
+                    J[f] = acc + bias[f]
             if p_neu[q, 1] > p_neu[q, 0]:
                 for f in range(n):
                     nin[f] = 0.0
                 for li in links_in[p_neu[q, 0]:p_neu[q, 1]]:
                     _accumulate(li, sig, wt, l_pre, l_npre, l_npost, l_w, l_q, act, nact, p_cnt, l_filt, l_x, nin, 0)
                 for f in range(n):
-                    J[f] = J[f] + par[g0 + f] * nin[f]
+                    J[f] = J[f] + gain[f] * nin[f]
             o0, c0 = p_out[q], p_cnt[q]
             nact[q] = _lif(n, J, st[p_v[q]:p_v[q] + n], st[p_rt[q]:p_rt[q] + n], sig[o0:o0 + n], dt, p_f[q, 0],
-                           p_f[q, 1], p_f[q, 2], p_f[q, 3], p_f[q, 4], mask, idx, act[c0:c0 + n])
+                           p_f[q, 1], p_f[q, 2], p_f[q, 3], p_f[q, 4], mask, idx, act[c0:c0 + n], arg, res)
             if count:
                 for k in range(nact[q]):
                     f = act[c0 + k]
