@@ -40,6 +40,10 @@ def one(lib: Any, n: int, fast: bool, backend: str = "numba", eval_points: int |
     extra = {"target": "nengo_like:loihi", "backend": backend} if fast else {}
     sim = lib.Simulator(net, dt=0.001, progress_bar=False, **extra)
     build = time.perf_counter() - t0
+    # OpenBLAS's worker threads spin for a while after the build's matrix products (about
+    # 2^28 cycles, its THREAD_TIMEOUT default) and count in the process's CPU time: let them
+    # go idle before the run is timed, for both simulators alike
+    time.sleep(0.5)
     t0, c0 = time.perf_counter(), time.process_time()
     sim.run(1.0)
     run, cpu = time.perf_counter() - t0, time.process_time() - c0

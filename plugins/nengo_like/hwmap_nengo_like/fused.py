@@ -10,8 +10,8 @@ outside this set run step by step (:mod:`.compiled`).
 
 The runner's arrays (outputs, states, filter states, spike counts) become views into the
 fused buffers, so they stay current between calls and ``backend`` paths agree on where state
-lives. Not bit-identical to the numpy reference (libm's ``expm1``/``log1p`` and another
-summation order; see :mod:`.fused_kernels`).
+lives. Not bit-identical to the numpy reference (``expm1``/``log1p`` by series or the C
+library, another summation order; see :mod:`.fused_kernels`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The fused run loop (numba): many steps of a network of LIF populations, node outputs given
 in advance, probes and Lowpass links, in one compiled call (:mod:`.fused` builds its tables).
 
-Not bit-identical to the numpy reference step, by choice: ``expm1`` / ``log1p`` are the C
-library's (numba calls libm), where numpy evaluates them with its own SIMD code (SVML on
-AVX-512 machines); the two differ in the last bit for a fraction of arguments. The
+Not bit-identical to the numpy reference step, by choice: ``expm1`` / ``log1p`` are Taylor
+series evaluated on contiguous arrays (:func:`_series`, vectorized; the C library's functions,
+which numba calls, beyond their range), where numpy evaluates them with its own SIMD code
+(SVML on AVX-512 machines); they differ by a few ulps for some arguments. The
 matrix-vector products are loops over the non-zero entries of the pre object's output (the
 spikes of a population: a few per step), summed in another order than numpy's BLAS. The
 differences stay at the rounding level (``tests/nengo_like/test_compiled.py`` states the

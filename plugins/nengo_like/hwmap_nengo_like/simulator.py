@@ -13,9 +13,13 @@ Each step ``k`` (time ``t = k·dt``, ``k`` from 1, as nengo counts):
    this step (as nengo's probes sample);
 2. the links with a synapse filter ``W · out(pre)`` (the update phase).
 
-``backend="numba"`` (the default) runs the populations' steps and the Lowpass filters
-through compiled loops (:mod:`.compiled`); ``backend="numpy"`` through the array operations
-of :mod:`.neurons` and :mod:`.synapses`, the reference; the two give the same bits.
+``backend="numba"`` (the default) runs, where it covers the network (one sample, LIF
+populations, nodes without input, probes, Lowpass links: :mod:`.fused`), a whole ``advance``
+in one compiled call, within 1e-12 of the numpy step (not bit-identical: ``expm1``/``log1p``
+by series or the C library, not numpy's SIMD code; another summation order), spikes
+identical; elsewhere the populations' steps and the Lowpass filters through compiled loops
+bit-identical to numpy (:mod:`.compiled`). ``backend="numpy"`` runs the array operations of
+:mod:`.neurons` and :mod:`.synapses`, the reference.
 
 ``rate=True`` runs the *rate network*: every spiking type replaced by its rate (a wrapper's
 base type times its amplitude, LIF by LIFRate, SpikingRectifiedLinear by RectifiedLinear),
@@ -43,7 +47,7 @@ from .synapses import FilterStep, from_spec as synapse_from_spec
 __all__ = ["Result", "Runner", "run", "simulate", "SLICE", "order", "BACKENDS"]
 
 #: How a step runs: ``numba``, compiled loops (:mod:`.compiled`); ``numpy``, the reference
-#: (array operations); the two are bit-identical.
+#: (array operations).
 BACKENDS = ("numba", "numpy")
 
 #: Samples simulated at once by the hook (bounded memory: every state is batch × neurons).
