@@ -42,6 +42,23 @@ def _matvec(li: int, sig: np.ndarray, wt: np.ndarray, l_pre: np.ndarray, l_npre:
     over the spikes of the pre population ``l_q`` (their indices at ``act[p_cnt[q]:]``, ``nact[q]``
     of them: a few per step), or, from a node (``l_q`` -1), over its non-zero outputs."""
     p0, w0, m, q = l_pre[li], l_w[li], l_npost[li], l_q[li]
+    if q >= 0 and m == 1:  # a decoded scalar: four partial sums (the adds not one chain)
+        c0, na = p_cnt[q], nact[q]
+        s0 = s1 = s2 = s3 = 0.0
+        k = 0
+        while k + 4 <= na:
+            f0, f1, f2, f3 = act[c0 + k], act[c0 + k + 1], act[c0 + k + 2], act[c0 + k + 3]
+            s0 += wt[w0 + f0] * sig[p0 + f0]
+            s1 += wt[w0 + f1] * sig[p0 + f1]
+            s2 += wt[w0 + f2] * sig[p0 + f2]
+            s3 += wt[w0 + f3] * sig[p0 + f3]
+            k += 4
+        while k < na:
+            f = act[c0 + k]
+            s0 += wt[w0 + f] * sig[p0 + f]
+            k += 1
+        acc[a0] += (s0 + s1) + (s2 + s3)
+        return
     if q >= 0:
         c0 = p_cnt[q]
         for k in range(nact[q]):
@@ -105,19 +122,24 @@ def _series(m: int, x: np.ndarray, out: np.ndarray, c: np.ndarray, exp: bool) ->
 @njit(inline="always")
 def _lif(n: int, J: np.ndarray, v: np.ndarray, rt: np.ndarray, o: np.ndarray, dt: float, tau_rc: float,
          tau_ref: float, min_v: float, amp_dt: float, c_dt: float, mask: np.ndarray, idx: np.ndarray,
-         sidx: np.ndarray, arg: np.ndarray, res: np.ndarray) -> int:
+         sidx: np.ndarray, arg: np.ndarray, res: np.ndarray, x0: float, e: np.ndarray, b: np.ndarray) -> int:
     """nengo's LIF step on flat views: a branch-free pass (LLVM vectorizes it) for the neurons
     out of their refractory period (membrane factor the constant ``c_dt = expm1(-dt/tau_rc)``)
     and the refractory ones (voltage kept); then, gathered by index, the neurons refractory
     for part of the step (their own ``expm1``) and the spikes (``log1p`` of the time left), each
     function on a contiguous array of the gathered arguments (:func:`_series`).
-    The spiking neurons' indices into ``sidx``; how many."""
+    The first pass computes the current ``J = (0 + x0·e) + b`` as well: a 1-D decoded input
+    ``x0`` times the scaled encoders ``e`` plus the bias ``b``, or, given ``x0 = 0``, ``e``
+    zeros and ``b`` the current already computed, that current. The spiking neurons' indices
+    into ``sidx``; how many."""
     for f in range(n):
+        j = (0.0 + x0 * e[f]) + b[f]
+        J[f] = j
         r = rt[f] - dt
         rt[f] = r
         full = r <= 0.0
         part = not full and not r >= dt
-        j, vv = J[f], v[f]
+        vv = v[f]
         vn = vv - (j - vv) * c_dt if full else vv
         spiked = vn > 1.0 and not part
         o[f] = amp_dt if spiked else 0.0
@@ -191,6 +213,7 @@ def run(steps: int, dt: float, nodes: np.ndarray, rec: np.ndarray, sig: np.ndarr
     mask = np.zeros(nmax, np.uint8)
     idx = np.zeros(nmax, np.int64)
     arg, res = np.zeros(nmax), np.zeros(nmax)
+    zero = np.zeros(nmax)
     u = np.zeros(max(1, l_npost.max()) if l_npost.size else 1)
     for j in range(steps):
         for oi in range(ops.shape[0]):
@@ -207,17 +230,19 @@ def run(steps: int, dt: float, nodes: np.ndarray, rec: np.ndarray, sig: np.ndarr
                 _accumulate(li, sig, wt, l_pre, l_npre, l_npost, l_w, l_q, act, nact, p_cnt, l_filt, l_x, x, 0)
             # slices, not offsets into the buffers: LLVM vectorizes the loops over them
             e, bias, gain = par[p_enc[q]:p_enc[q] + n * dims], par[p_bias[q]:p_bias[q] + n], par[p_gain[q]:p_gain[q] + n]
-            if dims == 1:  # one product per neuron
+            neu = p_neu[q, 1] > p_neu[q, 0]
+            direct = dims == 1 and not neu  # the current computed in the LIF loop
+            if dims == 1 and neu:  # one product per neuron
                 x0 = x[0]
                 for f in range(n):
                     J[f] = (0.0 + x0 * e[f]) + bias[f]
-            else:
+            elif dims != 1:
                 for f in range(n):
                     acc = 0.0
                     for d in range(dims):
                         acc += x[d] * e[f * dims + d]
                     J[f] = acc + bias[f]
-            if p_neu[q, 1] > p_neu[q, 0]:
+            if neu:
                 for f in range(n):
                     nin[f] = 0.0
                 for li in links_in[p_neu[q, 0]:p_neu[q, 1]]:
@@ -226,7 +251,8 @@ def run(steps: int, dt: float, nodes: np.ndarray, rec: np.ndarray, sig: np.ndarr
                     J[f] = J[f] + gain[f] * nin[f]
             o0, c0 = p_out[q], p_cnt[q]
             nact[q] = _lif(n, J, st[p_v[q]:p_v[q] + n], st[p_rt[q]:p_rt[q] + n], sig[o0:o0 + n], dt, p_f[q, 0],
-                           p_f[q, 1], p_f[q, 2], p_f[q, 3], p_f[q, 4], mask, idx, act[c0:c0 + n], arg, res)
+                           p_f[q, 1], p_f[q, 2], p_f[q, 3], p_f[q, 4], mask, idx, act[c0:c0 + n], arg, res,
+                           x[0] if direct else 0.0, e if direct else zero[:n], bias if direct else J[:n])
             if count:
                 for k in range(nact[q]):
                     f = act[c0 + k]
