@@ -172,8 +172,12 @@ def _node_network(nt: Any, seed: int = 3) -> Description:
     return d
 
 
-def _fused_run(d: Description, backend: str, nt: Any) -> tuple[dict[str, np.ndarray], Runner]:
-    r = Runner(d, nodes={"in": lambda t: np.array([np.sin(20 * t), np.cos(13 * t)])}, backend=backend)
+def _wave(t: float) -> Any:
+    return np.array([np.sin(20 * t), np.cos(13 * t)])
+
+
+def _fused_run(d: Description, backend: str, nt: Any, node: Any = _wave) -> tuple[dict[str, np.ndarray], Runner]:
+    r = Runner(d, nodes={"in": node}, backend=backend)
     assert (r.fused is not None) == (backend == "numba")
     _, probes = r.advance(70)
     _, more = r.advance(50)
@@ -200,6 +204,18 @@ def test_fused_run_within_tolerance_of_numpy(kind: str) -> None:
     assert _agree(fast, ref) == [], kind
     assert sum(float(ref[1].spikes[p].sum()) for p in ("A", "B", "C")) > 0  # not vacuous: the neurons spike
     assert any(np.any(ref[1].state[p]["refractory_time"] > 0) for p in ("A", "B", "C"))
+
+
+def test_fused_node_output_none_and_errors() -> None:
+    """A node returning None gives zeros (as the numpy step); one returning the wrong size is
+    refused with its name."""
+    nt = LIFS["LIF"]
+    d = _node_network(nt)
+    gated = lambda t: None if t < 0.03 else _wave(t)  # noqa: E731
+    fast, ref = _fused_run(d, "numba", nt, gated), _fused_run(d, "numpy", nt, gated)
+    assert _agree(fast, ref) == []
+    with pytest.raises(ValueError, match="node 'in' returned 3 values, expected 2"):
+        Runner(d, nodes={"in": lambda t: np.ones(3)}).advance(2)
 
 
 def test_tolerance_detects_a_changed_formula() -> None:

@@ -149,18 +149,16 @@ class Fused:
             np.array([r.filters[i].b if i in r.filters else 0.0 for i in range(len(d.links))]),
             l_fanout, np.array([r.units.get(link.pre, 0.0) for link in d.links]),
             np.array([index.get(link.pre, -1) for link in d.links], np.int64))
-        self.sig, self.p_cnt = sig, p_cnt
-        # the spiking neurons of each population's last step (read by the links from it)
+        self.sig, self.p_cnt, self.p_out = sig, p_cnt, np.array([off[p.name] for p in pops], np.int64)
         self.act, self.nact = np.zeros(len(self.spikes), np.int64), np.zeros(len(pops), np.int64)
-        for q, p in enumerate(pops):
-            o = r.out.get(p.name)
-            hit = np.flatnonzero(o.reshape(-1)) if o is not None else np.zeros(0, np.int64)
-            self.act[p_cnt[q]:p_cnt[q] + hit.size], self.nact[q] = hit, hit.size
         self.synops = np.zeros(len(d.links))
 
     def advance(self, steps: int) -> dict[str, np.ndarray]:
         """``steps`` more steps; the probes' records ``(steps, 1, size)``."""
         r, dt = self.r, self.r.d.dt
+        for q, p in enumerate(r.d.populations):  # the spikes of the last step, whichever path ran it
+            hit = np.flatnonzero(self.sig[self.p_out[q]:self.p_out[q] + p.n])
+            self.act[self.p_cnt[q]:self.p_cnt[q] + hit.size], self.nact[q] = hit, hit.size
         nodes = np.zeros((steps, int(self.n_node[-1])))
         for q, h in enumerate(self.node_hosts):  # every callable, in step order, before the compiled run
             f = r.nodes.get(h.name)
@@ -168,10 +166,12 @@ class Fused:
                 continue
             col = nodes[:, self.n_node[q]:self.n_node[q + 1]]
             ys = [f((r.k + j + 1) * dt) for j in range(steps)]
-            try:  # one conversion for all steps where every value has the node's size
-                arr = np.asarray(ys, np.float64)
-            except (ValueError, TypeError):
-                arr = None
+            arr = None
+            if not any(y is None for y in ys):
+                try:  # one conversion for all steps where every value has the node's size
+                    arr = np.asarray(ys, np.float64)
+                except (ValueError, TypeError):
+                    pass
             if arr is not None and arr.size == steps * h.size_out:
                 col[...] = arr.reshape(steps, h.size_out)
                 continue

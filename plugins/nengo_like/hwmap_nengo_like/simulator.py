@@ -257,7 +257,7 @@ class Runner:
     def advance(self, steps: int, history: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Run ``steps`` more steps; the outputs' readouts after every step (with ``history``)
         and the probes' records, each ``(steps, batch, size)``."""
-        if self.fused is not None and not history:
+        if self.fused is not None:  # no output hosts there: no history
             return {}, self.fused.advance(steps)
         d, B, dt = self.d, self.B, self.d.dt
         pops, hosts, out = self.pops, self.hosts, self.out
