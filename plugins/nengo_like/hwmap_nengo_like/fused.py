@@ -198,14 +198,14 @@ class Fused:
 _WARM: list[bool] = []
 
 
-def warm_up() -> None:
-    """Compile (or load from numba's cache) the fused loop on a two-neuron network, so that
-    no run pays for it."""
+def warm_up(runner: Any) -> None:
+    """Compile (or load from numba's cache) the fused loop on a two-neuron network run by
+    ``runner`` (the simulator's ``Runner`` class, passed in: this module does not import the
+    simulator, which imports it), so that no run pays for it."""
     if _WARM:
         return
     _WARM.append(True)
     from .description import Description, Host, Link, Population
-    from .simulator import Runner
 
     two = np.full(2, 5.0)
     pop = Population("a", 2, 1, LIF().spec(), two, two, np.ones((2, 1)),
@@ -213,4 +213,4 @@ def warm_up() -> None:
     d = Description("warm", 0.001, 2, [pop], [Host("u", "node", 0, 1), Host("p", "probe", 0, 1)],
                     [Link("u>a", "u", "a", "decoded", np.ones((1, 1)), {"type": "Lowpass", "tau": 0.005}),
                      Link("a>p", "a", "p", "in", np.ones((1, 2)))])
-    Runner(d, nodes={"u": lambda t: 1.0}, backend="numba").advance(3)
+    runner(d, nodes={"u": lambda t: 1.0}, backend="numba").advance(3)

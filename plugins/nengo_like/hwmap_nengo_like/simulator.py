@@ -213,7 +213,7 @@ class Runner:
             from . import fused
 
             if fused.covers(self):
-                fused.warm_up()
+                fused.warm_up(type(self))
                 self.fused = fused.Fused(self)
 
     def _gather(self, name: str, size: int, port: str | None = None, into: np.ndarray | None = None) -> np.ndarray:
