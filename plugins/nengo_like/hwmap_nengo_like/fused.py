@@ -150,7 +150,7 @@ class Fused:
             l_fanout, np.array([r.units.get(link.pre, 0.0) for link in d.links]),
             np.array([index.get(link.pre, -1) for link in d.links], np.int64))
         self.sig, self.p_cnt, self.p_out = sig, p_cnt, np.array([off[p.name] for p in pops], np.int64)
-        self.act, self.nact = np.zeros(len(self.spikes), np.int64), np.zeros(len(pops), np.int64)
+        self.act, self.nact = np.zeros(len(self.spikes), np.int32), np.zeros(len(pops), np.int64)
         self.synops = np.zeros(len(d.links))
 
     def advance(self, steps: int) -> dict[str, np.ndarray]:

@@ -211,7 +211,7 @@ def run(steps: int, dt: float, nodes: np.ndarray, rec: np.ndarray, sig: np.ndarr
     nin = np.zeros(nmax)
     x = np.zeros(dmax)
     mask = np.zeros(nmax, np.uint8)
-    idx = np.zeros(nmax, np.int64)
+    idx = np.zeros(nmax, np.int32)  # 32-bit indices: half the stores of the scan
     arg, res = np.zeros(nmax), np.zeros(nmax)
     zero = np.zeros(nmax)
     u = np.zeros(max(1, l_npost.max()) if l_npost.size else 1)
