@@ -13,9 +13,13 @@ Each step ``k`` (time ``t = k·dt``, ``k`` from 1, as nengo counts):
    this step (as nengo's probes sample);
 2. the links with a synapse filter ``W · out(pre)`` (the update phase).
 
-``backend="numba"`` (the default) runs the populations' steps and the Lowpass filters
-through compiled loops (:mod:`.compiled`); ``backend="numpy"`` through the array operations
-of :mod:`.neurons` and :mod:`.synapses`, the reference; the two give the same bits.
+``backend="numba"`` (the default) runs, where it covers the network (one sample, LIF
+populations, nodes without input, probes, Lowpass links: :mod:`.fused`), a whole ``advance``
+in one compiled call, within 1e-12 of the numpy step (not bit-identical: ``expm1``/``log1p``
+by series or the C library, not numpy's SIMD code; another summation order), spikes
+identical; elsewhere the populations' steps and the Lowpass filters through compiled loops
+bit-identical to numpy (:mod:`.compiled`). ``backend="numpy"`` runs the array operations of
+:mod:`.neurons` and :mod:`.synapses`, the reference.
 
 ``rate=True`` runs the *rate network*: every spiking type replaced by its rate (a wrapper's
 base type times its amplitude, LIF by LIFRate, SpikingRectifiedLinear by RectifiedLinear),
@@ -43,7 +47,7 @@ from .synapses import FilterStep, from_spec as synapse_from_spec
 __all__ = ["Result", "Runner", "run", "simulate", "SLICE", "order", "BACKENDS"]
 
 #: How a step runs: ``numba``, compiled loops (:mod:`.compiled`); ``numpy``, the reference
-#: (array operations); the two are bit-identical.
+#: (array operations).
 BACKENDS = ("numba", "numpy")
 
 #: Samples simulated at once by the hook (bounded memory: every state is batch × neurons).
@@ -197,6 +201,7 @@ class Runner:
         self.units = {p.name: _unit(self.neuron[p.name]) for p in d.populations}
         self.k = 0
         self.steppers: dict[str, Any] = {}
+        self.fused: Any = None  # the whole run in one compiled call, where it covers the network (:mod:`.fused`)
         if backend == "numba":
             from . import compiled
 
@@ -205,6 +210,11 @@ class Runner:
             self.obuf = {p.name: (o, o.reshape(-1)) for p in d.populations for o in [np.zeros((B, p.n))]}
             self.steppers = {p.name: compiled.stepper(self.neuron[p.name], p, B, bool(self.neuron_port.get(p.name)))
                              for p in d.populations}
+            from . import fused
+
+            if fused.covers(self):
+                fused.warm_up(type(self))
+                self.fused = fused.Fused(self)
 
     def _gather(self, name: str, size: int, port: str | None = None, into: np.ndarray | None = None) -> np.ndarray:
         """The sum of what ``name``'s links (into ``port``, or all) deliver this step, added onto
@@ -247,6 +257,8 @@ class Runner:
     def advance(self, steps: int, history: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Run ``steps`` more steps; the outputs' readouts after every step (with ``history``)
         and the probes' records, each ``(steps, batch, size)``."""
+        if self.fused is not None:  # no output hosts there: no history
+            return {}, self.fused.advance(steps)
         d, B, dt = self.d, self.B, self.d.dt
         pops, hosts, out = self.pops, self.hosts, self.out
         hist = {h.name: np.zeros((steps, B, h.size_in)) for h in d.hosts if h.kind == "output"} if history else {}

@@ -6,7 +6,7 @@
 into a private folder (:mod:`.emit`), reads it back through :class:`hwmap.Artifacts` and runs
 it (:mod:`.simulator`): a NEF script runs the same artifacts ``hwmap compile`` would load.
 Node callables run on the host each step (as nengo-loihi runs them); ``backend`` chooses
-the step (``"numba"``, compiled, or ``"numpy"``, the reference; bit-identical). ``sim.data[obj]`` gives
+the step (``"numba"``, compiled, or ``"numpy"``, the reference; see :mod:`.simulator`). ``sim.data[obj]`` gives
 nengo's built parameters (``gain``, ``bias``, ``encoders``, ``max_rates``, ``intercepts``,
 ``eval_points``, ``scaled_encoders``; ``sim.data[conn].weights``) and each probe's record,
 ``sim.trange()`` the times of the steps.
