@@ -8,8 +8,9 @@ whose activation operand is zero need not be done):
   activation it receives);
 * ``temporal``: the fraction of output elements exactly equal to the same element in the
   previous frame of the same sequence (frames 2..T): what a delta layer would not transmit.
-  The same definition as :func:`hwmap.profile.profile`'s ``temporal_sparsity``, except that
-  frames of different sequences are never compared;
+  The definition of :func:`hwmap.sparsity.measure` with ``act_bits=None`` (exact equality;
+  :func:`hwmap.profile.profile` compares ``act_bits``-bit codes instead, so it finds at least
+  as many unchanged elements), except that frames of different sequences are never compared;
 * ``transmitted``: the fraction of zeros in what the layer sends to the next: the delta map
   ``ΔZ`` for a temporal delta layer (its first frame, ``ΔZ_1 = Z_1``, included), the output
   itself (= ``spatial``) for any other layer.
