@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import socket
 import time
@@ -285,8 +286,18 @@ class StudyHandle:
             if key not in in_flight and (key not in self._keys or queued):
                 self._keys.add(key)
                 return Proposal(trial, index, values)
-            self.study.tell(trial, state=TrialState.PRUNED)  # a set-aside duplicate
+            self._finish(trial, TrialState.PRUNED)  # a set-aside duplicate
         return None
+
+    def _finish(self, trial: Any, state: Any, values: list[float] | None = None) -> None:
+        """What ``study.tell`` does for a running trial of ours (the sampler told, then the state
+        and values written), reading the trial back once instead of three times. ``study.ask``
+        drops the study's per-thread cache of trials that ``study.tell`` would."""
+        frozen = self.storage.get_trial(trial._trial_id)
+        try:
+            self.study.sampler.after_trial(self.study, frozen, state, values)
+        finally:
+            self.storage.set_trial_state_values(trial._trial_id, state, values)
 
     def tell(self, proposal: Proposal, state: str, record: dict[str, Any], error: str,
              config: str, extra: dict[str, Any]) -> None:
@@ -302,15 +313,18 @@ class StudyHandle:
             missing += [c.column for c in self.space.constraints if kpi_value(record, c.column) is None]
             if missing:
                 state, error = "fail", f"the record has no value for {', '.join(dict.fromkeys(missing))}"
+            elif not all(math.isfinite(float(v or 0.0)) for v in values):
+                state, error = "fail", "an objective is not a finite number: " + ", ".join(
+                    f"{o.column} = {v}" for o, v in zip(self.space.objectives, values))
         trial.set_user_attr(INFO_ATTR, {"config": config, "target": target.label, "kind": target.kind,
                                         "error": error, **extra, "kpis": record})
         self._keys.add(trial_key(trial.params))
         if state == "complete":
             for c in self.space.constraints:  # optuna's constraints: feasible when every value is <= 0
                 trial.set_constraint(str(c), c.violation(kpi_value(record, c.column) or 0.0))
-            self.study.tell(trial, [float(v) for v in values if v is not None])
+            self._finish(trial, TrialState.COMPLETE, [float(v) for v in values if v is not None])
         else:
-            self.study.tell(trial, state=TrialState.FAIL)
+            self._finish(trial, TrialState.FAIL)
 
 
 def make_sampler(space: Space, seed: int) -> Any:
