@@ -122,6 +122,7 @@ class StudyHandle:
         #: The configs the study holds (complete, failed, running or queued), kept here as
         #: trials are asked and told instead of reading every trial back per proposal.
         self._keys = self.known_keys()
+        self._dists: dict[str, Any] | None = None
         #: The queued trials (grid configs, re-runs) by id, oldest first, with their configs:
         #: those the study held when opened and those this process queues. ``study.ask`` takes
         #: the next one from here: optuna's own queue reads every waiting trial back per ask,
@@ -202,14 +203,45 @@ class StudyHandle:
         return True
 
     def _enqueue(self, params: dict[str, Any], user_attrs: dict[str, Any] | None = None) -> None:
-        """Queue ``params`` (what ``study.enqueue_trial`` does), keeping its id in our queue."""
+        """Queue ``params`` (what ``study.enqueue_trial`` does), keeping its id in our queue. The
+        queued trial holds the params with their distributions too, so the trial that runs them
+        does not write them again one by one."""
         from optuna.trial import TrialState, create_trial
 
-        trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=create_trial(
-            state=TrialState.WAITING, system_attrs={"fixed_params": params}, user_attrs=user_attrs or {}))
+        kwargs: dict[str, Any] = dict(state=TrialState.WAITING, system_attrs={"fixed_params": params},
+                                      user_attrs=user_attrs or {})
+        dists = self._distributions()
+        if all(n in dists for n in params):
+            try:
+                template = create_trial(**kwargs, params=params, distributions={n: dists[n] for n in params})
+            except ValueError:  # a value outside its distribution: optuna's own check when it runs
+                template = create_trial(**kwargs)
+        else:
+            template = create_trial(**kwargs)
+        trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
         key = trial_key(params)
         self._waiting[trial_id] = key
         self._keys.add(key)
+
+    def _distributions(self) -> dict[str, Any]:
+        """Every parameter's optuna distribution, as :meth:`_suggest` asks for it."""
+        if self._dists is None:
+            from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+            labels = [t.label for t in self.space.targets]
+            dists: dict[str, Any] = {"target": CategoricalDistribution(labels)} if len(labels) > 1 else {}
+            for index, target in enumerate(self.space.targets):
+                for p in target.params:
+                    name = param_name(self.space, index, p.key)
+                    if p.choices is not None:
+                        dists[name] = CategoricalDistribution(list(p.choices))
+                    elif p.integer:
+                        dists[name] = IntDistribution(int(p.low or 0), int(p.high or 0), log=p.log,
+                                                      step=int(p.step or 1))
+                    else:
+                        dists[name] = FloatDistribution(float(p.low or 0), float(p.high or 0), log=p.log, step=p.step)
+            self._dists = dists
+        return self._dists
 
     def _pop_waiting(self) -> int | None:
         """The next queued trial, now running (as ``Study._pop_waiting_trial_id``); one another
