@@ -332,9 +332,10 @@ class StudyHandle:
             self.storage.set_trial_state_values(trial._trial_id, state, values)
 
     def tell(self, proposal: Proposal, state: str, record: dict[str, Any], error: str,
-             config: str, extra: dict[str, Any]) -> None:
+             config: str, extra: dict[str, Any]) -> tuple[str, list[float] | None]:
         """Record a finished trial: its KPI record and config as user attributes, its
-        objective values (or the failure)."""
+        objective values (or the failure). The state recorded, and the objective values if
+        the trial is complete and meets every constraint (else ``None``)."""
         from optuna.trial import TrialState
 
         trial = proposal.trial
@@ -351,12 +352,17 @@ class StudyHandle:
         trial.set_user_attr(INFO_ATTR, {"config": config, "target": target.label, "kind": target.kind,
                                         "error": error, **extra, "kpis": record})
         self._keys.add(trial_key(trial.params))
+        feasible = True
         if state == "complete":
             for c in self.space.constraints:  # optuna's constraints: feasible when every value is <= 0
-                trial.set_constraint(str(c), c.violation(kpi_value(record, c.column) or 0.0))
-            self._finish(trial, TrialState.COMPLETE, [float(v) for v in values if v is not None])
-        else:
-            self._finish(trial, TrialState.FAIL)
+                violation = c.violation(kpi_value(record, c.column) or 0.0)
+                trial.set_constraint(str(c), violation)
+                feasible = feasible and violation <= 0
+            floats = [float(v) for v in values if v is not None]
+            self._finish(trial, TrialState.COMPLETE, floats)
+            return state, (floats if feasible else None)
+        self._finish(trial, TrialState.FAIL)
+        return "fail", None
 
 
 def make_sampler(space: Space, seed: int) -> Any:
