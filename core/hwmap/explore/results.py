@@ -83,7 +83,8 @@ def collect(handle: StudyHandle, storage: str) -> Results:
     rows = []
     for t in sorted((t for t in handle.trials() if counted(t)), key=lambda t: t.number):
         a = info(t)
-        record = t.user_attrs.get("kpis") if isinstance(t.user_attrs.get("kpis"), dict) else {}
+        kpis = a.get("kpis")
+        record: dict[str, Any] = kpis if isinstance(kpis, dict) else {}
         values: dict[str, Any] = a["values"] if isinstance(a.get("values"), dict) else {}
         label = str(a.get("target", space.targets[0].label))
         index = labels.get(label, 0)

@@ -30,6 +30,8 @@ __all__ = ["Executor", "InlineExecutor", "DaskExecutor", "run_trials", "RunSumma
 
 #: How often (seconds) the loop wakes to refresh the heartbeats of trials in flight.
 HEARTBEAT_S = 5.0
+#: How often (seconds) the progress line reads the study's tallies again.
+REFRESH_S = 30.0
 
 
 class Executor(Protocol):
@@ -142,33 +144,54 @@ def _lost(future: Any, e: BaseException) -> TrialResult:
 @dataclass
 class ProgressLine:
     """One line on stderr per finished trial: done/total, failures, the best value of each
-    objective among feasible trials, the Pareto front's size and the ETA."""
+    objective among feasible trials, the Pareto front's size and the ETA. The tallies are read
+    from the study once, kept up to date from the trials this run records, and read again
+    every :data:`REFRESH_S` seconds (to count other explorations sharing the study) rather
+    than per trial."""
 
     quiet: bool = False
     started: float = field(default_factory=time.perf_counter)
     new: int = 0
+    _done: int = 0
+    _failed: int = 0
+    _feasible: list[list[float]] | None = None
+    _read: float = 0.0
 
-    def trial(self, handle: StudyHandle, total: int, number: int, state: str) -> None:
+    def _load(self, handle: StudyHandle) -> None:
+        from optuna.trial import TrialState
+
+        trials = [t for t in handle.trials() if counted(t)]
+        self._done = len(trials)
+        self._failed = sum(1 for t in trials if t.state == TrialState.FAIL)
+        self._feasible = [list(t.values) for t in trials if t.state == TrialState.COMPLETE
+                          and all(v <= 0 for v in t.constraints.values())]
+        self._read = time.perf_counter()
+
+    def trial(self, handle: StudyHandle, total: int, number: int, state: str,
+              feasible: list[float] | None = None) -> None:
+        """Trial ``number`` finished in ``state``; ``feasible``: its objective values if it
+        is complete and meets the constraints."""
         self.new += 1
         if self.quiet:
             return
-        from optuna.trial import TrialState
-
-        space = handle.space
-        trials = [t for t in handle.trials() if counted(t)]
-        failed = sum(1 for t in trials if t.state == TrialState.FAIL)
-        ok = [t for t in trials if t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())]
+        if self._feasible is None or time.perf_counter() - self._read >= REFRESH_S:
+            self._load(handle)
+        else:
+            self._done += 1
+            self._failed += state == "fail"
+            if feasible is not None:
+                self._feasible.append(feasible)
+        space, ok = handle.space, self._feasible or []
         best = []
         for k, o in enumerate(space.objectives):
-            values = [t.values[k] for t in ok]
+            values = [v[k] for v in ok]
             if values:
                 best.append(f"{o.column} {fmt_column(o.column)((min if o.sign > 0 else max)(values))}")
-        front = len(pareto_indices([[o.sign * v for o, v in zip(space.objectives, t.values)] for t in ok])) if ok \
-            else 0
+        front = len(pareto_indices([[o.sign * x for o, x in zip(space.objectives, v)] for v in ok])) if ok else 0
         elapsed = time.perf_counter() - self.started
-        left = total - len(trials)
+        left = total - self._done
         eta = f", ETA {elapsed / self.new * left:.0f} s" if left > 0 else ""
-        print(f"hwmap: explore: {len(trials)}/{total} trials ({failed} failed; trial {number} {state}); best "
+        print(f"hwmap: explore: {self._done}/{total} trials ({self._failed} failed; trial {number} {state}); best "
               f"{', '.join(best) or 'none yet'}; front {front}{eta}", file=sys.stderr, flush=True)
 
 
@@ -220,14 +243,15 @@ def run_trials(handle: StudyHandle, executor: Executor, total: int, *, calibrate
                 proposal = in_flight.pop(h)
                 keys.pop(h)
                 target = handle.space.targets[proposal.target]
-                handle.tell(proposal, result.state, result.kpis, result.error, target.variant(proposal.values),
-                            {"values": proposal.values, "legalize_cached": result.legalize_cached,
-                             "cpu_s": round(result.seconds, 6)})
+                state, feasible = handle.tell(
+                    proposal, result.state, result.kpis, result.error, target.variant(proposal.values),
+                    {"values": proposal.values, "legalize_cached": result.legalize_cached,
+                     "cpu_s": round(result.seconds, 6)})
                 summary.worker_cpu_s += result.seconds
                 done += 1
                 summary.recorded += 1
                 if progress is not None:
-                    progress.trial(handle, total, proposal.trial.number, result.state)
+                    progress.trial(handle, total, proposal.trial.number, state, feasible)
             if time.perf_counter() - beat >= HEARTBEAT_S:
                 handle.heartbeat(p.trial for p in in_flight.values())
                 beat = time.perf_counter()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import socket
 import time
@@ -44,7 +45,8 @@ MAX_RESAMPLE = 50
 #: System attribute holding who runs a trial: host, pid and last heartbeat.
 OWNER_ATTR = "hwmap:owner"
 #: User attribute holding a trial's config (``REF@KEY=VALUE...``), target label and kind,
-#: config values by key and, for a failed trial, why (the KPI record is ``kpis``).
+#: config values by key, its KPI record (``kpis``) and, for a failed trial, why: one attribute,
+#: so recording a trial is one write.
 INFO_ATTR = "hwmap"
 
 
@@ -120,6 +122,19 @@ class StudyHandle:
         #: The configs the study holds (complete, failed, running or queued), kept here as
         #: trials are asked and told instead of reading every trial back per proposal.
         self._keys = self.known_keys()
+        self._dists: dict[str, Any] | None = None
+        #: The queued trials (grid configs, re-runs) by id, oldest first, with their configs:
+        #: those the study held when opened and those this process queues. ``study.ask`` takes
+        #: the next one from here: optuna's own queue reads every waiting trial back per ask,
+        #: which costs the coordinator more per trial than the rest of the ask and tell.
+        from optuna.trial import TrialState
+
+        self._waiting: dict[int, str] = {
+            t._trial_id: trial_key(t.system_attrs.get("fixed_params", {}))
+            for t in sorted(self.trials((TrialState.WAITING,)), key=lambda t: t.number)}
+        #: The config each popped queued trial was queued with (what makes it no duplicate).
+        self._popped: dict[int, str] = {}
+        study._pop_waiting_trial_id = self._pop_waiting  # replaces optuna's scan of the queue
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def trials(self, states: Iterable[Any] | None = None) -> list[Any]:
@@ -184,9 +199,66 @@ class StudyHandle:
             self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except UpdateFinishedTrialError:  # it finished, or another process recovered it first
             return False
-        self.study.enqueue_trial(params, user_attrs={"retry_of": number})
-        self._keys.add(trial_key(params))
+        self._enqueue(params, {"retry_of": number})
         return True
+
+    def _enqueue(self, params: dict[str, Any], user_attrs: dict[str, Any] | None = None) -> None:
+        """Queue ``params`` (what ``study.enqueue_trial`` does), keeping its id in our queue. The
+        queued trial holds the params with their distributions too, so the trial that runs them
+        does not write them again one by one."""
+        from optuna.trial import TrialState, create_trial
+
+        kwargs: dict[str, Any] = dict(state=TrialState.WAITING, system_attrs={"fixed_params": params},
+                                      user_attrs=user_attrs or {})
+        dists = self._distributions()
+        if all(n in dists for n in params):
+            try:
+                template = create_trial(**kwargs, params=params, distributions={n: dists[n] for n in params})
+            except ValueError:  # a value outside its distribution: optuna's own check when it runs
+                template = create_trial(**kwargs)
+        else:
+            template = create_trial(**kwargs)
+        trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
+        key = trial_key(params)
+        self._waiting[trial_id] = key
+        self._keys.add(key)
+
+    def _distributions(self) -> dict[str, Any]:
+        """Every parameter's optuna distribution, as :meth:`_suggest` asks for it."""
+        if self._dists is None:
+            from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+            labels = [t.label for t in self.space.targets]
+            dists: dict[str, Any] = {"target": CategoricalDistribution(labels)} if len(labels) > 1 else {}
+            for index, target in enumerate(self.space.targets):
+                for p in target.params:
+                    name = param_name(self.space, index, p.key)
+                    if p.choices is not None:
+                        dists[name] = CategoricalDistribution(list(p.choices))
+                    elif p.integer:
+                        dists[name] = IntDistribution(int(p.low or 0), int(p.high or 0), log=p.log,
+                                                      step=int(p.step or 1))
+                    else:
+                        dists[name] = FloatDistribution(float(p.low or 0), float(p.high or 0), log=p.log, step=p.step)
+            self._dists = dists
+        return self._dists
+
+    def _pop_waiting(self) -> int | None:
+        """The next queued trial, now running (as ``Study._pop_waiting_trial_id``); one another
+        process took first is passed over."""
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        while self._waiting:
+            trial_id = next(iter(self._waiting))
+            key = self._waiting.pop(trial_id)
+            try:
+                if self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                    self._popped[trial_id] = key
+                    return trial_id
+            except UpdateFinishedTrialError:
+                pass
+        return None
 
     def heartbeat(self, trials: Iterable[Any]) -> None:
         now = time.time()
@@ -206,9 +278,8 @@ class StudyHandle:
             key = trial_key(params)
             if key in known:
                 continue
-            self.study.enqueue_trial(params)
+            self._enqueue(params)
             known.add(key)
-            self._keys.add(key)
             held += 1
 
     # -- asking and telling ------------------------------------------------------------------------------
@@ -243,20 +314,28 @@ class StudyHandle:
             self.heartbeat([trial])
             index, values = self._suggest(trial)
             key = trial_key(trial.params)
-            if key not in in_flight and (key not in self._keys or self._queued(trial, key)):
+            queued = self._popped.pop(trial._trial_id, None) == key  # queued with this config: no duplicate
+            if key not in in_flight and (key not in self._keys or queued):
                 self._keys.add(key)
                 return Proposal(trial, index, values)
-            self.study.tell(trial, state=TrialState.PRUNED)  # a set-aside duplicate
+            self._finish(trial, TrialState.PRUNED)  # a set-aside duplicate
         return None
 
-    def _queued(self, trial: Any, key: str) -> bool:
-        """Whether ``trial`` was queued with this config (grid, a re-run): not a duplicate."""
-        return trial_key(self.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params", {})) == key
+    def _finish(self, trial: Any, state: Any, values: list[float] | None = None) -> None:
+        """What ``study.tell`` does for a running trial of ours (the sampler told, then the state
+        and values written), reading the trial back once instead of three times. ``study.ask``
+        drops the study's per-thread cache of trials that ``study.tell`` would."""
+        frozen = self.storage.get_trial(trial._trial_id)
+        try:
+            self.study.sampler.after_trial(self.study, frozen, state, values)
+        finally:
+            self.storage.set_trial_state_values(trial._trial_id, state, values)
 
     def tell(self, proposal: Proposal, state: str, record: dict[str, Any], error: str,
-             config: str, extra: dict[str, Any]) -> None:
+             config: str, extra: dict[str, Any]) -> tuple[str, list[float] | None]:
         """Record a finished trial: its KPI record and config as user attributes, its
-        objective values (or the failure)."""
+        objective values (or the failure). The state recorded, and the objective values if
+        the trial is complete and meets every constraint (else ``None``)."""
         from optuna.trial import TrialState
 
         trial = proposal.trial
@@ -267,16 +346,23 @@ class StudyHandle:
             missing += [c.column for c in self.space.constraints if kpi_value(record, c.column) is None]
             if missing:
                 state, error = "fail", f"the record has no value for {', '.join(dict.fromkeys(missing))}"
-        trial.set_user_attr("kpis", record)
+            elif not all(math.isfinite(float(v or 0.0)) for v in values):
+                state, error = "fail", "an objective is not a finite number: " + ", ".join(
+                    f"{o.column} = {v}" for o, v in zip(self.space.objectives, values))
         trial.set_user_attr(INFO_ATTR, {"config": config, "target": target.label, "kind": target.kind,
-                                        "error": error, **extra})
+                                        "error": error, **extra, "kpis": record})
         self._keys.add(trial_key(trial.params))
+        feasible = True
         if state == "complete":
             for c in self.space.constraints:  # optuna's constraints: feasible when every value is <= 0
-                trial.set_constraint(str(c), c.violation(kpi_value(record, c.column) or 0.0))
-            self.study.tell(trial, [float(v) for v in values if v is not None])
-        else:
-            self.study.tell(trial, state=TrialState.FAIL)
+                violation = c.violation(kpi_value(record, c.column) or 0.0)
+                trial.set_constraint(str(c), violation)
+                feasible = feasible and violation <= 0
+            floats = [float(v) for v in values if v is not None]
+            self._finish(trial, TrialState.COMPLETE, floats)
+            return state, (floats if feasible else None)
+        self._finish(trial, TrialState.FAIL)
+        return "fail", None
 
 
 def make_sampler(space: Space, seed: int) -> Any:
