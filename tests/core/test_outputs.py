@@ -179,10 +179,17 @@ def slow_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT back to its default. A test run started in the
+    background by a non-interactive shell inherits SIGINT ignored, and Python (rightly)
+    keeps a signal ignored that it was started with, so the child would never see Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_and_wait(work: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     proc = subprocess.Popen([sys.executable, "-m", "hwmap.cli", "compile", MODEL, "--target", "slow_toy:default",
                              "-o", "out", "-q"], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_interruptible)
     deadline = time.monotonic() + 120
     while not list(work.glob(f"{TEMP_PREFIX}*/artifacts/partial.bin")):
         assert proc.poll() is None, proc.communicate()
