@@ -19,7 +19,7 @@ from typing import Callable
 
 from .errors import DataError
 
-__all__ = ["write_atomic", "write_text_atomic", "check_output_file", "check_output_dir", "temp_dir", "commit_dir",
+__all__ = ["pid_alive", "write_atomic", "write_text_atomic", "check_output_file", "check_output_dir", "temp_dir", "commit_dir",
            "remove_stale", "MARKER", "TEMP_PREFIX"]
 
 #: Temporary files and folders hwmap creates start with this, then the process id.
@@ -125,7 +125,7 @@ def remove_stale(parent: Path) -> None:
         if not entry.name.startswith(TEMP_PREFIX):
             continue
         pid_text = entry.name[len(TEMP_PREFIX):].split("-", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
+        if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         if entry.is_dir() and not entry.is_symlink():
             if (entry / MARKER).is_file():
@@ -134,7 +134,8 @@ def remove_stale(parent: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (this process included)."""
     if pid == os.getpid():
         return True
     try:

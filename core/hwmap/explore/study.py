@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..errors import DataError
+from ..files import pid_alive
 from ..jsonio import dumps
 from .objectives import kpi_value
 from .space import Space
@@ -89,16 +90,6 @@ def info(t: Any) -> dict[str, Any]:
     """A trial's :data:`INFO_ATTR` (empty if it has none)."""
     v = t.user_attrs.get(INFO_ATTR)
     return v if isinstance(v, dict) else {}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -172,7 +163,7 @@ class StudyHandle:
             owner = t.system_attrs.get(OWNER_ATTR)
             if isinstance(owner, dict):
                 if owner.get("host") == self.host:
-                    if _alive(int(owner.get("pid", -1))) and owner.get("pid") != self.pid:
+                    if pid_alive(int(owner.get("pid", -1))) and owner.get("pid") != self.pid:
                         continue
                 elif now - float(owner.get("heartbeat", 0)) < STALE_AFTER_S:
                     continue
