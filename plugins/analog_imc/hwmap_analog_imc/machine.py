@@ -40,7 +40,7 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 from hwmap import TargetError
@@ -214,26 +214,27 @@ class _Machine:
                     raise TargetError(f"graph output {rec.name!r} is complete on no core at the end of the program")
         return Execution(self.cells, self.steps, self.noc_bits)
 
+    @staticmethod
+    def _drain(queues: dict[int, deque[int]], run: Callable[[int], str | None], tag: str,
+               waiting: dict[str, str]) -> bool:
+        """Run each core's queue in order until its head must wait (its reason recorded in
+        ``waiting`` under ``tag``); whether anything ran."""
+        moved = False
+        for queue in queues.values():
+            while queue:
+                why = run(queue[0])
+                if why:
+                    waiting[f"{tag}:{queue[0]:012d}"] = why
+                    break
+                queue.popleft()
+                moved = True
+        return moved
+
     def _cycle(self, c: int, cyc: _Cycle) -> None:
         waiting: dict[str, str] = {}
         while True:
-            moved = False
-            for core, queue in cyc.xbar.items():
-                while queue:
-                    why = self._schedule(queue[0])
-                    if why:
-                        waiting[f"0:{queue[0]:012d}"] = why
-                        break
-                    queue.popleft()
-                    moved = True
-            for core, queue in cyc.logic.items():
-                while queue:
-                    why = self._digital(queue[0])
-                    if why:
-                        waiting[f"1:{queue[0]:012d}"] = why
-                        break
-                    queue.popleft()
-                    moved = True
+            moved = self._drain(cyc.xbar, self._schedule, "0", waiting)
+            moved = self._drain(cyc.logic, self._digital, "1", waiting) or moved
             left = []
             for k in cyc.noc:
                 why = self._noc(k)
