@@ -105,36 +105,51 @@ def _series(m: int, x: np.ndarray, out: np.ndarray, c: np.ndarray, exp: bool) ->
     or ``log1p`` on ``x[:m]``: a loop without calls, which LLVM vectorizes (the C library's
     functions, called one argument at a time, cost about 4 ns each, and a step of 10,000
     neurons calls them some 2,500 times); then, where ``|x| > SERIES_MAX`` (rare: a step
-    longer than a sixteenth of ``tau_rc``, a voltage far over threshold), the C library's."""
+    longer than a sixteenth of ``tau_rc``, a voltage far over threshold; flagged in the same
+    loop), the C library's."""
     nc = c.size
+    big = False
     for k in range(m):
         xk = x[k]
         p = c[0]
         for i in range(1, nc):
             p = p * xk + c[i]
         out[k] = p * xk
-    for k in range(m):
-        xk = x[k]
-        if not abs(xk) <= SERIES_MAX:
-            out[k] = math.expm1(xk) if exp else math.log1p(xk)
+        big |= not abs(xk) <= SERIES_MAX
+    if big:
+        for k in range(m):
+            xk = x[k]
+            if not abs(xk) <= SERIES_MAX:
+                out[k] = math.expm1(xk) if exp else math.log1p(xk)
 
 
 @njit(inline="always")
-def _lif(n: int, J: np.ndarray, v: np.ndarray, rt: np.ndarray, o: np.ndarray, dt: float, tau_rc: float,
-         tau_ref: float, min_v: float, amp_dt: float, c_dt: float, mask: np.ndarray, idx: np.ndarray,
-         sidx: np.ndarray, arg: np.ndarray, res: np.ndarray, x0: float, e: np.ndarray, b: np.ndarray) -> int:
-    """nengo's LIF step on flat views: a branch-free pass (LLVM vectorizes it) for the neurons
-    out of their refractory period (membrane factor the constant ``c_dt = expm1(-dt/tau_rc)``)
-    and the refractory ones (voltage kept); then, gathered by index, the neurons refractory
-    for part of the step (their own ``expm1``) and the spikes (``log1p`` of the time left), each
-    function on a contiguous array of the gathered arguments (:func:`_series`).
-    The first pass computes the current ``J = (0 + x0·e) + b`` as well: a 1-D decoded input
-    ``x0`` times the scaled encoders ``e`` plus the bias ``b``, or, given ``x0 = 0``, ``e``
-    zeros and ``b`` the current already computed, that current. The spiking neurons' indices
-    into ``sidx``; how many."""
+def _lif(n: int, v: np.ndarray, rt: np.ndarray, o: np.ndarray, dt: float, tau_rc: float, tau_ref: float,
+         min_v: float, amp_dt: float, c_dt: float, mask: np.ndarray, idx: np.ndarray, pidx: np.ndarray,
+         sidx: np.ndarray, nprev: int, g: np.ndarray, x0: float, e: np.ndarray, b: np.ndarray) -> int:
+    """nengo's LIF step on flat views.
+
+    1. A branch-free pass over all ``n`` neurons (LLVM vectorizes it): those out of their
+       refractory period (membrane factor the constant ``c_dt = expm1(-dt/tau_rc)``) and the
+       refractory ones (voltage kept) are done; the spiking ones (voltage kept over 1 for
+       their spike time) and those refractory for part of the step are flagged in ``mask``.
+    2. The flagged indices into ``idx`` (one store per neuron, the count advanced by the flag:
+       no branch to mispredict), then split into the partly refractory (``pidx``) and the
+       spiking (``sidx``), their voltage, current and ``expm1`` argument gathered into the
+       contiguous rows of ``g``.
+    3. On those rows, vectorized: the partly refractory neurons' own ``expm1`` and membrane
+       update (a spike among them joins ``sidx``), then every spike's ``log1p`` of the time
+       left (:func:`_series`), scattered back.
+
+    The current is ``J = (0 + x0·e) + b``: a 1-D decoded input ``x0`` times the scaled
+    encoders ``e`` plus the bias ``b``, or, given ``x0 = 0``, ``e`` zeros and ``b`` the current
+    already computed; not stored (recomputed for the gathered neurons, the same operations).
+    The output ``o`` is written where it changes only: zeroed at the last step's spikes
+    (``sidx[:nprev]``, on entry), ``amp_dt`` at this step's. Returns the number of spikes."""
+    for k in range(nprev):
+        o[sidx[k]] = 0.0
     for f in range(n):
         j = (0.0 + x0 * e[f]) + b[f]
-        J[f] = j
         r = rt[f] - dt
         rt[f] = r
         full = r <= 0.0
@@ -142,7 +157,6 @@ def _lif(n: int, J: np.ndarray, v: np.ndarray, rt: np.ndarray, o: np.ndarray, dt
         vv = v[f]
         vn = vv - (j - vv) * c_dt if full else vv
         spiked = vn > 1.0 and not part
-        o[f] = amp_dt if spiked else 0.0
         vm = vn if vn > min_v or vn != vn else min_v
         v[f] = vv if part else vn if spiked else vm
         mask[f] = np.uint8(spiked) | (np.uint8(part) << np.uint8(1))
@@ -150,33 +164,41 @@ def _lif(n: int, J: np.ndarray, v: np.ndarray, rt: np.ndarray, o: np.ndarray, dt
     ns = 0
     for f in range(n):  # every iteration stores; the counts advance by the mask (no branch to mispredict)
         m = mask[f]
-        idx[npart] = f
+        pidx[npart] = f
         npart += m >> 1
         sidx[ns] = f
         ns += m & 1
-    for k in range(npart):  # gathered into contiguous arrays: the series below vectorize
-        f = idx[k]
-        arg[k] = -min(max(dt - rt[f], 0.0), dt) / tau_rc
-    _series(npart, arg, res, _EXPM1, True)
+    pv, pj, parg, sv, sj, res = g[0], g[1], g[2], g[3], g[4], g[5]
+    for k in range(npart):  # gathered into contiguous rows: the series and updates below vectorize
+        f = pidx[k]
+        pv[k] = v[f]
+        pj[k] = (0.0 + x0 * e[f]) + b[f]
+        parg[k] = rt[f]
     for k in range(npart):
-        f = idx[k]
-        vv, j = v[f], J[f]
-        vn = vv - (j - vv) * res[k]
-        if vn > 1.0:
-            o[f] = amp_dt
-            v[f] = vn
-            sidx[ns] = f
-            ns += 1
-        else:
-            v[f] = vn if vn > min_v or vn != vn else min_v
+        parg[k] = -min(max(dt - parg[k], 0.0), dt) / tau_rc
+    _series(npart, parg, res, _EXPM1, True)
     for k in range(ns):
         f = sidx[k]
-        arg[k] = -(v[f] - 1.0) / (J[f] - 1.0)
-    _series(ns, arg, res, _LOG1P, False)
+        sv[k] = v[f]
+        sj[k] = (0.0 + x0 * e[f]) + b[f]
+    for k in range(npart):
+        vv = pv[k]
+        pv[k] = vv - (pj[k] - vv) * res[k]
+    for k in range(npart):  # a spike among them joins sidx: stored always, counted by the flag
+        f, vn, j = pidx[k], pv[k], pj[k]
+        sidx[ns] = f
+        sv[ns] = vn
+        sj[ns] = j
+        ns += vn > 1.0
+        v[f] = vn if vn > min_v or vn != vn else min_v
+    for k in range(ns):
+        parg[k] = -(sv[k] - 1.0) / (sj[k] - 1.0)
+    _series(ns, parg, res, _LOG1P, False)
     for k in range(ns):
         f = sidx[k]
         rt[f] = tau_ref + (dt + tau_rc * res[k])
         v[f] = 0.0
+        o[f] = amp_dt
     return ns
 
 
@@ -212,7 +234,8 @@ def run(steps: int, dt: float, nodes: np.ndarray, rec: np.ndarray, sig: np.ndarr
     x = np.zeros(dmax)
     mask = np.zeros(nmax, np.uint8)
     idx = np.zeros(nmax, np.int32)  # 32-bit indices: half the stores of the scan
-    arg, res = np.zeros(nmax), np.zeros(nmax)
+    pidx = np.zeros(nmax, np.int32)
+    g = np.zeros((6, nmax))  # gathered voltages, currents, arguments, results
     zero = np.zeros(nmax)
     u = np.zeros(max(1, l_npost.max()) if l_npost.size else 1)
     for j in range(steps):
@@ -250,8 +273,8 @@ def run(steps: int, dt: float, nodes: np.ndarray, rec: np.ndarray, sig: np.ndarr
                 for f in range(n):
                     J[f] = J[f] + gain[f] * nin[f]
             o0, c0 = p_out[q], p_cnt[q]
-            nact[q] = _lif(n, J, st[p_v[q]:p_v[q] + n], st[p_rt[q]:p_rt[q] + n], sig[o0:o0 + n], dt, p_f[q, 0],
-                           p_f[q, 1], p_f[q, 2], p_f[q, 3], p_f[q, 4], mask, idx, act[c0:c0 + n], arg, res,
+            nact[q] = _lif(n, st[p_v[q]:p_v[q] + n], st[p_rt[q]:p_rt[q] + n], sig[o0:o0 + n], dt, p_f[q, 0],
+                           p_f[q, 1], p_f[q, 2], p_f[q, 3], p_f[q, 4], mask, idx, pidx, act[c0:c0 + n], nact[q], g,
                            x[0] if direct else 0.0, e if direct else zero[:n], bias if direct else J[:n])
             if count:
                 for k in range(nact[q]):
