@@ -124,28 +124,48 @@ def _series(m: int, x: np.ndarray, out: np.ndarray, c: np.ndarray, exp: bool) ->
 
 
 @njit(inline="always")
-def _lif(n: int, v: np.ndarray, rt: np.ndarray, o: np.ndarray, dt: float, tau_rc: float, tau_ref: float,
-         min_v: float, amp_dt: float, c_dt: float, mask: np.ndarray, idx: np.ndarray, pidx: np.ndarray,
-         sidx: np.ndarray, nprev: int, g: np.ndarray, x0: float, e: np.ndarray, b: np.ndarray) -> int:
+def _part_factor(m: int, idx: np.ndarray, rt: np.ndarray, pf: np.ndarray, dt: float, tau_rc: float, left: int,
+                 arg: np.ndarray, res: np.ndarray) -> None:
+    """``pf[f]`` for the neurons ``idx[:m]`` with refractory time ``rt[f]``: the membrane factor
+    ``expm1(-delta/tau_rc)`` of the step in which their refractory period ends within the step
+    (nengo's ``delta_t = clip(dt - refractory_time, 0, dt)`` there). That step's ``refractory_time``
+    is found by the same subtractions of ``dt`` the steps will make (bit for bit the value the
+    step sees), at most ``left`` of them (none later in this call); where the period ends on a
+    step boundary the factor is never read."""
+    for k in range(m):
+        r = rt[idx[k]] - dt
+        i = 1
+        while r >= dt and i < left:
+            r = r - dt
+            i += 1
+        arg[k] = -min(max(dt - r, 0.0), dt) / tau_rc
+    _series(m, arg, res, _EXPM1, True)
+    for k in range(m):
+        pf[idx[k]] = res[k]
+
+
+@njit(inline="always")
+def _lif(n: int, v: np.ndarray, rt: np.ndarray, pf: np.ndarray, o: np.ndarray, dt: float, tau_rc: float,
+         tau_ref: float, min_v: float, amp_dt: float, c_dt: float, mask: np.ndarray, sidx: np.ndarray, nprev: int,
+         left: int, g: np.ndarray, x0: float, e: np.ndarray, b: np.ndarray) -> int:
     """nengo's LIF step on flat views.
 
-    1. A branch-free pass over all ``n`` neurons (LLVM vectorizes it): those out of their
-       refractory period (membrane factor the constant ``c_dt = expm1(-dt/tau_rc)``) and the
-       refractory ones (voltage kept) are done; the spiking ones (voltage kept over 1 for
-       their spike time) and those refractory for part of the step are flagged in ``mask``.
-    2. The flagged indices into ``idx`` (one store per neuron, the count advanced by the flag:
-       no branch to mispredict), then split into the partly refractory (``pidx``) and the
-       spiking (``sidx``), their voltage, current and ``expm1`` argument gathered into the
-       contiguous rows of ``g``.
-    3. On those rows, vectorized: the partly refractory neurons' own ``expm1`` and membrane
-       update (a spike among them joins ``sidx``), then every spike's ``log1p`` of the time
-       left (:func:`_series`), scattered back.
+    1. One branch-free pass over all ``n`` neurons (LLVM vectorizes it), each with its
+       membrane factor ``expm1(-delta_t/tau_rc)``: the constant ``c_dt = expm1(-dt/tau_rc)``
+       out of the refractory period, the voltage kept within it, and, in the step where the
+       period ends, ``pf[f]``, computed when the neuron spiked (:func:`_part_factor`). The
+       spiking neurons (voltage kept over 1 for their spike time) are flagged in ``mask``.
+    2. Their indices into ``sidx`` (one store per neuron, the count advanced by the flag: no
+       branch to mispredict); their voltage and current gathered into contiguous rows of ``g``,
+       the ``log1p`` of the time left (:func:`_series`, vectorized), scattered back: refractory
+       time, voltage 0, output, and the factor ``pf`` of the step ending their new period.
 
     The current is ``J = (0 + x0·e) + b``: a 1-D decoded input ``x0`` times the scaled
     encoders ``e`` plus the bias ``b``, or, given ``x0 = 0``, ``e`` zeros and ``b`` the current
-    already computed; not stored (recomputed for the gathered neurons, the same operations).
+    already computed; not stored (recomputed for the spiking neurons, the same operations).
     The output ``o`` is written where it changes only: zeroed at the last step's spikes
-    (``sidx[:nprev]``, on entry), ``amp_dt`` at this step's. Returns the number of spikes."""
+    (``sidx[:nprev]``, on entry), ``amp_dt`` at this step's. ``left``: the steps this call
+    still runs, this one included. Returns the number of spikes."""
     for k in range(nprev):
         o[sidx[k]] = 0.0
     for f in range(n):
@@ -155,50 +175,30 @@ def _lif(n: int, v: np.ndarray, rt: np.ndarray, o: np.ndarray, dt: float, tau_rc
         full = r <= 0.0
         part = not full and not r >= dt
         vv = v[f]
-        vn = vv - (j - vv) * c_dt if full else vv
-        spiked = vn > 1.0 and not part
+        fac = c_dt if full else pf[f]
+        vn = vv - (j - vv) * fac if full or part else vv
+        spiked = vn > 1.0
         vm = vn if vn > min_v or vn != vn else min_v
-        v[f] = vv if part else vn if spiked else vm
-        mask[f] = np.uint8(spiked) | (np.uint8(part) << np.uint8(1))
-    npart = 0
+        v[f] = vn if spiked else vm
+        mask[f] = np.uint8(spiked)
     ns = 0
-    for f in range(n):  # every iteration stores; the counts advance by the mask (no branch to mispredict)
-        m = mask[f]
-        pidx[npart] = f
-        npart += m >> 1
+    for f in range(n):  # every iteration stores; the count advances by the flag
         sidx[ns] = f
-        ns += m & 1
-    pv, pj, parg, sv, sj, res = g[0], g[1], g[2], g[3], g[4], g[5]
-    for k in range(npart):  # gathered into contiguous rows: the series and updates below vectorize
-        f = pidx[k]
-        pv[k] = v[f]
-        pj[k] = (0.0 + x0 * e[f]) + b[f]
-        parg[k] = rt[f]
-    for k in range(npart):
-        parg[k] = -min(max(dt - parg[k], 0.0), dt) / tau_rc
-    _series(npart, parg, res, _EXPM1, True)
+        ns += mask[f]
+    sv, sj, arg, res = g[0], g[1], g[2], g[3]
     for k in range(ns):
         f = sidx[k]
         sv[k] = v[f]
         sj[k] = (0.0 + x0 * e[f]) + b[f]
-    for k in range(npart):
-        vv = pv[k]
-        pv[k] = vv - (pj[k] - vv) * res[k]
-    for k in range(npart):  # a spike among them joins sidx: stored always, counted by the flag
-        f, vn, j = pidx[k], pv[k], pj[k]
-        sidx[ns] = f
-        sv[ns] = vn
-        sj[ns] = j
-        ns += vn > 1.0
-        v[f] = vn if vn > min_v or vn != vn else min_v
     for k in range(ns):
-        parg[k] = -(sv[k] - 1.0) / (sj[k] - 1.0)
-    _series(ns, parg, res, _LOG1P, False)
+        arg[k] = -(sv[k] - 1.0) / (sj[k] - 1.0)
+    _series(ns, arg, res, _LOG1P, False)
     for k in range(ns):
         f = sidx[k]
         rt[f] = tau_ref + (dt + tau_rc * res[k])
         v[f] = 0.0
         o[f] = amp_dt
+    _part_factor(ns, sidx, rt, pf, dt, tau_rc, left - 1, arg, res)
     return ns
 
 
@@ -234,8 +234,16 @@ def run(steps: int, dt: float, nodes: np.ndarray, rec: np.ndarray, sig: np.ndarr
     x = np.zeros(dmax)
     mask = np.zeros(nmax, np.uint8)
     idx = np.zeros(nmax, np.int32)  # 32-bit indices: half the stores of the scan
-    pidx = np.zeros(nmax, np.int32)
-    g = np.zeros((6, nmax))  # gathered voltages, currents, arguments, results
+    g = np.zeros((4, nmax))  # gathered voltages, currents, arguments, results
+    arg, res = g[2], g[3]
+    # per neuron, the membrane factor of the step ending its refractory period within the step
+    pf = np.zeros(st.size // 2)
+    for q in range(p_n.size):
+        n = p_n[q]
+        rtq = st[p_rt[q]:p_rt[q] + n]
+        for f in range(n):
+            idx[f] = f
+        _part_factor(n, idx, rtq, pf[p_cnt[q]:p_cnt[q] + n], dt, p_f[q, 0], steps, arg, res)
     zero = np.zeros(nmax)
     u = np.zeros(max(1, l_npost.max()) if l_npost.size else 1)
     for j in range(steps):
@@ -273,9 +281,9 @@ def run(steps: int, dt: float, nodes: np.ndarray, rec: np.ndarray, sig: np.ndarr
                 for f in range(n):
                     J[f] = J[f] + gain[f] * nin[f]
             o0, c0 = p_out[q], p_cnt[q]
-            nact[q] = _lif(n, st[p_v[q]:p_v[q] + n], st[p_rt[q]:p_rt[q] + n], sig[o0:o0 + n], dt, p_f[q, 0],
-                           p_f[q, 1], p_f[q, 2], p_f[q, 3], p_f[q, 4], mask, idx, pidx, act[c0:c0 + n], nact[q], g,
-                           x[0] if direct else 0.0, e if direct else zero[:n], bias if direct else J[:n])
+            nact[q] = _lif(n, st[p_v[q]:p_v[q] + n], st[p_rt[q]:p_rt[q] + n], pf[c0:c0 + n], sig[o0:o0 + n], dt,
+                           p_f[q, 0], p_f[q, 1], p_f[q, 2], p_f[q, 3], p_f[q, 4], mask, act[c0:c0 + n], nact[q],
+                           steps - j, g, x[0] if direct else 0.0, e if direct else zero[:n], bias if direct else J[:n])
             if count:
                 for k in range(nact[q]):
                     f = act[c0 + k]
