@@ -27,7 +27,11 @@ import math
 from typing import Any
 
 import numpy as np
-from numba import njit
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 __all__ = ["run"]
 
@@ -90,6 +94,33 @@ def _accumulate(li: int, sig: np.ndarray, wt: np.ndarray, l_pre: np.ndarray, l_n
         _matvec(li, sig, wt, l_pre, l_npre, l_npost, l_w, l_q, act, nact, p_cnt, acc, a0)
 
 
+#: Whether the host has AVX-512 (``vpcompressd``): there the spiking neurons' indices are
+#: stored 16 flags at a time (:func:`_compress16`); elsewhere LLVM would expand that into
+#: a branch per flag, and one branch-free store per neuron is faster.
+_COMPRESS = "avx512f" in llvm.get_host_cpu_features().flatten()
+
+
+@intrinsic
+def _compress16(typingctx: Any, out: Any, pos: Any, mask: Any, f0: Any) -> Any:
+    """``out[pos:pos + k] = f0 + t`` for the ``t < 16`` where ``mask[f0 + t] != 0``, in order
+    (LLVM's ``masked.compressstore``: one ``vpcompressd`` with AVX-512); returns ``k``."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        out_a = context.make_array(sig.args[0])(context, builder, args[0])
+        mask_a = context.make_array(sig.args[2])(context, builder, args[2])
+        pos, f0 = args[1], args[3]
+        i32, v16i8, v16i32 = ir.IntType(32), ir.VectorType(ir.IntType(8), 16), ir.VectorType(ir.IntType(32), 16)
+        flags = builder.load(builder.bitcast(builder.gep(mask_a.data, [f0]), v16i8.as_pointer()), align=1)
+        flags = builder.icmp_unsigned("!=", flags, ir.Constant(v16i8, [0] * 16))
+        first = builder.insert_element(ir.Constant(v16i32, ir.Undefined), builder.trunc(f0, i32), ir.Constant(i32, 0))
+        first = builder.shuffle_vector(first, ir.Constant(v16i32, ir.Undefined), ir.Constant(v16i32, [0] * 16))
+        fnty = ir.FunctionType(ir.VoidType(), [v16i32, i32.as_pointer(), ir.VectorType(ir.IntType(1), 16)])
+        store = cgutils.get_or_insert_function(builder.module, fnty, "llvm.masked.compressstore.v16i32")
+        builder.call(store, [builder.add(first, ir.Constant(v16i32, list(range(16)))),
+                             builder.gep(out_a.data, [pos]), flags])
+        return builder.zext(builder.ctpop(builder.bitcast(flags, ir.IntType(16))), ir.IntType(64))
+    return types.int64(out, pos, mask, f0), codegen
+
+
 #: Taylor coefficients, highest power first, of ``expm1(x) = x + x²/2! + ... + x¹³/13!`` and
 #: ``log1p(x) = x - x²/2 + ... + x¹⁷/17``, for ``|x| <= SERIES_MAX``: the first term left out is
 #: below 1e-17 of the sum (``expm1``: (1/16)¹³/14! ≈ 2e-27; ``log1p``: (1/16)¹⁷/18 ≈ 1e-22), so
@@ -124,24 +155,27 @@ def _series(m: int, x: np.ndarray, out: np.ndarray, c: np.ndarray, exp: bool) ->
 
 
 @njit(inline="always")
-def _part_factor(m: int, idx: np.ndarray, rt: np.ndarray, pf: np.ndarray, dt: float, tau_rc: float, left: int,
-                 arg: np.ndarray, res: np.ndarray) -> None:
-    """``pf[f]`` for the neurons ``idx[:m]`` with refractory time ``rt[f]``: the membrane factor
-    ``expm1(-delta/tau_rc)`` of the step in which their refractory period ends within the step
-    (nengo's ``delta_t = clip(dt - refractory_time, 0, dt)`` there). That step's ``refractory_time``
-    is found by the same subtractions of ``dt`` the steps will make (bit for bit the value the
-    step sees), at most ``left`` of them (none later in this call); where the period ends on a
-    step boundary the factor is never read."""
+def _part_step(r: float, dt: float, left: int) -> float:
+    """The ``refractory_time`` the step ending a neuron's refractory period sees, from its
+    ``r`` now: the same subtractions of ``dt`` the steps will make (bit for bit), at most
+    ``left`` of them (none later in this call)."""
+    r = r - dt
+    i = 1
+    while r >= dt and i < left:
+        r = r - dt
+        i += 1
+    return r
+
+
+@njit(inline="always")
+def _part_factor(m: int, r: np.ndarray, dt: float, tau_rc: float, res: np.ndarray) -> None:
+    """``res[:m]``: from ``r[:m]``, the ``refractory_time`` of the step in which a neuron's
+    refractory period ends within the step (:func:`_part_step`), its membrane factor
+    ``expm1(-delta_t/tau_rc)`` with nengo's ``delta_t = clip(dt - refractory_time, 0, dt)``.
+    ``r`` is overwritten. Where the period ends on a step boundary the factor is never read."""
     for k in range(m):
-        r = rt[idx[k]] - dt
-        i = 1
-        while r >= dt and i < left:
-            r = r - dt
-            i += 1
-        arg[k] = -min(max(dt - r, 0.0), dt) / tau_rc
-    _series(m, arg, res, _EXPM1, True)
-    for k in range(m):
-        pf[idx[k]] = res[k]
+        r[k] = -min(max(dt - r[k], 0.0), dt) / tau_rc
+    _series(m, r, res, _EXPM1, True)
 
 
 @njit(inline="always")
@@ -182,7 +216,10 @@ def _lif(n: int, v: np.ndarray, rt: np.ndarray, pf: np.ndarray, o: np.ndarray, d
         v[f] = vn if spiked else vm
         mask[f] = np.uint8(spiked)
     ns = 0
-    for f in range(n):  # every iteration stores; the count advances by the flag
+    nb = n // 16 if _COMPRESS else 0
+    for q in range(nb):
+        ns += _compress16(sidx, ns, mask, 16 * q)
+    for f in range(16 * nb, n):  # every iteration stores; the count advances by the flag
         sidx[ns] = f
         ns += mask[f]
     sv, sj, arg, res = g[0], g[1], g[2], g[3]
@@ -195,10 +232,14 @@ def _lif(n: int, v: np.ndarray, rt: np.ndarray, pf: np.ndarray, o: np.ndarray, d
     _series(ns, arg, res, _LOG1P, False)
     for k in range(ns):
         f = sidx[k]
-        rt[f] = tau_ref + (dt + tau_rc * res[k])
+        r = tau_ref + (dt + tau_rc * res[k])
+        rt[f] = r
         v[f] = 0.0
         o[f] = amp_dt
-    _part_factor(ns, sidx, rt, pf, dt, tau_rc, left - 1, arg, res)
+        sv[k] = _part_step(r, dt, left - 1)
+    _part_factor(ns, sv, dt, tau_rc, sj)
+    for k in range(ns):
+        pf[sidx[k]] = sj[k]
     return ns
 
 
@@ -242,8 +283,8 @@ def run(steps: int, dt: float, nodes: np.ndarray, rec: np.ndarray, sig: np.ndarr
         n = p_n[q]
         rtq = st[p_rt[q]:p_rt[q] + n]
         for f in range(n):
-            idx[f] = f
-        _part_factor(n, idx, rtq, pf[p_cnt[q]:p_cnt[q] + n], dt, p_f[q, 0], steps, arg, res)
+            arg[f] = _part_step(rtq[f], dt, steps)
+        _part_factor(n, arg, dt, p_f[q, 0], pf[p_cnt[q]:p_cnt[q] + n])
     zero = np.zeros(nmax)
     u = np.zeros(max(1, l_npost.max()) if l_npost.size else 1)
     for j in range(steps):
