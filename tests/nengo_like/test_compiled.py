@@ -206,6 +206,50 @@ def test_fused_run_within_tolerance_of_numpy(kind: str) -> None:
     assert any(np.any(ref[1].state[p]["refractory_time"] > 0) for p in ("A", "B", "C"))
 
 
+@pytest.mark.parametrize("kind", ["LIF", "LIF(tau_ref=3.3ms)", "LIF(tau_ref=0.4ms,min_voltage=-0.5)"])
+def test_fused_run_in_short_calls(kind: str) -> None:
+    """Many short ``advance`` calls (1, 2, 3, 5 steps ...): the membrane factor of the step
+    ending a refractory period is computed ahead (when the neuron spikes, and for the state at
+    the start of each call), also where that step falls in a later call."""
+    nt = LIFS[kind]
+    d = _node_network(nt)
+    r = Runner(d, nodes={"in": _wave}, backend="numba")
+    assert r.fused is not None
+    parts = []
+    for steps in (1, 1, 2, 3, 5, 8, 13, 1, 2, 4, 40):
+        parts.append(r.advance(steps)[1])
+    fast = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    ref = _fused_run(d, "numpy", nt, node=_wave)
+    rr = ref[1]
+    refp = {k: v[:80] for k, v in ref[0].items()}  # the reference ran 120 steps
+    assert all(_close(fast[k], refp[k]) for k in refp)
+    assert all(np.array_equal(fast[k], refp[k]) for k in ("pa", "pb", "pc"))
+    assert sum(float(np.count_nonzero(refp[k])) for k in ("pa", "pb", "pc")) > 0
+
+
+@pytest.mark.parametrize("density", [0.0, 0.07, 0.5, 1.0])
+def test_compress16_stores_the_flagged_indices(density: float) -> None:
+    """The 16-at-a-time store of the spiking neurons' indices (``vpcompressd`` on AVX-512)
+    against numpy's ``flatnonzero``, appended at a running position."""
+    from numba import njit
+
+    from hwmap_nengo_like import fused_kernels as FK
+
+    @njit
+    def scan(mask: np.ndarray, out: np.ndarray) -> int:
+        ns = 3  # after 3 entries already there
+        for q in range(mask.size // 16):
+            ns += FK._compress16(out, ns, mask, 16 * q)
+        return ns
+
+    mask = (np.random.RandomState(1).uniform(size=16 * 41) < density).astype(np.uint8)
+    out = np.full(mask.size + 3, -1, np.int32)
+    ns = scan(mask, out)
+    hit = np.flatnonzero(mask)
+    assert ns == 3 + hit.size and np.array_equal(out[3:ns], hit) and np.all(out[:3] == -1)
+    assert np.all(out[ns:] == -1)  # nothing stored past the flagged ones
+
+
 def test_fused_node_output_none_and_errors() -> None:
     """A node returning None gives zeros (as the numpy step); one returning the wrong size is
     refused with its name."""

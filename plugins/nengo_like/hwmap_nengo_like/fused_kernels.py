@@ -118,6 +118,9 @@ def _compress16(typingctx: Any, out: Any, pos: Any, mask: Any, f0: Any) -> Any:
         builder.call(store, [builder.add(first, ir.Constant(v16i32, list(range(16)))),
                              builder.gep(out_a.data, [pos]), flags])
         return builder.zext(builder.ctpop(builder.bitcast(flags, ir.IntType(16))), ir.IntType(64))
+    if not (isinstance(out, types.Array) and out.dtype == types.int32 and isinstance(mask, types.Array)
+            and mask.dtype == types.uint8 and out.layout == mask.layout == "C"):
+        return None  # typing fails: the store is of 32-bit indices, the flags are bytes
     return types.int64(out, pos, mask, f0), codegen
 
 
@@ -274,17 +277,15 @@ def run(steps: int, dt: float, nodes: np.ndarray, rec: np.ndarray, sig: np.ndarr
     nin = np.zeros(nmax)
     x = np.zeros(dmax)
     mask = np.zeros(nmax, np.uint8)
-    idx = np.zeros(nmax, np.int32)  # 32-bit indices: half the stores of the scan
     g = np.zeros((4, nmax))  # gathered voltages, currents, arguments, results
-    arg, res = g[2], g[3]
     # per neuron, the membrane factor of the step ending its refractory period within the step
     pf = np.zeros(st.size // 2)
     for q in range(p_n.size):
         n = p_n[q]
         rtq = st[p_rt[q]:p_rt[q] + n]
         for f in range(n):
-            arg[f] = _part_step(rtq[f], dt, steps)
-        _part_factor(n, arg, dt, p_f[q, 0], pf[p_cnt[q]:p_cnt[q] + n])
+            g[0, f] = _part_step(rtq[f], dt, steps)
+        _part_factor(n, g[0], dt, p_f[q, 0], pf[p_cnt[q]:p_cnt[q] + n])
     zero = np.zeros(nmax)
     u = np.zeros(max(1, l_npost.max()) if l_npost.size else 1)
     for j in range(steps):
