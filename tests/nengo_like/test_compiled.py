@@ -220,7 +220,6 @@ def test_fused_run_in_short_calls(kind: str) -> None:
         parts.append(r.advance(steps)[1])
     fast = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     ref = _fused_run(d, "numpy", nt, node=_wave)
-    rr = ref[1]
     refp = {k: v[:80] for k, v in ref[0].items()}  # the reference ran 120 steps
     assert all(_close(fast[k], refp[k]) for k in refp)
     assert all(np.array_equal(fast[k], refp[k]) for k in ("pa", "pb", "pc"))

@@ -1,6 +1,14 @@
 """The fused run loop (numba): many steps of a network of LIF populations, node outputs given
 in advance, probes and Lowpass links, in one compiled call (:mod:`.fused` builds its tables).
 
+The LIF step (:func:`_lif`) is one vectorized pass over all neurons with nengo's formulas,
+each neuron's membrane factor ``expm1(-delta_t/tau_rc)`` chosen per neuron: the constant
+``expm1(-dt/tau_rc)`` outside the refractory period, none within it, and, for the step in
+which the period ends part way, a factor computed when the neuron spiked (the
+``refractory_time`` that step will see is found by the same subtractions of ``dt``, bit for
+bit). Only the spiking neurons (about one in ten a step) are then gathered, for the
+``log1p`` of their spike time.
+
 Not bit-identical to the numpy reference step, by choice: ``expm1`` / ``log1p`` are Taylor
 series evaluated on contiguous arrays (:func:`_series`, vectorized; the C library's functions,
 which numba calls, beyond their range), where numpy evaluates them with its own SIMD code
@@ -100,8 +108,7 @@ def _accumulate(li: int, sig: np.ndarray, wt: np.ndarray, l_pre: np.ndarray, l_n
 _COMPRESS = "avx512f" in llvm.get_host_cpu_features().flatten()
 
 
-@intrinsic
-def _compress16(typingctx: Any, out: Any, pos: Any, mask: Any, f0: Any) -> Any:
+def _compress16_typer(typingctx: Any, out: Any, pos: Any, mask: Any, f0: Any) -> Any:
     """``out[pos:pos + k] = f0 + t`` for the ``t < 16`` where ``mask[f0 + t] != 0``, in order
     (LLVM's ``masked.compressstore``: one ``vpcompressd`` with AVX-512); returns ``k``."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
@@ -123,6 +130,8 @@ def _compress16(typingctx: Any, out: Any, pos: Any, mask: Any, f0: Any) -> Any:
         return None  # typing fails: the store is of 32-bit indices, the flags are bytes
     return types.int64(out, pos, mask, f0), codegen
 
+
+_compress16: Any = intrinsic(_compress16_typer)
 
 #: Taylor coefficients, highest power first, of ``expm1(x) = x + x²/2! + ... + x¹³/13!`` and
 #: ``log1p(x) = x - x²/2 + ... + x¹⁷/17``, for ``|x| <= SERIES_MAX``: the first term left out is
