@@ -73,11 +73,13 @@ def main() -> None:
     if not args.skip_nengo:
         import nengo
     mine, ref = [], []
+    loads = []
     for i in range(args.repeat):  # alternating: a change of the machine's load falls on both
         mine.append(one(hwmap_nengo_like, args.neurons, True, args.backend))
         print(f"nengo_like [{i + 1}]: build {mine[-1]['build_s']:.2f} s, run {mine[-1]['run_s']:.3f} s "
               f"(CPU {mine[-1]['run_cpu_s']:.3f} s), "
               f"RMSE {mine[-1]['rmse']:.4f}  (load {os.getloadavg()[0]:.2f})", flush=True)
+        loads.append(os.getloadavg()[0])
         if nengo is not None:
             ref.append(one(nengo, args.neurons, False, eval_points=args.nengo_eval_points))
             print(f"nengo      [{i + 1}]: build {ref[-1]['build_s']:.2f} s, run {ref[-1]['run_s']:.3f} s "
@@ -85,12 +87,15 @@ def main() -> None:
                   f"RMSE {ref[-1]['rmse']:.4f}  (load {os.getloadavg()[0]:.2f})", flush=True)
     m = _median(mine)
     print(f"nengo_like ({args.backend}, median of {len(mine)}): build {m['build_s']:.2f} s, run {m['run_s']:.3f} s (CPU {m['run_cpu_s']:.3f} s), "
-          f"RMSE {m['rmse']:.4f}")
+          f"RMSE {m['rmse']:.4f}; {1e9 * m['run_s'] / (args.neurons * 1000):.2f} ns per neuron-step wall "
+          f"({1e9 * m['run_cpu_s'] / (args.neurons * 1000):.2f} CPU); load {min(loads):.2f}-{max(loads):.2f}")
     if not ref:
         return
     r = _median(ref)
     print(f"nengo      (median of {len(ref)}): build {r['build_s']:.2f} s, run {r['run_s']:.3f} s (CPU {r['run_cpu_s']:.3f} s), "
           f"RMSE {r['rmse']:.4f}")
+    print("per pair (nengo / nengo_like): run " + ", ".join(f"{b['run_s'] / a['run_s']:.1f}x" for a, b in zip(mine, ref)) +
+          "; CPU " + ", ".join(f"{b['run_cpu_s'] / a['run_cpu_s']:.1f}x" for a, b in zip(mine, ref)))
     note = "" if args.nengo_eval_points is None else \
         f" (nengo on {args.nengo_eval_points} evaluation points: not the goal's)"
     print(f"speed-up:   build {r['build_s'] / m['build_s']:.1f}x (goal 10x){note}, run {r['run_s'] / m['run_s']:.1f}x "
