@@ -201,8 +201,8 @@ def _lif(n: int, v: np.ndarray, rt: np.ndarray, pf: np.ndarray, o: np.ndarray, d
        out of the refractory period, the voltage kept within it, and, in the step where the
        period ends, ``pf[f]``, computed when the neuron spiked (:func:`_part_factor`). The
        spiking neurons (voltage kept over 1 for their spike time) are flagged in ``mask``.
-    2. Their indices into ``sidx`` (one store per neuron, the count advanced by the flag: no
-       branch to mispredict); their voltage and current gathered into contiguous rows of ``g``,
+    2. Their indices into ``sidx``, 16 flags at a time (:func:`_compress16`; elsewhere one
+       store per neuron, the count advanced by the flag: no branch to mispredict); their voltage and current gathered into contiguous rows of ``g``,
        the ``log1p`` of the time left (:func:`_series`, vectorized), scattered back: refractory
        time, voltage 0, output, and the factor ``pf`` of the step ending their new period.
 
