@@ -7,7 +7,11 @@ them into one line on stderr and an exit code; nothing else escapes as a traceba
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
+
 __all__ = [
+    "error_line",
     "HwmapError",
     "ModelError",
     "UnsupportedOpError",
@@ -84,3 +88,14 @@ class DoesNotFitError(HwmapError):
     def __init__(self, message: str, violations: list[str] | None = None, *, where: str | None = None) -> None:
         self.violations = list(violations or [])
         super().__init__(message, where=where)
+
+
+def error_line(e: BaseException) -> str:
+    """``e`` in one line, ``Type: message``; an error not of hwmap's types (a bug, in the core
+    or a plugin) is followed by where it was raised, ``(at FILE:LINE)``."""
+    text = f"{type(e).__name__}: {e}".replace("\n", " ")
+    if not isinstance(e, HwmapError):
+        tb = traceback.extract_tb(e.__traceback__)
+        if tb:
+            text += f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})"
+    return text
