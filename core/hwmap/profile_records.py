@@ -134,10 +134,10 @@ class Profile:
 
     def row(self, name: str) -> LayerProfile:
         """The row named ``name`` (a compute node's name, or the head node of its row)."""
-        for r in self.rows:
-            if r.name == name:
-                return r
-        raise GraphError(f"profile of {self.settings.model!r} has no layer {name!r}")
+        found = next((r for r in self.rows if r.name == name), None)
+        if found is None:
+            raise GraphError(f"profile of {self.settings.model!r} has no layer {name!r}")
+        return found
 
     def to_json(self) -> dict[str, Any]:
         """Everything, as plain JSON types in a fixed key order (same profile, same dict)."""

@@ -63,7 +63,7 @@ import numpy as np
 
 from .config import load_target
 from .data import Dataset, load_data
-from .errors import DoesNotFitError, HwmapError, error_line
+from .errors import DoesNotFitError, HwmapError, describe_error
 from .graph import Graph
 from .kpi import KPIs
 from .registry import get_registry
@@ -191,7 +191,7 @@ def _check_flow(spec: TargetSpec, *, model: str, data: str | None, preset: str, 
         except DoesNotFitError as e:
             return [f"compile: {model} does not fit {ref}: {'; '.join(e.violations) or e}"]
         except Exception as e:
-            return [f"compile: {model} on {ref} fails: {error_line(e)}"]
+            return [f"compile: {model} on {ref} fails: {describe_error(e)}"]
     out: list[str] = []
     out += check_determinism(dirs[0], dirs[1])
     out += check_manifest(dirs[0] / "artifacts")
@@ -207,7 +207,7 @@ def _check_flow(spec: TargetSpec, *, model: str, data: str | None, preset: str, 
         # with data, each compile simulated already: compare with those instead of a 4th run
         runs = [r.simulation for r in results if r.simulation is not None] or [simulate(moved, scored)]
     except Exception as e:
-        return out + [f"simulate: hwmap simulate on the compiled directory fails: {error_line(e)}"]
+        return out + [f"simulate: hwmap simulate on the compiled directory fails: {describe_error(e)}"]
     reference = run(graph, inputs)
     for name in graph.outputs:
         out += check_output(name, sim, reference[name], runs, after_compile=data is not None)
@@ -238,7 +238,7 @@ def _check_kpis(kpis: KPIs, outdir: Path, *, kind: str, model: str, with_data: b
     try:
         on_disk = KPIs.from_json(json.loads((outdir / "kpis.json").read_text()))
     except Exception as e:
-        out.append(f"kpis: kpis.json cannot be read back: {error_line(e)}")
+        out.append(f"kpis: kpis.json cannot be read back: {describe_error(e)}")
     else:
         if on_disk.dumps() != kpis.dumps():
             out.append("kpis: kpis.json does not round-trip to the record compile returned")

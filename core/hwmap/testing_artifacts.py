@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import load_target
 from .data import Dataset
-from .errors import HwmapError, error_line
+from .errors import HwmapError, describe_error
 from .graph import Graph
 from .target import Artifacts, Simulation
 
@@ -78,7 +78,7 @@ def check_artifacts_needed(moved: Path, probe: Dataset, tmp_path: Path) -> list[
     except HwmapError:
         return []
     except Exception as e:
-        return [f"artifacts: with the emitted files deleted simulate fails with {error_line(e)}, "
+        return [f"artifacts: with the emitted files deleted simulate fails with {describe_error(e)}, "
                 "not an hwmap error naming the missing file"]
     return [f"artifacts: simulate still succeeds with the {len(listed)} emitted files deleted "
             f"({', '.join(listed)}): it does not read its artifacts"]
@@ -98,7 +98,8 @@ def check_artifacts_swapped(moved: Path, graph: Graph, probe: Dataset, ref: str,
         compile_model(other_weights(graph), load_target(ref), other, data=probe if calibrate else None)
         expected = simulate(other, probe)
     except Exception as e:
-        return [f"artifacts: the same model with other weights does not compile and simulate on {ref}: {error_line(e)}"]
+        return [f"artifacts: the same model with other weights does not compile and simulate on {ref}: "
+                f"{describe_error(e)}"]
     swapped = tmp_path / "artifacts-swapped"
     shutil.rmtree(swapped, ignore_errors=True)
     shutil.copytree(moved, swapped)
@@ -110,7 +111,7 @@ def check_artifacts_swapped(moved: Path, graph: Graph, probe: Dataset, ref: str,
     except HwmapError:
         return []  # refused: the target checks that the artifacts belong to the graph
     except Exception as e:
-        return [f"artifacts: with another model's artifacts swapped in simulate fails with {error_line(e)}, "
+        return [f"artifacts: with another model's artifacts swapped in simulate fails with {describe_error(e)}, "
                 "not an hwmap error naming the mismatch"]
     out = []
     for name in graph.outputs:
@@ -150,7 +151,7 @@ def check_manifest(art: Path) -> list[str]:
     try:
         listed = json.loads(manifest.read_text())["files"]
     except (ValueError, KeyError, TypeError) as e:
-        return [f"artifacts: artifacts.json is not readable: {error_line(e)}"]
+        return [f"artifacts: artifacts.json is not readable: {describe_error(e)}"]
     if not isinstance(listed, list) or not listed:
         return ["artifacts: emit returned no files"]
     out = []

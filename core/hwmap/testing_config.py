@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from .config import load_target, read_toml, schema_for
 from .constants import UNSOURCED
-from .errors import ConfigError, error_line
+from .errors import ConfigError, describe_error
 from .target import TargetConfig, TargetSpec
 from .tomlwrite import dumps_toml
 
@@ -66,7 +66,7 @@ def check_configs(spec: TargetSpec, tmp_path: Path) -> list[str]:
         try:
             t = load_target(ref)
         except Exception as e:
-            out.append(f"preset {ref}: does not load: {error_line(e)}")
+            out.append(f"preset {ref}: does not load: {describe_error(e)}")
             continue
         if t.kind != kind:
             out.append(f"preset {ref}: declares kind {t.kind!r}")
@@ -74,13 +74,13 @@ def check_configs(spec: TargetSpec, tmp_path: Path) -> list[str]:
     try:
         json.dumps(schema_for(kind))
     except Exception as e:
-        out.append(f"schema: hwmap schema {kind} fails: {error_line(e)}")
+        out.append(f"schema: hwmap schema {kind} fails: {describe_error(e)}")
     if "default" not in spec.presets:
         return out
     try:
         base = read_toml(spec.presets["default"])
     except Exception as e:
-        return out + [f"preset {kind}:default: cannot be read: {error_line(e)}"]
+        return out + [f"preset {kind}:default: cannot be read: {describe_error(e)}"]
     bad = copy.deepcopy(base)
     bad[BOGUS_KEY] = 1
     cases = [(BOGUS_KEY, bad)]
@@ -101,7 +101,8 @@ def check_configs(spec: TargetSpec, tmp_path: Path) -> list[str]:
             if key not in str(e):
                 out.append(f"config: the error for an unknown key {key!r} does not name it: {e}")
         except Exception as e:
-            out.append(f"config: an unknown key {key!r} raises {type(e).__name__}, not ConfigError: {error_line(e)}")
+            out.append(f"config: an unknown key {key!r} raises {type(e).__name__}, not ConfigError: "
+                       f"{describe_error(e)}")
         else:
             out.append(f"config: an unknown key {key!r} in a copy of the default preset is accepted")
     return out

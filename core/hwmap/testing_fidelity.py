@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import error_line
+from .errors import describe_error
 from .target import FidelityClaim, Simulation
 
 __all__ = ["check_output", "check_fidelity", "TOP1_FLOOR", "REL_RMS_FLOOR"]
@@ -92,7 +92,7 @@ def check_fidelity(reference: dict[str, np.ndarray], simulated: dict[str, np.nda
             quantized = quantized_reference()
         except Exception as e:  # a plugin's annotation that does not fit its tensor, an unreadable legalized/
             return out + [f"fidelity: claims bit_exact, but the quantized reference cannot run the legalized graph: "
-                          f"{error_line(e)}"]
+                          f"{describe_error(e)}"]
         for name in reference:
             q, s = quantized[name], np.asarray(simulated[name])
             if q.shape != s.shape or not np.array_equal(q, s):

@@ -52,14 +52,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import HwmapError, ModelError
+from ..errors import HwmapError, ModelError, error_line
 from ..graph import Graph, Node, Tensor
 from ..hookspecs import hookimpl
 from ..limits import check_size
 from ..nonfinite import count_nonfinite, describe_nonfinite
 from ..ops import get_op
 from ..parsing import ParseOptions
-from ._nir_read import check_hdf5, import_nir, one_line, read_nir
+from ._nir_read import check_hdf5, import_nir, read_nir
 
 __all__ = ["hwmap_parse", "graph_from_nir", "read_nir", "check_hdf5", "NEURON_PARAMS", "NEURON_OPS", "STATEFUL"]
 
@@ -147,7 +147,7 @@ class _Builder:
             try:
                 node = convert(self, key, n, self.tensors[x].shape)
             except (TypeError, ValueError, AttributeError, IndexError) as e:  # a malformed primitive
-                raise ModelError(f"NIR {kind} {key!r} is malformed: {one_line(e)}", where=self.where) from None
+                raise ModelError(f"NIR {kind} {key!r} is malformed: {error_line(e)}", where=self.where) from None
             node.inputs = [x]
             node.outputs = [out_alias.get(key, key)]
             self._emit(node)
