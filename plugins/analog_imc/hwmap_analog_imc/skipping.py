@@ -7,8 +7,8 @@ proportion (an undriven row draws no current), so the headline energy already ho
 saving. The ADC conversions, digital post-ops and read time are per MVM and stay.
 
 With a sparsity measurement (``hwmap compile --data``, :mod:`hwmap.sparsity` on the legalized,
-quantized graph) the estimate states, per layer (``resources``) and in total
-(``assumptions``), how many of the layer's MACs have a zero operand (the share a digital
+quantized graph) the estimate states, per layer and in total (``resources``, in the names
+every target uses, and a sentence in ``assumptions``), how many of the layer's MACs have a zero operand (the share a digital
 zero-skipping engine, e.g. Cnvlutin, Albericio et al., ISCA 2016, would not compute) and how
 many an operand unchanged from the previous frame (what feeding the crossbar the temporal
 delta layer's changes would turn into zero inputs, the chapter's Section 3.3). No energy is

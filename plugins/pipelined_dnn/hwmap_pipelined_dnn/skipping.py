@@ -3,13 +3,13 @@
 The pipeline's engines (:mod:`.templates`) compute every MAC of every frame, zero or not: its
 headline figures stay as modelled. With a sparsity measurement (``hwmap compile --data``:
 the flow runs the legalized, quantized graph on the scored samples, :mod:`hwmap.sparsity`),
-the estimate also states per layer (``resources``) and in total (``assumptions``) the MACs
-whose activation operand is zero (what a zero-skipping engine would not compute, as in
-Cnvlutin, Albericio et al., ISCA 2016, which skips zero activations) or unchanged
-from the previous frame (what a change-driven engine fed the temporal delta layer's
-output would not compute, the chapter's Section 3.3), and their compute energy:
-MACs × ``energy.mac_pj``. Weight reads a skipped MAC would also spare, and the cost of
-finding the non-zero operands, are not counted.
+the estimate also states per layer and in total (``resources``, in the names every target
+uses, and a sentence in ``assumptions``) the MACs whose activation operand is zero (what a
+zero-skipping engine would not compute, as in Cnvlutin, Albericio et al., ISCA 2016, which
+skips zero activations) or unchanged from the previous frame (what a change-driven engine
+fed the temporal delta layer's output would not compute, the chapter's Section 3.3), and
+their compute energy: MACs × ``energy.mac_pj``. Weight reads a skipped MAC would also
+spare, and the cost of finding the non-zero operands, are not counted.
 """
 
 from __future__ import annotations
