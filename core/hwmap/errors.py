@@ -7,7 +7,12 @@ them into one line on stderr and an exit code; nothing else escapes as a traceba
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
+
 __all__ = [
+    "error_line",
+    "describe_error",
     "HwmapError",
     "ModelError",
     "UnsupportedOpError",
@@ -84,3 +89,24 @@ class DoesNotFitError(HwmapError):
     def __init__(self, message: str, violations: list[str] | None = None, *, where: str | None = None) -> None:
         self.violations = list(violations or [])
         super().__init__(message, where=where)
+
+
+def error_line(e: BaseException, *, limit: int | None = 300) -> str:
+    """``e`` in one line, ``Type: message`` (runs of whitespace as one space; a message longer
+    than ``limit`` characters cut to it, ending in ``...``)."""
+    msg = " ".join(str(e).split())
+    if limit is not None and len(msg) > limit:
+        msg = msg[:limit - 3] + "..."
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def describe_error(e: BaseException) -> str:
+    """What a check reports about an exception it caught: :func:`error_line` without a length
+    limit and, for an error not of hwmap's types (a bug, in the core or a plugin), where it
+    was raised, ``(at FILE:LINE)``."""
+    text = error_line(e, limit=None)
+    if not isinstance(e, HwmapError):
+        tb = traceback.extract_tb(e.__traceback__)
+        if tb:
+            text += f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})"
+    return text

@@ -15,8 +15,6 @@ it is given. The KPI record says how many samples each side had (``provenance.da
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from typing import Any, MutableMapping, Sequence
 
 import numpy as np
 
+from .compiledir import foreign_entries
 from .data import Dataset, check_labels
 from .errors import DataError, DoesNotFitError, HwmapError, TargetError
 from .files import check_output_dir, commit_dir, remove_stale, temp_dir
@@ -280,40 +279,6 @@ def _provenance(kpis: KPIs, graph: Graph, target: Target, data: Dataset | None, 
         p.kpis["accuracy"] = "simulated"
     if kpis.reference_accuracy is not None:
         p.kpis["reference_accuracy"] = "simulated"
-
-
-#: What ``compile -o DIR`` writes at the top of DIR; ``graph/`` and ``legalized/`` hold a
-#: saved graph, ``artifacts/`` the files its ``artifacts.json`` lists.
-OUTPUT_ENTRIES = ("graph", "legalized", "mapping.json", "target.json", "diagnostics.json", "artifacts", "kpis.json")
-_GRAPH_FILES = {"graph.json", "params.npz"}
-
-
-def foreign_entries(outdir: Path) -> list[str]:
-    """What in an existing ``-o`` directory hwmap did not write (empty: it may be replaced)."""
-    from .safeio import read_file
-
-    out = [e for e in sorted(os.listdir(outdir)) if e not in OUTPUT_ENTRIES]
-    for sub in ("graph", "legalized"):
-        d = outdir / sub
-        if d.is_dir() and not d.is_symlink():
-            out += [f"{sub}/{e}" for e in sorted(os.listdir(d)) if e not in _GRAPH_FILES]
-        elif d.exists() or d.is_symlink():
-            out.append(sub)
-    art = outdir / "artifacts"
-    if art.is_dir() and not art.is_symlink():
-        listed: set[str] = {"artifacts.json"}
-        try:
-            manifest = json.loads(read_file(art / "artifacts.json", what="artifacts.json", limit=1 << 20,
-                                            follow_symlinks=False))
-            listed |= {str(f) for f in manifest.get("files", [])} if isinstance(manifest, dict) else set()
-        except (HwmapError, ValueError, TypeError):
-            pass  # unreadable: only the files a manifest would list are hwmap's
-        for f in sorted(str(p.relative_to(art)) for p in art.rglob("*") if not p.is_dir() or p.is_symlink()):
-            if f not in listed:
-                out.append(f"artifacts/{f}")
-    elif art.exists() or art.is_symlink():
-        out.append("artifacts")
-    return out
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -8,6 +8,8 @@ bandwidth per layer at a frame rate and activation bit width (Fig. 3.18). With d
 measures activation sparsity and temporal sparsity (the temporal delta layer's view,
 Section 3.3).
 
+The records are :mod:`hwmap.profile_records`'s; what one row counts, :mod:`hwmap.profile_counts`.
+
 Layers (rows)
 -------------
 The graph's nodes are grouped into rows in topological order, the way the chapter counts the
@@ -106,200 +108,24 @@ a graph (the reference executor cannot run it): ``data`` raises
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .errors import ConfigError, GraphError
-from .graph import Graph, Node
-from .profile_rows import _JOINING_CATEGORIES, NORM_OPS, VIEW_OPS, LayerGroup, group_layers
+from .graph import Graph
+from .profile_counts import compute_part, layer_row, op_macs, per_sample, tensor_bits, unknown_row
+from .profile_records import InputProfile, LayerProfile, Profile, ProfileSettings, ProfileTotals
+from .profile_rows import VIEW_OPS, group_layers
 from .source import UnknownNode, require_known, unknown_nodes
-from .profile_table import summary as _summary
-from .profile_table import table as _table
 
 __all__ = [
     "profile", "Profile", "LayerProfile", "InputProfile", "ProfileTotals", "ProfileSettings",
-    "MAC_CONVENTIONS", "VIEW_OPS",
+    "MAC_CONVENTIONS", "VIEW_OPS", "group_layers",
 ]
 
 MAC_CONVENTIONS = ("conv_fc", "fvcore", "all")
-
-#: Bias slot of each compute op: counted in params, not in weights.
-_BIAS_SLOT = {"Conv": "B", "ConvTranspose": "B", "Gemm": "C"}
-
-#: BatchNormalization's running statistics: buffers, not parameters.
-_BN_BUFFERS = ("input_mean", "input_var")
-
-_WINDOW_POOLS = frozenset({"MaxPool", "AveragePool", "LpPool"})
-_GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
-
-
-# -- records -----------------------------------------------------------------------------
-@dataclass
-class LayerProfile:
-    """One row: a layer as the chapter counts them (see the module docstring).
-
-    ``index`` is 1-based (the chapter's layer numbers); ``kind`` is ``conv``, ``depthwise``,
-    ``pointwise``, ``fc``, ``matmul``, ``unknown`` or the head op's name in lower case;
-    ``nodes`` the graph nodes of the row, head first; ``post_ops`` the ops of the nodes that
-    joined it. ``unknown`` rows (a node hwmap cannot count, ``note`` says why) hold ``None``
-    for what was not counted (see the module docstring).
-    """
-
-    index: int
-    name: str
-    op: str
-    kind: str
-    nodes: list[str]
-    post_ops: list[str]
-    output: str
-    output_shape: list[int] | None
-    stride: list[int] | None
-    weights: int | None
-    params: int | None
-    macs: int | None
-    input_elements: int | None
-    output_elements: int | None
-    data_volume: int | None
-    data_volume_rel: float | None
-    act_bits: int
-    bandwidth_bps: float | None
-    weight_bits: int
-    weight_bytes: int | None
-    activation_sparsity: float | None = None
-    temporal_sparsity: float | None = None
-    unknown: bool = False
-    note: str | None = None
-    #: How many times per inference the row runs: an encoded graph's time steps for a row
-    #: computed per step (its macs, data volume and bandwidth count them all), else 1.
-    steps: int = 1
-    #: The row's input tensor (the head's first dynamic input) and, with data, its spatial
-    #: and temporal sparsity.
-    input: str = ""
-    input_sparsity: float | None = None
-    input_temporal_sparsity: float | None = None
-    #: With data, the compute node's MACs (per inference) whose activation operand is zero
-    #: (what a zero-skipping implementation would not do) or unchanged from the previous
-    #: frame (what a change-driven, delta implementation would not do); ``None`` for rows
-    #: without a Conv/Gemm/MatMul compute node.
-    zero_operand_macs: int | None = None
-    unchanged_operand_macs: int | None = None
-
-
-@dataclass
-class InputProfile:
-    """The network input stream: ``elements`` per sample over all graph inputs, at ``bits``."""
-
-    names: list[str]
-    shapes: list[list[int]]
-    elements: int
-    bits: int
-    bandwidth_bps: float
-
-
-@dataclass
-class ProfileTotals:
-    """Whole-network figures; ``peak_*`` name the row where the maximum occurs (first on ties).
-
-    Sums and peaks are over the rows that are counted; ``uncounted_nodes`` is how many are
-    not (unknown rows) and ``unknown_ops`` the ops hwmap does not know among them."""
-
-    layers: int
-    params: int
-    weights: int
-    weight_bytes: int
-    macs: int
-    macs_per_s: float
-    peak_bandwidth_layer: str
-    peak_bandwidth_bps: float
-    peak_data_volume_layer: str
-    peak_data_volume: int
-    peak_params_layer: str
-    peak_params: int
-    activation_sparsity: float | None = None
-    temporal_sparsity: float | None = None
-    uncounted_nodes: int = 0
-    unknown_ops: list[str] = field(default_factory=list)
-    zero_operand_macs: int | None = None
-    unchanged_operand_macs: int | None = None
-
-
-@dataclass
-class ProfileSettings:
-    """What the profile was computed with; ``samples`` is how many data samples ran."""
-
-    model: str
-    fps: float
-    act_bits: int
-    input_bits: int
-    weight_bits: int
-    macs: str
-    samples: int | None = None
-
-
-@dataclass
-class Profile:
-    """A network profile: per-layer ``rows``, the ``input`` stream, ``totals``, ``settings``,
-    and ``warnings``: one line each about what could not be counted (empty when all was)."""
-
-    rows: list[LayerProfile]
-    input: InputProfile
-    totals: ProfileTotals
-    settings: ProfileSettings
-    warnings: list[str] = field(default_factory=list)
-
-    def row(self, name: str) -> LayerProfile:
-        """The row named ``name`` (a compute node's name, or the head node of its row)."""
-        for r in self.rows:
-            if r.name == name:
-                return r
-        raise GraphError(f"profile of {self.settings.model!r} has no layer {name!r}")
-
-    def to_json(self) -> dict[str, Any]:
-        """Everything, as plain JSON types in a fixed key order (same profile, same dict)."""
-        return {
-            "format": "hwmap.profile",
-            "settings": asdict(self.settings),
-            "input": asdict(self.input),
-            "totals": asdict(self.totals),
-            "layers": [asdict(r) for r in self.rows],
-            "warnings": list(self.warnings),
-        }
-
-    def to_csv(self) -> str:
-        """One line per row, the fields of :class:`LayerProfile` as columns (lists joined by ``;``)."""
-        names = [f.name for f in fields(LayerProfile)]
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(names)
-        for r in self.rows:
-            w.writerow([_csv_cell(getattr(r, n)) for n in names])
-        return buf.getvalue()
-
-    def table(self) -> Any:
-        """A ``rich.table.Table`` of the rows, in human-readable units, totals as caption
-        (:func:`hwmap.profile_table.table`)."""
-        return _table(self)
-
-    def summary(self) -> str:
-        """The totals in one line of human-readable units."""
-        return _summary(self)
-
-    def render(self, console: Any) -> None:
-        """Print :meth:`table` on a ``rich.console.Console``."""
-        console.print(self.table())
-
-    def plot(self, path: str | Path) -> Path:
-        """Write a PNG of parameters, normalized data volume and bandwidth per layer
-        (Figs. 3.16-3.18); see :func:`hwmap.profile_plot.plot_profile`."""
-        from .profile_plot import plot_profile
-
-        return plot_profile(self, Path(path))
 
 
 # -- the profiler ------------------------------------------------------------------------
@@ -321,16 +147,16 @@ def profile(graph: Graph, *, fps: float = 30.0, act_bits: int = 8, input_bits: i
         require_known(graph, "measuring sparsity with data (--data)")
     batch = _batch(graph)
     groups = group_layers(graph)
-    in_elems = sum(_per_sample(graph.tensor(t).shape, batch) for t in graph.inputs)
-    in_bits = _tensor_bits(graph, graph.inputs[0], input_bits) if graph.inputs else input_bits
+    in_elems = sum(per_sample(graph.tensor(t).shape, batch) for t in graph.inputs)
+    in_bits = tensor_bits(graph, graph.inputs[0], input_bits) if graph.inputs else input_bits
     inp = InputProfile(
         names=list(graph.inputs), shapes=[list(graph.tensor(t).shape) for t in graph.inputs], elements=in_elems,
         bits=in_bits, bandwidth_bps=float(in_elems * in_bits * fps))
     unshaped = {t for u in unknown.values() for t in u.unshaped}
-    rows = [_unknown_row(graph, i + 1, g.members[0], unknown[g.members[0].name], unshaped, batch, in_elems, fps,
-                         act_bits, weight_bits)
+    rows = [unknown_row(graph, i + 1, g.members[0], unknown[g.members[0].name], unshaped, batch, in_elems, fps,
+                        act_bits, weight_bits)
             if g.members[0].name in unknown else
-            _row(graph, i + 1, g, batch, in_elems, fps, act_bits, weight_bits, macs) for i, g in enumerate(groups)]
+            layer_row(graph, i + 1, g, batch, in_elems, fps, act_bits, weight_bits, macs) for i, g in enumerate(groups)]
     _repeat_per_step_rows(graph, rows)
     samples = None
     if data is not None:
@@ -357,74 +183,6 @@ def _repeat_per_step_rows(graph: Graph, rows: list[LayerProfile]) -> None:
             r.bandwidth_bps = None if r.bandwidth_bps is None else r.bandwidth_bps * steps
 
 
-# -- one row -----------------------------------------------------------------------------
-def _row(graph: Graph, index: int, g: LayerGroup, batch: int, in_elems: int, fps: float, act_bits: int,
-         weight_bits: int, convention: str) -> LayerProfile:
-    from .ops import get_op
-
-    head = g.members[0]
-    compute = _compute_part(head)
-    is_compute = compute is not None
-    weights = bias = extra = 0
-    w_bits = weight_bits
-    if compute is not None:
-        weights, bias = _weights_and_bias(compute)
-        bias_slot = _BIAS_SLOT.get(compute.op)
-        quants = [q for k, q in sorted(compute.param_quant.items()) if k != bias_slot]
-        if quants:  # an annotated weight: its own bit width (mixed precision)
-            w_bits = int(quants[0].bits)
-    # post-ops: the members after the head, and the sub-nodes a fused head carries
-    post: list[Node] = list(head.fused[1:]) if head.fused else []
-    post += g.members[1:]
-    if not is_compute:
-        post = [head] + post
-    for p in post:
-        extra += sum(int(v.size) for k, v in p.params.items()
-                     if not (p.op == "BatchNormalization" and k in _BN_BUFFERS))
-    out_elems = sum(_per_sample(graph.tensor(t).shape, batch) for t in g.outputs)
-    head_inputs = head.inputs[:len(head.fused[0].inputs)] if head.fused else head.inputs
-    row_in = sum(_per_sample(graph.tensor(t).shape, batch) for t in head_inputs)
-    bits = _tensor_bits(graph, g.outputs[0], act_bits) if len(g.outputs) == 1 else act_bits
-    macs = 0
-    if compute is not None:
-        macs += _op_macs(graph, head, compute, batch)
-    for p in post:
-        macs += _extra_macs(graph, p, head, batch, convention, get_op(p.op).category)
-    strides = (compute or head).attr("strides")
-    return LayerProfile(
-        index=index, name=head.name, op=head.op, kind=_kind(graph, head, compute),
-        nodes=[m.name for m in g.members], post_ops=[p.op for p in post if p is not head],
-        output=g.outputs[0] if g.outputs else "", output_shape=list(graph.tensor(g.outputs[0]).shape),
-        stride=[int(s) for s in strides] if strides else None,
-        weights=weights, params=weights + bias + extra, macs=int(macs), input_elements=row_in,
-        output_elements=out_elems, data_volume=out_elems, data_volume_rel=out_elems / in_elems if in_elems else 0.0,
-        act_bits=bits, bandwidth_bps=float(out_elems * bits * fps), weight_bits=w_bits,
-        weight_bytes=math.ceil(weights * w_bits / 8), input=head_inputs[0] if head_inputs else "")
-
-
-def _unknown_row(graph: Graph, index: int, node: Node, u: UnknownNode, unshaped: set[str], batch: int,
-                 in_elems: int, fps: float, act_bits: int, weight_bits: int) -> LayerProfile:
-    """The row of a node hwmap cannot count: nothing about its work, what its shapes say."""
-
-    def elements(names: list[str]) -> int | None:
-        if any(t in unshaped for t in names):
-            return None
-        return sum(_per_sample(graph.tensor(t).shape, batch) for t in names)
-
-    out = node.outputs[0] if node.outputs else ""
-    out_elems = elements(node.outputs)
-    bits = _tensor_bits(graph, out, act_bits) if len(node.outputs) == 1 else act_bits
-    strides = node.attr("strides") if u.cause == "unknown_shape" else None  # a known op's own attribute
-    return LayerProfile(
-        index=index, name=node.name, op=node.op, kind="unknown", nodes=[node.name], post_ops=[], output=out,
-        output_shape=None if not out or out in unshaped else list(graph.tensor(out).shape),
-        stride=[int(s) for s in strides] if strides else None, weights=None, params=None, macs=None,
-        input_elements=elements(node.inputs), output_elements=out_elems, data_volume=out_elems,
-        data_volume_rel=out_elems / in_elems if out_elems is not None and in_elems else None, act_bits=bits,
-        bandwidth_bps=float(out_elems * bits * fps) if out_elems is not None else None, weight_bits=weight_bits,
-        weight_bytes=None, unknown=True, note=u.reason)
-
-
 def _warnings(unknown: list[UnknownNode]) -> list[str]:
     """One line per node whose op hwmap does not know, one for the nodes after them."""
     lines = [f"{u.describe()}: not counted (no MACs, no parameters)" for u in unknown if u.cause == "unknown_op"]
@@ -435,89 +193,6 @@ def _warnings(unknown: list[UnknownNode]) -> list[str]:
         lines.append(f"{len(after)} node(s) after them read tensors of unknown shape and are not counted either: "
                      f"{names}{more}")
     return lines
-
-
-def _compute_part(node: Node) -> Node | None:
-    """The node that carries the weights and MACs of a compute row, or ``None``."""
-    from .ops import get_op
-
-    if node.fused:
-        return node.fused[0]
-    if node.op in NORM_OPS:
-        return None
-    return node if get_op(node.op).category == "compute" else None
-
-
-def _weights_and_bias(node: Node) -> tuple[int, int]:
-    bias_slot = _BIAS_SLOT.get(node.op)
-    weights = sum(int(v.size) for k, v in node.params.items() if k != bias_slot)
-    bias = int(node.params[bias_slot].size) if bias_slot in node.params else 0
-    return weights, bias
-
-
-def _op_macs(graph: Graph, head: Node, compute: Node, batch: int) -> int:
-    """The compute node's MACs per sample, by its op's own definition.
-
-    Shapes are handed over with the batch dimension set to 1, so the count is per sample
-    whatever the graph's batch."""
-    from .ops import get_op
-
-    n_in = len(compute.inputs)
-    in_shapes = [_one(graph.tensor(t).shape, batch) for t in head.inputs[:n_in]]
-    out_shapes = [_one(graph.tensor(head.outputs[0]).shape, batch)] if head is not compute else \
-        [_one(graph.tensor(t).shape, batch) for t in compute.outputs]
-    opdef = get_op(compute.op, where=f"node {head.name!r}")
-    if opdef.macs is None:
-        return 0
-    return int(opdef.macs(compute, in_shapes, out_shapes))
-
-
-def _extra_macs(graph: Graph, node: Node, head: Node, batch: int, convention: str, category: str) -> int:
-    """MACs a non-compute node adds under ``convention`` (see the module docstring)."""
-    if convention == "conv_fc":
-        return 0
-    # a fused sub-node's own tensors may be gone from the graph: it keeps the fused node's shape
-    def shape(t: str) -> tuple[int, ...]:
-        return graph.tensors[t].shape if t in graph.tensors else graph.tensor(head.outputs[0]).shape
-
-    in_elems = _per_sample(shape(node.inputs[0]), batch) if node.inputs else 0
-    out_elems = _per_sample(shape(node.outputs[0]), batch) if node.outputs else 0
-    op = node.op
-    if convention == "fvcore":
-        if op == "BatchNormalization":
-            return 2 * in_elems
-        if op in NORM_OPS:
-            return 5 * in_elems
-        if op == "GlobalAveragePool":
-            return in_elems
-        if op == "Resize":
-            mode = node.attr("mode", "nearest")
-            return out_elems * (4 if mode == "linear" else 1 if mode == "nearest" else 0)
-        return 0
-    # "all"
-    if op in _WINDOW_POOLS:
-        return out_elems * math.prod(node.attr("kernel_shape", [1]))
-    if op in _GLOBAL_POOLS or op.startswith("Reduce"):
-        return in_elems
-    if op in NORM_OPS or category in _JOINING_CATEGORIES:
-        return out_elems
-    return 0
-
-
-def _kind(graph: Graph, head: Node, compute: Node | None) -> str:
-    if compute is None:
-        return head.op.lower()
-    if compute.op == "Conv":
-        group = int(compute.attr("group", 1))
-        w = compute.params.get("W")
-        cin = graph.tensor(head.inputs[0]).shape[1] if head.inputs else 0
-        if group > 1 and group == cin:
-            return "depthwise"
-        kernel = compute.attr("kernel_shape") or (list(w.shape[2:]) if w is not None else [])
-        return "pointwise" if kernel and all(int(k) == 1 for k in kernel) else "conv"
-    if compute.op == "Gemm" or compute.op == "MatMul" and compute.params:
-        return "fc"
-    return compute.op.lower()
 
 
 # -- sparsity ----------------------------------------------------------------------------
@@ -540,9 +215,9 @@ def _measure_sparsity(graph: Graph, rows: list[LayerProfile], data: np.ndarray, 
             r.input_sparsity, r.input_temporal_sparsity = inp.zeros, inp.unchanged
         node = m.nodes.get(r.name)
         head = graph.node(r.name) if node is not None else None
-        compute = _compute_part(head) if head is not None else None
+        compute = compute_part(head) if head is not None else None
         if node is not None and head is not None and compute is not None:
-            macs = _op_macs(graph, head, compute, batch) * r.steps
+            macs = op_macs(graph, head, compute, batch) * r.steps
             r.zero_operand_macs = round(macs * node.zero_operand_macs)
             r.unchanged_operand_macs = None if node.unchanged_operand_macs is None else \
                 round(macs * node.unchanged_operand_macs)
@@ -614,28 +289,3 @@ def _batch(graph: Graph) -> int:
         raise GraphError(f"graph {graph.name!r} has no input to profile")
     shape = graph.tensor(graph.inputs[0]).shape
     return int(shape[0]) if shape else 1
-
-
-def _per_sample(shape: tuple[int, ...], batch: int) -> int:
-    """Elements of a tensor per sample: its size without a leading batch dimension."""
-    if shape and shape[0] == batch:
-        return math.prod(shape[1:])
-    return math.prod(shape)
-
-
-def _one(shape: tuple[int, ...], batch: int) -> tuple[int, ...]:
-    """``shape`` with its batch dimension set to 1."""
-    return (1,) + tuple(shape[1:]) if shape and shape[0] == batch else tuple(shape)
-
-
-def _tensor_bits(graph: Graph, name: str, default: int) -> int:
-    q = graph.tensor(name).quant
-    return int(q.bits) if q is not None else default
-
-
-def _csv_cell(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, list):
-        return ";".join(str(x) for x in v)
-    return v

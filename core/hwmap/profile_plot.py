@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .errors import HwmapError
 
 if TYPE_CHECKING:
-    from .profile import Profile
+    from .profile_records import Profile
 
 __all__ = ["plot_profile"]
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .text import markup_escape
 
 if TYPE_CHECKING:
-    from .profile import Profile
+    from .profile_records import Profile
 
 __all__ = ["table", "summary", "si", "bitrate"]
 

@@ -33,7 +33,9 @@ operands count as changed.
 
 The measurement travels to a target's estimate through ``Simulation.activity`` under
 :data:`ACTIVITY_KEY` (the flow puts it there, :func:`from_activity` reads it back), where
-:func:`skip_savings` turns it into what skipping would save on the target's own layers.
+:func:`skip_savings` turns it into what skipping would save on the target's own layers, and
+:func:`record_skip_savings` writes that into the KPI record in the one vocabulary every target
+uses (:data:`SKIP_RESOURCES`, :data:`SKIP_ASSUMPTION`).
 """
 
 from __future__ import annotations
@@ -46,15 +48,23 @@ import numpy as np
 
 from .errors import DataError, GraphError
 from .graph import Graph, Node, QuantAnnotation
-from .kpi import KPIs
+from .kpi import Assumption, KPIs
 from .ops import get_op
 
 __all__ = ["ACTIVITY_KEY", "TensorSparsity", "NodeSparsity", "SparsityMeasurement", "SkipSavings", "measure",
-           "from_activity", "skip_savings"]
+           "from_activity", "skip_savings", "record_skip_savings", "SKIP_RESOURCES", "SKIP_ASSUMPTION"]
 
 #: The key of ``Simulation.activity`` (and of the estimate hook's ``activity``) holding a
 #: :class:`SparsityMeasurement`.
 ACTIVITY_KEY = "sparsity"
+
+#: The KPI record's ``resources`` (per inference, over the measured layers) and each measured
+#: layer's: the MACs whose activation operand is zero / unchanged from the previous frame (what
+#: a zero-skipping / change-driven engine would not compute) and, where a target's energy
+#: scales with MACs, the energy of those MACs. The same names as the profiler's columns.
+SKIP_RESOURCES = ("zero_operand_macs", "unchanged_operand_macs", "zero_operand_energy_j", "unchanged_operand_energy_j")
+#: The key of the KPI record's ``assumptions`` that says what skipping would save, in a sentence.
+SKIP_ASSUMPTION = "sparsity.skipping"
 
 #: Bytes of activations one ``run`` call may hold (``collect`` keeps every tensor).
 _RUN_BUDGET_BYTES = 64 * 2**20
@@ -181,6 +191,30 @@ def skip_savings(kpis: KPIs, activity: Mapping[str, Any] | None, energy_kinds: I
             unchanged += ops * u
             unchanged_e += energy * u
     return SkipSavings(macs, zero, unchanged, zero_e, unchanged_e, tuple(covered), tuple(missing), m.samples)
+
+
+def record_skip_savings(kpis: KPIs, activity: Mapping[str, Any] | None, *, describe: Callable[[SkipSavings], str],
+                        source: str, energy_kinds: Iterable[str] = (), unmeasured: str = "") -> SkipSavings | None:
+    """:func:`skip_savings` on ``kpis``, written into the record: its ``resources`` gain the
+    zero and unchanged operand MACs (:data:`SKIP_RESOURCES`; the energies only where
+    ``energy_kinds`` is given) and ``assumptions[SKIP_ASSUMPTION]`` the sentence
+    ``describe(savings)`` with ``source``. Without a measurement the assumption says
+    ``not measured (no --data)``, followed by ``unmeasured`` (what that means on the target),
+    and ``None`` is returned. The headline figures are not changed."""
+    kinds = tuple(energy_kinds)
+    s = skip_savings(kpis, activity, kinds)
+    if s is None:
+        kpis.assumptions[SKIP_ASSUMPTION] = Assumption(
+            "not measured (no --data)" + (f": {unmeasured}" if unmeasured else ""), "", "hwmap.sparsity")
+        return None
+    zero_macs, unchanged_macs, zero_j, unchanged_j = SKIP_RESOURCES
+    kpis.resources[zero_macs] = s.zero_operand_macs
+    kpis.resources[unchanged_macs] = s.unchanged_operand_macs
+    if kinds:
+        kpis.resources[zero_j] = s.zero_energy_j
+        kpis.resources[unchanged_j] = s.unchanged_energy_j
+    kpis.assumptions[SKIP_ASSUMPTION] = Assumption(describe(s), "", source)
+    return s
 
 
 # -- the meter ---------------------------------------------------------------------------------

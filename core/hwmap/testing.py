@@ -51,29 +51,27 @@ first :data:`PROBE_SAMPLES` samples.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import re
 import shutil
 import tempfile
-import traceback
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
-from pydantic import BaseModel
 
-from .config import load_target, read_toml, schema_for
-from .constants import UNSOURCED
+from .config import load_target
 from .data import Dataset, load_data
-from .errors import ConfigError, DoesNotFitError, HwmapError
+from .errors import DoesNotFitError, HwmapError, describe_error
 from .graph import Graph
 from .kpi import KPIs
 from .registry import get_registry
-from .target import Artifacts, FidelityClaim, Simulation, TargetConfig, TargetSpec
-from .tomlwrite import dumps_toml
+from .target import TargetSpec
+from .testing_artifacts import (check_artifacts_needed, check_artifacts_swapped, check_determinism, check_manifest,
+                                other_weights, simulate)
+from .testing_config import BOGUS_KEY, check_configs, check_registration
+from .testing_fidelity import REL_RMS_FLOOR, TOP1_FLOOR, check_fidelity, check_output
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -81,8 +79,6 @@ if TYPE_CHECKING:
 __all__ = ["check_target", "assert_conforms", "conformance_test", "registered", "BOGUS_KEY", "TOP1_FLOOR",
            "REL_RMS_FLOOR", "RANDOM_SAMPLES", "PROBE_SAMPLES", "other_weights"]
 
-#: The key the suite adds to a preset to see it rejected.
-BOGUS_KEY = "hwmap_conformance_unknown_key"
 #: Random inputs simulated when no data is given. Enough that one arg-max flip between two
 #: near-tied logits of a classifier on noise (1/8 with 8 samples: analog_imc:default on
 #: zoo:digits_cnn) does not take the top-1 agreement below :data:`TOP1_FLOOR`.
@@ -90,32 +86,6 @@ RANDOM_SAMPLES = 64
 #: Samples simulated by the checks that the simulation depends on the artifacts (exact
 #: comparisons: a few samples decide them).
 PROBE_SAMPLES = 16
-
-# The floor every target's simulation must reach, whatever it claims. Measured on every
-# sample the suite simulates (zoo:digits: 360; random: 64), top-1 agreement / relative RMS
-# error against the float reference model:
-#
-#   target (preset)             digits_cnn, digits   digits_mlp, digits   chapter_cnn, random
-#   toy_cpu (int8 weights)      1.000 / 0.0053       1.000 / 0.0063       0.0132
-#   analog_imc:default          0.997 / 0.0056       1.000 / 0.0059       0.0119
-#   analog_imc:chapter-fig3.13  0.994 / 0.045        1.000 / 0.028        0.048
-#   analog_imc:isaac-like       1.000 / 0.00002      1.000 / 0.00002      0.00004
-#
-# and zoo:digits_cnn on random images: 0.984 (toy_cpu), 1.000 (analog_imc:default; 0.875 on
-# 8 images), 0.969 (chapter-fig3.13). Wrong outputs measure: zeros 1.0; the reference rolled
-# by one sample 0.69 on chapter_cnn (a roll along any one axis: 0.68-1.63) and 1.2-1.35 on
-# the digits models, whose top-1 agreement then falls to chance (0.10; classes permuted:
-# 0.00); every sample given the mean output 0.48. For scale, chapter_cnn's weights rounded
-# per tensor to 6 bits give 0.040, to 4 bits 0.26.
-#: Top-1 agreement with the reference model, on classifier-shaped outputs (2-D, classes > 1).
-TOP1_FLOOR = 0.9
-#: ``||sim - ref|| / ||ref||`` on any other output: 7.5x above what an honest 8-bit target
-#: measures (0.0132), 2x above the coarsest shipped preset (0.048), and 4.8x below the
-#: closest wrong output measured (the mean output, 0.48; a permutation, 0.68; zeros, 1.0):
-#: about the geometric middle between the honest 8-bit targets and the wrong outputs.
-REL_RMS_FLOOR = 0.1
-#: How a config source reads when the file gave a value without one (hwmap.config).
-_UNSOURCED = re.compile("^" + re.escape(UNSOURCED).replace(re.escape("{}"), "(?P<file>.+)") + "$")
 
 
 def check_target(kind: str, *, model: str = "zoo:chapter_cnn", data: str | None = None, preset: str = "default",
@@ -136,8 +106,8 @@ def check_target(kind: str, *, model: str = "zoo:chapter_cnn", data: str | None 
         spec = get_registry().spec(kind)
     except HwmapError as e:
         return [f"registration: {e}"]
-    failures += _check_registration(spec)
-    failures += _check_configs(spec, tmp_path)
+    failures += check_registration(spec)
+    failures += check_configs(spec, tmp_path)
     if preset not in spec.presets:
         return failures + [f"preset {preset!r} to compile with does not exist (presets: "
                            f"{', '.join(sorted(spec.presets)) or 'none'})"]
@@ -196,99 +166,6 @@ def registered(*plugins: Any, autoload: bool = False) -> Iterator["Registry"]:
             os.environ[AUTOLOAD_ENV] = previous
 
 
-# -- 1. registration -----------------------------------------------------------------------------
-def _check_registration(spec: TargetSpec) -> list[str]:
-    out = []
-    if not isinstance(spec.description, str) or not spec.description.strip():
-        out.append("registration: the kind has no description")
-    model = spec.config_model
-    if not (isinstance(model, type) and issubclass(model, BaseModel)):
-        out.append(f"registration: config model {model!r} is not a pydantic model")
-        return out
-    if not issubclass(model, TargetConfig) and model.model_config.get("extra") != "forbid":
-        out.append(f"registration: config model {model.__name__} accepts unknown keys "
-                   "(subclass hwmap.TargetConfig or set extra='forbid')")
-    for name, info in model.model_fields.items():
-        if name in ("kind", "name"):
-            out.append(f"registration: config model field {name!r} clashes with the config file's own {name!r} key")
-        ann = info.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            if ann.model_config.get("extra") != "forbid":
-                out.append(f"registration: config table [{name}] ({ann.__name__}) accepts unknown keys "
-                           "(derive it from hwmap.ConfigSection)")
-            if ann.model_config.get("allow_inf_nan", True):
-                out.append(f"registration: config table [{name}] ({ann.__name__}) accepts inf and nan "
-                           "(derive it from hwmap.ConfigSection)")
-    if "default" not in spec.presets:
-        out.append(f"registration: no 'default' preset (presets: {', '.join(sorted(spec.presets)) or 'none'}); "
-                   "compare and demo use it")
-    return out
-
-
-# -- 2. configs ---------------------------------------------------------------------------------------
-def _check_configs(spec: TargetSpec, tmp_path: Path) -> list[str]:
-    out = []
-    kind = spec.kind
-    reported: set[str] = set()  # files whose unsourced values are reported (presets extend each other)
-    for name in sorted(spec.presets):
-        ref = f"{kind}:{name}"
-        try:
-            t = load_target(ref)
-        except Exception as e:
-            out.append(f"preset {ref}: does not load: {_one_line(e)}")
-            continue
-        if t.kind != kind:
-            out.append(f"preset {ref}: declares kind {t.kind!r}")
-        out += _check_sources(ref, t.sources, reported)
-    try:
-        json.dumps(schema_for(kind))
-    except Exception as e:
-        out.append(f"schema: hwmap schema {kind} fails: {_one_line(e)}")
-    if "default" not in spec.presets:
-        return out
-    try:
-        base = read_toml(spec.presets["default"])
-    except Exception as e:
-        return out + [f"preset {kind}:default: cannot be read: {_one_line(e)}"]
-    bad = copy.deepcopy(base)
-    bad[BOGUS_KEY] = 1
-    cases = [(BOGUS_KEY, bad)]
-    # every table the schema describes with its own model (a free-form dict table may take any key)
-    fields = spec.config_model.model_fields
-    for table in sorted(base):
-        ann = fields[table].annotation if table in fields else None
-        if isinstance(base[table], dict) and isinstance(ann, type) and issubclass(ann, BaseModel):
-            bad = copy.deepcopy(base)
-            bad[table][BOGUS_KEY] = 1
-            cases.append((f"{table}.{BOGUS_KEY}", bad))
-    for i, (key, doc) in enumerate(cases):
-        p = tmp_path / f"wrong-key-{i}.toml"
-        p.write_text(dumps_toml(doc))
-        try:
-            load_target(str(p))
-        except ConfigError as e:
-            if key not in str(e):
-                out.append(f"config: the error for an unknown key {key!r} does not name it: {e}")
-        except Exception as e:
-            out.append(f"config: an unknown key {key!r} raises {type(e).__name__}, not ConfigError: {_one_line(e)}")
-        else:
-            out.append(f"config: an unknown key {key!r} in a copy of the default preset is accepted")
-    return out
-
-
-def _check_sources(ref: str, sources: dict[str, str], reported: set[str]) -> list[str]:
-    """One line per file of preset ``ref`` (itself or one it extends) that sets values without
-    a source, naming the keys; a file already in ``reported`` is not reported again."""
-    by_file: dict[str, list[str]] = {}
-    for path in sorted(sources):
-        unsourced = _UNSOURCED.match(sources[path])
-        if unsourced and unsourced["file"] not in reported:
-            by_file.setdefault(unsourced["file"], []).append(path)
-    reported.update(by_file)
-    return [f"preset {ref}: {len(keys)} value{'s' if len(keys) > 1 else ''} set in {file} without a source: "
-            f"{', '.join(keys)} (write key = {{ value = ..., source = \"...\" }})" for file, keys in by_file.items()]
-
-
 # -- 3.–7. the flow ---------------------------------------------------------------------------------
 def _check_flow(spec: TargetSpec, *, model: str, data: str | None, preset: str, tmp_path: Path) -> list[str]:
     from .execute import run
@@ -314,10 +191,10 @@ def _check_flow(spec: TargetSpec, *, model: str, data: str | None, preset: str, 
         except DoesNotFitError as e:
             return [f"compile: {model} does not fit {ref}: {'; '.join(e.violations) or e}"]
         except Exception as e:
-            return [f"compile: {model} on {ref} fails: {_one_line(e)}"]
+            return [f"compile: {model} on {ref} fails: {describe_error(e)}"]
     out: list[str] = []
-    out += _check_determinism(dirs[0], dirs[1])
-    out += _check_manifest(dirs[0] / "artifacts")
+    out += check_determinism(dirs[0], dirs[1])
+    out += check_manifest(dirs[0] / "artifacts")
     out += _check_kpis(results[0].kpis, dirs[0], kind=kind, model=model, with_data=data is not None)
 
     # simulate from disk only: move the directory so nothing can point at where it was built
@@ -326,234 +203,21 @@ def _check_flow(spec: TargetSpec, *, model: str, data: str | None, preset: str, 
     shutil.move(str(dirs[0]), str(moved))
     shutil.rmtree(dirs[1], ignore_errors=True)
     try:
-        sim = _simulate(moved, scored)
+        sim = simulate(moved, scored)
         # with data, each compile simulated already: compare with those instead of a 4th run
-        runs = [r.simulation for r in results if r.simulation is not None] or [_simulate(moved, scored)]
+        runs = [r.simulation for r in results if r.simulation is not None] or [simulate(moved, scored)]
     except Exception as e:
-        return out + [f"simulate: hwmap simulate on the compiled directory fails: {_one_line(e)}"]
+        return out + [f"simulate: hwmap simulate on the compiled directory fails: {describe_error(e)}"]
     reference = run(graph, inputs)
     for name in graph.outputs:
-        out += _check_output(name, sim, reference[name], runs, after_compile=data is not None)
+        out += check_output(name, sim, reference[name], runs, after_compile=data is not None)
     comparable = {k: v for k, v in reference.items() if k in sim.outputs and np.shape(sim.outputs[k]) == v.shape
                   and np.all(np.isfinite(np.asarray(sim.outputs[k], dtype=np.float64)))}
-    out += _check_fidelity(comparable, sim.outputs, spec.fidelity,
-                           lambda: run(Graph.load(moved / "legalized"), inputs, quantized=True))
+    out += check_fidelity(comparable, sim.outputs, spec.fidelity,
+                          lambda: run(Graph.load(moved / "legalized"), inputs, quantized=True))
     probe = dataset.head(PROBE_SAMPLES)
-    out += _check_artifacts_needed(moved, probe, tmp_path)
-    out += _check_artifacts_swapped(moved, graph, probe, ref, tmp_path, calibrate=data is not None)
-    return out
-
-
-def _simulate(outdir: Path, data: Dataset) -> Simulation:
-    from .flow import simulate_dir
-
-    return simulate_dir(outdir, data).simulation
-
-
-def _check_output(name: str, sim: Simulation, reference: np.ndarray, runs: list[Simulation],
-                  after_compile: bool) -> list[str]:
-    """Shape, finiteness and repeatability of one simulated output; empty when all hold."""
-    if name not in sim.outputs:
-        return [f"simulate: output {name!r} missing (got: {', '.join(sorted(sim.outputs)) or 'none'})"]
-    got = np.asarray(sim.outputs[name])
-    if got.shape != reference.shape:
-        return [f"simulate: output {name!r} has shape {list(got.shape)}, the reference model's {list(reference.shape)}"]
-    out = []
-    if not np.all(np.isfinite(got.astype(np.float64))):
-        out.append(f"simulate: output {name!r} holds NaN or infinite values")
-    others = [np.asarray(r.outputs[name]) for r in runs if name in r.outputs]
-    if any(not np.array_equal(o, others[0]) for o in others[1:]):
-        out.append(f"simulate: output {name!r} differs between two runs on the same data (not deterministic)")
-    elif others and not np.array_equal(others[0], got):
-        out.append(f"simulate: output {name!r} read back from disk differs from the simulation run right after "
-                   "compile" if after_compile else
-                   f"simulate: output {name!r} differs between two runs on the same data (not deterministic)")
-    return out
-
-
-# -- 5. fidelity ------------------------------------------------------------------------------------
-def _check_fidelity(reference: dict[str, np.ndarray], simulated: dict[str, np.ndarray],
-                    claim: FidelityClaim | None, quantized_reference: Callable[[], dict[str, np.ndarray]]) -> list[str]:
-    """The suite's floor and the target's claim on every output in ``reference`` (outputs
-    of the reference's shape, finite); ``quantized_reference`` is computed only when the
-    target claims ``bit_exact``."""
-    claim = claim or FidelityClaim()
-    out = []
-    for name, ref in reference.items():
-        r, s = np.asarray(ref, dtype=np.float64), np.asarray(simulated[name], dtype=np.float64)
-        if r.ndim == 2 and r.shape[1] > 1:
-            agree = float(np.mean(np.argmax(s, axis=1) == np.argmax(r, axis=1))) if len(r) else 1.0
-            for bound, whose in ((TOP1_FLOOR, "the suite's floor"), (claim.top1_agreement, "claimed at registration")):
-                if bound is not None and agree < bound:
-                    out.append(f"fidelity: output {name!r} top-1 agreement with the reference model {agree:.4f} "
-                               f"({len(r)} samples) is below {bound:g} ({whose})")
-        else:
-            rel = _ratio(float(np.linalg.norm(s - r)), float(np.linalg.norm(r)))
-            if rel > REL_RMS_FLOOR:
-                out.append(f"fidelity: output {name!r} relative RMS error ||sim - ref|| / ||ref|| = {rel:.4g} "
-                           f"({len(r)} samples) is above {REL_RMS_FLOOR:g} (the suite's floor)")
-        if claim.max_rel_error is not None and r.size:
-            rel_max = _ratio(float(np.max(np.abs(s - r))), float(np.max(np.abs(r))))
-            if rel_max > claim.max_rel_error:
-                out.append(f"fidelity: output {name!r} max|sim - ref| / max|ref| = {rel_max:.4g} is above "
-                           f"{claim.max_rel_error:g} (claimed at registration)")
-    if claim.bit_exact and reference:
-        try:
-            quantized = quantized_reference()
-        except Exception as e:  # a plugin's annotation that does not fit its tensor, an unreadable legalized/
-            return out + [f"fidelity: claims bit_exact, but the quantized reference cannot run the legalized graph: "
-                          f"{_one_line(e)}"]
-        for name in reference:
-            q, s = quantized[name], np.asarray(simulated[name])
-            if q.shape != s.shape or not np.array_equal(q, s):
-                differ = int(np.sum(q != s)) if q.shape == s.shape else q.size
-                worst = float(np.max(np.abs(q.astype(np.float64) - s))) if q.shape == s.shape else float("nan")
-                out.append(f"fidelity: output {name!r} differs from the quantized reference (the legalized graph, "
-                           f"annotations applied) in {differ} of {q.size} values, max |difference| {worst:.4g}; "
-                           "bound 0 (bit_exact claimed at registration)")
-    return out
-
-
-def _ratio(num: float, den: float) -> float:
-    """``num / den``, 0 when both are 0 and infinite when only ``den`` is."""
-    if den == 0:
-        return 0.0 if num == 0 else float("inf")
-    return num / den
-
-
-# -- 6. the simulation is a function of the artifacts ---------------------------------------------------
-def other_weights(graph: Graph, seed: int = 0) -> Graph:
-    """The same architecture with other weights: the values of every floating parameter
-    (ndim >= 1) of every compute node (fused ones included) shuffled by a seeded generator.
-
-    Shuffling keeps each tensor's shape, value distribution and scale, so the copy compiles
-    wherever the original does; with a per-axis ``param_quant`` annotation the values are
-    shuffled within each slice along its axis, so they stay on their slice's grid.
-    """
-    from .ops import get_op
-
-    rng = np.random.default_rng(seed)
-    g = graph.copy()
-    for node in g.nodes:
-        for sub in node.walk():
-            if get_op(sub.op, where=f"node {sub.name!r}").category != "compute":
-                continue
-            for slot in sorted(sub.params):
-                a = sub.params[slot]
-                if a.ndim < 1 or not np.issubdtype(a.dtype, np.floating):
-                    continue
-                q = sub.param_quant.get(slot)
-                axis = q.axis % a.ndim if q is not None and q.axis is not None else None
-                lead = np.moveaxis(a, axis, 0) if axis is not None else a.reshape(1, -1)
-                shuffled = np.stack([rng.permutation(row.ravel()).reshape(row.shape) for row in lead])
-                sub.params[slot] = np.ascontiguousarray(
-                    np.moveaxis(shuffled, 0, axis) if axis is not None else shuffled.reshape(a.shape))
-    return g
-
-
-def _check_artifacts_needed(moved: Path, probe: Dataset, tmp_path: Path) -> list[str]:
-    """With every file ``emit`` listed deleted (``artifacts.json`` kept), simulate must fail
-    with an :class:`HwmapError`: a simulator that still succeeds does not read them."""
-    gone = tmp_path / "artifacts-deleted"
-    shutil.rmtree(gone, ignore_errors=True)
-    shutil.copytree(moved, gone)
-    try:
-        listed = [str(f) for f in Artifacts.read(gone / "artifacts").files]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []  # the manifest check reports an unreadable artifacts.json
-    if not listed:
-        return []  # the manifest check reports an empty list
-    for f in listed:
-        (gone / "artifacts" / f).unlink(missing_ok=True)
-    try:
-        _simulate(gone, probe)
-    except HwmapError:
-        return []
-    except Exception as e:
-        return [f"artifacts: with the emitted files deleted simulate fails with {_one_line(e)}, "
-                "not an hwmap error naming the missing file"]
-    return [f"artifacts: simulate still succeeds with the {len(listed)} emitted files deleted "
-            f"({', '.join(listed)}): it does not read its artifacts"]
-
-
-def _check_artifacts_swapped(moved: Path, graph: Graph, probe: Dataset, ref: str, tmp_path: Path,
-                             calibrate: bool) -> list[str]:
-    """Simulating ``moved`` with the artifacts of the same model with other weights (compiled
-    into its own directory) swapped in must give exactly what that directory gives, or be
-    refused with an :class:`HwmapError`."""
-    from .compiledir import stamp
-    from .flow import compile_model
-
-    other = tmp_path / "other-weights"
-    shutil.rmtree(other, ignore_errors=True)
-    try:
-        compile_model(other_weights(graph), load_target(ref), other, data=probe if calibrate else None)
-        expected = _simulate(other, probe)
-    except Exception as e:
-        return [f"artifacts: the same model with other weights does not compile and simulate on {ref}: {_one_line(e)}"]
-    swapped = tmp_path / "artifacts-swapped"
-    shutil.rmtree(swapped, ignore_errors=True)
-    shutil.copytree(moved, swapped)
-    shutil.rmtree(swapped / "artifacts")
-    shutil.copytree(other / "artifacts", swapped / "artifacts")
-    stamp(swapped)  # past the core's digest check (it would refuse the swap): the target's simulator is judged
-    try:
-        got = _simulate(swapped, probe)
-    except HwmapError:
-        return []  # refused: the target checks that the artifacts belong to the graph
-    except Exception as e:
-        return [f"artifacts: with another model's artifacts swapped in simulate fails with {_one_line(e)}, "
-                "not an hwmap error naming the mismatch"]
-    out = []
-    for name in graph.outputs:
-        a, b = got.outputs.get(name), expected.outputs.get(name)
-        if a is not None and b is not None and np.shape(a) == np.shape(b):
-            if np.array_equal(a, b):
-                continue
-            worst = f"max |difference| {float(np.max(np.abs(np.asarray(a, np.float64) - b))):.4g}"
-        else:
-            worst = "output missing or of another shape"
-        out.append(f"artifacts: output {name!r} simulated with the artifacts of the same model with other weights "
-                   f"swapped in is not what that model's own directory gives ({worst}, bound 0): the simulation "
-                   "is not a function of the artifacts")
-    return out
-
-
-def _check_determinism(a: Path, b: Path) -> list[str]:
-    out = []
-    files_a = _files(a / "artifacts")
-    files_b = _files(b / "artifacts")
-    if files_a != files_b:
-        out.append(f"determinism: two compiles wrote different artifact files: "
-                   f"{sorted(set(files_a) ^ set(files_b))}")
-    for rel in sorted(set(files_a) & set(files_b)):
-        if (a / "artifacts" / rel).read_bytes() != (b / "artifacts" / rel).read_bytes():
-            out.append(f"determinism: artifacts/{rel} differs between two compiles of the same model")
-    for rel in ("kpis.json", "mapping.json"):
-        if (a / rel).exists() and (a / rel).read_bytes() != (b / rel).read_bytes():
-            out.append(f"determinism: {rel} differs between two compiles of the same model")
-    return out
-
-
-def _check_manifest(art: Path) -> list[str]:
-    manifest = art / "artifacts.json"
-    if not manifest.exists():
-        return ["artifacts: artifacts/artifacts.json is missing"]
-    try:
-        listed = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError, TypeError) as e:
-        return [f"artifacts: artifacts.json is not readable: {_one_line(e)}"]
-    if not isinstance(listed, list) or not listed:
-        return ["artifacts: emit returned no files"]
-    out = []
-    missing = [f for f in listed if not (art / str(f)).is_file()]
-    if missing:
-        out.append(f"artifacts: listed but not written: {', '.join(map(str, missing))}")
-    unlisted = sorted(set(_files(art)) - {str(f) for f in listed} - {"artifacts.json"})
-    if unlisted:
-        out.append(f"artifacts: written but not listed by emit: {', '.join(unlisted)}")
-    if len(set(map(str, listed))) != len(listed):
-        out.append("artifacts: a file is listed twice")
+    out += check_artifacts_needed(moved, probe, tmp_path)
+    out += check_artifacts_swapped(moved, graph, probe, ref, tmp_path, calibrate=data is not None)
     return out
 
 
@@ -574,18 +238,12 @@ def _check_kpis(kpis: KPIs, outdir: Path, *, kind: str, model: str, with_data: b
     try:
         on_disk = KPIs.from_json(json.loads((outdir / "kpis.json").read_text()))
     except Exception as e:
-        out.append(f"kpis: kpis.json cannot be read back: {_one_line(e)}")
+        out.append(f"kpis: kpis.json cannot be read back: {describe_error(e)}")
     else:
         if on_disk.dumps() != kpis.dumps():
             out.append("kpis: kpis.json does not round-trip to the record compile returned")
     return out
 
-
-# -- helpers ---------------------------------------------------------------------------------------
-def _files(root: Path) -> list[str]:
-    if not root.is_dir():
-        return []
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 def _random_data(graph: Graph) -> Dataset:
@@ -597,12 +255,3 @@ def _random_data(graph: Graph) -> Dataset:
     shape = graph.tensor(graph.inputs[0]).shape
     rng = np.random.default_rng(0)
     return Dataset(rng.random((RANDOM_SAMPLES, *shape[1:]), dtype=np.float32), None, "random")
-
-
-def _one_line(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}".replace("\n", " ")
-    if not isinstance(e, HwmapError):
-        tb = traceback.extract_tb(e.__traceback__)
-        if tb:
-            text += f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})"
-    return text

@@ -28,16 +28,6 @@ def mobilenet_720p() -> hwmap.Graph:
     return hwmap.load_model("zoo:mobilenet_v1", ParseOptions(input_shape=(1, 3, 720, 1280)))
 
 
-@pytest.fixture(scope="module")
-def digits_cnn() -> hwmap.Graph:
-    return hwmap.load_model("zoo:digits_cnn")
-
-
-@pytest.fixture(scope="module")
-def digits_x() -> np.ndarray:
-    return hwmap.load_data("zoo:digits").x
-
-
 # -- MobileNet V1 at 224×224 -------------------------------------------------------------
 def test_mobilenet_counts_match_reference(mobilenet: hwmap.Graph) -> None:
     p = profile(mobilenet)

@@ -12,16 +12,6 @@ from hwmap import DataError
 from hwmap.sparsity import ACTIVITY_KEY, SparsityMeasurement, from_activity, measure
 
 
-@pytest.fixture(scope="module")
-def digits_cnn() -> hwmap.Graph:
-    return hwmap.load_model("zoo:digits_cnn")
-
-
-@pytest.fixture(scope="module")
-def digits_x() -> np.ndarray:
-    return hwmap.load_data("zoo:digits").x
-
-
 def _ort_activations(n: int, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
     ort = pytest.importorskip("onnxruntime")
     import onnx

@@ -9,11 +9,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from ..errors import ModelError, error_line
 from ..limits import check_size
 from ..safeio import read_file
 
-__all__ = ["read_nir", "check_hdf5", "import_nir", "one_line"]
+__all__ = ["read_nir", "check_hdf5", "import_nir"]
 
 
 def read_nir(path: str | Path) -> Any:
@@ -34,7 +34,7 @@ def read_nir(path: str | Path) -> Any:
     try:
         f = h5py.File(io.BytesIO(data), "r")
     except Exception as e:
-        raise ModelError(f"not a readable NIR file (HDF5): {one_line(e)}", where=where) from None
+        raise ModelError(f"not a readable NIR file (HDF5): {error_line(e)}", where=where) from None
     with f:
         check_hdf5(f, where)
         if not isinstance(f.get("node"), h5py.Group):
@@ -47,7 +47,7 @@ def read_nir(path: str | Path) -> Any:
                     raise ValueError("its graph has a key 'type_check'")
                 return nir.dict2NIRNode({**tree, "type_check": type_check})
             except Exception as e:
-                problem = one_line(e)
+                problem = error_line(e)
     raise ModelError(f"not a readable NIR file: {problem}", where=where)
 
 
@@ -127,10 +127,3 @@ def import_nir() -> Any:
     except ImportError:
         raise ModelError("the NIR frontend needs the nir package: install hwmap[nir]") from None
     return nir
-
-
-def one_line(e: BaseException) -> str:
-    msg = " ".join(str(e).split())
-    if len(msg) > 300:
-        msg = msg[:297] + "..."
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__

@@ -44,7 +44,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
 
-from ..errors import HwmapError, ModelError
+from ..errors import HwmapError, ModelError, error_line
 from ..graph import Graph
 from ..hookspecs import hookimpl
 from ..limits import check_size, max_memory
@@ -301,9 +301,5 @@ def _import_torch() -> Any:
 
 
 def _one_line(e: BaseException) -> str:
-    if isinstance(e, HwmapError):
-        return str(e).replace("\n", " ")
-    msg = " ".join(str(e).split())
-    if len(msg) > 300:
-        msg = msg[:297] + "..."
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+    """An hwmap error's own message (it names what and where), any other as :func:`error_line`."""
+    return str(e).replace("\n", " ") if isinstance(e, HwmapError) else error_line(e)

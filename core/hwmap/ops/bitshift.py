@@ -96,14 +96,22 @@ def _int_param(node: Any, name: str, features: Shape, lo: int, hi: int, default:
 _MAX_REC = 2**31 - 1
 
 
+def _feature_param(node: Any, name: str, features: Shape, what: str) -> tuple[np.ndarray, int] | None:
+    """Parameter ``name`` as float64 and the feature count ``F``, or ``None`` when the node has
+    no such parameter; ``what`` (the parameter, in words) needs one feature axis."""
+    if name not in node.params:
+        return None
+    if len(features) != 1:
+        raise fail(node, f"{what} need one feature axis (batch, F); features are {list(features)}")
+    return np.asarray(node.params[name], np.float64), features[0]
+
+
 def _recurrent(node: Any, features: Shape) -> np.ndarray | None:
     """``w_rec`` as int64 ``F × F × synapses``, or ``None`` without recurrence."""
-    if "w_rec" not in node.params:
+    found = _feature_param(node, "w_rec", features, "recurrent weights")
+    if found is None:
         return None
-    w = np.asarray(node.params["w_rec"], np.float64)
-    if len(features) != 1:
-        raise fail(node, f"recurrent weights need one feature axis (batch, F); features are {list(features)}")
-    f = features[0]
+    w, f = found
     if w.ndim == 2:
         w = w[:, :, None]
     if w.ndim != 3 or w.shape[:2] != (f, f) or w.shape[2] not in (1, 2):
@@ -116,12 +124,10 @@ def _recurrent(node: Any, features: Shape) -> np.ndarray | None:
 
 def _aliases(node: Any, features: Shape) -> np.ndarray | None:
     """``aliases`` as int64 ``P × 2`` (source, target) pairs, or ``None`` without aliasing."""
-    if "aliases" not in node.params:
+    found = _feature_param(node, "aliases", features, "aliases")
+    if found is None:
         return None
-    a = np.asarray(node.params["aliases"], np.float64)
-    if len(features) != 1:
-        raise fail(node, f"aliases need one feature axis (batch, F); features are {list(features)}")
-    f = features[0]
+    a, f = found
     if a.ndim != 2 or a.shape[1] != 2:
         raise fail(node, f"parameter 'aliases' of shape {list(a.shape)}: must be [pairs, 2] (source, target)")
     bad = ~np.isfinite(a) | (a != np.round(a)) | (a < 0) | (a >= f)

@@ -53,6 +53,15 @@ class OnnxBuilder:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
 
+    @classmethod
+    def rgb(cls, model: str, input_shape: Sequence[int], *, seed: int) -> "OnnxBuilder":
+        """A builder for a network that takes RGB images: :class:`ModelError` unless
+        ``input_shape`` has 3 channels."""
+        if input_shape[1] != 3:
+            raise ModelError(f"input {list(input_shape)} has {input_shape[1]} channels, {model} takes 3 (RGB)",
+                             where=f"zoo:{model}")
+        return cls(model, input_shape, seed=seed)
+
     # -- helpers -----------------------------------------------------------------------------
     def _where(self, name: str) -> str:
         return f"zoo:{self.model} layer {name!r}"
@@ -125,6 +134,10 @@ class OnnxBuilder:
     def relu(self, x: str, name: str) -> str:
         return self._emit("Relu", name, [x], self.shapes[x])
 
+    def bn_relu(self, x: str, name: str) -> str:
+        """BatchNormalization ``NAME_bn`` then ReLU ``NAME_relu`` after layer ``NAME``."""
+        return self.relu(self.bn(x, f"{name}_bn"), f"{name}_relu")
+
     def add(self, a: str, b: str, name: str) -> str:
         """Element-wise sum of two tensors of the same shape (a residual connection)."""
         if self.shapes[a] != self.shapes[b]:
@@ -152,6 +165,10 @@ class OnnxBuilder:
         b = self._weight(name, weights, "B", (out_features,), k, "uniform")
         return self._emit("Gemm", name, [x, self._const(name, "W", wt), self._const(name, "B", b)],
                           (n, out_features), transB=1)
+
+    def pool_fc(self, x: str, classes: int) -> str:
+        """The classifier head: global average pool ``pool``, ``flatten``, fully connected ``fc``."""
+        return self.gemm(self.flatten(self.global_avg_pool(x, "pool"), "flatten"), "fc", classes)
 
     # -- result ------------------------------------------------------------------------------
     def build(self, output: str, *, output_name: str = "output", doc: str = "") -> onnx.ModelProto:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import onnx
 
-from ..errors import ModelError
 from ._builder import OnnxBuilder
 
 __all__ = ["INPUT_SHAPE", "BLOCKS", "build_mobilenet_v1"]
@@ -33,17 +32,10 @@ CLASSES = 1000
 
 def build_mobilenet_v1(input_shape: tuple[int, ...] = INPUT_SHAPE) -> onnx.ModelProto:
     """MobileNet V1 at any RGB input resolution (the FC layer follows a global pool)."""
-    if input_shape[1] != 3:
-        raise ModelError(f"input {list(input_shape)} has {input_shape[1]} channels, MobileNet V1 takes 3 (RGB)",
-                         where="zoo:mobilenet_v1")
-    b = OnnxBuilder("mobilenet_v1", input_shape, seed=SEED)
-    x = b.conv(b.input_name, "conv0", 32, 3, stride=2, pad=1, bias=False)
-    x = b.relu(b.bn(x, "conv0_bn"), "conv0_relu")
+    b = OnnxBuilder.rgb("mobilenet_v1", input_shape, seed=SEED)
+    x = b.bn_relu(b.conv(b.input_name, "conv0", 32, 3, stride=2, pad=1, bias=False), "conv0")
     for i, (channels, stride) in enumerate(BLOCKS, start=1):
-        x = b.depthwise(x, f"dw{i}", 3, stride=stride, pad=1)
-        x = b.relu(b.bn(x, f"dw{i}_bn"), f"dw{i}_relu")
-        x = b.conv(x, f"pw{i}", channels, 1, bias=False)
-        x = b.relu(b.bn(x, f"pw{i}_bn"), f"pw{i}_relu")
-    x = b.flatten(b.global_avg_pool(x, "pool"), "flatten")
-    x = b.gemm(x, "fc", CLASSES)
+        x = b.bn_relu(b.depthwise(x, f"dw{i}", 3, stride=stride, pad=1), f"dw{i}")
+        x = b.bn_relu(b.conv(x, f"pw{i}", channels, 1, bias=False), f"pw{i}")
+    x = b.pool_fc(x, CLASSES)
     return b.build(x, doc="MobileNet V1 1.0 (Howard et al. 2017), seeded weights, BN as separate nodes")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import onnx
 
-from ..errors import ModelError
 from ._builder import OnnxBuilder
 
 __all__ = ["INPUT_SHAPE", "STAGES", "build_resnet_small"]
@@ -30,12 +29,8 @@ CLASSES = 10
 
 def build_resnet_small(input_shape: tuple[int, ...] = INPUT_SHAPE) -> onnx.ModelProto:
     """Stem, three one-block stages, global pool, FC to 10 classes."""
-    if input_shape[1] != 3:
-        raise ModelError(f"input {list(input_shape)} has {input_shape[1]} channels, resnet_small takes 3 (RGB)",
-                         where="zoo:resnet_small")
-    b = OnnxBuilder("resnet_small", input_shape, seed=SEED)
-    x = b.conv(b.input_name, "stem", STAGES[0][0], 3, pad=1, bias=False)
-    x = b.relu(b.bn(x, "stem_bn"), "stem_relu")
+    b = OnnxBuilder.rgb("resnet_small", input_shape, seed=SEED)
+    x = b.bn_relu(b.conv(b.input_name, "stem", STAGES[0][0], 3, pad=1, bias=False), "stem")
     for s, (channels, stride) in enumerate(STAGES, start=1):
         p = f"s{s}"
         y = b.conv(x, f"{p}_conv1", channels, 3, stride=stride, pad=1, bias=False)
@@ -45,6 +40,5 @@ def build_resnet_small(input_shape: tuple[int, ...] = INPUT_SHAPE) -> onnx.Model
         if stride != 1 or b.shapes[x][1] != channels:
             shortcut = b.bn(b.conv(x, f"{p}_proj", channels, 1, stride=stride, bias=False), f"{p}_proj_bn")
         x = b.relu(b.add(y, shortcut, f"{p}_add"), f"{p}_relu2")
-    x = b.flatten(b.global_avg_pool(x, "pool"), "flatten")
-    x = b.gemm(x, "fc", CLASSES)
+    x = b.pool_fc(x, CLASSES)
     return b.build(x, doc="Small ResNet (He et al. 2016 basic blocks, projection shortcuts), seeded weights")
