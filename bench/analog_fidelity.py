@@ -165,6 +165,23 @@ def table(args: argparse.Namespace) -> None:
                       flush=True)
 
 
+def column_gain(program: Any, kernel: LayerKernel, u: np.ndarray) -> float:
+    """Mean over the layer's columns of how many shifts lower a column's own range would be
+    than its block's (the ADC bits per-column full scales would gain on these inputs)."""
+    top = 2.0**program.config.adc_bits - 1
+    gains = []
+    planes, cpf = kernel.rec.planes, kernel.rec.cols_per_filter
+    for s in kernel.stacks:
+        sub = u[s.groups][:, :, :, s.row_start:s.row_start + s.row_count].reshape(len(s.blocks), -1, s.row_count)
+        sh = (kernel.dac * np.arange(planes)).reshape(1, planes, 1, 1)
+        d = ((sub[:, None] >> sh) & (2**kernel.dac - 1)).astype(np.float64).reshape(len(s.blocks), -1, s.row_count)
+        cols = np.matmul(d, s.levels.astype(np.float64)).reshape(len(s.blocks), planes, -1, s.filter_count, cpf)
+        own = np.ceil(np.log2(np.maximum(cols.max(axis=2) / top, 1.0)))  # (nb, planes, fc, cpf)
+        block = np.stack([program.adc[b].shifts for b in s.blocks]).astype(np.float64)[:, :, None, :]
+        gains.append((block - own).reshape(-1))
+    return float(np.mean(np.concatenate(gains)))
+
+
 def layers(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as d:
         r = compile_run(args.model, args.preset, args.seed, Path(d), args.sets)
@@ -175,7 +192,7 @@ def layers(args: argparse.Namespace) -> None:
     env = run(legal, {legal.inputs[0]: x}, quantized=True, collect=True)
     exact = replace(program, config=replace(program.config, adc_bits=40))
     exact.adc = [AdcRec(a.block, 40, np.zeros_like(a.shifts)) for a in program.adc]
-    print(f"{'layer':28s} rows  shift(max)  adc_round  adc_clip   act_q     signal_sd  clipped")
+    print(f"{'layer':28s} rows  shift(max)  adc_round  adc_clip   act_q     signal_sd  clipped  column_gain")
     for lid, lay in enumerate(program.layers):
         u = input_codes(lay, env[program.tensors[lay.input].name])
         k_adc, k_exact = LayerKernel(program, lid), LayerKernel(exact, lid)
@@ -190,7 +207,7 @@ def layers(args: argparse.Namespace) -> None:
         shifts = max(int(program.adc[b].shifts.max()) for b, blk in enumerate(program.blocks) if blk.layer == lid)
         sd = float(np.std(ref * scale))
         print(f"{lay.name[:28]:28s} {lay.rows:4d}  {shifts:5d}      {rms(rounded - ref):.2e}  {rms(acc - rounded):.2e}"
-              f"  {act:.2e}  {sd:.2e}  {clipped}")
+              f"  {act:.2e}  {sd:.2e}  {clipped:7d}  {column_gain(program, k_adc, u):.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -205,9 +222,9 @@ def main(argv: list[str] | None = None) -> None:
     lay.add_argument("preset")
     lay.add_argument("--seed", type=int, default=0)
     for p in (t, lay):
-        p.add_argument("--set", dest="sets", nargs="*", default=[], help="section.key=int overrides")
+        p.add_argument("--set", dest="sets", nargs="*", default=[], help="section.key=value overrides (TOML values, as --set)")
     args = ap.parse_args(argv)
-    args.sets = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in args.sets}
+    args.sets = dict(kv.split("=", 1) for kv in args.sets)
     table(args) if args.cmd == "table" else layers(args)
 
 
