@@ -5,9 +5,9 @@ the error of one run comes from, layer by layer.
     .venv/bin/python bench/analog_fidelity.py layers MODEL PRESET [--seed 0]
 
 Each run: ``N = 360`` inputs (zoo:digits for the digits models, else seeded U(0, 1) images at
-the model's input shape), legalize → map → emit with the first 90 as calibration data →
+the model's input shape, for the torch convnets times a U(0, 2) gain per image and channel), legalize → map → emit with the first 90 as calibration data →
 simulate the last 270; the reference is onnxruntime on the ONNX model (for the torch convnet
-below, its ``torch.onnx.export``). Printed per run: top-1 agreement of the simulation with
+in tests/analog_imc/hidden_convnets.py, their ``torch.onnx.export``). Printed per run: top-1 agreement of the simulation with
 onnxruntime, and of hwmap's shared fake-quantized reference of the same legalized graph
 (``hwmap.execute.run(..., quantized=True)``: weight and activation quantization, no ADC) —
 the difference between the two is what the ADCs cost.
@@ -48,43 +48,12 @@ MODELS = {  # name: (source, input shape or None for the zoo default, data)
     "chapter_cnn": ("zoo:chapter_cnn", None, "uniform"),
     "resnet_small": ("zoo:resnet_small", (1, 3, 16, 16), "uniform"),
     "mobilenet_v1": ("zoo:mobilenet_v1", (1, 3, 32, 32), "uniform"),
-    "torch_convnet": ("torch", (1, 3, 16, 16), "uniform"),
+    "residual_convnet": ("torch", (1, 3, 16, 16), "gain"),
+    "plain_convnet": ("torch", (1, 3, 16, 16), "gain"),
 }
+#: The plain-torch convnets a user might bring (seeded weights): factories in this file.
+CONVNETS = Path(__file__).resolve().parents[1] / "tests" / "analog_imc" / "hidden_convnets.py"
 PRESETS = ("default", "chapter-fig3.13", "isaac-like")
-
-
-def torch_convnet() -> Any:
-    """A plain-torch convnet with seeded weights, as a user would bring one: conv/BN/ReLU,
-    a residual block, max pooling, global average pooling, two linear layers."""
-    import torch
-    from torch import nn
-
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
-            self.a = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                                   nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16))
-            self.pool = nn.MaxPool2d(2)
-            self.b = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
-            self.head = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.stem(x)
-            x = torch.relu(self.a(x) + x)
-            x = self.b(self.pool(x))
-            return self.head(x.mean(dim=(2, 3)))
-
-    torch.manual_seed(7)
-    net = Net()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return net.eval()
 
 
 def model_and_onnx(name: str) -> tuple[hwmap.Graph, bytes, tuple[int, ...]]:
@@ -93,11 +62,12 @@ def model_and_onnx(name: str) -> tuple[hwmap.Graph, bytes, tuple[int, ...]]:
     if source == "torch":
         import torch
 
-        from hwmap.frontends.torch import graph_from_module
+        from hwmap.frontends.torch import graph_from_module, load_factory
 
         assert shape is not None
-        net = torch_convnet()
-        graph = graph_from_module(net, name="torch_convnet", options=ParseOptions(input_shape=shape))
+        factory = load_factory(f"{CONVNETS}:{name}")
+        net = getattr(factory.module, factory.name)()
+        graph = graph_from_module(net, name=name, options=ParseOptions(input_shape=shape))
         buf = io.BytesIO()
         torch.onnx.export(net, (torch.zeros(shape),), buf, dynamo=False, opset_version=17,
                           input_names=["input"], output_names=["output"])
@@ -115,7 +85,11 @@ def inputs_for(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
     if MODELS[name][2] == "digits":
         x = np.ascontiguousarray(load_data("zoo:digits").x, dtype=np.float32)
         return x[np.random.default_rng(seed).permutation(len(x))] if seed else x
-    return np.random.default_rng(seed).random((SAMPLES, *shape[1:]), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    x = rng.random((SAMPLES, *shape[1:]), dtype=np.float32)
+    if MODELS[name][2] == "gain":  # each image and channel its own brightness, U(0, 2)
+        x *= rng.uniform(0.0, 2.0, (SAMPLES, shape[1]) + (1,) * (len(shape) - 2)).astype(np.float32)
+    return x
 
 
 def onnxruntime_outputs(onnx_bytes: bytes, x: np.ndarray) -> np.ndarray:
