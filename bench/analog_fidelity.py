@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -69,7 +68,8 @@ def model_and_onnx(name: str) -> tuple[hwmap.Graph, bytes, tuple[int, ...]]:
         net = getattr(factory.module, factory.name)()
         graph = graph_from_module(net, name=name, options=ParseOptions(input_shape=shape))
         buf = io.BytesIO()
-        torch.onnx.export(net, (torch.zeros(shape),), buf, dynamo=False, opset_version=17,
+        torch.onnx.export(net, (torch.zeros(shape),), buf, dynamo=False,  # type: ignore[arg-type]
+                          opset_version=17,
                           input_names=["input"], output_names=["output"])
         return graph, buf.getvalue(), shape
     from hwmap.zoo import load_onnx
@@ -203,4 +203,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -15,6 +15,7 @@ def _seeded_bn(net: nn.Module) -> None:
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
@@ -30,7 +31,7 @@ def _balanced(net: nn.Module, last: nn.Linear) -> nn.Module:
     x = torch.rand((256, *INPUT_SHAPE[1:]), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         mean = net(x).mean(dim=0)
-        last.bias -= mean - mean.mean()
+        last.bias.sub_(mean - mean.mean())
     return net
 
 

@@ -46,7 +46,8 @@ def agreement(tmp_path: Path, factory: str, target_ref: str) -> tuple[float, flo
     fq = run(legal.graph, {"input": scored}, quantized=True)["output"]
     f = load_factory(spec)
     buf = io.BytesIO()
-    torch.onnx.export(getattr(f.module, f.name)(), (torch.zeros(INPUT_SHAPE),), buf, dynamo=False,
+    torch.onnx.export(getattr(f.module, f.name)(), (torch.zeros(INPUT_SHAPE),), buf,  # type: ignore[arg-type]
+                      dynamo=False,
                       opset_version=17, input_names=["input"], output_names=["output"])
     sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
     ref = np.concatenate([sess.run(None, {"input": scored[i:i + 1]})[0] for i in range(len(scored))])
