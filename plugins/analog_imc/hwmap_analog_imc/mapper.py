@@ -33,6 +33,13 @@ Three strategies (``[mapper] strategy``):
     to copy is chosen by the bottleneck: the busiest core's reads (Σ of positions per copy
     over its read groups); a copy is kept only if it lowers that. Details: :func:`.duplicate.duplicate`.
 
+With ``mapper.conversion_rows`` set (a multiple of the element height), every block taller
+than that, whichever strategy placed it, becomes a stack of row groups in the same element
+rectangle (:func:`split_rows`): each group is a block of its own, read on its own word lines
+and converted on its own, its codes added digitally like a row tile's partial sums. The
+elements and cells stay the same; the reads and ADC conversions grow with the groups, and
+the ADC step of each group follows its own, smaller, column sums.
+
 Every result carries the lower bounds: elements
 ``ceil(Σ M·N / element cells)`` (concatenable elements, capacity bound), cores
 ``min(cores, ceil(elements bound / elements per core))`` and computation cycles
