@@ -79,15 +79,10 @@ def test_chapter_cnn_relative_error_is_why_none_is_claimed(tmp_path: Path) -> No
     assert errors[1] < 0.05 and errors[3] < 0.05  # the typical sample stays close
 
 
-@pytest.mark.parametrize(("seed", "top1"), [(0, 0.9926), (1, 0.9963)])
-def test_resnet_small_top1_on_default(tmp_path: Path, seed: int, top1: float) -> None:
-    """Issue 12's goal, top-1 agreement at least 0.98 against onnxruntime, on a residual
-    convnet with seeded weights: zoo:resnet_small at 16×16 on analog_imc:default, 360 seeded
-    U(0, 1) images, calibrated on the first 90 and scored on the last 270 as above. Random
-    images through random weights give logits whose spread over samples is a tenth of their
-    size, so every quantization step counts: max-abs calibration without bias correction
-    gave 0.948 and 0.978 on these seeds (0.940–0.981 over four); per-tensor minimum-MSE
-    clipping, unsigned residual sums and bias correction give the pinned values."""
+def resnet_small_against_onnxruntime(tmp_path: Path, target_ref: str, seed: int) -> tuple[float, float]:
+    """zoo:resnet_small at 16×16 on ``target_ref``, 360 seeded U(0, 1) images, calibrated on
+    the first 90 and scored on the last 270 against onnxruntime: (top-1 agreement, max
+    relative error)."""
     import onnxruntime as ort
 
     from hwmap import ParseOptions
@@ -96,7 +91,7 @@ def test_resnet_small_top1_on_default(tmp_path: Path, seed: int, top1: float) ->
     shape = (1, 3, 16, 16)
     x = np.random.default_rng(seed).random((360, 3, 16, 16), dtype=np.float32)
     graph = load_model("zoo:resnet_small", ParseOptions(input_shape=shape))
-    target = load_target("analog_imc:default")
+    target = load_target(target_ref)
     target.calibration = x[:CALIBRATION]
     legal = plugin.hwmap_legalize(graph, target)
     plugin.hwmap_emit(plugin.hwmap_map(legal.graph, target), target, tmp_path).write_manifest()
@@ -104,7 +99,44 @@ def test_resnet_small_top1_on_default(tmp_path: Path, seed: int, top1: float) ->
     sess = ort.InferenceSession(load_onnx("resnet_small", shape).SerializeToString(),
                                 providers=["CPUExecutionProvider"])
     ref = np.concatenate([sess.run(None, {"input": x[i:i + 1]})[0] for i in range(CALIBRATION, len(x))])
-    agreement = float(np.mean(sim.argmax(1) == ref.argmax(1)))
+    return float(np.mean(sim.argmax(1) == ref.argmax(1))), max_rel_error(sim, ref)
+
+
+#: The chapter's core with signed weights as G+/G− cell pairs and columns read in row groups
+#: of one element (16 rows): both compiler choices its cells and shift-and-add allow.
+CHAPTER_FINE = "analog_imc:chapter-fig3.13@hardware.weight_encoding=\"differential\"@mapper.conversion_rows=16"
+
+
+@pytest.mark.parametrize(("target_ref", "seed", "top1"), [
+    ("analog_imc:default", 0, 0.9926), ("analog_imc:default", 1, 0.9963),
+    (CHAPTER_FINE, 0, 0.9926), (CHAPTER_FINE, 1, 0.9926),
+])
+def test_resnet_small_top1(tmp_path: Path, target_ref: str, seed: int, top1: float) -> None:
+    """Issue 12's goal, top-1 agreement at least 0.98 against onnxruntime, on a residual
+    convnet with seeded weights. Random images through random weights give logits whose
+    spread over samples is a tenth of their size, so every quantization step counts:
+    max-abs calibration without bias correction gave 0.948 and 0.978 on these seeds on
+    analog_imc:default (0.940–0.981 over four); per-tensor minimum-MSE clipping, unsigned
+    residual sums and bias correction give the pinned values. On the chapter's core (8-bit
+    cells, DACs and ADCs) the pinned values need differential weights and 16-row groups:
+    the fake-quantized reference's own agreement, 0.9926 (see the next test for why)."""
+    agreement, rel = resnet_small_against_onnxruntime(tmp_path, target_ref, seed)
     assert agreement >= 0.98
     assert agreement == pytest.approx(top1, abs=1 / 270)
-    assert max_rel_error(sim, ref) < 0.025
+    assert rel < 0.025
+
+
+@pytest.mark.parametrize(("seed", "whole", "grouped"), [(0, 0.9148, 0.9667), (1, 0.9481, 0.9852)])
+def test_resnet_small_on_the_chapter_core_as_drawn(tmp_path: Path, seed: int, whole: float, grouped: float) -> None:
+    """analog_imc:chapter-fig3.13 as Fig. 3.13 draws it, one offset-encoded 8-bit cell per
+    weight: a column sum ``Σ u·(w + 128)`` is mostly the offset ``128·Σ u``, and the 8-bit
+    ADC's 255 steps span its largest value, so the ADC rounding costs 2–9 % of a layer's
+    output spread (bench/analog_fidelity.py layers; activation rounding: 0.3–1.8 %). Reading
+    16-row groups halves that (shifts 12–13 → 10–11) but stays short of 0.98 on seed 0;
+    the differential pairs of the test above cut the column sums ~4×."""
+    a_whole, _ = resnet_small_against_onnxruntime(tmp_path / "whole", "analog_imc:chapter-fig3.13", seed)
+    a_grouped, _ = resnet_small_against_onnxruntime(
+        tmp_path / "grouped", "analog_imc:chapter-fig3.13@mapper.conversion_rows=16", seed)
+    assert a_whole == pytest.approx(whole, abs=1 / 270)
+    assert a_grouped == pytest.approx(grouped, abs=1 / 270)
+    assert a_grouped > a_whole

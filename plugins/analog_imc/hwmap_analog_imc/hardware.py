@@ -183,6 +183,12 @@ class MapperConfig(_Section):
         "greedy", "", "the chapter, Section 3.4.5: the layer-by-layer mapping algorithm",
         description="greedy: the chapter's layer-by-layer fill; packed: 2-D packing of blocks; "
                     "duplicated: spare cores replicate early layers")
+    conversion_rows: int = constant(
+        0, "", "hwmap analog_imc convention: 0 = every row of a block on one bit line and one conversion (the "
+        "chapter's Fig. 3.13 blocks)", ge=0, le=8192,
+        description="rows summed per ADC conversion, a multiple of hardware.element_rows: a taller block is "
+                    "read as stacked row groups, one READ and one conversion per column each, their codes "
+                    "added digitally (more conversions, a finer ADC step per row group); 0 = no split")
 
 
 class NoiseConfig(_Section):
@@ -216,6 +222,14 @@ class AnalogIMCConfig(TargetConfig):
     mapper: MapperConfig = Field(default_factory=MapperConfig)  # type: ignore[arg-type]
     noise: NoiseConfig = Field(default_factory=NoiseConfig)  # type: ignore[arg-type]
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _conversion_rows_whole_elements(self) -> "AnalogIMCConfig":
+        rows, er = self.mapper.conversion_rows, self.hardware.element_rows
+        if rows % er:
+            raise ValueError(f"mapper.conversion_rows = {rows} is not a multiple of hardware.element_rows = {er}; "
+                             "allowed: 0 or a multiple of element_rows (a row group takes whole elements)")
+        return self
 
 
 def columns_per_weight(hw: HardwareConfig) -> int:

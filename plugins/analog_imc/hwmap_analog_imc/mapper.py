@@ -33,6 +33,13 @@ Three strategies (``[mapper] strategy``):
     to copy is chosen by the bottleneck: the busiest core's reads (Σ of positions per copy
     over its read groups); a copy is kept only if it lowers that. Details: :func:`.duplicate.duplicate`.
 
+With ``mapper.conversion_rows`` set (a multiple of the element height), every block taller
+than that, whichever strategy placed it, becomes a stack of row groups in the same element
+rectangle (:func:`split_rows`): each group is a block of its own, read on its own word lines
+and converted on its own, its codes added digitally like a row tile's partial sums. The
+elements and cells stay the same; the reads and ADC conversions grow with the groups, and
+the ADC step of each group follows its own, smaller, column sums.
+
 Every result carries the lower bounds: elements
 ``ceil(Σ M·N / element cells)`` (concatenable elements, capacity bound), cores
 ``min(cores, ceil(elements bound / elements per core))`` and computation cycles
@@ -43,7 +50,7 @@ Everything is integer arithmetic on element rectangles; there is no per-cell arr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from hwmap import ConfigError, DoesNotFitError, TargetError
@@ -284,7 +291,23 @@ def _result(strategy: str, layers: list[CrossbarLayer], g: Geom, placements: lis
 # --------------------------------------------------------------------------- public
 
 
-def map_layers(layers: list[CrossbarLayer], blueprint: Blueprint, strategy: str) -> MapResult:
+def split_rows(placements: list[Placement], rows: int, er: int) -> list[Placement]:
+    """Every block taller than ``rows`` (a multiple of the element height ``er``) as a stack of
+    row groups of ``rows`` rows in the same element rectangle: each its own block, READ on its
+    own word lines and converted on its own, its codes added digitally like a row tile's."""
+    if rows <= 0:
+        return placements
+    out: list[Placement] = []
+    for p in placements:
+        for r in range(0, p.row_count, rows):
+            rc = min(rows, p.row_count - r)
+            out.append(replace(p, row_start=p.row_start + r, row_count=rc, elem_row=p.elem_row + r // er,
+                               elem_rows=ceil_div(rc, er)))
+    return out
+
+
+def map_layers(layers: list[CrossbarLayer], blueprint: Blueprint, strategy: str, conversion_rows: int = 0
+               ) -> MapResult:
     """Map ``layers`` (graph order) onto ``blueprint`` with ``strategy`` (see module docstring).
 
     A layer larger than the whole chip is spread over several computation cycles. Raises
@@ -305,6 +328,7 @@ def map_layers(layers: list[CrossbarLayer], blueprint: Blueprint, strategy: str)
         placements = packer.placements
     if not layers:
         notes.append("no crossbar layers to map")
+    placements = split_rows(list(placements), conversion_rows, g.er)
     return _result(strategy, layers, g, list(placements), replicas, notes)
 
 

@@ -92,7 +92,7 @@ def hwmap_map(graph: Graph, target: Target) -> Mapping:
     cfg = target.config_as(AnalogIMCConfig)
     blueprint = Blueprint.from_config(cfg)
     layers = crossbar_layers(graph, columns_per_weight(cfg.hardware))
-    result = map_layers(layers, blueprint, cfg.mapper.strategy)
+    result = map_layers(layers, blueprint, cfg.mapper.strategy, cfg.mapper.conversion_rows)
     notes = list(result.notes)
     calib = graph.meta.get(META_KEY, {}).get("calibration")
     if isinstance(calib, dict) and calib.get("source") == "synthetic":
