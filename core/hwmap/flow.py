@@ -15,7 +15,6 @@ it is given. The KPI record says how many samples each side had (``provenance.da
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -290,7 +289,7 @@ _GRAPH_FILES = {"graph.json", "params.npz"}
 
 def foreign_entries(outdir: Path) -> list[str]:
     """What in an existing ``-o`` directory hwmap did not write (empty: it may be replaced)."""
-    from .safeio import read_file
+    from .safeio import parse_json, read_file
 
     out = [e for e in sorted(os.listdir(outdir)) if e not in OUTPUT_ENTRIES]
     for sub in ("graph", "legalized"):
@@ -303,8 +302,8 @@ def foreign_entries(outdir: Path) -> list[str]:
     if art.is_dir() and not art.is_symlink():
         listed: set[str] = {"artifacts.json"}
         try:
-            manifest = json.loads(read_file(art / "artifacts.json", what="artifacts.json", limit=1 << 20,
-                                            follow_symlinks=False))
+            manifest = parse_json(read_file(art / "artifacts.json", what="artifacts.json", limit=1 << 20,
+                                            follow_symlinks=False), what="artifacts.json", where=str(art))
             listed |= {str(f) for f in manifest.get("files", [])} if isinstance(manifest, dict) else set()
         except (HwmapError, ValueError, TypeError):
             pass  # unreadable: only the files a manifest would list are hwmap's

@@ -245,8 +245,10 @@ def read_json(path: Path, *, what: str, error: Callable[..., HwmapError] = DataE
 
 
 def parse_json(raw: bytes, *, what: str, where: str, error: Callable[..., HwmapError] = DataError) -> Any:
-    """``raw`` parsed as UTF-8 JSON nesting at most :data:`MAX_JSON_DEPTH` levels; errors say
-    where in the text, never what the text holds."""
+    """``raw`` parsed as UTF-8 JSON nesting at most :data:`MAX_JSON_DEPTH` levels and taking
+    at most the memory bound once parsed (:data:`JSON_EXPANSION`); errors say where in the
+    text, never what the text holds."""
+    check_size(len(raw) * JSON_EXPANSION, f"{what} ({len(raw):,} bytes of JSON, parsed)", where=where, error=error)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
