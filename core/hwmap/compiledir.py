@@ -43,7 +43,6 @@ directory only when that is nothing).
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .artifacts import MANIFEST, Artifacts, config_digest, name_problem, read_manifest
 from .errors import DataError, HwmapError, PluginError
 from .graph import Graph
-from .safeio import (JSON_EXPANSION, MAX_JSON_DEPTH, member, member_problem, read_doc, read_file, read_json,
+from .safeio import (JSON_EXPANSION, MAX_JSON_DEPTH, member, member_problem, parse_json, read_doc, read_file, read_json,
                      schema_problem)
 from .target import Target
 
@@ -231,8 +230,8 @@ def foreign_entries(outdir: Path) -> list[str]:
     if art.is_dir() and not art.is_symlink():
         listed: set[str] = {"artifacts.json"}
         try:
-            manifest = json.loads(read_file(art / "artifacts.json", what="artifacts.json", limit=1 << 20,
-                                            follow_symlinks=False))
+            manifest = parse_json(read_file(art / "artifacts.json", what="artifacts.json", limit=1 << 20,
+                                            follow_symlinks=False), what="artifacts.json", where=str(art))
             listed |= {str(f) for f in manifest.get("files", [])} if isinstance(manifest, dict) else set()
         except (HwmapError, ValueError, TypeError):
             pass  # unreadable: only the files a manifest would list are hwmap's

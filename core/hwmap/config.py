@@ -2,7 +2,8 @@
 
 A config names its ``kind`` and optionally a ``name`` and a one-line ``description``; every
 other table belongs to the plugin's pydantic model. A file may start with ``extends =
-"KIND:PRESET"`` (or the path of another TOML file, relative to this one) and then sets only
+"KIND:PRESET"`` (or the path of another TOML file, relative to this one and in its folder
+or below it: never an absolute path, a ``..`` climb or a link leading out) and then sets only
 what it changes: tables merge key by key, ``kind`` is inherited, ``name`` and
 ``description`` are not. A value may carry its source::
 
@@ -197,7 +198,12 @@ def read_config(ref: str, _chain: tuple[Path, ...] = ()) -> ConfigDoc:
             if local.suffix != ".toml":
                 raise ConfigError(f"key 'extends' = {extends!r}: a file to extend must end in .toml "
                                   "(or name a preset as KIND:PRESET)", where=where)
-            parent_ref = str(local if local.is_absolute() else path.parent / local)
+            folder = path.parent.resolve()
+            if local.is_absolute() or not (folder / local).resolve().is_relative_to(folder):
+                raise ConfigError(f"key 'extends' = {extends!r}: the file is outside the folder of the file extending "
+                                  f"it ({str(path.parent)!r}); refused: extend a preset (KIND:PRESET) or a file in "
+                                  "that folder or below it", where=where)
+            parent_ref = str(path.parent / local)
         try:
             parent_path = _resolve(parent_ref)[0]
             if parent_path.exists() and parent_path.resolve() in (*_chain, key):

@@ -32,7 +32,7 @@ from .limits import check_size, max_memory
 
 __all__ = ["read_file", "load_npz", "open_regular", "member", "member_problem", "open_member", "read_all",
            "read_json", "parse_json", "json_depth", "read_doc", "schema_problem", "JSON_EXPANSION",
-           "MAX_JSON_DEPTH"]
+           "MAX_JSON_DEPTH", "MAX_NPZ_MEMBERS"]
 
 #: Bytes of memory one byte of JSON may take once parsed (``[{},{},...]``: a 64-byte dict and
 #: an 8-byte list slot per 3 bytes of text): a JSON file may be at most the memory bound
@@ -40,6 +40,11 @@ __all__ = ["read_file", "load_npz", "open_regular", "member", "member_problem", 
 JSON_EXPANSION = 32
 #: How deep JSON may nest (objects and arrays): hwmap's own files nest a dozen levels.
 MAX_JSON_DEPTH = 64
+#: How many entries an ``.npz`` may list. Python's zipfile keeps a ``ZipInfo`` of about 700
+#: bytes per entry (measured: a million empty entries, an 86 MB file, took 690 MB), so the
+#: count is read from the archive's end record and bounded before it is parsed; hwmap's own
+#: archives hold one array per parameter (a few hundred for the largest zoo model).
+MAX_NPZ_MEMBERS = 1 << 14
 
 _Doc = TypeVar("_Doc", bound=BaseModel)
 
@@ -98,6 +103,21 @@ def _npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
     return fmt._read_array_header(f, version)  # type: ignore[attr-defined,no-any-return]  # 3.0: UTF-8 header
 
 
+def _check_entries(blob: IO[bytes], where: str, error: Callable[..., HwmapError]) -> None:
+    """Refuse a zip archive whose end record lists more than :data:`MAX_NPZ_MEMBERS` entries
+    (before :class:`zipfile.ZipFile` builds an object per entry)."""
+    try:
+        end = zipfile._EndRecData(blob)  # type: ignore[attr-defined]  # (signature, ..., entries, ...)
+    except (OSError, ValueError, AttributeError):
+        end = None  # not a zip, or a Python without it: ZipFile says which
+    finally:
+        blob.seek(0)
+    entries = 0 if end is None else int(end[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]
+    if entries > MAX_NPZ_MEMBERS:
+        raise error(f"the archive lists {entries:,} entries, more than the {MAX_NPZ_MEMBERS:,} an .npz may hold",
+                    where=where)
+
+
 def load_npz(source: Path | bytes | IO[bytes], *, where: str | None = None,
              error: Callable[..., HwmapError] = DataError, limit: int | None = None) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` by key (a path, its bytes, or a binary file object)."""
@@ -113,6 +133,7 @@ def load_npz(source: Path | bytes | IO[bytes], *, where: str | None = None,
     blob.seek(0)
     if head == _NPY_MAGIC:
         raise error("is a single .npy array, not an .npz archive (save with numpy.savez)", where=where)
+    _check_entries(blob, where, error)
     try:
         archive = zipfile.ZipFile(blob)
     except (zipfile.BadZipFile, OSError, ValueError) as e:
@@ -224,8 +245,10 @@ def read_json(path: Path, *, what: str, error: Callable[..., HwmapError] = DataE
 
 
 def parse_json(raw: bytes, *, what: str, where: str, error: Callable[..., HwmapError] = DataError) -> Any:
-    """``raw`` parsed as UTF-8 JSON nesting at most :data:`MAX_JSON_DEPTH` levels; errors say
-    where in the text, never what the text holds."""
+    """``raw`` parsed as UTF-8 JSON nesting at most :data:`MAX_JSON_DEPTH` levels and taking
+    at most the memory bound once parsed (:data:`JSON_EXPANSION`); errors say where in the
+    text, never what the text holds."""
+    check_size(len(raw) * JSON_EXPANSION, f"{what} ({len(raw):,} bytes of JSON, parsed)", where=where, error=error)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

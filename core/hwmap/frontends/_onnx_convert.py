@@ -16,9 +16,9 @@ from ..parsing import UNKNOWN_NODES_KEY, ParseOptions, validate_known
 from ._onnx_nodes import Converter
 from ._onnx_quant import QONNX_DOMAINS
 from ..safeio import read_file
-from ._onnx_read import (MIN_OPSET, check_external_data, check_opset, collect_types, default_opset,
-                         fix_input_shapes, has_external_data, infer_shapes, one_line, onnx_call, read_model,
-                         upgrade_opset)
+from ._onnx_read import (MIN_OPSET, check_external_data, check_node_count, check_opset, collect_types,
+                         default_opset, fix_input_shapes, has_external_data, infer_shapes, one_line, onnx_call,
+                         read_model, upgrade_opset)
 
 __all__ = ["parse_file", "graph_from_onnx", "MIN_OPSET", "QONNX_DOMAINS"]
 
@@ -50,6 +50,7 @@ def graph_from_onnx(
     """
     where = where or f"ONNX model {name!r}"
     proto = read_model(model, where)
+    check_node_count(proto, where)
     check_opset(proto, where)
     check_external_data(proto, base_dir, where)
     with warnings.catch_warnings():

@@ -27,6 +27,10 @@ from ..parsing import ParseOptions, check_input_shape
 
 #: Oldest default-domain opset read directly; older models go through the version converter.
 MIN_OPSET = 13
+#: Memory one node takes once checked, shape-inferred and converted (measured with ``hwmap
+#: profile`` on a chain of 100,000 Relu nodes: 436 MB peak, 3.5 KiB a node, from 30 bytes of
+#: protobuf each): a model's node count is checked against the memory limit at this rate.
+NODE_BYTES = 4096
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
@@ -90,6 +94,23 @@ def _all_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
             elif a.type == AttributeProto.GRAPHS:
                 for sub in a.graphs:
                     yield from _all_tensors(sub)
+
+
+def check_node_count(model: onnx.ModelProto, where: str) -> None:
+    """Refuse a model whose nodes, those of its subgraphs included, would take more than the
+    memory limit once converted (:data:`NODE_BYTES` each), before anything is done with them."""
+    count, todo = 0, [model.graph]
+    while todo:
+        graph = todo.pop()
+        count += len(graph.node)
+        check_size(count * NODE_BYTES, f"the model's {count:,} nodes (about {NODE_BYTES // 1024} KiB each once "
+                                        "converted)", where=where, error=ModelError)
+        for node in graph.node:
+            for a in node.attribute:
+                if a.type == AttributeProto.GRAPH:
+                    todo.append(a.g)
+                elif a.type == AttributeProto.GRAPHS:
+                    todo.extend(a.graphs)
 
 
 def has_external_data(model: onnx.ModelProto) -> bool:

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwmap import TargetError
+from hwmap.limits import check_size
 
 __all__ = ["Program", "Layer", "write_program", "read_program", "MAGIC", "VERSION", "ENCODINGS", "READOUTS",
            "MAX_SIZE"]
@@ -255,6 +256,8 @@ def _decode(s: dict[bytes, bytes], where: str) -> Program:
                             ("weight shift out", sh_out, 0, 15), ("weight_bits", wbits, 2, 16)):
         if not lo <= v <= hi:
             raise r.fail(f"{name} = {v}, outside {lo}..{hi}")
+    check_size(n_hid * n_hid * n_syn * 8, f"section DEVC: the dense recurrent weights of {n_hid:,} hidden neurons × "
+               f"{n_syn} synapses", where=where, error=TargetError)
     smax = 2 ** (state_bits - 1) - 1
     dmax = (state_bits - 1) if decay == 0 else 2**decay_bits - 1
     r = _Reader(s[b"HNRN"], where, "HNRN")

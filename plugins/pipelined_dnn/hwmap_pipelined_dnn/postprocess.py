@@ -45,6 +45,7 @@ from hwmap.jsonio import dumps
 from .buffers import line_buffer_pixels
 from .layers import LayerSpec
 from .legalize import frac_bits, streamed, weight_axis
+from .program_checks import check_program
 from .templates import Option
 
 __all__ = ["PROGRAM_FORMAT", "write_program", "read_program", "Program", "ProgramLayer", "canonical_weights",
@@ -305,11 +306,13 @@ def read_program(artifacts: Artifacts) -> Program:
         for o in outs:
             if not isinstance(o, dict) or not isinstance(o.get("layer"), int) or not 0 <= o["layer"] < len(layers):
                 raise TargetError(f"output {o!r} names no layer", where=where)
-        return Program(str(doc.get("graph", "")), _need(inp, "tensor", str, where), list(_need(inp, "shape", list,
-                                                                                              where)),
-                       outs, layers, int(doc.get("sim_frames", 4)), int(doc.get("input_pixels_per_cycle", 1)))
+        prog = Program(str(doc.get("graph", "")), _need(inp, "tensor", str, where), [int(s) for s in _need(
+            inp, "shape", list, where)], outs, layers, int(doc.get("sim_frames", 4)),
+            int(doc.get("input_pixels_per_cycle", 1)))
     except (KeyError, TypeError, ValueError) as e:
         raise TargetError(f"malformed pipeline description: {type(e).__name__}: {e}", where=where) from None
+    check_program(prog, where)
+    return prog
 
 
 def _array(artifacts: Artifacts, info: dict[str, Any], where: str) -> np.ndarray:

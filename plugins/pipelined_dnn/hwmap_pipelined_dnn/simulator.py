@@ -35,6 +35,7 @@ from .buffers import output_layers, sim_layers
 from .cyclesim import latency as cycle_latency
 from .cyclesim import simulate as cycle_simulate
 from .postprocess import Program, ProgramLayer, read_program
+from .program_checks import batch_for
 
 __all__ = ["simulate", "run_program", "rne_shift", "f32_significand", "SLICE"]
 
@@ -207,11 +208,12 @@ def simulate(artifacts: Artifacts, target: Target, inputs: dict[str, np.ndarray]
     if list(x.shape[1:]) != prog.input_shape:
         raise TargetError(f"input of shape {list(x.shape[1:])}, the pipeline takes {prog.input_shape}")
     n = int(x.shape[0])
+    step = batch_for(prog, SLICE, str(artifacts.path("pipeline.json")))
     parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, n, SLICE):
-        for k, v in run_program(prog, x[start:start + SLICE]).items():
+    for start in range(0, n, step):
+        for k, v in run_program(prog, x[start:start + step]).items():
             parts.setdefault(k, []).append(v)
-        target.report_progress(min(start + SLICE, n), n)
+        target.report_progress(min(start + step, n), n)
     outputs = {k: np.concatenate(v) for k, v in parts.items()}
     cyc = cycle_simulation(prog)
     activity = {"samples": n, "simulated_initiation_interval_cycles": cyc.ii, "simulated_latency_cycles": cyc.latency,
