@@ -88,3 +88,24 @@ def test_heartbeats_touch_running_trials_only(tmp_path: Path) -> None:
     by_number = {t.number: t for t in study.get_trials()}
     assert by_number[running.number].system_attrs["hwmap:owner"] == {"heartbeat": 2.0}
     assert "hwmap:owner" not in by_number[done.number].system_attrs
+
+
+def test_a_popped_queued_trial_starts_as_the_storage_holds_it(toy_registry: Any, tmp_path: Path) -> None:
+    """The trial ``StudyHandle.ask`` gives optuna (built, not read back) is the stored one."""
+    from hwmap.explore.space import read_space
+    from hwmap.explore.study import open_study
+
+    space_file = tmp_path / "space.toml"
+    space_file.write_text('sampler = "grid"\n[objectives]\nlatency_s = "minimize"\n[[targets]]\n'
+                          'target = "toy_cpu:default"\n[targets.space]\n"hardware.macs_per_cycle" = [1, 2, 4]\n')
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    first = open_study(storage, "s", read_space(str(space_file), []))
+    first.enqueue_grid(2)  # one queued by the handle that runs it, one by an earlier run
+    handle = open_study(storage, "s", read_space(str(space_file), []))
+    handle.enqueue_grid(3)
+    for _ in range(3):
+        built = handle.ask(set()).trial._cached_frozen_trial
+        stored = handle._read_trial(built._trial_id)
+        for field in ("number", "state", "params", "distributions", "user_attrs", "system_attrs", "values"):
+            assert getattr(built, field) == getattr(stored, field), field
+        assert abs(built.datetime_start - stored.datetime_start) < timedelta(milliseconds=1)

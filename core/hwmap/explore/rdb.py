@@ -31,8 +31,8 @@ def backend(storage: Any) -> Any:
     return getattr(storage, "_backend", storage)
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)  # what optuna's TrialModel stores
+def _utc(local: datetime) -> datetime:
+    return local.astimezone(timezone.utc).replace(tzinfo=None)  # what optuna's TrialModel stores
 
 
 def _set_attrs(conn: Any, table: Any, trial_id: int, attrs: dict[str, Any]) -> None:
@@ -43,27 +43,32 @@ def _set_attrs(conn: Any, table: Any, trial_id: int, attrs: dict[str, Any]) -> N
                                       for k, v in attrs.items()])
 
 
-def _move(conn: Any, trial_id: int, old: Any, new: Any, when: str) -> bool:
-    """Trial ``trial_id`` from state ``old`` to ``new``, stamping ``when``; whether it was in ``old``."""
+def _move(conn: Any, trial_id: int, old: Any, new: Any, when: str, at: datetime | None = None) -> bool:
+    """Trial ``trial_id`` from state ``old`` to ``new``, stamping ``when`` with ``at`` (local
+    time, default now); whether it was in ``old``."""
     from optuna.storages._rdb import models
 
     trials = models.TrialModel.__table__
     result = conn.execute(trials.update().where(trials.c.trial_id == trial_id, trials.c.state == old)
-                          .values({"state": new, when: _now()}))
+                          .values({"state": new, when: _utc(at or datetime.now())}))
     return bool(result.rowcount == 1)
 
 
-def start_waiting(storage: Any, trial_id: int, system_attrs: dict[str, Any]) -> bool:
+def start_waiting(storage: Any, trial_id: int, system_attrs: dict[str, Any]) -> tuple[int, datetime] | None:
     """Take queued trial ``trial_id``: make it running with ``system_attrs`` (its owner), in one
-    transaction; ``False`` (nothing written) if it is no longer waiting (another process took it)."""
+    transaction; its number and start time (local, as optuna gives it), or ``None`` (nothing
+    written) if it is no longer waiting (another process took it)."""
     from optuna.storages._rdb import models
     from optuna.trial import TrialState
 
+    trials, now = models.TrialModel.__table__, datetime.now()
     with backend(storage).engine.begin() as conn:
-        if not _move(conn, trial_id, TrialState.WAITING, TrialState.RUNNING, "datetime_start"):
-            return False
+        if not _move(conn, trial_id, TrialState.WAITING, TrialState.RUNNING, "datetime_start", now):
+            return None
         _set_attrs(conn, models.TrialSystemAttributeModel.__table__, trial_id, system_attrs)
-    return True
+        number = conn.execute(trials.select().with_only_columns(trials.c.number)
+                              .where(trials.c.trial_id == trial_id)).scalar_one()
+    return int(number), now
 
 
 def finish(storage: Any, trial_id: int, state: Any, values: Sequence[float] | None,

@@ -125,12 +125,17 @@ class StudyHandle:
         #: which costs the coordinator more per trial than the rest of the ask and tell.
         from optuna.trial import TrialState
 
-        self._waiting: dict[int, str] = {
-            t._trial_id: trial_key(t.system_attrs.get("fixed_params", {}))
+        self._waiting: dict[int, tuple[str, Any]] = {
+            t._trial_id: (trial_key(t.system_attrs.get("fixed_params", {})), t)
             for t in sorted(self.trials((TrialState.WAITING,)), key=lambda t: t.number)}
         #: The config each popped queued trial was queued with (what makes it no duplicate).
         self._popped: dict[int, str] = {}
+        #: Each popped trial as it now is in the storage (the queued one, running, tagged), for
+        #: ``optuna.Trial`` to start from instead of reading it back (see :meth:`_get_trial`).
+        self._started: dict[int, Any] = {}
         study._pop_waiting_trial_id = self._pop_waiting  # replaces optuna's scan of the queue
+        self._read_trial = self.storage.get_trial
+        self.storage.get_trial = self._get_trial
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def trials(self, states: Iterable[Any] | None = None) -> list[Any]:
@@ -215,7 +220,7 @@ class StudyHandle:
             template = create_trial(**kwargs)
         trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
         key = trial_key(params)
-        self._waiting[trial_id] = key
+        self._waiting[trial_id] = (key, template)
         self._keys.add(key)
 
     def _distributions(self) -> dict[str, Any]:
@@ -241,13 +246,29 @@ class StudyHandle:
     def _pop_waiting(self) -> int | None:
         """The next queued trial, now running and tagged as this process's, in one transaction
         (as ``Study._pop_waiting_trial_id``); one another process took first is passed over."""
+        from optuna.trial import TrialState
+
         while self._waiting:
             trial_id = next(iter(self._waiting))
-            key = self._waiting.pop(trial_id)
-            if rdb.start_waiting(self.storage, trial_id, {OWNER_ATTR: self._owner()}):
+            key, queued = self._waiting.pop(trial_id)
+            owner = self._owner()
+            started = rdb.start_waiting(self.storage, trial_id, {OWNER_ATTR: owner})
+            if started is not None:
                 self._popped[trial_id] = key
+                trial = copy.deepcopy(queued)
+                trial.number, trial._trial_id = started[0], trial_id
+                trial.state, trial.datetime_start = TrialState.RUNNING, started[1]
+                trial.system_attrs = {**trial.system_attrs, OWNER_ATTR: owner}
+                self._started[trial_id] = trial
                 return trial_id
         return None
+
+    def _get_trial(self, trial_id: int) -> Any:
+        """The storage's ``get_trial``, but a trial just popped is the one :meth:`_pop_waiting`
+        built from what it queued and wrote (``study.ask`` reads the trial it pops back through
+        the ORM, a query per relation, the costliest step of an ask)."""
+        started = self._started.pop(trial_id, None)
+        return started if started is not None else self._read_trial(trial_id)
 
     def _owner(self) -> dict[str, Any]:
         return {"host": self.host, "pid": self.pid, "heartbeat": time.time()}
