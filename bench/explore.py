@@ -150,13 +150,27 @@ def _warm(task: TrialTask) -> int:
 def _plain(tasks: list[TrialTask], processes: int) -> tuple[float, float]:
     """The ``tasks`` on a pool of ``processes`` plain processes, each started, loaded and warmed
     beforehand: trials per second, and the processor time per trial."""
+    import dask
+
     warm = TrialTask(-1, tasks[0].ref, (), None)  # the preset itself
-    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=_load) as pool:
-        while len(set(pool.map(_warm, [warm] * processes))) < processes:
-            pass  # until every process is loaded, warm and empty, each taking one
-        t0 = time.perf_counter()
-        cpu = list(pool.map(_plain_trial, tasks))
-        elapsed = time.perf_counter() - t0
+    # the environment a Dask nanny starts its worker with (one thread for OpenMP and BLAS)
+    environ = {k: str(v) for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()}
+    saved = {k: os.environ.get(k) for k in environ}
+    os.environ.update(environ)
+    try:
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_load) as pool:
+            while len(set(pool.map(_warm, [warm] * processes))) < processes:
+                pass  # until every process is loaded, warm and empty, each taking one
+            t0 = time.perf_counter()
+            cpu = list(pool.map(_plain_trial, tasks))
+            elapsed = time.perf_counter() - t0
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return len(tasks) / elapsed, sum(cpu) / len(cpu)
 
 

@@ -109,3 +109,16 @@ def test_a_popped_queued_trial_starts_as_the_storage_holds_it(toy_registry: Any,
         for field in ("number", "state", "params", "distributions", "user_attrs", "system_attrs", "values"):
             assert getattr(built, field) == getattr(stored, field), field
         assert abs(built.datetime_start - stored.datetime_start) < timedelta(milliseconds=1)
+
+
+def test_parameters_written_together_read_back_as_suggested_ones(tmp_path: Path) -> None:
+    public, ours = _studies(tmp_path)
+    want = _ask(public)  # suggested one by one through optuna
+    trial = ours.ask()
+    rdb.set_params(ours._storage, trial._trial_id,
+                   [(name, DISTS[name].to_internal_repr(value), DISTS[name]) for name, value in PARAMS.items()])
+    got, stored = ours.get_trials()[0], public.get_trials()[0]
+    assert (got.params, got.distributions) == (stored.params, stored.distributions) == (PARAMS, want.distributions)
+    ours.tell(trial, [1.0, 2.0])
+    with pytest.raises(UpdateFinishedTrialError):
+        rdb.set_params(ours._storage, trial._trial_id, [("y", 1.0, DISTS["x"])])

@@ -23,7 +23,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
-__all__ = ["backend", "start_waiting", "finish", "set_system_attr"]
+__all__ = ["backend", "start_waiting", "set_params", "finish", "set_system_attr"]
 
 
 def backend(storage: Any) -> Any:
@@ -69,6 +69,30 @@ def start_waiting(storage: Any, trial_id: int, system_attrs: dict[str, Any]) -> 
         number = conn.execute(trials.select().with_only_columns(trials.c.number)
                               .where(trials.c.trial_id == trial_id)).scalar_one()
     return int(number), now
+
+
+def set_params(storage: Any, trial_id: int, params: Sequence[tuple[str, float, Any]]) -> None:
+    """Write a running trial's suggested parameters, each ``(name, internal value,
+    distribution)``, in one transaction (``Trial.suggest_*`` writes each in its own, and
+    checks it against the study's earlier trials: here every distribution comes from the
+    space, which the study's name hashes, so it is the same on every trial). A trial that is
+    not running raises optuna's ``UpdateFinishedTrialError`` and nothing is written."""
+    from optuna.distributions import distribution_to_json
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+
+    if not params:
+        return
+    trials, table = models.TrialModel.__table__, models.TrialParamModel.__table__
+    with backend(storage).engine.begin() as conn:
+        state = conn.execute(trials.select().with_only_columns(trials.c.state)
+                             .where(trials.c.trial_id == trial_id)).scalar_one()
+        if state != TrialState.RUNNING:
+            raise UpdateFinishedTrialError(f"trial id {trial_id} is not running: its parameters cannot be set")
+        conn.execute(table.insert(), [{"trial_id": trial_id, "param_name": name, "param_value": value,
+                                       "distribution_json": distribution_to_json(dist)}
+                                      for name, value, dist in params])
 
 
 def finish(storage: Any, trial_id: int, state: Any, values: Sequence[float] | None,

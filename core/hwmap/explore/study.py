@@ -300,6 +300,22 @@ class StudyHandle:
         return params
 
     def _suggest(self, trial: Any) -> tuple[int, dict[str, Any]]:
+        """The trial's target and config values, suggested through optuna; the parameters it
+        writes are written together, in one transaction, once all are suggested."""
+        pending: list[tuple[str, float, Any]] = []
+
+        def collect(trial_id: int, name: str, value: float, distribution: Any) -> None:
+            pending.append((name, value, distribution))
+
+        self.storage.set_trial_param = collect
+        try:
+            index, values = self._suggest_each(trial)
+        finally:
+            del self.storage.set_trial_param  # the storage's own again
+        rdb.set_params(self.storage, trial._trial_id, pending)
+        return index, values
+
+    def _suggest_each(self, trial: Any) -> tuple[int, dict[str, Any]]:
         labels = [t.label for t in self.space.targets]
         index = labels.index(trial.suggest_categorical("target", labels)) if len(labels) > 1 else 0
         values: dict[str, Any] = {}
