@@ -254,10 +254,10 @@ def speed(folder: Path, trials: int, cold: bool = False) -> None:
     share = w2 / (p2 + c2)
     print(f"  2 workers / 1 worker: {ratio:.2f}× (goal ≥ 1.7×)")
     print(f"  bound, the same trials in 2 plain processes / 1: {bound:.2f}× (the trials alone, as they share "
-          "the cores)")
+          f"the cores); 2 workers / 1 worker reached {ratio / bound:.2f} of it")
     print(f"  with 2 workers the trials take {share:.3f} of the processor time spent (the rest: the worker "
-          f"processes' Dask work and this process): on 2 busy cores at most {2 * share:.2f}×, and "
-          f"{bound * share:.2f}× of this run's bound")
+          f"processes' Dask work and this process): on 2 otherwise idle cores at most {2 * share:.2f}×, "
+          f"and {bound * share:.2f}× expected from this run's bound")
     print(f"  load average (1, 5, 15 min) before: {load_before}; after: {load_after} "
           f"(other work on these cores lowers the ratio)")
 
