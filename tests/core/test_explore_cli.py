@@ -182,3 +182,20 @@ def test_two_workers_give_the_configs_and_kpis_of_one(tmp_path: Path) -> None:
     one, two = ({r.number: (r.config, r.kpis) for r in runs[w].results.rows} for w in (1, 2))
     assert len(one) == 8 and one == two
     assert (tmp_path / "w1" / "trials.csv").read_text() == (tmp_path / "w2" / "trials.csv").read_text()
+    for run in runs.values():  # the worker processes' processor time covers their trials'
+        assert run.summary.workers_process_cpu_s >= run.summary.worker_cpu_s > 0
+
+
+def test_the_local_clusters_workers_run_without_dasks_interactive_upkeep() -> None:
+    import dask
+
+    from hwmap.explore.runner import LOCAL_CLUSTER_CONFIG, DaskExecutor
+
+    executor = DaskExecutor(1)
+    try:
+        seen = executor.client.run(lambda: {k: dask.config.get(k) for k in LOCAL_CLUSTER_CONFIG})
+        assert list(seen.values()) == [LOCAL_CLUSTER_CONFIG]
+        assert executor.processor_time() > 0
+    finally:
+        executor.close()
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # this process's settings are its own

@@ -32,6 +32,22 @@ __all__ = ["Executor", "InlineExecutor", "DaskExecutor", "run_trials", "RunSumma
 HEARTBEAT_S = 5.0
 #: How often (seconds) the progress line reads the study's tallies again.
 REFRESH_S = 30.0
+#: Dask settings of the LocalCluster hwmap starts (its scheduler runs in this process, its
+#: workers in their own). Dask's defaults suit interactive work with its dashboard; a trial
+#: here is a fraction of a second of one thread, and on the few cores of a workstation the
+#: periodic work they set would take the cores the trials need: a statistical profiler in
+#: every worker sampling its stack every 10 ms, an event-loop health check every 20 ms in
+#: every process, a system monitor (psutil) every 500 ms, the nanny's memory check every
+#: 100 ms and work stealing every second (every trial here is queued at the scheduler until a
+#: worker is free, so there is nothing to steal). The memory check still runs, once a second.
+#: See https://distributed.dask.org/en/stable/configuration.html (distributed.yaml).
+LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.scheduler.work-stealing": False,
+}
 
 
 class Executor(Protocol):
@@ -44,6 +60,7 @@ class Executor(Protocol):
     def share(self, graph: Any, data: Any, reference: Any, model: str) -> None: ...
     def submit(self, task: TrialTask) -> Any: ...
     def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, TrialResult]]: ...
+    def processor_time(self) -> float: ...
     def close(self) -> None: ...
 
 
@@ -69,6 +86,10 @@ class InlineExecutor:
     def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, TrialResult]]:
         return [(h, self._done.pop(h)) for h in handles if h in self._done]
 
+    def processor_time(self) -> float:
+        """No worker processes: the trials' time is this process's."""
+        return 0.0
+
     def close(self) -> None:
         pass
 
@@ -89,8 +110,11 @@ class DaskExecutor:
                 raise DataError(f"cannot reach the Dask scheduler: {reason}", where=f"--scheduler {scheduler}") \
                     from None
         else:
-            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                        dashboard_address=None, silence_logs=logging.ERROR)
+            import dask
+
+            with dask.config.set(LOCAL_CLUSTER_CONFIG):  # read as the scheduler and workers start
+                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                            host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
             self.client = Client(self.cluster, set_as_default=False)
         info = self.client.scheduler_info()
         self.slots = max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
@@ -126,6 +150,10 @@ class DaskExecutor:
             except Exception as e:  # the worker died or the task could not run: that trial failed
                 out.append((f, _lost(f, e)))
         return out
+
+    def processor_time(self) -> float:
+        """The worker processes' processor time so far (their trials, messages and upkeep)."""
+        return float(sum(self.client.run(time.process_time).values()))
 
     def close(self) -> None:
         try:
@@ -199,7 +227,8 @@ class ProgressLine:
 class RunSummary:
     """What one run added: trials recorded, interrupted trials recovered, whether it stopped
     on the timeout or because the sampler kept repeating held configs; its wall time, this
-    process's processor time and the workers' (on the trials)."""
+    process's processor time, the workers' on the trials, and the worker processes' in all
+    (the trials, the messages and the upkeep of a Dask worker)."""
 
     recorded: int = 0
     recovered: list[int] = field(default_factory=list)
@@ -208,6 +237,7 @@ class RunSummary:
     elapsed_s: float = 0.0
     cpu_s: float = 0.0
     worker_cpu_s: float = 0.0
+    workers_process_cpu_s: float = 0.0
 
 
 def run_trials(handle: StudyHandle, executor: Executor, total: int, *, calibrate: int | None = None,
@@ -216,7 +246,7 @@ def run_trials(handle: StudyHandle, executor: Executor, total: int, *, calibrate
     summary = RunSummary(recovered=handle.recover_interrupted())
     if handle.space.sampler == "grid":
         handle.enqueue_grid(total)
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    t0, cpu0, workers0 = time.perf_counter(), time.process_time(), executor.processor_time()
     deadline = t0 + timeout if timeout is not None else None
     in_flight: dict[Any, Proposal] = {}
     keys: dict[Any, str] = {}
@@ -256,6 +286,7 @@ def run_trials(handle: StudyHandle, executor: Executor, total: int, *, calibrate
                 handle.heartbeat(p.trial for p in in_flight.values())
                 beat = time.perf_counter()
         summary.timed_out = deadline is not None and time.perf_counter() >= deadline and done < total
+        summary.workers_process_cpu_s = executor.processor_time() - workers0
     finally:
         for proposal in in_flight.values():  # stopped mid-trial (Ctrl-C, SIGTERM): queue them again
             handle.interrupt(proposal)

@@ -18,6 +18,7 @@ asked again.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -30,6 +31,7 @@ from typing import Any, Iterable
 from ..errors import DataError
 from ..files import pid_alive
 from ..jsonio import dumps
+from . import rdb
 from .objectives import kpi_value
 from .space import Space
 
@@ -43,6 +45,9 @@ DEFAULT_POPULATION = 10
 STALE_AFTER_S = 300.0
 #: How many duplicate proposals in a row are set aside before the study stops asking.
 MAX_RESAMPLE = 50
+#: How optuna names a constraint's system attribute (``Trial.set_constraint(KEY, ...)`` writes
+#: ``constraints:KEY``; its samplers read every attribute of that prefix).
+CONSTRAINTS_PREFIX = "constraints:"
 #: System attribute holding who runs a trial: host, pid and last heartbeat.
 OWNER_ATTR = "hwmap:owner"
 #: User attribute holding a trial's config (``REF@KEY=VALUE...``), target label and kind,
@@ -120,12 +125,17 @@ class StudyHandle:
         #: which costs the coordinator more per trial than the rest of the ask and tell.
         from optuna.trial import TrialState
 
-        self._waiting: dict[int, str] = {
-            t._trial_id: trial_key(t.system_attrs.get("fixed_params", {}))
+        self._waiting: dict[int, tuple[str, Any]] = {
+            t._trial_id: (trial_key(t.system_attrs.get("fixed_params", {})), t)
             for t in sorted(self.trials((TrialState.WAITING,)), key=lambda t: t.number)}
         #: The config each popped queued trial was queued with (what makes it no duplicate).
         self._popped: dict[int, str] = {}
+        #: Each popped trial as it now is in the storage (the queued one, running, tagged), for
+        #: ``optuna.Trial`` to start from instead of reading it back (see :meth:`_get_trial`).
+        self._started: dict[int, Any] = {}
         study._pop_waiting_trial_id = self._pop_waiting  # replaces optuna's scan of the queue
+        self._read_trial = self.storage.get_trial
+        self.storage.get_trial = self._get_trial
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def trials(self, states: Iterable[Any] | None = None) -> list[Any]:
@@ -184,10 +194,9 @@ class StudyHandle:
         from optuna.trial import TrialState
 
         try:
-            self.storage.set_trial_user_attr(trial_id, INFO_ATTR, {
+            rdb.finish(self.storage, trial_id, TrialState.FAIL, None, {INFO_ATTR: {
                 "interrupted": True, "error": "interrupted: the run was stopped while this trial ran; its config "
-                                              "is run again"})
-            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                                              "is run again"}}, {})
         except UpdateFinishedTrialError:  # it finished, or another process recovered it first
             return False
         self._enqueue(params, {"retry_of": number})
@@ -211,7 +220,7 @@ class StudyHandle:
             template = create_trial(**kwargs)
         trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
         key = trial_key(params)
-        self._waiting[trial_id] = key
+        self._waiting[trial_id] = (key, template)
         self._keys.add(key)
 
     def _distributions(self) -> dict[str, Any]:
@@ -235,27 +244,38 @@ class StudyHandle:
         return self._dists
 
     def _pop_waiting(self) -> int | None:
-        """The next queued trial, now running (as ``Study._pop_waiting_trial_id``); one another
-        process took first is passed over."""
-        from optuna.exceptions import UpdateFinishedTrialError
+        """The next queued trial, now running and tagged as this process's, in one transaction
+        (as ``Study._pop_waiting_trial_id``); one another process took first is passed over."""
         from optuna.trial import TrialState
 
         while self._waiting:
             trial_id = next(iter(self._waiting))
-            key = self._waiting.pop(trial_id)
-            try:
-                if self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                    self._popped[trial_id] = key
-                    return trial_id
-            except UpdateFinishedTrialError:
-                pass
+            key, queued = self._waiting.pop(trial_id)
+            owner = self._owner()
+            started = rdb.start_waiting(self.storage, trial_id, {OWNER_ATTR: owner})
+            if started is not None:
+                self._popped[trial_id] = key
+                trial = copy.deepcopy(queued)
+                trial.number, trial._trial_id = started[0], trial_id
+                trial.state, trial.datetime_start = TrialState.RUNNING, started[1]
+                trial.system_attrs = {**trial.system_attrs, OWNER_ATTR: owner}
+                self._started[trial_id] = trial
+                return trial_id
         return None
 
+    def _get_trial(self, trial_id: int) -> Any:
+        """The storage's ``get_trial``, but a trial just popped is the one :meth:`_pop_waiting`
+        built from what it queued and wrote (``study.ask`` reads the trial it pops back through
+        the ORM, a query per relation, the costliest step of an ask)."""
+        started = self._started.pop(trial_id, None)
+        return started if started is not None else self._read_trial(trial_id)
+
+    def _owner(self) -> dict[str, Any]:
+        return {"host": self.host, "pid": self.pid, "heartbeat": time.time()}
+
     def heartbeat(self, trials: Iterable[Any]) -> None:
-        now = time.time()
-        for trial in trials:
-            self.storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR,
-                                               {"host": self.host, "pid": self.pid, "heartbeat": now})
+        """Tag the running ``trials`` as this process's, now (one transaction for them all)."""
+        rdb.set_system_attr(self.storage, [t._trial_id for t in trials], OWNER_ATTR, self._owner())
 
     def enqueue_grid(self, total: int) -> None:
         """Queue every config of the space, in order, that the study does not hold yet, until
@@ -280,6 +300,22 @@ class StudyHandle:
         return params
 
     def _suggest(self, trial: Any) -> tuple[int, dict[str, Any]]:
+        """The trial's target and config values, suggested through optuna; the parameters it
+        writes are written together, in one transaction, once all are suggested."""
+        pending: list[tuple[str, float, Any]] = []
+
+        def collect(trial_id: int, name: str, value: float, distribution: Any) -> None:
+            pending.append((name, value, distribution))
+
+        self.storage.set_trial_param = collect
+        try:
+            index, values = self._suggest_each(trial)
+        finally:
+            del self.storage.set_trial_param  # the storage's own again
+        rdb.set_params(self.storage, trial._trial_id, pending)
+        return index, values
+
+    def _suggest_each(self, trial: Any) -> tuple[int, dict[str, Any]]:
         labels = [t.label for t in self.space.targets]
         index = labels.index(trial.suggest_categorical("target", labels)) if len(labels) > 1 else 0
         values: dict[str, Any] = {}
@@ -302,25 +338,33 @@ class StudyHandle:
 
         for _ in range(MAX_RESAMPLE):
             trial = self.study.ask()
-            self.heartbeat([trial])
+            popped = self._popped.pop(trial._trial_id, None)
+            if popped is None:  # a new trial (a queued one was tagged as it was taken)
+                self.heartbeat([trial])
             index, values = self._suggest(trial)
             key = trial_key(trial.params)
-            queued = self._popped.pop(trial._trial_id, None) == key  # queued with this config: no duplicate
+            queued = popped == key  # queued with this config: no duplicate
             if key not in in_flight and (key not in self._keys or queued):
                 self._keys.add(key)
                 return Proposal(trial, index, values)
             self._finish(trial, TrialState.PRUNED)  # a set-aside duplicate
         return None
 
-    def _finish(self, trial: Any, state: Any, values: list[float] | None = None) -> None:
-        """What ``study.tell`` does for a running trial of ours (the sampler told, then the state
-        and values written), reading the trial back once instead of three times. ``study.ask``
-        drops the study's per-thread cache of trials that ``study.tell`` would."""
-        frozen = self.storage.get_trial(trial._trial_id)
+    def _finish(self, trial: Any, state: Any, values: list[float] | None = None,
+                user_attrs: dict[str, Any] | None = None, system_attrs: dict[str, Any] | None = None) -> None:
+        """What ``Trial.set_user_attr``, ``Trial.set_constraint`` and ``Study.tell`` do for a
+        running trial of ours: the sampler told (with the trial as it will be stored, built
+        here rather than read back), then its attributes, values and state written in one
+        transaction. ``study.ask`` drops the study's per-thread cache of trials that
+        ``study.tell`` would."""
+        user_attrs, system_attrs = user_attrs or {}, system_attrs or {}
+        frozen = copy.copy(trial._cached_frozen_trial)
+        frozen.user_attrs = {**frozen.user_attrs, **user_attrs}
+        frozen.system_attrs = {**frozen.system_attrs, **system_attrs}
         try:
             self.study.sampler.after_trial(self.study, frozen, state, values)
         finally:
-            self.storage.set_trial_state_values(trial._trial_id, state, values)
+            rdb.finish(self.storage, trial._trial_id, state, values, user_attrs, system_attrs)
 
     def tell(self, proposal: Proposal, state: str, record: dict[str, Any], error: str,
              config: str, extra: dict[str, Any]) -> tuple[str, list[float] | None]:
@@ -340,19 +384,23 @@ class StudyHandle:
             elif not all(math.isfinite(float(v or 0.0)) for v in values):
                 state, error = "fail", "an objective is not a finite number: " + ", ".join(
                     f"{o.column} = {v}" for o, v in zip(self.space.objectives, values))
-        trial.set_user_attr(INFO_ATTR, {"config": config, "target": target.label, "kind": target.kind,
-                                        "error": error, **extra, "kpis": record})
+            elif any(math.isnan(float(kpi_value(record, c.column) or 0.0)) for c in self.space.constraints):
+                state, error = "fail", "a constraint's column is not a number: " + ", ".join(
+                    f"{c.column} = {kpi_value(record, c.column)}" for c in self.space.constraints)
+        user = {INFO_ATTR: {"config": config, "target": target.label, "kind": target.kind, "error": error, **extra,
+                            "kpis": record}}
         self._keys.add(trial_key(trial.params))
         feasible = True
         if state == "complete":
+            constraints = {}
             for c in self.space.constraints:  # optuna's constraints: feasible when every value is <= 0
-                violation = c.violation(kpi_value(record, c.column) or 0.0)
-                trial.set_constraint(str(c), violation)
+                violation = float(c.violation(kpi_value(record, c.column) or 0.0))
+                constraints[f"{CONSTRAINTS_PREFIX}{c}"] = violation
                 feasible = feasible and violation <= 0
             floats = [float(v) for v in values if v is not None]
-            self._finish(trial, TrialState.COMPLETE, floats)
+            self._finish(trial, TrialState.COMPLETE, floats, user, constraints)
             return state, (floats if feasible else None)
-        self._finish(trial, TrialState.FAIL)
+        self._finish(trial, TrialState.FAIL, None, user)
         return "fail", None
 
 
