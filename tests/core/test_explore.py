@@ -111,6 +111,11 @@ def test_a_bad_space_is_one_error_naming_the_key(toy_registry: Any, tmp_path: Pa
     (('sampler = "grid"', 'sampler = "bayes"'), "sampler 'bayes': must be one of nsga2, tpe, random, grid"),
     (('step = 50e6', 'log = true'), "sampler \"grid\" needs a finite space"),
     (('target = "toy_cpu:default"', 'target = "toy_cpu:huge"'), "target kind 'toy_cpu' has no preset 'huge'"),
+    (('step = 50e6', 'step = 1e-6'), "the space has 300,000,000,000,003 points; at most 65,536 are enumerated"),
+    (('target = "toy_cpu:default"', 'target = "../elsewhere.toml"'), "target '../elsewhere.toml' is outside the "
+                                                                      "folder of the space file"),
+    (('target = "toy_cpu:default"', 'target = "/etc/hwmap.toml"'), "target '/etc/hwmap.toml' is outside the "
+                                                                    "folder of the space file"),
 ])
 def test_bad_objectives_samplers_and_targets_are_refused(toy_registry: Any, tmp_path: Path,
                                                          change: tuple[str, str], message: str) -> None:

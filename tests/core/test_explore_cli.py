@@ -69,6 +69,14 @@ def test_a_bad_space_is_one_line_and_exit_2_and_nothing_written(capsys: pytest.C
     assert not (tmp_path / "out").exists()
 
 
+def test_more_local_workers_than_the_machine_can_hold_is_refused(capsys: pytest.CaptureFixture[str],
+                                                                  tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, "explore", MODEL, space(tmp_path), "-o", str(tmp_path / "out"),
+                           "--workers", "100000")
+    assert "--workers 100000: at most" in one_error(code, err)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_storage_that_cannot_be_opened(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run_cli(capsys, "explore", MODEL, space(tmp_path), "--storage", "nosuchdb://user:secret@host/x",
                            "-o", str(tmp_path / "out"), "--workers", "0")

@@ -34,6 +34,8 @@ __all__ = ["Exploration", "explore", "OWN_FILES", "MAX_TRIALS", "CONNECT_TIMEOUT
 OWN_FILES = ("study.db", "study.db-journal", "study.db-wal", "study.db-shm", "trials.csv", "trials.json")
 #: The most trials one exploration may ask for.
 MAX_TRIALS = 1_000_000
+#: local worker processes per processor at most (a LocalCluster larger than that only thrashes)
+MAX_WORKERS_PER_CPU = 4
 #: How long to try reaching a ``--scheduler`` before giving up, in seconds.
 CONNECT_TIMEOUT_S = 10.0
 
@@ -92,6 +94,10 @@ def explore(model: str, space_file: str, *, data: str | None = None, calibrate: 
         raise DataError(f"--timeout {timeout}: must be a positive number of seconds")
     if workers is not None and workers < 0:
         raise DataError(f"--workers {workers}: must be 0 (this process) or more worker processes")
+    most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    if workers is not None and workers > most:
+        raise DataError(f"--workers {workers}: at most {most} local worker processes on this machine "
+                        f"({MAX_WORKERS_PER_CPU} per processor); for more, start a Dask cluster and pass --scheduler")
     if storage is None and outdir is None:
         raise DataError("explore keeps its study in a database: give -o DIR (the SQLite file study.db in it) "
                         "or --storage URL")

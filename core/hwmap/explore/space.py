@@ -46,6 +46,8 @@ SAMPLERS = ("nsga2", "tpe", "random", "grid")
 MAX_TARGETS = 64
 MAX_PARAMS = 64
 MAX_CHOICES = 4096
+#: the most configs the grid sampler enumerates (each is queued in the study before it runs)
+MAX_GRID = 65536
 _TOP_KEYS = {"sampler", "seed", "population", "objectives", "constraints", "targets", "target", "space"}
 _RANGE_KEYS = {"low", "high", "log", "step"}
 
@@ -214,6 +216,10 @@ def read_space(path: str | Path, overrides: Iterable[str] = ()) -> Space:
         cont = next(f"{t.label} {p.key}" for t in targets for p in t.params if p.size() is None)
         raise ConfigError(f"sampler \"grid\" needs a finite space: {cont!r} is a continuous range (give it a step "
                           "or a list of choices)", where=where)
+    if sampler == "grid" and (space.size() or 0) > MAX_GRID:
+        raise ConfigError(f"sampler \"grid\": the space has {space.size():,} points; at most {MAX_GRID:,} are "
+                          "enumerated (coarsen a step, or use a sampler that does not enumerate: nsga2, motpe, "
+                          "random)", where=where)
     return space
 
 
@@ -244,7 +250,13 @@ def _target_space(table: dict[str, Any], index: int, base: Path, where: str, fix
         raise ConfigError(f"{what}: target must be \"KIND:PRESET\", a variant or the path of a config file",
                           where=where)
     label = ref
-    if ref.split("@", 1)[0].endswith(".toml") and not Path(ref.split("@", 1)[0]).is_absolute():
+    file = ref.split("@", 1)[0]
+    if file.endswith(".toml"):
+        folder = base.resolve()
+        if Path(file).is_absolute() or not (folder / file).resolve().is_relative_to(folder):
+            raise ConfigError(f"{what}: target {label!r} is outside the folder of the space file ({str(base)!r}); "
+                              "refused: name a preset (KIND:PRESET) or a config file in that folder or below it",
+                              where=where)
         ref = str(base / ref)
     ref = "@".join([ref, *fixed])
     try:

@@ -32,11 +32,11 @@ from .fixed_point import (
     fixed_point_quantize,
 )
 from .fusion import COMPUTE_OPS, DEFAULT_POST_OPS, FuseComputeWithPostOps
-from .snn_convert import Conversion, ConversionSettings, convert_to_snn
+from .snn_convert import ENCODINGS, READOUTS, Conversion, ConversionSettings, convert_to_snn
 
 __all__ = [
-    "COMPUTE_OPS", "Conversion", "ConversionSettings", "DEFAULT_POST_OPS", "FoldBatchNorm", "FoldConstants",
-    "FixedPoint", "FuseComputeWithPostOps", "Pass", "QuantizeFixedPoint", "fixed_point_annotation",
-    "fixed_point_format", "fixed_point_quantize", "constant_value", "convert_to_snn", "encode_graph", "prune_tensors", "remove_orphan_constants", "run_passes", "single_consumer",
-    "slot_of_input", "unique_node_name",
+    "COMPUTE_OPS", "Conversion", "ConversionSettings", "DEFAULT_POST_OPS", "ENCODINGS", "FoldBatchNorm",
+    "FoldConstants", "FixedPoint", "FuseComputeWithPostOps", "Pass", "QuantizeFixedPoint", "fixed_point_annotation",
+    "fixed_point_format", "fixed_point_quantize", "constant_value", "convert_to_snn", "encode_graph", "prune_tensors",
+    "READOUTS", "remove_orphan_constants", "run_passes", "single_consumer", "slot_of_input", "unique_node_name",
 ]

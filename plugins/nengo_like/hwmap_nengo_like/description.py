@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hwmap.passes import ENCODINGS, READOUTS
 
 __all__ = ["Population", "Host", "Link", "Description", "write", "read", "FORMAT", "VERSION", "JSON_FILE",
            "ARRAYS_FILE", "HOST_KINDS", "PORTS"]
@@ -42,6 +43,9 @@ VERSION = 1
 JSON_FILE = "network.json"
 ARRAYS_FILE = "arrays.npz"
 HOST_KINDS = ("input", "node", "output", "probe")
+#: the most steps a description may ask for (1000 s at dt = 1 ms): the simulator's records
+#: grow with the steps, and the steps come from a file the user hands over
+MAX_STEPS = 1_000_000
 PORTS = ("decoded", "neurons", "in")
 
 
@@ -170,8 +174,8 @@ def from_parts(doc: Any, arrays: dict[str, np.ndarray], where: str) -> Descripti
     if not dt > 0:
         raise DescriptionError(f"{where}: dt = {dt!r} must be positive")
     steps = doc.get("steps")
-    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
-        raise DescriptionError(f"{where}: steps = {steps!r} must be a positive integer or null")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS):
+        raise DescriptionError(f"{where}: steps = {steps!r:.30} must be an integer from 1 to {MAX_STEPS:,} or null")
     d = Description(str(_get(doc, "name", str, where)), dt, steps, meta=dict(doc.get("meta") or {}))
     names: set[str] = set()
     for i, p in enumerate(_get(doc, "populations", list, where)):
@@ -194,8 +198,9 @@ def from_parts(doc: Any, arrays: dict[str, np.ndarray], where: str) -> Descripti
             raise DescriptionError(f"{at}: kind {kind!r} is not one of {HOST_KINDS}")
         name = _get(h, "name", str, at)
         names.add(name)
-        d.hosts.append(Host(name, kind, _get(h, "size_in", int, at), _get(h, "size_out", int, at),
-                            dict(h.get("attrs") or {})))
+        host = Host(name, kind, _get(h, "size_in", int, at), _get(h, "size_out", int, at), dict(h.get("attrs") or {}))
+        _check_host(host, at)
+        d.hosts.append(host)
     for i, x in enumerate(_get(doc, "links", list, where)):
         at = f"{where}: links[{i}]"
         pre, post, port = _get(x, "pre", str, at), _get(x, "post", str, at), _get(x, "port", str, at)
@@ -207,7 +212,48 @@ def from_parts(doc: Any, arrays: dict[str, np.ndarray], where: str) -> Descripti
             raise DescriptionError(f"{at}: synapse {syn!r:.60} is not a filter spec")
         d.links.append(Link(_get(x, "name", str, at), pre, post, port, _array(arrays, f"l{i}.weights", shape, at),
                             syn))
+    _check_output_shapes(d, where)
     return d
+
+
+def _check_host(h: Host, at: str) -> None:
+    """The attributes the simulator reads from a host, as the converter writes them."""
+    if h.size_in < 0 or h.size_out < 0:
+        raise DescriptionError(f"{at}: size_in = {h.size_in}, size_out = {h.size_out} must not be negative")
+    a = h.attrs
+    if h.kind == "input":
+        if a.get("encoding", "direct") not in ENCODINGS:
+            raise DescriptionError(f"{at}: attrs.encoding = {a.get('encoding')!r:.40} is not one of {ENCODINGS}")
+        for key in ("scale", "seed"):
+            v = a.get(key, 0)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v):
+                raise DescriptionError(f"{at}: attrs.{key} = {v!r:.40} is not a finite number")
+    if h.kind == "output":
+        if a.get("mode", "membrane") not in READOUTS:
+            raise DescriptionError(f"{at}: attrs.mode = {a.get('mode')!r:.40} is not one of {READOUTS}")
+        bias = a.get("bias", 0.0)
+        ok = isinstance(bias, (int, float)) and not isinstance(bias, bool) or (
+            isinstance(bias, list) and len(bias) == h.size_in
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bias))
+        if not ok or not np.all(np.isfinite(np.asarray(bias, np.float64))):
+            raise DescriptionError(f"{at}: attrs.bias must be a finite number or a list of {h.size_in} "
+                                   f"(size_in) finite numbers")
+
+
+def _check_output_shapes(d: Description, where: str) -> None:
+    """``meta.output_shapes``: for outputs only, each a list of positive sizes holding exactly
+    the output's ``size_in`` values."""
+    shapes = d.meta.get("output_shapes", {})
+    outs = {h.name: h.size_in for h in d.hosts if h.kind == "output"}
+    if not isinstance(shapes, dict):
+        raise DescriptionError(f"{where}: meta.output_shapes is not a table of output names")
+    for name, shape in shapes.items():
+        if name not in outs:
+            raise DescriptionError(f"{where}: meta.output_shapes names {name!r:.60}, which is not an output")
+        if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                                                  for s in shape) or int(np.prod(shape, dtype=object)) != outs[name]:
+            raise DescriptionError(f"{where}: meta.output_shapes[{name!r}] = {shape!r:.60} does not hold the "
+                                   f"output's {outs[name]} values")
 
 
 def read(artifacts: Any) -> Description:
