@@ -300,22 +300,58 @@ def _direct_conv(codes, idx, pad, w, off, a, b, acc):  # type: ignore[no-untyped
 
 
 @_jit
-def _taps3x3(plane, w, wp, sh, sw, dh, dw, oh, ow, o, acc):  # type: ignore[no-untyped-def]
-    """``acc[y·OW + x] = o + Σ_(a, b) w[3a + b]·plane[(y·sh + a·dh)·wp + x·sw + b·dw]``
-    (one padded channel; the sum of nine exact products in the plane's type, then float64)."""
+def _taps9(src, offs, w, oh, ow, wq, o, tmp, acc):  # type: ignore[no-untyped-def]
+    """``acc[y·OW + x] = o + Σ_t w[t]·src[offs[t] + y·wq + x]``: a depthwise 3×3 over rows
+    ``wq`` wide, as one multiply-add of nine shifted views along the flattened rows (the
+    columns past OW are computed and dropped; views indexed from 0, so no wraparound test
+    and the loop vectorizes however narrow the rows). Exact integers in ``src``'s type."""
+    n = oh * wq
+    q0, q1, q2 = src[offs[0]:offs[0] + n], src[offs[1]:offs[1] + n], src[offs[2]:offs[2] + n]
+    q3, q4, q5 = src[offs[3]:offs[3] + n], src[offs[4]:offs[4] + n], src[offs[5]:offs[5] + n]
+    q6, q7, q8 = src[offs[6]:offs[6] + n], src[offs[7]:offs[7] + n], src[offs[8]:offs[8] + n]
     w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
+    for k in range(n):
+        tmp[k] = (w0 * q0[k] + w1 * q1[k] + w2 * q2[k] + w3 * q3[k] + w4 * q4[k] + w5 * q5[k] + w6 * q6[k]
+                  + w7 * q7[k] + w8 * q8[k])
     for y in range(oh):
-        r0 = y * sh * wp
-        r1 = r0 + dh * wp
-        r2 = r1 + dh * wp
+        row, dst = tmp[y * wq:y * wq + ow], acc[y * ow:(y + 1) * ow]
         for x in range(ow):
-            c0 = x * sw
-            c1 = c0 + dw
-            c2 = c1 + dw
-            v = (w0 * plane[r0 + c0] + w1 * plane[r0 + c1] + w2 * plane[r0 + c2]
-                 + w3 * plane[r1 + c0] + w4 * plane[r1 + c1] + w5 * plane[r1 + c2]
-                 + w6 * plane[r2 + c0] + w7 * plane[r2 + c1] + w8 * plane[r2 + c2])
-            acc[y * ow + x] = np.float64(v) + o
+            dst[x] = np.float64(row[x]) + o
+
+
+@_jit
+def _phases(plane, hp, wp, sh, sw, hq, wq, out):  # type: ignore[no-untyped-def]
+    """The padded plane ``(hp, wp)`` split by row and column phase for strides ``sh, sw``:
+    ``out[(a·sw + b)·hq·wq + r·wq + c] = plane[(r·sh + a)·wp + c·sw + b]`` (0 past the
+    plane), so a strided tap reads a contiguous run of one phase."""
+    out[:] = 0
+    for a in range(sh):
+        for b in range(sw):
+            base = (a * sw + b) * hq * wq
+            for r in range(hq):
+                y = r * sh + a
+                if y >= hp:
+                    break
+                srow, drow = plane[y * wp:(y + 1) * wp], out[base + r * wq:base + (r + 1) * wq]
+                for c in range(min(wq, (wp - b + sw - 1) // sw)):
+                    drow[c] = srow[c * sw + b]
+
+
+@_jit
+def _dw_layout(hp, wp, sh, sw, dh, dw, oh):  # type: ignore[no-untyped-def]
+    """``(hq, wq, offs)`` of a depthwise 3×3 on a plane ``(hp, wp)``: rows and width of one
+    phase (the plane itself for unit strides) and each tap's start in the phases; a phase
+    keeps ``oh + ⌊2·dh/sh⌋ + 1`` rows at least, so the junk columns' reads stay inside."""
+    if sh == 1 and sw == 1:
+        hq, wq = hp, wp
+    else:
+        hq, wq = max(-(-hp // sh), oh + (2 * dh) // sh + 1), -(-wp // sw)
+    offs = np.empty(9, dtype=np.int64)
+    for a in range(3):
+        for b in range(3):
+            phase = ((a * dh) % sh) * sw + (b * dw) % sw
+            offs[a * 3 + b] = phase * hq * wq + ((a * dh) // sh) * wq + (b * dw) // sw
+    return hq, wq, offs
 
 
 @_jit
@@ -335,17 +371,27 @@ def _direct_conv2d(codes, geom, pad, w, off, acc, plane):  # type: ignore[no-unt
     wp = max(wd + pw, (ow - 1) * sw + (kw - 1) * dw + 1)
     unit = sh == 1 and sw == 1
     out = np.empty(oh * (wp if unit else ow), dtype=plane.dtype)
+    depthwise = cg == 1 and kh == 3 and kw == 3
+    hq, wq, offs = _dw_layout(hp, wp, sh, sw, dh, dw, oh)
+    phases = np.empty(sh * sw * hq * wq if depthwise and not unit else 0, dtype=plane.dtype)
+    tmp = np.empty(oh * wq if depthwise else 0, dtype=plane.dtype)
     tile = 8
     for i in range(n):
         for gi in range(g):
             plane[:] = pad
+            src = codes[i, gi]
             for c in range(cg):
                 for y in range(h):
+                    s0 = (c * h + y) * wd
+                    d0 = (c * hp + y + ph) * wp + pw
+                    srow, drow = src[s0:s0 + wd], plane[d0:d0 + wd]  # views from 0: the copy vectorizes
                     for x in range(wd):
-                        plane[(c * hp + y + ph) * wp + x + pw] = codes[i, gi, (c * h + y) * wd + x]
+                        drow[x] = srow[x]
+            if depthwise and not unit:
+                _phases(plane, hp, wp, sh, sw, hq, wq, phases)
             for f in range(nf):
-                if cg == 1 and kh == 3 and kw == 3:  # depthwise 3×3: the nine taps summed in registers
-                    _taps3x3(plane, w[gi, :, f], wp, sh, sw, dh, dw, oh, ow, off[gi, f], acc[i, gi, f])
+                if depthwise:  # the nine taps summed in registers, along the flattened rows
+                    _taps9(plane if unit else phases, offs, w[gi, :, f], oh, ow, wq, off[gi, f], tmp, acc[i, gi, f])
                     continue
                 out[:] = 0
                 if unit:
