@@ -121,24 +121,30 @@ def correct(u: FoldUnit, codes: np.ndarray, idx: np.ndarray, sp: int, sr: int, p
             acc: np.ndarray) -> None:
     """Subtract unit ``u``'s rounding remainders from ``acc`` ``(N, G, F, P)``; ``codes`` are
     ``(N·G, size)``, a vector's row ``i`` at ``idx[t, i]`` (gather) or ``t·sp + i·sr``. One
-    sample at a time, so the scratch stays that of one sample."""
-    width = COLUMN_BLOCK * (2 if u.nibble else 1)
-    val = np.empty((1, len(u.groups), u.levels.shape[1] * width, u.pc), dtype=np.uint16)
+    sample and group at a time, so the scratch stays that of one vector set."""
     few = u.pc <= _FEW_POSITIONS
     tab = _aligned((0 if few else u.levels.shape[2] // 8) * 256 * COLUMN_BLOCK).reshape(-1, 256, COLUMN_BLOCK)
     cnt = _aligned(8 * COLUMN_BLOCK)
-    for i in range(codes.shape[0] // g):
-        _correct(codes[i * g:(i + 1) * g], idx, sp, sr, pad, spread, g, u.groups, u.pos0, u.pc, u.row0, u.rc, u.levels,
-                 u.half, u.mask, few, 0x77 if u.nibble else 0xFF, tab, cnt, val)
-        _subtract(val, u.coef, u.const, u.groups, u.filt, u.r, u.pos0, acc[i:i + 1])
+    _correct(codes, idx, sp, sr, pad, spread, g, u.groups, u.pos0, u.pc, u.row0, u.rc, u.levels, u.half, u.mask, few,
+             0x77 if u.nibble else 0xFF, tab, cnt, u.coef, u.const, u.filt, u.r, acc)
 
 
 # ------------------------------------------------------------------------------ compiled loops
 @jit
 def _patterns(row, idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat):  # type: ignore[no-untyped-def]
-    """``pat[t, c]``: byte ``q`` is the digit pattern of active plane ``q`` over rows
-    ``8c .. 8c+7`` of the unit at its position ``t`` (codes of one sample and group)."""
+    """``pat[c, t]``: byte ``q`` is the digit pattern of active plane ``q`` over rows
+    ``8c .. 8c+7`` of the unit at its position ``t`` (codes of one sample and group). Where
+    a row's positions are contiguous (``sp = 1``: a 1×1 convolution's channel) the loop
+    runs along them, row by row."""
     pat[:] = 0
+    if idx.shape[0] == 0 and sp == 1:
+        for k in range(rc):
+            base = (row0 + k) * sr + pos0
+            src, dst = row[base:base + pc], pat[k >> 3]
+            bit = np.uint64(k & 7)
+            for t in range(pc):
+                dst[t] |= spread[np.uint32(src[t])] << bit
+        return
     gather = idx.shape[0] > 0
     for t in range(pc):
         for k in range(rc):
@@ -147,7 +153,7 @@ def _patterns(row, idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat):  # type: 
                 u = pad if v < 0 else row[v]
             else:
                 u = row[(pos0 + t) * sp + (row0 + k) * sr]
-            pat[t, k >> 3] |= spread[u] << np.uint64(k & 7)
+            pat[k >> 3, t] |= spread[u] << np.uint64(k & 7)
 
 
 @jit
@@ -167,47 +173,43 @@ def _table(lev, tab, keep):  # type: ignore[no-untyped-def]
 
 
 @jit
-def _pattern_list(pats, t, src, planes):  # type: ignore[no-untyped-def]
-    """The nonzero patterns of position ``t`` (half of them are 0, whose table row is 0) as
-    byte offsets into the 8-row tables, ``src[k] = (c·256 + m)·64``, and ``planes[k] =
-    q·64`` (without branches); returns how many."""
+def _pattern_list(pats, t, src, bounds):  # type: ignore[no-untyped-def]
+    """The nonzero patterns of position ``t`` (``pats[c, 8t + q]``; about half are 0, whose
+    table row is 0) as byte offsets into the 8-row tables, ``src[k] = (c·256 + m)·64``,
+    plane after plane: plane ``q``'s are ``src[bounds[q]:bounds[q + 1]]`` (without
+    branches)."""
     k = 0
-    c8 = pats.shape[1] // 8
-    for c in range(c8):
-        for q in range(8):
-            m = np.uint32(pats[t, c * 8 + q])
+    for q in range(8):
+        bounds[q] = k
+        for c in range(pats.shape[0]):
+            m = np.uint32(pats[c, t * 8 + q])
             src[k] = np.uint32(c << 14) | (m << np.uint32(6))
-            planes[k] = np.uint32(q << 6)
             k += np.intp(m != 0)
-    return k
+    bounds[8] = k
 
 
 @jit
-def _digit_rows(pats, t, rows, planes):  # type: ignore[no-untyped-def]
-    """The (row, plane) pairs of position ``t`` whose digit is 1, as byte offsets
-    ``rows[k] = r·64``, ``planes[k] = q·64`` (without branches); returns how many."""
+def _digit_rows(pats, t, rows, bounds):  # type: ignore[no-untyped-def]
+    """The rows of position ``t`` whose digit is 1, as byte offsets ``rows[k] = r·64``,
+    plane after plane as in :func:`_pattern_list` (without branches)."""
     k = 0
-    c8 = pats.shape[1] // 8
-    for c in range(c8):
-        for q in range(8):
-            m = np.uint64(pats[t, c * 8 + q])
+    for q in range(8):
+        bounds[q] = k
+        for c in range(pats.shape[0]):
+            m = np.uint64(pats[c, t * 8 + q])
             for bit in range(8):
                 rows[k] = np.uint32((c * 8 + bit) << 6)
-                planes[k] = np.uint32(q << 6)
                 k += np.intp((m >> np.uint64(bit)) & np.uint64(1))
-    return k
+    bounds[8] = k
 
 
 @jit
-def _count(src, planes, k, srcf, keep, cnt):  # type: ignore[no-untyped-def]
-    """Byte counters ``cnt[q·64 + j]`` of one position: the sum of the ``k`` rows of 64
-    bytes at ``srcf[src[e]:]`` into counter ``planes[e]`` (table rows of 8-row patterns, or
-    level rows of single digits). Offsets are uint32, so LLVM sees them non-negative and
-    vectorizes the row addition."""
-    cnt[:] = 0
-    for e in range(k):
-        o = np.intp(planes[e])
-        _add64(cnt, o, cnt, o, srcf, np.intp(src[e]), keep)
+def _count(src, bounds, srcf, keep, cnt):  # type: ignore[no-untyped-def]
+    """Byte counters ``cnt[q·64 + j]`` of one position: per plane ``q`` the sum of the rows
+    of 64 bytes at ``srcf[src[e]:]``, ``e`` in ``bounds[q] .. bounds[q + 1]`` (table rows of
+    8-row patterns, or level rows of single digits), summed in registers."""
+    for q in range(8):
+        _sum_rows(cnt, q * 64, srcf, src, bounds[q], bounds[q + 1], keep)
 
 
 @jit
@@ -264,30 +266,96 @@ def _add64(typingctx, dst, doff, a, aoff, b, boff, keep):  # type: ignore[no-unt
     return sig, codegen
 
 
+@intrinsic
+def _sum_rows(typingctx, dst, doff, src, offs, start, stop, keep):  # type: ignore[no-untyped-def]
+    """``dst[doff:doff+64] = Σ_e src[offs[e]:offs[e]+64]`` over ``e`` in ``start .. stop``,
+    bytes wrapping, each addition masked with ``keep`` (0x77: two 3-bit counters a byte):
+    one loop whose two accumulators (alternate rows, added at the end) stay in vector
+    registers; ``offs`` are uint32 byte offsets (C-contiguous arrays)."""
+    sig = types.void(dst, types.intp, src, offs, types.intp, types.intp, types.uint8)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        i64, vec_t = ir.IntType(64), ir.VectorType(ir.IntType(8), 64)
+        dst_a = context.make_array(signature.args[0])(context, builder, args[0])
+        src_a = context.make_array(signature.args[2])(context, builder, args[2])
+        offs_a = context.make_array(signature.args[3])(context, builder, args[3])
+        start, stop = args[4], args[5]
+        splat = builder.insert_element(vec_t(ir.Undefined), args[6], ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(splat, vec_t(ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 64),
+                                                                              [0] * 64))
+        zero = ir.Constant(vec_t, [0] * 64)
+
+        def row(e):  # type: ignore[no-untyped-def]
+            off = builder.zext(builder.load(builder.gep(offs_a.data, [e])), i64)
+            return builder.load(builder.bitcast(builder.gep(src_a.data, [off]), vec_t.as_pointer()), align=1)
+
+        entry = builder.block
+        head = builder.append_basic_block("sum_rows.head")
+        body = builder.append_basic_block("sum_rows.body")
+        tail = builder.append_basic_block("sum_rows.tail")
+        builder.branch(head)
+        builder.position_at_end(head)  # pairs of rows, one to each accumulator
+        e = builder.phi(i64)
+        acc0 = builder.phi(vec_t)
+        acc1 = builder.phi(vec_t)
+        e.add_incoming(start, entry)
+        acc0.add_incoming(zero, entry)
+        acc1.add_incoming(zero, entry)
+        nxt = builder.add(e, ir.Constant(i64, 2))
+        builder.cbranch(builder.icmp_signed("<=", nxt, stop), body, tail)
+        builder.position_at_end(body)
+        new0 = builder.and_(builder.add(acc0, row(e)), splat)
+        new1 = builder.and_(builder.add(acc1, row(builder.add(e, ir.Constant(i64, 1)))), splat)
+        e.add_incoming(nxt, body)
+        acc0.add_incoming(new0, body)
+        acc1.add_incoming(new1, body)
+        builder.branch(head)
+        builder.position_at_end(tail)  # an odd last row, then the two accumulators together
+        total = builder.and_(builder.add(acc0, acc1), splat)
+        odd = builder.icmp_signed("<", e, stop)
+        with builder.if_else(odd) as (then, otherwise):
+            with then:
+                last = builder.and_(builder.add(total, row(e)), splat)
+                from_then = builder.block
+            with otherwise:
+                from_else = builder.block
+        result = builder.phi(vec_t)
+        result.add_incoming(last, from_then)
+        result.add_incoming(total, from_else)
+        builder.store(result, builder.bitcast(builder.gep(dst_a.data, [args[1]]), vec_t.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @jit
 def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, levels, half, mask, few, keep,
-             tab, cnt, out):  # type: ignore[no-untyped-def]
-    """``out[n, gk, col, t] = Σ_p 2^p·((S_p mod 256 + h) & (2^s − 1))`` of one unit (see
-    the module docstring): byte counters over 8-row tables, or over the rows themselves
-    when the unit has ``few`` positions. ``levels`` is ``(gu, column blocks, rows8, 64)``."""
+             tab, cnt, coef, const, filt, r, acc):  # type: ignore[no-untyped-def]
+    """``acc[n, g, f, pos0 + t] −= Σ_j coef_j·(Σ_p 2^p·((S_pj mod 256 + h) & (2^s − 1))) − const_j``
+    over the ``r`` slices ``j`` of the unit's filter ``f`` (see the module docstring): byte
+    counters over 8-row tables, or over the rows themselves when the unit has ``few``
+    positions. ``levels`` is ``(gu, column blocks, rows8, 64)``."""
     n = codes.shape[0] // g
     gu, ncb, rows8 = levels.shape[0], levels.shape[1], levels.shape[2]
     c8 = rows8 // 8
-    pat = np.empty((pc, c8), dtype=np.uint64)
-    patb = pat.view(np.uint8).reshape(pc, c8 * 8)
+    pat = np.empty((c8, pc), dtype=np.uint64)
+    patb = pat.view(np.uint8).reshape(c8, pc * 8)
     tabf = tab.reshape(-1)
     src = np.empty((pc, rows8 * 8 if few else c8 * 8), dtype=np.uint32)
-    planes = np.empty(src.shape, dtype=np.uint32)
-    ones = np.zeros(pc, dtype=np.intp)
+    bounds = np.zeros((pc, 9), dtype=np.intp)
     tmp = np.empty(8 * 128, dtype=np.uint8)
     width = 64 if keep == 0xFF else 128
-    vals = np.empty(width, dtype=np.uint16)
+    val = np.empty((pc, ncb * width), dtype=np.uint16)
+    term = np.empty(ncb * width, dtype=np.int64)
+    nf = filt.shape[0]
     for i in range(n):
         for gk in range(gu):
             _patterns(codes[i * g + groups[gk]], idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat)
             for t in range(pc):
-                ones[t] = (_digit_rows(patb, t, src[t], planes[t]) if few
-                           else _pattern_list(patb, t, src[t], planes[t]))
+                if few:
+                    _digit_rows(patb, t, src[t], bounds[t])
+                else:
+                    _pattern_list(patb, t, src[t], bounds[t])
             for cb in range(ncb):
                 if few:
                     srcf = levels[gk, cb].reshape(-1)
@@ -295,28 +363,20 @@ def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, lev
                     _table(levels[gk, cb], tab, keep)
                     srcf = tabf
                 for t in range(pc):
-                    _count(src[t], planes[t], ones[t], srcf, keep, cnt)
+                    _count(src[t], bounds[t], srcf, keep, cnt)
+                    out = val[t, cb * width:(cb + 1) * width]
                     if keep == 0xFF:
-                        _remainders(cnt, half[gk, cb], mask[gk, cb], tmp, vals)
+                        _remainders(cnt, half[gk, cb], mask[gk, cb], tmp, out)
                     else:
-                        _remainders_nibble(cnt, half[gk, cb], mask[gk, cb], tmp, vals)
-                    for j in range(width):  # column-major, so the subtraction runs along positions
-                        out[i, gk, cb * width + j, t] = vals[j]
-
-
-@jit
-def _subtract(val, coef, const, groups, filt, r, pos0, acc):  # type: ignore[no-untyped-def]
-    """``acc[n, g, f, pos0 + t] −= Σ_j coef_j·val_j − const_j`` over the ``r`` slices ``j`` of
-    the unit's filter ``f`` (exact integers; ``val`` is ``(n, gu, columns, positions)``)."""
-    n, gu, pc = val.shape[0], val.shape[1], val.shape[3]
-    for i in range(n):
-        for gk in range(gu):
+                        _remainders_nibble(cnt, half[gk, cb], mask[gk, cb], tmp, out)
             row_acc = acc[i, groups[gk]]
-            for fi in range(filt.shape[0]):
-                dst = row_acc[filt[fi]]
-                for j in range(fi * r, fi * r + r):
-                    c = coef[gk, j]
-                    k = const[gk, j]
-                    col = val[i, gk, j]
-                    for t in range(pc):
-                        dst[pos0 + t] -= np.float64(c * np.int64(col[t]) - k)
+            cg, kg = coef[gk], const[gk]
+            for t in range(pc):  # per position: the terms of every column, then each filter's r of them
+                vt = val[t]
+                for j in range(term.shape[0]):
+                    term[j] = cg[j] * np.int64(vt[j]) - kg[j]
+                for fi in range(nf):
+                    c = term[fi * r]
+                    for j in range(fi * r + 1, fi * r + r):
+                        c += term[j]
+                    row_acc[filt[fi], pos0 + t] -= np.float64(c)
