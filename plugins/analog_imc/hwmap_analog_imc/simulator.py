@@ -215,6 +215,13 @@ class Simulator:
         """The prepared kernel of every crossbar layer, in program order."""
         return list(self._layers)
 
+    @property
+    def epilogues(self) -> list[Epilogue | None]:
+        """Per crossbar layer, its fused dequantization, clamps and hold
+        (:class:`~hwmap_analog_imc.epilogue.Epilogue`), or None where it keeps the unfused
+        stages (which :meth:`execute` with ``collect`` runs for every layer)."""
+        return list(self._epilogues)
+
     def work(self) -> dict[str, int]:
         """Multiply-adds per sample: ``model`` (the layers' MACs, what a float runtime does),
         ``exact`` and ``rounding`` (what the simulator's GEMMs do: the transparent-column
