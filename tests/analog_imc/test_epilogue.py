@@ -7,6 +7,7 @@ edges of the grid; and the layers it must leave to the unfused stages."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -32,35 +33,53 @@ def unfused(sim: simulator.Simulator, i: int, acc: np.ndarray) -> np.ndarray:
     return sim._hold(lay.rec.output, y)
 
 
-def check_program(program: Program, x: np.ndarray) -> int:
+def check_program(program: Program, x: np.ndarray) -> tuple[int, int]:
     """Every layer with an epilogue: fused against unfused on its input in the simulation of
-    ``x``, and on accumulations spread far past the output grid; the simulator's outputs
-    with and without fusion. Returns how many layers had an epilogue."""
+    ``x``, and on accumulations spread far past the output grid, and the codes it hands the
+    folded layer reading its output against that layer's own; the simulator's outputs with
+    fusion and hand-over and without (``collect``). Returns how many layers had an
+    epilogue, and how many handed codes over."""
     sim = simulator.Simulator(program)
     name = next(t.name for t in program.tensors if t.flags & 1)
     ref_out, _, env = sim.execute({name: x}, collect=True)  # collect: the unfused stages everywhere
     out, _, _ = sim.execute({name: x})
     assert ref_out.keys() == out.keys() and all(same_bits(out[k], ref_out[k]) for k in out)
     rng = np.random.default_rng(0)
-    fused = 0
+    fused = handed = 0
     for i, (lay, epi) in enumerate(zip(sim.layers, sim.epilogues)):
         if epi is None:
             continue
         fused += 1
         acc = lay.run(env[program.tensors[lay.rec.input].name])[0]
-        assert same_bits(epi.run(acc), unfused(sim, i, acc)), lay.rec.name
-        assert same_bits(epi.run(acc), env[program.tensors[lay.rec.output].name]), lay.rec.name
+        assert same_bits(fused_out(epi, acc), unfused(sim, i, acc)), lay.rec.name
+        assert same_bits(fused_out(epi, acc), env[program.tensors[lay.rec.output].name]), lay.rec.name
         wide = np.ascontiguousarray(np.rint(acc.transpose(0, 1, 3, 2) * rng.uniform(-40, 40, acc.shape[:2] + (1, 1))
                                             ).astype(np.float64)).transpose(0, 1, 3, 2)
-        assert same_bits(epi.run(wide), unfused(sim, i, wide)), lay.rec.name  # clamps and both grid ends
-    return fused
+        assert same_bits(fused_out(epi, wide), unfused(sim, i, wide)), lay.rec.name  # clamps and both grid ends
+        for reader in sim.layers:  # the codes handed to a folded layer reading the output: its own codes of it
+            if reader.rec.input != lay.rec.output or getattr(reader, "fold", None) is None:
+                continue
+            lut = epi.handoff(functools.partial(reader.fold.codes_of, reader))
+            assert lut is not None
+            held, codes = epi.run(wide, lut)
+            assert codes is not None and np.array_equal(codes.reshape(held.shape), reader.fold.codes_of(reader, held))
+            handed += 1
+    return fused, handed
+
+
+def fused_out(epi: Epilogue, acc: np.ndarray) -> np.ndarray:
+    out = epi.run(acc)
+    assert out is not None and out[1] is None
+    return out[0]
 
 
 def test_mobilenet_v1_every_convolution_fused_and_bit_identical(tmp_path: Path) -> None:
     graph = load_model("zoo:mobilenet_v1", ParseOptions(input_shape=(1, 3, 32, 32)))
     program = program_of(tmp_path, graph)
     x = np.random.default_rng(1).random((2, 3, 32, 32), dtype=np.float32)
-    assert check_program(program, x) == len(program.layers) - 1  # all but the classifier (a Gemm)
+    fused, handed = check_program(program, x)
+    assert fused == len(program.layers) - 1  # all but the classifier (a Gemm)
+    assert handed == len(program.layers) - 2  # to every next layer (the classifier reads the pooled tensor)
 
 
 @pytest.mark.parametrize("seed", [3, 4])
@@ -71,7 +90,8 @@ def test_depthwise_model_clip_relu_and_none_bit_identical(tmp_path: Path, seed: 
     clamps = [tuple(zip(e.lo.tolist(), e.hi.tolist())) for e in sim.epilogues if e is not None]
     assert ((0.0, 6.0),) in clamps and ((0.0, float("inf")),) in clamps and () in clamps
     x = 4 * np.random.default_rng(seed).random((3, 6, 13, 17), dtype=np.float32) - 2
-    assert check_program(program, x) >= 4
+    fused, handed = check_program(program, x)
+    assert fused == 4 and handed == 4  # the graph output is float: the last layer keeps the stages
 
 
 class _Layer(LayerBase):
@@ -132,5 +152,5 @@ def test_clamps_inside_the_grid_against_hwmaps_reference_semantics() -> None:
         for node in post:
             y = get_op(node.op).evaluate(node, [y])[0]
         ref = q.fake_quantize(y)
-        assert same_bits(epi.run(acc), ref)
+        assert same_bits(fused_out(epi, acc), ref)
         assert (0.25 <= ref.min() and ref.max() <= 0.5) if post else (ref.min() < 0.25 and ref.max() > 0.5)

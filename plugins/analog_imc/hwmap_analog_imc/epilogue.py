@@ -25,7 +25,7 @@ A layer for which any of these fails, or whose accumulations are not laid out fi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from hwmap import Node, QuantAnnotation
@@ -76,16 +76,33 @@ class Epilogue:
         return cls(np.ascontiguousarray(scale), np.ascontiguousarray(bias), layer.bias is not None, lo, hi,
                    np.array([qs, qz, quant.qmin, quant.qmax], dtype=np.float64), tuple(layer.out_shape))
 
-    def run(self, acc: np.ndarray) -> np.ndarray | None:
+    def run(self, acc: np.ndarray, lut: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None] | None:
         """The held output ``(N, G·F, *spatial)`` float32 of accumulations ``(N, G, P, F)``
-        (a view of filter-major ones); None when they are not filter-major."""
+        (a view of filter-major ones), and with ``lut`` (int32, the next layer's DAC code of
+        every output code ``q_min .. q_max``, :meth:`handoff`) the next layer's codes
+        ``(N, G·F·P)``; None when the accumulations are not filter-major."""
         f_major = acc.transpose(0, 1, 3, 2)
         if not f_major.flags.c_contiguous or f_major.dtype != np.float64:
             return None
         n, g, f, p = f_major.shape
         out = np.empty((n, g * f, p), dtype=np.float32)
-        _finish(f_major, self.scale, self.bias, self.has_bias, self.lo, self.hi, self.quant, out)
-        return out.reshape(n, g * f, *self.out_shape)
+        codes = np.empty((n, g * f * p) if lut is not None else (0, 0), dtype=np.int32)
+        _finish(f_major, self.scale, self.bias, self.has_bias, self.lo, self.hi, self.quant, out,
+                np.zeros(0, dtype=np.int32) if lut is None else lut, codes)
+        return out.reshape(n, g * f, *self.out_shape), codes if lut is not None else None
+
+    def handoff(self, codes_of: Callable[[np.ndarray], np.ndarray | None]) -> np.ndarray | None:
+        """The table of the next layer's DAC codes of every output code: ``codes_of`` (the
+        next layer's own conversion of float32 values to codes) applied to the values the
+        hold gives each code ``q_min .. q_max``, so a code handed over is the one that layer
+        would compute from the held tensor, by construction. None for grids over 2^16 codes
+        or where ``codes_of`` gives none."""
+        qs, qz, qmin, qmax = self.quant.tolist()
+        if qmax - qmin >= 2**16:
+            return None
+        held = ((np.arange(qmin, qmax + 1, dtype=np.float64) - qz) * qs).astype(np.float32)
+        lut = codes_of(held)
+        return None if lut is None else np.ascontiguousarray(lut, dtype=np.int32)
 
 
 def _clamp(node: Node) -> tuple[float, float] | None:
@@ -112,12 +129,14 @@ def _clamp(node: Node) -> tuple[float, float] | None:
 
 
 @jit
-def _finish(acc, scale, bias, has_bias, lo, hi, quant, out):  # type: ignore[no-untyped-def]
+def _finish(acc, scale, bias, has_bias, lo, hi, quant, out, lut, codes):  # type: ignore[no-untyped-def]
     """``out[n, g·F + f, k]``: the dequantized ``acc[n, g, f, k]``, clamped, held on the grid
     (each step the unfused path's operations, in its order; one row at a time so every
-    loop vectorizes)."""
+    loop vectorizes); with a table ``lut``, ``codes[n, (g·F + f)·P + k]`` = ``lut[q − q_min]``
+    of each output code ``q``."""
     n, g, f, p = acc.shape
     qs, qz, qmin, qmax = quant[0], quant[1], quant[2], quant[3]
+    handoff = lut.shape[0] > 0
     for i in range(n):
         for gi in range(g):
             for fi in range(f):
@@ -137,7 +156,13 @@ def _finish(acc, scale, bias, has_bias, lo, hi, quant, out):  # type: ignore[no-
                         v = row[k]
                         v = v if v >= a else a
                         row[k] = v if v <= c else c
-                for k in range(p):
-                    t = np.rint(np.float64(row[k]) / qs) + qz
-                    t = min(max(t, qmin), qmax) - qz
-                    row[k] = np.float32(t * qs)
+                if handoff:
+                    dst = codes[i, (gi * f + fi) * p:(gi * f + fi + 1) * p]
+                    for k in range(p):
+                        t = min(max(np.rint(np.float64(row[k]) / qs) + qz, qmin), qmax)
+                        dst[k] = lut[np.uint32(t - qmin)]
+                        row[k] = np.float32((t - qz) * qs)
+                else:
+                    for k in range(p):
+                        t = min(max(np.rint(np.float64(row[k]) / qs) + qz, qmin), qmax)
+                        row[k] = np.float32((t - qz) * qs)

@@ -74,10 +74,37 @@ class FoldPlan:
         return sum(len(u.groups) * u.pc * 8 * (u.levels.shape[2] // 8) * u.levels.shape[1]
                    for u in self.units)
 
-    def run(self, layer: "FastLayer", x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def codes_of(self, layer: "FastLayer", values: np.ndarray) -> np.ndarray:
+        """The DAC codes (int32) the layer gives float32 ``values`` (any shape, no NaN)."""
+        rec = layer.rec
+        xf = np.ascontiguousarray(values, dtype=np.float32).reshape(1, -1)
+        codes = np.empty(xf.shape, dtype=np.int32)
+        _codes(xf, float(rec.in_scale), float(rec.in_qmin - rec.in_zero_point),
+               float(rec.in_qmax - rec.in_zero_point), layer.pad_code, codes, codes)
+        return codes.reshape(values.shape)
+
+    def run(self, layer: "FastLayer", x: np.ndarray, codes: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray] | None:
         """``(acc, counts)``: the integer accumulations ``(N, G, F, positions)`` (float64)
         and the nonzero digits each READ drove; None when an input has no code (NaN), for
-        the numpy path to treat as it does."""
+        the numpy path to treat as it does. ``codes``: the DAC codes of ``x`` when the layer
+        that made ``x`` handed them over (:meth:`codes_of` of every value its grid holds),
+        ``(N, G·size)`` int32."""
+        rec = layer.rec
+        n = x.shape[0]
+        g, size = rec.groups, layer.group_size
+        if codes is not None:
+            codes = codes.reshape(n * g, size)
+            operand = None if self.mode == "gather" or self.direct_w is not None else codes.astype(self.gemm_dtype)
+        else:
+            codes, operand = self._codes(layer, x)
+            if codes is None:
+                return None
+        return self._run(layer, n, codes, operand)
+
+    def _codes(self, layer: "FastLayer", x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The DAC codes of ``x`` ``(N·G, size)`` and, for a GEMM on them, the same in its
+        type; None for codes when ``x`` holds a NaN."""
         rec = layer.rec
         n = x.shape[0]
         g, size = rec.groups, layer.group_size
@@ -85,13 +112,19 @@ class FoldPlan:
         codes = np.empty((n * g, size), dtype=np.int32)
         lo, hi = rec.in_qmin - rec.in_zero_point, rec.in_qmax - rec.in_zero_point
         operand = None
-        if np.isnan(np.max(xf)):  # no DAC code: the numpy path treats it as it does
-            return None
         if self.mode == "gather" or self.direct_w is not None:
-            _codes(xf, float(rec.in_scale), float(lo), float(hi), layer.pad_code, codes, codes)
+            nan = _codes(xf, float(rec.in_scale), float(lo), float(hi), layer.pad_code, codes, codes)
         else:
             operand = np.empty((n * g, size), dtype=self.gemm_dtype)
-            _codes(xf, float(rec.in_scale), float(lo), float(hi), layer.pad_code, codes, operand)
+            nan = _codes(xf, float(rec.in_scale), float(lo), float(hi), layer.pad_code, codes, operand)
+        if nan:  # no DAC code: the numpy path treats it as it does
+            return None, None
+        return codes, operand
+
+    def _run(self, layer: "FastLayer", n: int, codes: np.ndarray, operand: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        rec = layer.rec
+        g, size = rec.groups, layer.group_size
         p, f = rec.positions, rec.filters
         acc = np.empty((n, g, f, p), dtype=np.float64)
         if self.geom2d is not None:
@@ -238,12 +271,18 @@ def dequantize_f_major(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray | No
 @_jit
 def _codes(x, scale, lo, hi, pad, codes, operand):  # type: ignore[no-untyped-def]
     """``codes = clip(rint(x/scale), lo, hi) + pad`` (int32) and the same in ``operand``'s
-    type (``x`` holds no NaN: the caller checks; no branch, so the loop vectorizes)."""
+    type; returns whether ``x`` holds a NaN (which has no code: the codes are then
+    meaningless). No branch, so the loop vectorizes."""
+    nan = 0
     for i in range(x.shape[0]):
+        src, dst, op = x[i], codes[i], operand[i]
         for j in range(x.shape[1]):
-            t = min(max(np.rint(np.float64(x[i, j]) / scale), lo), hi) + pad
-            codes[i, j] = np.int32(t)
-            operand[i, j] = t
+            v = np.float64(src[j])
+            nan |= np.int32(v != v)
+            t = min(max(np.rint(v / scale), lo), hi) + pad
+            dst[j] = np.int32(t)
+            op[j] = t
+    return nan != 0
 
 
 @_jit

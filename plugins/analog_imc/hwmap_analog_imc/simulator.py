@@ -191,6 +191,7 @@ class Simulator:
         self._epilogues = [Epilogue.of(lay, [(po.op.node, len(po.extra)) for po in pos], self._quant[lay.rec.output])
                            if isinstance(lay, FastLayer) and lay.fold is not None else None
                            for lay, pos in zip(self._layers, self._postops)]
+        self._handoff, self._takes_codes = self._handoffs()
         self._steps = value_order(program, ran.steps)
         self._digital = [self._prepare_digital(i) for i in range(len(program.digital))]
         self._rebased: dict[tuple[int, int], _Op] = {}
@@ -265,6 +266,34 @@ class Simulator:
         return outputs, activity_record(self._static, program, n, counts, clipped, self.batch), collected
 
     # -- preparation
+    def _handoffs(self) -> tuple[list[np.ndarray | None], list[bool]]:
+        """Per layer, the table that turns its output codes into the DAC codes of the
+        folded layer reading its output (:meth:`Epilogue.handoff`: that layer's own
+        conversion of every value the grid holds), and per layer whether it takes the codes
+        so handed over (a tensor read by several such layers: those whose tables agree)."""
+        handoff: list[np.ndarray | None] = [None] * len(self._layers)
+        takes = [False] * len(self._layers)
+        readers: dict[int, list[int]] = {}
+        for j, lay in enumerate(self._layers):
+            if isinstance(lay, FastLayer) and lay.fold is not None:
+                readers.setdefault(lay.rec.input, []).append(j)
+        for i, (lay, epi) in enumerate(zip(self._layers, self._epilogues)):
+            if epi is None or lay.rec.output not in readers:
+                continue
+            tables = {j: epi.handoff(functools.partial(self._codes_of, j)) for j in readers[lay.rec.output]}
+            first = next(iter(tables.values()))
+            if first is None:
+                continue
+            handoff[i] = first
+            for j, t in tables.items():
+                takes[j] = t is not None and np.array_equal(t, first)
+        return handoff, takes
+
+    def _codes_of(self, j: int, values: np.ndarray) -> np.ndarray:
+        lay = self._layers[j]
+        assert isinstance(lay, FastLayer) and lay.fold is not None
+        return lay.fold.codes_of(lay, values)
+
     def _prepare_digital(self, i: int) -> _Digital:
         program = self.program
         d = program.digital[i]
@@ -289,6 +318,7 @@ class Simulator:
         """One slice of samples through every step; adds to ``counts`` and ``clipped``."""
         names = self._names
         env: dict[int, np.ndarray] = {t: self._hold(t, a) for t, a in inputs.items()}
+        handed: dict[int, np.ndarray] = {}  # tensor -> the DAC codes its maker handed to the layer reading it
         extra: dict[str, np.ndarray] = {}
         n = next(iter(inputs.values())).shape[0] if inputs else 1
         for kind, i in self._steps:
@@ -305,13 +335,17 @@ class Simulator:
                 continue
             layer = self._layers[i]
             rec = layer.rec
-            acc, clip, nz = layer.run(_get(env, rec.input, names, rec.name))
+            x = _get(env, rec.input, names, rec.name)
+            given = handed.get(rec.input) if self._takes_codes[i] else None
+            acc, clip, nz = layer.run(x) if given is None else layer.run(x, given)
             clipped[i] += clip
             counts[i] = counts[i] + nz
             epilogue = None if collect else self._epilogues[i]
-            held = None if epilogue is None else epilogue.run(acc)
-            if held is not None:
-                env[rec.output] = held
+            fused = None if epilogue is None else epilogue.run(acc, self._handoff[i])
+            if fused is not None:
+                env[rec.output] = fused[0]
+                if fused[1] is not None:
+                    handed[rec.output] = fused[1]
                 continue
             y = layer.dequantize(acc)
             if collect:
