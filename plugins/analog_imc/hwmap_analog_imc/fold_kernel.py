@@ -93,9 +93,11 @@ class FoldPlan:
         rec = layer.rec
         n = x.shape[0]
         g, size = rec.groups, layer.group_size
+        operand: np.ndarray | None = None
         if codes is not None:
             codes = codes.reshape(n * g, size)
-            operand = None if self.mode == "gather" or self.direct_w is not None else codes.astype(self.gemm_dtype)
+            if self.mode != "gather" and self.direct_w is None:
+                operand = codes.astype(self.gemm_dtype)
         else:
             codes, operand = self._codes(layer, x)
             if codes is None:
