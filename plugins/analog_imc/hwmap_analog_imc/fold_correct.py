@@ -159,17 +159,11 @@ def _patterns(row, idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat):  # type: 
 @jit
 def _table(lev, tab, keep):  # type: ignore[no-untyped-def]
     """``tab[c, m, :]``: byte sums of the levels ``lev`` (rows8, 64) of rows ``8c + i`` over
-    the bits ``i`` of ``m`` (each add masked with ``keep``)."""
+    the bits ``i`` of ``m`` (modulo 256, or modulo 8 per nibble with ``keep`` 0x77)."""
     tabf = tab.reshape(-1)
     levf = lev.reshape(-1)
     for c in range(tab.shape[0]):
-        tab[c, 0, :] = 0
-        for m in range(1, 256):
-            low = m & -m
-            bit = 0
-            while (1 << bit) != low:
-                bit += 1
-            _add64(tabf, (c * 256 + m) * 64, tabf, (c * 256 + (m ^ low)) * 64, levf, (8 * c + bit) * 64, keep)
+        _gray_table(tabf, c * 256 * 64, levf, c * 8 * 64, keep)
 
 
 @jit
@@ -243,24 +237,50 @@ def _remainders_nibble(cnt, half, mask, tmp, val):  # type: ignore[no-untyped-de
 
 
 @intrinsic
-def _add64(typingctx, dst, doff, a, aoff, b, boff, keep):  # type: ignore[no-untyped-def]
-    """``dst[doff:doff+64] = (a[aoff:aoff+64] + b[boff:boff+64]) & keep`` (bytes, wrapping;
-    ``keep`` 0x77 adds two 3-bit counters a byte), as one 64-byte vector operation: no
-    loop, so no per-call alias or trip-count checks."""
-    sig = types.void(dst, types.intp, a, types.intp, b, types.intp, types.uint8)
+def _gray_table(typingctx, tab, toff, lev, loff, keep):  # type: ignore[no-untyped-def]
+    """The 256 rows of 64 bytes at ``tab[toff:]``: row ``m`` the sum of the rows ``i`` of
+    ``lev[loff:]`` over the bits ``i`` of ``m``, modulo 256 per byte (``keep`` 0xFF) or 8 per
+    nibble (0x77). The eight level rows stay in vector registers; the patterns of rows 0..5
+    are visited in Gray-code order, each one row away from the last (one addition or
+    subtraction; a subtraction modulo 8 per nibble is ``((a | 0x88) − b) & 0x77``: no
+    borrow crosses a nibble), and each gives four rows of the table with rows 6 and 7
+    added: no load, and a dependency chain of 63 steps."""
+    sig = types.void(tab, types.intp, lev, types.intp, types.uint8)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        vec = ir.VectorType(ir.IntType(8), 64).as_pointer()
-        ptrs = []
-        for k in (0, 2, 4):
-            arr = context.make_array(signature.args[k])(context, builder, args[k])
-            ptrs.append(builder.bitcast(builder.gep(arr.data, [args[k + 1]]), vec))
-        total = builder.add(builder.load(ptrs[1], align=1), builder.load(ptrs[2], align=1))
-        splat = builder.insert_element(ir.VectorType(ir.IntType(8), 64)(ir.Undefined), args[6],
-                                       ir.Constant(ir.IntType(32), 0))
-        splat = builder.shuffle_vector(splat, ir.VectorType(ir.IntType(8), 64)(ir.Undefined),
-                                       ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64))
-        builder.store(builder.and_(total, splat), ptrs[0], align=1)
+        vec_t = ir.VectorType(ir.IntType(8), 64)
+        tab_a = context.make_array(signature.args[0])(context, builder, args[0])
+        lev_a = context.make_array(signature.args[2])(context, builder, args[2])
+
+        def splat(value):  # type: ignore[no-untyped-def]
+            v = builder.insert_element(vec_t(ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(v, vec_t(ir.Undefined),
+                                          ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64))
+
+        def ptr(arr, off):  # type: ignore[no-untyped-def]
+            return builder.bitcast(builder.gep(arr.data, [off]), vec_t.as_pointer())
+
+        keep = splat(args[4])
+        borrow = splat(builder.not_(args[4]))
+        rows = [builder.load(ptr(lev_a, builder.add(args[3], ir.Constant(ir.IntType(64), 64 * i))), align=1)
+                for i in range(8)]
+        high = [ir.Constant(vec_t, [0] * 64), rows[6], rows[7], builder.and_(builder.add(rows[6], rows[7]), keep)]
+
+        def store(cur, m):  # type: ignore[no-untyped-def]  # patterns m, m + 64, m + 128, m + 192
+            for h, extra in enumerate(high):
+                v = cur if h == 0 else builder.and_(builder.add(cur, extra), keep)
+                builder.store(v, ptr(tab_a, builder.add(args[1], ir.Constant(ir.IntType(64), 64 * (m + 64 * h)))),
+                              align=1)
+
+        cur = ir.Constant(vec_t, [0] * 64)
+        store(cur, 0)
+        for i in range(1, 64):  # rows 0..5 in Gray-code order: a chain of 63 steps, four stores each
+            m, bit = i ^ (i >> 1), (i & -i).bit_length() - 1
+            if m >> bit & 1:  # the row enters the pattern
+                cur = builder.and_(builder.add(cur, rows[bit]), keep)
+            else:
+                cur = builder.and_(builder.sub(builder.or_(cur, borrow), rows[bit]), keep)
+            store(cur, m)
         return context.get_dummy_value()
 
     return sig, codegen
