@@ -154,3 +154,21 @@ def test_clamps_inside_the_grid_against_hwmaps_reference_semantics() -> None:
         ref = q.fake_quantize(y)
         assert same_bits(fused_out(epi, acc), ref)
         assert (0.25 <= ref.min() and ref.max() <= 0.5) if post else (ref.min() < 0.25 and ref.max() > 0.5)
+
+
+def test_codes_handed_over_through_any_table() -> None:
+    """A table that is not a shift of the output codes (a next layer on another grid) is
+    looked up code by code; a shift is added: either way ``lut[q − q_min]`` of each held
+    value's code ``q``."""
+    rng = np.random.default_rng(6)
+    lay = _Layer(rng.uniform(1e-4, 1e-2, 4), None)
+    q = QuantAnnotation(np.float64(0.01), np.float64(3), 8, False)
+    epi = Epilogue.of(lay, [], q)
+    assert epi is not None
+    acc = np.ascontiguousarray(rng.integers(-9000, 9000, (2, 1, 4, 6)).astype(np.float64)).transpose(0, 1, 3, 2)
+    for lut in (rng.permutation(256).astype(np.int32), np.arange(7, 263, dtype=np.int32)):
+        held, codes = epi.run(acc, lut)
+        assert codes is not None
+        code = np.rint(held.astype(np.float64) / 0.01).astype(np.int64) + 3  # held = 0.01·(q − 3), q in 0..255
+        assert code.min() == 0 and code.max() == 255
+        assert np.array_equal(codes.reshape(held.shape), lut[code])

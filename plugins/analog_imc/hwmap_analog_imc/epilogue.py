@@ -137,6 +137,9 @@ def _finish(acc, scale, bias, has_bias, lo, hi, quant, out, lut, codes):  # type
     n, g, f, p = acc.shape
     qs, qz, qmin, qmax = quant[0], quant[1], quant[2], quant[3]
     handoff = lut.shape[0] > 0
+    shifted = True  # lut[k] = k + lut[0]: the next layer's codes are the output codes shifted
+    for k in range(lut.shape[0]):
+        shifted &= lut[k] == k + lut[0]
     for i in range(n):
         for gi in range(g):
             for fi in range(f):
@@ -160,8 +163,14 @@ def _finish(acc, scale, bias, has_bias, lo, hi, quant, out, lut, codes):  # type
                     dst = codes[i, (gi * f + fi) * p:(gi * f + fi + 1) * p]
                     for k in range(p):
                         t = min(max(np.rint(np.float64(row[k]) / qs) + qz, qmin), qmax)
-                        dst[k] = lut[np.uint32(t - qmin)]
+                        dst[k] = np.int32(t - qmin)
                         row[k] = np.float32((t - qz) * qs)
+                    if not shifted:  # a table look-up per code (no vector gather: a loop of its own)
+                        for k in range(p):
+                            dst[k] = lut[np.uint32(dst[k])]
+                    elif lut[0] != 0:
+                        for k in range(p):
+                            dst[k] += lut[0]
                 else:
                     for k in range(p):
                         t = min(max(np.rint(np.float64(row[k]) / qs) + qz, qmin), qmax)

@@ -80,7 +80,7 @@ class FoldPlan:
         xf = np.ascontiguousarray(values, dtype=np.float32).reshape(1, -1)
         codes = np.empty(xf.shape, dtype=np.int32)
         _codes(xf, float(rec.in_scale), float(rec.in_qmin - rec.in_zero_point),
-               float(rec.in_qmax - rec.in_zero_point), layer.pad_code, codes, codes)
+               float(rec.in_qmax - rec.in_zero_point), layer.pad_code, codes, codes[:0])
         return codes.reshape(values.shape)
 
     def run(self, layer: "FastLayer", x: np.ndarray, codes: np.ndarray | None = None
@@ -115,7 +115,7 @@ class FoldPlan:
         lo, hi = rec.in_qmin - rec.in_zero_point, rec.in_qmax - rec.in_zero_point
         operand = None
         if self.mode == "gather" or self.direct_w is not None:
-            nan = _codes(xf, float(rec.in_scale), float(lo), float(hi), layer.pad_code, codes, codes)
+            nan = _codes(xf, float(rec.in_scale), float(lo), float(hi), layer.pad_code, codes, codes[:0])
         else:
             operand = np.empty((n * g, size), dtype=self.gemm_dtype)
             nan = _codes(xf, float(rec.in_scale), float(lo), float(hi), layer.pad_code, codes, operand)
@@ -273,11 +273,18 @@ def dequantize_f_major(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray | No
 @_jit
 def _codes(x, scale, lo, hi, pad, codes, operand):  # type: ignore[no-untyped-def]
     """``codes = clip(rint(x/scale), lo, hi) + pad`` (int32) and the same in ``operand``'s
-    type; returns whether ``x`` holds a NaN (which has no code: the codes are then
+    type (none when ``operand`` has no rows); returns whether ``x`` holds a NaN (which has no code: the codes are then
     meaningless). No branch, so the loop vectorizes."""
     nan = 0
     for i in range(x.shape[0]):
-        src, dst, op = x[i], codes[i], operand[i]
+        src, dst = x[i], codes[i]
+        if operand.shape[0] == 0:  # codes only
+            for j in range(x.shape[1]):
+                v = np.float64(src[j])
+                nan |= np.int32(v != v)
+                dst[j] = np.int32(min(max(np.rint(v / scale), lo), hi) + pad)
+            continue
+        op = operand[i]
         for j in range(x.shape[1]):
             v = np.float64(src[j])
             nan |= np.int32(v != v)
