@@ -4,18 +4,21 @@ only, in byte counters.
 
 How. The unit's rows are cut in chunks of 8. Per block of 64 columns a table holds, for each
 of the 256 patterns of 8 digits, the byte sums of the chunk's cell levels (built per run
-from the cells: 255 vector additions per chunk). Per input vector the 8-digit patterns of
-every plane (one 64-bit word per chunk, from a per-code table) are listed once, the zero
-patterns left out (about half: their table row is 0), and reused for every column block.
-Per vector and plane, 64 byte counters add one table row per nonzero pattern, wrapping
-modulo 256 (a multiple of ``2^s`` for ``s ≤ 8``); each addition is one 64-byte vector
-operation (an LLVM intrinsic: no loop, so no per-call alias or trip-count checks). Where
-every shift is at most 3 (*nibble mode*), the levels are kept modulo 8, two columns to a
-byte, and every addition is masked with 0x77: 128 columns per vector addition. The
-remainders and the shift-and-add over planes then run on the counters at once, and the
-correction ``Σ_j coef_j Σ_p 2^p·rem_pj`` leaves the accumulations. A unit with at most
-``_FEW_POSITIONS`` input vectors skips the tables and adds the level rows of its nonzero
-digits directly (the tables would cost more than they save).
+from the cells, in vector registers: the patterns of the chunk's first 6 rows in Gray-code
+order, each one addition or subtraction from the last, and each stored four times with
+rows 6 and 7 added). Per input vector the 8-digit patterns of every plane (one byte per
+plane and chunk, made row by row from a per-code table) are listed once per plane, the
+zero patterns left out (about half: their table row is 0), and reused for every column
+block. Per vector and plane, 64 byte counters sum one table row per nonzero pattern,
+wrapping modulo 256 (a multiple of ``2^s`` for ``s ≤ 8``): one loop written as LLVM IR
+whose two accumulators stay in vector registers (64 bytes a row, no loads or stores of the
+counters). Where every shift is at most 3 (*nibble mode*), the levels are kept modulo 8,
+two columns to a byte, and every addition is masked with 0x77: 128 columns per vector
+addition. The remainders and the shift-and-add over planes then run on the counters at
+once, are stored per vector, and the correction ``Σ_j coef_j Σ_p 2^p·rem_pj`` leaves each
+filter's accumulation (exact integers). A unit with at most ``_FEW_POSITIONS`` input
+vectors skips the tables and adds the level rows of its nonzero digits directly (the
+tables would cost more than they save).
 """
 
 from __future__ import annotations

@@ -23,8 +23,14 @@ patterns.
 
 Depthwise-like layers (few filters per group) run as a direct integer convolution (2-D:
 shifted multiply-adds over each padded channel; else over the im2col index plan), without
-BLAS. The codes, im2col, ACCUM offsets, DAC activity and dequantization are compiled loops,
-one pass each; the fused post-ops stay the simulator's (hwmap's reference semantics).
+BLAS. A depthwise 3×3 is nine shifted views of the padded channel summed along its
+flattened rows (the columns past the output's width computed and dropped, so the loop runs
+over whole vectors however narrow the rows); a strided one first splits the channel by row
+and column phase, so each tap reads a contiguous run. The codes, im2col, ACCUM offsets, DAC
+activity and dequantization are compiled loops, one pass each; where the layer before
+handed over its output's codes (:mod:`~hwmap_analog_imc.epilogue`) the codes pass is
+skipped. Compiled loops index row views from 0: numba then emits no test for negative
+indices, which would keep LLVM from vectorizing them.
 """
 
 from __future__ import annotations

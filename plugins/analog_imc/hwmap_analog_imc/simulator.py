@@ -21,6 +21,12 @@ shift and add, dequantize, then its fused post-ops): with noise off through the 
 kernel (:class:`~hwmap_analog_imc.fast_layer.FastLayer`) where its integer bounds hold, else
 through the per-plane, per-column reference kernel
 (:class:`~hwmap_analog_imc.crossbar.LayerKernel`); with noise off the two give the same bits.
+Where the folded kernel runs a convolution whose post-ops are clamps and whose output is
+quantized, its dequantization, post-ops and hold are one compiled pass
+(:class:`~hwmap_analog_imc.epilogue.Epilogue`, the same operations in the same order), which
+also hands the folded layer reading the output its DAC codes (that layer's own codes of
+every value the grid holds, tabulated at load); :meth:`Simulator.execute` with ``collect``
+runs the unfused stages instead, and tests compare the two.
 Where an ACCUM adds its partial sums does not change their sum; the stream's run checks
 that they get there.
 
