@@ -209,8 +209,9 @@ def simulator_section(repeat: int, runs: int) -> None:
     same batch-1 input ``runs`` times and the medians are compared. Load time and
     ``simulate()`` (load + run, what the flow calls per run) are printed separately (best
     of ``repeat``). The runs alternate between the two sides, and the CPU time of each
-    side is printed beside the wall time (on a loaded machine the less disturbed figure). Per crossbar layer: the layer's kernel and epilogue against the
-    onnxruntime nodes of the same name (its fused Conv+BN+ReLU). The simulator's GEMM work
+    side is printed beside the wall time (on a loaded machine the less disturbed figure).
+    Per crossbar layer: the layer's kernel and epilogue against the onnxruntime nodes of the
+    same name (its fused Conv+BN+ReLU), and their sum against the whole run. The simulator's GEMM work
     per inference in multiply-adds against the model's MACs (what onnxruntime computes), and
     the ADC conversions the run simulates per second of simulator time."""
     from threadpoolctl import threadpool_limits

@@ -214,7 +214,8 @@ def depthwise_model(seed: int) -> onnx.ModelProto:
         helper.make_node("Relu", ["d"], ["d1"]),
         helper.make_node("Conv", ["d1", "w5"], ["output"], group=12, strides=[2, 1], pads=[1, 1, 1, 1]),
     ]
-    g = helper.make_graph(nodes, "depthwise", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 6, 13, 17])],
+    g = helper.make_graph(nodes, "depthwise",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 6, 13, 17])],
                           [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 12, 2, 4])], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 

@@ -260,7 +260,11 @@ def dac_counts(layer: "FastLayer", codes: np.ndarray, mults: list[np.ndarray]) -
     per_geom = np.empty((len(layer.geoms), layer.rec.groups), dtype=np.float64)
     none = np.zeros(0, dtype=np.intp)
     for i, (elems, _, pad_mult) in enumerate(layer.geoms):
-        _weighted_digits(codes, none if elems is None else elems, mults[i], per_geom[i])
+        if elems is not None and elems.size and int(elems[-1]) - int(elems[0]) == elems.size - 1:
+            # a run of elements (a READ of some channels of a 1×1 convolution): along it
+            _weighted_digits(codes[:, :, int(elems[0]):int(elems[-1]) + 1], none, mults[i], per_geom[i])
+        else:
+            _weighted_digits(codes, none if elems is None else elems, mults[i], per_geom[i])
         per_geom[i] += pad * pad_mult
     return per_geom[layer.read_geom, layer.read_group].astype(np.int64)
 
@@ -308,12 +312,13 @@ def _weighted_digits(codes, elems, mult, out):  # type: ignore[no-untyped-def]
     for gi in range(codes.shape[1]):
         s = 0  # integers: the sum may be reordered (vectorized), unlike a float one
         for i in range(codes.shape[0]):
+            row = codes[i, gi]
             if elems.shape[0] == 0:
-                for e in range(codes.shape[2]):
-                    s += _ones(codes[i, gi, e]) * mult[e]
+                for e in range(row.shape[0]):
+                    s += _ones(row[e]) * mult[e]
             else:
                 for k in range(elems.shape[0]):
-                    s += _ones(codes[i, gi, elems[k]]) * mult[k]
+                    s += _ones(row[elems[k]]) * mult[k]
         out[gi] = np.float64(s)
 
 
