@@ -20,20 +20,28 @@ compiled loop, so it gives the same bits:
 
 A layer for which any of these fails, or whose accumulations are not laid out filter-major
 (the folded kernel's convolutions are), keeps the three stages.
+
+The pass also hands over codes: the folded layer reading the output would turn the held
+tensor into its DAC codes (a division and a rounding per element); :func:`plan_handoffs`
+tabulates, at load, that layer's own conversion of every value the output grid holds, and
+the epilogue writes each element's code through the table (a shift where the table is one),
+so the next layer skips its conversion and gets the same codes by construction.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from hwmap import Node, QuantAnnotation
 
 from .crossbar import F64_EXACT, LayerBase
+from .fast_layer import FastLayer
 from .fold_correct import jit
 
-__all__ = ["Epilogue"]
+__all__ = ["Epilogue", "plan_handoffs"]
 
 #: float32's largest finite value.
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -103,6 +111,39 @@ class Epilogue:
         held = ((np.arange(qmin, qmax + 1, dtype=np.float64) - qz) * qs).astype(np.float32)
         lut = codes_of(held)
         return None if lut is None else np.ascontiguousarray(lut, dtype=np.int32)
+
+
+def plan_handoffs(layers: Sequence[Any], epilogues: Sequence[Epilogue | None]
+                  ) -> tuple[list[np.ndarray | None], list[bool]]:
+    """Per layer, the table that turns its output codes into the DAC codes of the folded
+    layer reading its output (:meth:`Epilogue.handoff`: that layer's own conversion of
+    every value the grid holds), and per layer whether it takes the codes so handed over
+    (a tensor read by several such layers: those whose tables agree)."""
+    handoff: list[np.ndarray | None] = [None] * len(layers)
+    takes = [False] * len(layers)
+    readers: dict[int, list[FastLayer]] = {}
+    index: dict[int, int] = {}
+    for j, lay in enumerate(layers):
+        if isinstance(lay, FastLayer) and lay.fold is not None:
+            readers.setdefault(lay.rec.input, []).append(lay)
+            index[id(lay)] = j
+    for i, (lay, epi) in enumerate(zip(layers, epilogues)):
+        if epi is None or lay.rec.output not in readers:
+            continue
+        tables = [(index[id(r)], epi.handoff(functools.partial(_codes_of, r))) for r in readers[lay.rec.output]]
+        first = tables[0][1]
+        if first is None:
+            continue
+        handoff[i] = first
+        for j, t in tables:
+            takes[j] = t is not None and np.array_equal(t, first)
+    return handoff, takes
+
+
+def _codes_of(layer: FastLayer, values: np.ndarray) -> np.ndarray:
+    """The DAC codes the folded ``layer`` gives float32 ``values``."""
+    assert layer.fold is not None
+    return layer.fold.codes_of(layer, values)
 
 
 def _clamp(node: Node) -> tuple[float, float] | None:

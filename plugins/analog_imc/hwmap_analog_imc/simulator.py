@@ -65,7 +65,7 @@ from hwmap.ops import get_op
 
 from .activity import activity_record, static_activity
 from .crossbar import LayerBase, LayerKernel, ScheduleIndex, adc_error_bound, input_codes, nonzero_digits
-from .epilogue import Epilogue
+from .epilogue import Epilogue, plan_handoffs
 from .fast_layer import FastLayer, NotExact, Tuning
 from .hardware import NoiseConfig
 from .machine import execute, value_order
@@ -197,7 +197,7 @@ class Simulator:
         self._epilogues = [Epilogue.of(lay, [(po.op.node, len(po.extra)) for po in pos], self._quant[lay.rec.output])
                            if isinstance(lay, FastLayer) and lay.fold is not None else None
                            for lay, pos in zip(self._layers, self._postops)]
-        self._handoff, self._takes_codes = self._handoffs()
+        self._handoff, self._takes_codes = plan_handoffs(self._layers, self._epilogues)
         self._steps = value_order(program, ran.steps)
         self._digital = [self._prepare_digital(i) for i in range(len(program.digital))]
         self._rebased: dict[tuple[int, int], _Op] = {}
@@ -272,34 +272,6 @@ class Simulator:
         return outputs, activity_record(self._static, program, n, counts, clipped, self.batch), collected
 
     # -- preparation
-    def _handoffs(self) -> tuple[list[np.ndarray | None], list[bool]]:
-        """Per layer, the table that turns its output codes into the DAC codes of the
-        folded layer reading its output (:meth:`Epilogue.handoff`: that layer's own
-        conversion of every value the grid holds), and per layer whether it takes the codes
-        so handed over (a tensor read by several such layers: those whose tables agree)."""
-        handoff: list[np.ndarray | None] = [None] * len(self._layers)
-        takes = [False] * len(self._layers)
-        readers: dict[int, list[int]] = {}
-        for j, lay in enumerate(self._layers):
-            if isinstance(lay, FastLayer) and lay.fold is not None:
-                readers.setdefault(lay.rec.input, []).append(j)
-        for i, (lay, epi) in enumerate(zip(self._layers, self._epilogues)):
-            if epi is None or lay.rec.output not in readers:
-                continue
-            tables = {j: epi.handoff(functools.partial(self._codes_of, j)) for j in readers[lay.rec.output]}
-            first = next(iter(tables.values()))
-            if first is None:
-                continue
-            handoff[i] = first
-            for j, t in tables.items():
-                takes[j] = t is not None and np.array_equal(t, first)
-        return handoff, takes
-
-    def _codes_of(self, j: int, values: np.ndarray) -> np.ndarray:
-        lay = self._layers[j]
-        assert isinstance(lay, FastLayer) and lay.fold is not None
-        return lay.fold.codes_of(lay, values)
-
     def _prepare_digital(self, i: int) -> _Digital:
         program = self.program
         d = program.digital[i]
