@@ -255,8 +255,9 @@ def simulator_section(repeat: int, runs: int) -> None:
               f"{adc / t_run / 1e9:.2f} G ADC conversions simulated per s; load average "
               f"{load_avg[0]:.1f} on {os.cpu_count()} CPUs)")
         kernels = sum(layers.values())
-        print(f"      crossbar layers (kernel + epilogue) {_ms(kernels)} of the run's {_ms(t_run)} "
-              f"({kernels / t_run:.0%}); the rest: codes of the graph input, digital ops, Python per layer")
+        print(f"      crossbar layers (kernel + epilogue, each timed alone: caches warm) {_ms(kernels)} of the run's "
+              f"{_ms(t_run)} ({kernels / t_run:.0%}); the rest: the layers' cold caches in the run, the graph "
+              "input's hold, digital ops, Python per layer")
         print("      per layer (kernel + epilogue / onnxruntime nodes of the layer):")
         row = []
         for lay in sim.layers:
