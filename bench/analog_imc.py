@@ -182,15 +182,18 @@ def ort_node_medians(name: str, x: np.ndarray, runs: int, tmp: str) -> dict[str,
 
 
 def layer_medians(sim: Any, inputs: dict[str, np.ndarray], runs: int) -> dict[str, float]:
-    """Median time of each crossbar layer's kernel and dequantization (seconds) on the
-    input it gets in the simulation of ``inputs``."""
+    """Median time of each crossbar layer's kernel and epilogue (seconds) on the input it
+    gets in the simulation of ``inputs``: the fused dequantization, post-ops and hold where
+    the layer has one, else its dequantization."""
     _, _, env = sim.execute(inputs, collect=True)
     out = {}
-    for lay in sim.layers:
+    for lay, epi in zip(sim.layers, sim.epilogues):
         x = env[sim.program.tensors[lay.rec.input].name]
 
-        def once(lay: Any = lay, x: np.ndarray = x) -> None:
-            lay.dequantize(lay.run(x)[0])
+        def once(lay: Any = lay, x: np.ndarray = x, epi: Any = epi) -> None:
+            acc = lay.run(x)[0]
+            if epi is None or epi.run(acc) is None:  # (without the codes a layer hands the next one)
+                lay.dequantize(acc)
 
         once()
         out[lay.rec.name] = median_of(once, runs)
@@ -206,8 +209,9 @@ def simulator_section(repeat: int, runs: int) -> None:
     same batch-1 input ``runs`` times and the medians are compared. Load time and
     ``simulate()`` (load + run, what the flow calls per run) are printed separately (best
     of ``repeat``). The runs alternate between the two sides, and the CPU time of each
-    side is printed beside the wall time (on a loaded machine the less disturbed figure). Per crossbar layer: the layer's kernel and dequantization against the
-    onnxruntime nodes of the same name (its fused Conv+BN+ReLU). The simulator's GEMM work
+    side is printed beside the wall time (on a loaded machine the less disturbed figure).
+    Per crossbar layer: the layer's kernel and epilogue against the onnxruntime nodes of the
+    same name (its fused Conv+BN+ReLU), and their sum against the whole run. The simulator's GEMM work
     per inference in multiply-adds against the model's MACs (what onnxruntime computes), and
     the ADC conversions the run simulates per second of simulator time."""
     from threadpoolctl import threadpool_limits
@@ -250,7 +254,11 @@ def simulator_section(repeat: int, runs: int) -> None:
               f"   (CPU time {_ms(c_run)} / {_ms(c_ort)} = {c_run / c_ort:.1f}×; "
               f"{adc / t_run / 1e9:.2f} G ADC conversions simulated per s; load average "
               f"{load_avg[0]:.1f} on {os.cpu_count()} CPUs)")
-        print("      per layer (kernel + dequantization / onnxruntime nodes of the layer):")
+        kernels = sum(layers.values())
+        print(f"      crossbar layers (kernel + epilogue, each timed alone: caches warm) {_ms(kernels)} of the run's "
+              f"{_ms(t_run)} ({kernels / t_run:.0%}); the rest: the layers' cold caches in the run, the graph "
+              "input's hold, digital ops, Python per layer")
+        print("      per layer (kernel + epilogue / onnxruntime nodes of the layer):")
         row = []
         for lay in sim.layers:
             base = lay.rec.name.removesuffix("_fused")

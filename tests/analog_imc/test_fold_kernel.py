@@ -189,3 +189,47 @@ def test_an_input_without_a_code_takes_the_numpy_path(tmp_path: Path) -> None:
         acc, _, counts = lay.run(bad)
         ref, _, ref_counts = lay.run_numpy(bad)
     assert same_bits(acc, ref) and np.array_equal(counts, ref_counts)
+
+
+def depthwise_model(seed: int) -> onnx.ModelProto:
+    """Depthwise 3×3 convolutions of every geometry the direct kernel splits differently:
+    stride 1 on an odd 13×17 input (+ ReLU6 as Clip), stride 2 on odd and even sizes (+ Relu),
+    dilation 2, asymmetric pads, a depth multiplier of 2, and stride (2, 1); seeded weights."""
+    rng = np.random.default_rng(seed)
+
+    def init(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.5).astype(np.float32), name)
+
+    inits = [init("w1", (6, 1, 3, 3)), init("bias1", (6,)), init("w2", (6, 1, 3, 3)), init("w3", (6, 1, 3, 3)),
+             init("w4", (12, 1, 3, 3)), init("w5", (12, 1, 3, 3)),
+             numpy_helper.from_array(np.array(0.0, dtype=np.float32), "lo"),
+             numpy_helper.from_array(np.array(6.0, dtype=np.float32), "hi")]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "bias1"], ["a"], group=6, pads=[1, 1, 1, 1]),
+        helper.make_node("Clip", ["a", "lo", "hi"], ["a1"]),
+        helper.make_node("Conv", ["a1", "w2"], ["b"], group=6, strides=[2, 2], pads=[1, 1, 1, 1]),  # 13×17 → 7×9
+        helper.make_node("Relu", ["b"], ["b1"]),
+        helper.make_node("Conv", ["b1", "w3"], ["c"], group=6, dilations=[2, 2], pads=[2, 1, 2, 3]),  # 7×9 → 7×9
+        helper.make_node("Conv", ["c", "w4"], ["d"], group=6, strides=[2, 2], pads=[0, 1, 1, 0]),  # 12 channels
+        helper.make_node("Relu", ["d"], ["d1"]),
+        helper.make_node("Conv", ["d1", "w5"], ["output"], group=12, strides=[2, 1], pads=[1, 1, 1, 1]),
+    ]
+    g = helper.make_graph(nodes, "depthwise",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 6, 13, 17])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 12, 2, 4])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_depthwise_geometries_bit_identical(tmp_path: Path, seed: int) -> None:
+    """Every depthwise layer takes the direct 3×3 kernel (unit strides on the flattened
+    rows, other strides on the plane split by phase) with the numpy path's bits, and the
+    simulator's outputs are those of onnxruntime's model up to its quantization."""
+    graph = graph_from_onnx(depthwise_model(seed), name="depthwise", options=ParseOptions())
+    program = program_of(tmp_path, graph)
+    x = 3 * np.random.default_rng(seed).random((3, 6, 13, 17), dtype=np.float32) - 1
+    folded = check_layers(program, x)
+    assert len(folded) == len(program.layers) == 5
+    assert all(lay.fold is not None and lay.fold.geom2d is not None for lay in folded)
+    strides = {tuple(lay.rec.strides) for lay in folded}
+    assert {(1, 1), (2, 2), (2, 1)} <= strides

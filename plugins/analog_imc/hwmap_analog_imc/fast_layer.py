@@ -384,12 +384,14 @@ class FastLayer(LayerBase):
         return exact, rounding
 
     # -- execution
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    def run(self, x: np.ndarray, codes: np.ndarray | None = None) -> tuple[np.ndarray, int, np.ndarray]:
         """Integer accumulations ``(N, G, positions, filters)`` of input ``x``, the number of
         ADC conversions that clipped, and the nonzero digits each READ drove: through the
-        folded kernel where the layer has one (it never clips), else :meth:`run_numpy`."""
+        folded kernel where the layer has one (it never clips; ``codes``, the DAC codes of
+        ``x`` when the layer that made it handed them over, see
+        :meth:`~hwmap_analog_imc.fold_kernel.FoldPlan.run`), else :meth:`run_numpy`."""
         if self.fold is not None:
-            out = self.fold.run(self, x)
+            out = self.fold.run(self, x, codes)
             if out is not None:
                 return out[0].transpose(0, 1, 3, 2), 0, out[1]
         return self.run_numpy(x)

@@ -4,18 +4,21 @@ only, in byte counters.
 
 How. The unit's rows are cut in chunks of 8. Per block of 64 columns a table holds, for each
 of the 256 patterns of 8 digits, the byte sums of the chunk's cell levels (built per run
-from the cells: 255 vector additions per chunk). Per input vector the 8-digit patterns of
-every plane (one 64-bit word per chunk, from a per-code table) are listed once, the zero
-patterns left out (about half: their table row is 0), and reused for every column block.
-Per vector and plane, 64 byte counters add one table row per nonzero pattern, wrapping
-modulo 256 (a multiple of ``2^s`` for ``s ≤ 8``); each addition is one 64-byte vector
-operation (an LLVM intrinsic: no loop, so no per-call alias or trip-count checks). Where
-every shift is at most 3 (*nibble mode*), the levels are kept modulo 8, two columns to a
-byte, and every addition is masked with 0x77: 128 columns per vector addition. The
-remainders and the shift-and-add over planes then run on the counters at once, and the
-correction ``Σ_j coef_j Σ_p 2^p·rem_pj`` leaves the accumulations. A unit with at most
-``_FEW_POSITIONS`` input vectors skips the tables and adds the level rows of its nonzero
-digits directly (the tables would cost more than they save).
+from the cells, in vector registers: the patterns of the chunk's first 6 rows in Gray-code
+order, each one addition or subtraction from the last, and each stored four times with
+rows 6 and 7 added). Per input vector the 8-digit patterns of every plane (one byte per
+plane and chunk, made row by row from a per-code table) are listed once per plane, the
+zero patterns left out (about half: their table row is 0), and reused for every column
+block. Per vector and plane, 64 byte counters sum one table row per nonzero pattern,
+wrapping modulo 256 (a multiple of ``2^s`` for ``s ≤ 8``): one loop written as LLVM IR
+whose two accumulators stay in vector registers (64 bytes a row, no loads or stores of the
+counters). Where every shift is at most 3 (*nibble mode*), the levels are kept modulo 8,
+two columns to a byte, and every addition is masked with 0x77: 128 columns per vector
+addition. The remainders and the shift-and-add over planes then run on the counters at
+once, are stored per vector, and the correction ``Σ_j coef_j Σ_p 2^p·rem_pj`` leaves each
+filter's accumulation (exact integers). A unit with at most ``_FEW_POSITIONS`` input
+vectors skips the tables and adds the level rows of its nonzero digits directly (the
+tables would cost more than they save).
 """
 
 from __future__ import annotations
@@ -121,24 +124,30 @@ def correct(u: FoldUnit, codes: np.ndarray, idx: np.ndarray, sp: int, sr: int, p
             acc: np.ndarray) -> None:
     """Subtract unit ``u``'s rounding remainders from ``acc`` ``(N, G, F, P)``; ``codes`` are
     ``(N·G, size)``, a vector's row ``i`` at ``idx[t, i]`` (gather) or ``t·sp + i·sr``. One
-    sample at a time, so the scratch stays that of one sample."""
-    width = COLUMN_BLOCK * (2 if u.nibble else 1)
-    val = np.empty((1, len(u.groups), u.levels.shape[1] * width, u.pc), dtype=np.uint16)
+    sample and group at a time, so the scratch stays that of one vector set."""
     few = u.pc <= _FEW_POSITIONS
     tab = _aligned((0 if few else u.levels.shape[2] // 8) * 256 * COLUMN_BLOCK).reshape(-1, 256, COLUMN_BLOCK)
     cnt = _aligned(8 * COLUMN_BLOCK)
-    for i in range(codes.shape[0] // g):
-        _correct(codes[i * g:(i + 1) * g], idx, sp, sr, pad, spread, g, u.groups, u.pos0, u.pc, u.row0, u.rc, u.levels,
-                 u.half, u.mask, few, 0x77 if u.nibble else 0xFF, tab, cnt, val)
-        _subtract(val, u.coef, u.const, u.groups, u.filt, u.r, u.pos0, acc[i:i + 1])
+    _correct(codes, idx, sp, sr, pad, spread, g, u.groups, u.pos0, u.pc, u.row0, u.rc, u.levels, u.half, u.mask, few,
+             0x77 if u.nibble else 0xFF, tab, cnt, u.coef, u.const, u.filt, u.r, acc)
 
 
 # ------------------------------------------------------------------------------ compiled loops
 @jit
 def _patterns(row, idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat):  # type: ignore[no-untyped-def]
-    """``pat[t, c]``: byte ``q`` is the digit pattern of active plane ``q`` over rows
-    ``8c .. 8c+7`` of the unit at its position ``t`` (codes of one sample and group)."""
+    """``pat[c, t]``: byte ``q`` is the digit pattern of active plane ``q`` over rows
+    ``8c .. 8c+7`` of the unit at its position ``t`` (codes of one sample and group). Where
+    a row's positions are contiguous (``sp = 1``: a 1×1 convolution's channel) the loop
+    runs along them, row by row."""
     pat[:] = 0
+    if idx.shape[0] == 0 and sp == 1:
+        for k in range(rc):
+            base = (row0 + k) * sr + pos0
+            src, dst = row[base:base + pc], pat[k >> 3]
+            bit = np.uint64(k & 7)
+            for t in range(pc):
+                dst[t] |= spread[np.uint32(src[t])] << bit
+        return
     gather = idx.shape[0] > 0
     for t in range(pc):
         for k in range(rc):
@@ -147,67 +156,57 @@ def _patterns(row, idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat):  # type: 
                 u = pad if v < 0 else row[v]
             else:
                 u = row[(pos0 + t) * sp + (row0 + k) * sr]
-            pat[t, k >> 3] |= spread[u] << np.uint64(k & 7)
+            pat[k >> 3, t] |= spread[u] << np.uint64(k & 7)
 
 
 @jit
 def _table(lev, tab, keep):  # type: ignore[no-untyped-def]
     """``tab[c, m, :]``: byte sums of the levels ``lev`` (rows8, 64) of rows ``8c + i`` over
-    the bits ``i`` of ``m`` (each add masked with ``keep``)."""
+    the bits ``i`` of ``m`` (modulo 256, or modulo 8 per nibble with ``keep`` 0x77)."""
     tabf = tab.reshape(-1)
     levf = lev.reshape(-1)
     for c in range(tab.shape[0]):
-        tab[c, 0, :] = 0
-        for m in range(1, 256):
-            low = m & -m
-            bit = 0
-            while (1 << bit) != low:
-                bit += 1
-            _add64(tabf, (c * 256 + m) * 64, tabf, (c * 256 + (m ^ low)) * 64, levf, (8 * c + bit) * 64, keep)
+        _gray_table(tabf, c * 256 * 64, levf, c * 8 * 64, keep)
 
 
 @jit
-def _pattern_list(pats, t, src, planes):  # type: ignore[no-untyped-def]
-    """The nonzero patterns of position ``t`` (half of them are 0, whose table row is 0) as
-    byte offsets into the 8-row tables, ``src[k] = (c·256 + m)·64``, and ``planes[k] =
-    q·64`` (without branches); returns how many."""
+def _pattern_list(pats, t, src, bounds):  # type: ignore[no-untyped-def]
+    """The nonzero patterns of position ``t`` (``pats[c, 8t + q]``; about half are 0, whose
+    table row is 0) as byte offsets into the 8-row tables, ``src[k] = (c·256 + m)·64``,
+    plane after plane: plane ``q``'s are ``src[bounds[q]:bounds[q + 1]]`` (without
+    branches)."""
     k = 0
-    c8 = pats.shape[1] // 8
-    for c in range(c8):
-        for q in range(8):
-            m = np.uint32(pats[t, c * 8 + q])
+    for q in range(8):
+        bounds[q] = k
+        for c in range(pats.shape[0]):
+            m = np.uint32(pats[c, t * 8 + q])
             src[k] = np.uint32(c << 14) | (m << np.uint32(6))
-            planes[k] = np.uint32(q << 6)
             k += np.intp(m != 0)
-    return k
+    bounds[8] = k
 
 
 @jit
-def _digit_rows(pats, t, rows, planes):  # type: ignore[no-untyped-def]
-    """The (row, plane) pairs of position ``t`` whose digit is 1, as byte offsets
-    ``rows[k] = r·64``, ``planes[k] = q·64`` (without branches); returns how many."""
+def _digit_rows(pats, t, rows, bounds):  # type: ignore[no-untyped-def]
+    """The rows of position ``t`` whose digit is 1, as byte offsets ``rows[k] = r·64``,
+    plane after plane as in :func:`_pattern_list` (without branches)."""
     k = 0
-    c8 = pats.shape[1] // 8
-    for c in range(c8):
-        for q in range(8):
-            m = np.uint64(pats[t, c * 8 + q])
+    for q in range(8):
+        bounds[q] = k
+        for c in range(pats.shape[0]):
+            m = np.uint64(pats[c, t * 8 + q])
             for bit in range(8):
                 rows[k] = np.uint32((c * 8 + bit) << 6)
-                planes[k] = np.uint32(q << 6)
                 k += np.intp((m >> np.uint64(bit)) & np.uint64(1))
-    return k
+    bounds[8] = k
 
 
 @jit
-def _count(src, planes, k, srcf, keep, cnt):  # type: ignore[no-untyped-def]
-    """Byte counters ``cnt[q·64 + j]`` of one position: the sum of the ``k`` rows of 64
-    bytes at ``srcf[src[e]:]`` into counter ``planes[e]`` (table rows of 8-row patterns, or
-    level rows of single digits). Offsets are uint32, so LLVM sees them non-negative and
-    vectorizes the row addition."""
-    cnt[:] = 0
-    for e in range(k):
-        o = np.intp(planes[e])
-        _add64(cnt, o, cnt, o, srcf, np.intp(src[e]), keep)
+def _count(src, bounds, srcf, keep, cnt):  # type: ignore[no-untyped-def]
+    """Byte counters ``cnt[q·64 + j]`` of one position: per plane ``q`` the sum of the rows
+    of 64 bytes at ``srcf[src[e]:]``, ``e`` in ``bounds[q] .. bounds[q + 1]`` (table rows of
+    8-row patterns, or level rows of single digits), summed in registers."""
+    for q in range(8):
+        _sum_rows(cnt, q * 64, srcf, src, bounds[q], bounds[q + 1], keep)
 
 
 @jit
@@ -241,24 +240,112 @@ def _remainders_nibble(cnt, half, mask, tmp, val):  # type: ignore[no-untyped-de
 
 
 @intrinsic
-def _add64(typingctx, dst, doff, a, aoff, b, boff, keep):  # type: ignore[no-untyped-def]
-    """``dst[doff:doff+64] = (a[aoff:aoff+64] + b[boff:boff+64]) & keep`` (bytes, wrapping;
-    ``keep`` 0x77 adds two 3-bit counters a byte), as one 64-byte vector operation: no
-    loop, so no per-call alias or trip-count checks."""
-    sig = types.void(dst, types.intp, a, types.intp, b, types.intp, types.uint8)
+def _gray_table(typingctx, tab, toff, lev, loff, keep):  # type: ignore[no-untyped-def]
+    """The 256 rows of 64 bytes at ``tab[toff:]``: row ``m`` the sum of the rows ``i`` of
+    ``lev[loff:]`` over the bits ``i`` of ``m``, modulo 256 per byte (``keep`` 0xFF) or 8 per
+    nibble (0x77). The eight level rows stay in vector registers; the patterns of rows 0..5
+    are visited in Gray-code order, each one row away from the last (one addition or
+    subtraction; a subtraction modulo 8 per nibble is ``((a | 0x88) − b) & 0x77``: no
+    borrow crosses a nibble), and each gives four rows of the table with rows 6 and 7
+    added: no load, and a dependency chain of 63 steps."""
+    sig = types.void(tab, types.intp, lev, types.intp, types.uint8)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        vec = ir.VectorType(ir.IntType(8), 64).as_pointer()
-        ptrs = []
-        for k in (0, 2, 4):
-            arr = context.make_array(signature.args[k])(context, builder, args[k])
-            ptrs.append(builder.bitcast(builder.gep(arr.data, [args[k + 1]]), vec))
-        total = builder.add(builder.load(ptrs[1], align=1), builder.load(ptrs[2], align=1))
-        splat = builder.insert_element(ir.VectorType(ir.IntType(8), 64)(ir.Undefined), args[6],
-                                       ir.Constant(ir.IntType(32), 0))
-        splat = builder.shuffle_vector(splat, ir.VectorType(ir.IntType(8), 64)(ir.Undefined),
-                                       ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64))
-        builder.store(builder.and_(total, splat), ptrs[0], align=1)
+        vec_t = ir.VectorType(ir.IntType(8), 64)
+        tab_a = context.make_array(signature.args[0])(context, builder, args[0])
+        lev_a = context.make_array(signature.args[2])(context, builder, args[2])
+
+        def splat(value):  # type: ignore[no-untyped-def]
+            v = builder.insert_element(vec_t(ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(v, vec_t(ir.Undefined),
+                                          ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64))
+
+        def ptr(arr, off):  # type: ignore[no-untyped-def]
+            return builder.bitcast(builder.gep(arr.data, [off]), vec_t.as_pointer())
+
+        keep = splat(args[4])
+        borrow = splat(builder.not_(args[4]))
+        rows = [builder.load(ptr(lev_a, builder.add(args[3], ir.Constant(ir.IntType(64), 64 * i))), align=1)
+                for i in range(8)]
+        high = [ir.Constant(vec_t, [0] * 64), rows[6], rows[7], builder.and_(builder.add(rows[6], rows[7]), keep)]
+
+        def store(cur, m):  # type: ignore[no-untyped-def]  # patterns m, m + 64, m + 128, m + 192
+            for h, extra in enumerate(high):
+                v = cur if h == 0 else builder.and_(builder.add(cur, extra), keep)
+                builder.store(v, ptr(tab_a, builder.add(args[1], ir.Constant(ir.IntType(64), 64 * (m + 64 * h)))),
+                              align=1)
+
+        cur = ir.Constant(vec_t, [0] * 64)
+        store(cur, 0)
+        for i in range(1, 64):  # rows 0..5 in Gray-code order: a chain of 63 steps, four stores each
+            m, bit = i ^ (i >> 1), (i & -i).bit_length() - 1
+            if m >> bit & 1:  # the row enters the pattern
+                cur = builder.and_(builder.add(cur, rows[bit]), keep)
+            else:
+                cur = builder.and_(builder.sub(builder.or_(cur, borrow), rows[bit]), keep)
+            store(cur, m)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _sum_rows(typingctx, dst, doff, src, offs, start, stop, keep):  # type: ignore[no-untyped-def]
+    """``dst[doff:doff+64] = Σ_e src[offs[e]:offs[e]+64]`` over ``e`` in ``start .. stop``,
+    bytes wrapping, each addition masked with ``keep`` (0x77: two 3-bit counters a byte):
+    one loop whose two accumulators (alternate rows, added at the end) stay in vector
+    registers; ``offs`` are uint32 byte offsets (C-contiguous arrays)."""
+    sig = types.void(dst, types.intp, src, offs, types.intp, types.intp, types.uint8)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        i64, vec_t = ir.IntType(64), ir.VectorType(ir.IntType(8), 64)
+        dst_a = context.make_array(signature.args[0])(context, builder, args[0])
+        src_a = context.make_array(signature.args[2])(context, builder, args[2])
+        offs_a = context.make_array(signature.args[3])(context, builder, args[3])
+        start, stop = args[4], args[5]
+        splat = builder.insert_element(vec_t(ir.Undefined), args[6], ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(splat, vec_t(ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 64),
+                                                                              [0] * 64))
+        zero = ir.Constant(vec_t, [0] * 64)
+
+        def row(e):  # type: ignore[no-untyped-def]
+            off = builder.zext(builder.load(builder.gep(offs_a.data, [e])), i64)
+            return builder.load(builder.bitcast(builder.gep(src_a.data, [off]), vec_t.as_pointer()), align=1)
+
+        entry = builder.block
+        head = builder.append_basic_block("sum_rows.head")
+        body = builder.append_basic_block("sum_rows.body")
+        tail = builder.append_basic_block("sum_rows.tail")
+        builder.branch(head)
+        builder.position_at_end(head)  # pairs of rows, one to each accumulator
+        e = builder.phi(i64)
+        acc0 = builder.phi(vec_t)
+        acc1 = builder.phi(vec_t)
+        e.add_incoming(start, entry)
+        acc0.add_incoming(zero, entry)
+        acc1.add_incoming(zero, entry)
+        nxt = builder.add(e, ir.Constant(i64, 2))
+        builder.cbranch(builder.icmp_signed("<=", nxt, stop), body, tail)
+        builder.position_at_end(body)
+        new0 = builder.and_(builder.add(acc0, row(e)), splat)
+        new1 = builder.and_(builder.add(acc1, row(builder.add(e, ir.Constant(i64, 1)))), splat)
+        e.add_incoming(nxt, body)
+        acc0.add_incoming(new0, body)
+        acc1.add_incoming(new1, body)
+        builder.branch(head)
+        builder.position_at_end(tail)  # an odd last row, then the two accumulators together
+        total = builder.and_(builder.add(acc0, acc1), splat)
+        odd = builder.icmp_signed("<", e, stop)
+        with builder.if_else(odd) as (then, otherwise):
+            with then:
+                last = builder.and_(builder.add(total, row(e)), splat)
+                from_then = builder.block
+            with otherwise:
+                from_else = builder.block
+        result = builder.phi(vec_t)
+        result.add_incoming(last, from_then)
+        result.add_incoming(total, from_else)
+        builder.store(result, builder.bitcast(builder.gep(dst_a.data, [args[1]]), vec_t.as_pointer()), align=1)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -266,28 +353,32 @@ def _add64(typingctx, dst, doff, a, aoff, b, boff, keep):  # type: ignore[no-unt
 
 @jit
 def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, levels, half, mask, few, keep,
-             tab, cnt, out):  # type: ignore[no-untyped-def]
-    """``out[n, gk, col, t] = Σ_p 2^p·((S_p mod 256 + h) & (2^s − 1))`` of one unit (see
-    the module docstring): byte counters over 8-row tables, or over the rows themselves
-    when the unit has ``few`` positions. ``levels`` is ``(gu, column blocks, rows8, 64)``."""
+             tab, cnt, coef, const, filt, r, acc):  # type: ignore[no-untyped-def]
+    """``acc[n, g, f, pos0 + t] −= Σ_j coef_j·(Σ_p 2^p·((S_pj mod 256 + h) & (2^s − 1))) − const_j``
+    over the ``r`` slices ``j`` of the unit's filter ``f`` (see the module docstring): byte
+    counters over 8-row tables, or over the rows themselves when the unit has ``few``
+    positions. ``levels`` is ``(gu, column blocks, rows8, 64)``."""
     n = codes.shape[0] // g
     gu, ncb, rows8 = levels.shape[0], levels.shape[1], levels.shape[2]
     c8 = rows8 // 8
-    pat = np.empty((pc, c8), dtype=np.uint64)
-    patb = pat.view(np.uint8).reshape(pc, c8 * 8)
+    pat = np.empty((c8, pc), dtype=np.uint64)
+    patb = pat.view(np.uint8).reshape(c8, pc * 8)
     tabf = tab.reshape(-1)
     src = np.empty((pc, rows8 * 8 if few else c8 * 8), dtype=np.uint32)
-    planes = np.empty(src.shape, dtype=np.uint32)
-    ones = np.zeros(pc, dtype=np.intp)
+    bounds = np.zeros((pc, 9), dtype=np.intp)
     tmp = np.empty(8 * 128, dtype=np.uint8)
     width = 64 if keep == 0xFF else 128
-    vals = np.empty(width, dtype=np.uint16)
+    val = np.empty((pc, ncb * width), dtype=np.uint16)
+    term = np.empty(ncb * width, dtype=np.int64)
+    nf = filt.shape[0]
     for i in range(n):
         for gk in range(gu):
             _patterns(codes[i * g + groups[gk]], idx, sp, sr, pad, spread, pos0, pc, row0, rc, pat)
             for t in range(pc):
-                ones[t] = (_digit_rows(patb, t, src[t], planes[t]) if few
-                           else _pattern_list(patb, t, src[t], planes[t]))
+                if few:
+                    _digit_rows(patb, t, src[t], bounds[t])
+                else:
+                    _pattern_list(patb, t, src[t], bounds[t])
             for cb in range(ncb):
                 if few:
                     srcf = levels[gk, cb].reshape(-1)
@@ -295,28 +386,20 @@ def _correct(codes, idx, sp, sr, pad, spread, g, groups, pos0, pc, row0, rc, lev
                     _table(levels[gk, cb], tab, keep)
                     srcf = tabf
                 for t in range(pc):
-                    _count(src[t], planes[t], ones[t], srcf, keep, cnt)
+                    _count(src[t], bounds[t], srcf, keep, cnt)
+                    out = val[t, cb * width:(cb + 1) * width]
                     if keep == 0xFF:
-                        _remainders(cnt, half[gk, cb], mask[gk, cb], tmp, vals)
+                        _remainders(cnt, half[gk, cb], mask[gk, cb], tmp, out)
                     else:
-                        _remainders_nibble(cnt, half[gk, cb], mask[gk, cb], tmp, vals)
-                    for j in range(width):  # column-major, so the subtraction runs along positions
-                        out[i, gk, cb * width + j, t] = vals[j]
-
-
-@jit
-def _subtract(val, coef, const, groups, filt, r, pos0, acc):  # type: ignore[no-untyped-def]
-    """``acc[n, g, f, pos0 + t] −= Σ_j coef_j·val_j − const_j`` over the ``r`` slices ``j`` of
-    the unit's filter ``f`` (exact integers; ``val`` is ``(n, gu, columns, positions)``)."""
-    n, gu, pc = val.shape[0], val.shape[1], val.shape[3]
-    for i in range(n):
-        for gk in range(gu):
+                        _remainders_nibble(cnt, half[gk, cb], mask[gk, cb], tmp, out)
             row_acc = acc[i, groups[gk]]
-            for fi in range(filt.shape[0]):
-                dst = row_acc[filt[fi]]
-                for j in range(fi * r, fi * r + r):
-                    c = coef[gk, j]
-                    k = const[gk, j]
-                    col = val[i, gk, j]
-                    for t in range(pc):
-                        dst[pos0 + t] -= np.float64(c * np.int64(col[t]) - k)
+            cg, kg = coef[gk], const[gk]
+            for t in range(pc):  # per position: the terms of every column, then each filter's r of them
+                vt = val[t]
+                for j in range(term.shape[0]):
+                    term[j] = cg[j] * np.int64(vt[j]) - kg[j]
+                for fi in range(nf):
+                    c = term[fi * r]
+                    for j in range(fi * r + 1, fi * r + r):
+                        c += term[j]
+                    row_acc[filt[fi], pos0 + t] -= np.float64(c)

@@ -23,8 +23,14 @@ patterns.
 
 Depthwise-like layers (few filters per group) run as a direct integer convolution (2-D:
 shifted multiply-adds over each padded channel; else over the im2col index plan), without
-BLAS. The codes, im2col, ACCUM offsets, DAC activity and dequantization are compiled loops,
-one pass each; the fused post-ops stay the simulator's (hwmap's reference semantics).
+BLAS. A depthwise 3×3 is nine shifted views of the padded channel summed along its
+flattened rows (the columns past the output's width computed and dropped, so the loop runs
+over whole vectors however narrow the rows); a strided one first splits the channel by row
+and column phase, so each tap reads a contiguous run. The codes, im2col, ACCUM offsets, DAC
+activity and dequantization are compiled loops, one pass each; where the layer before
+handed over its output's codes (:mod:`~hwmap_analog_imc.epilogue`) the codes pass is
+skipped. Compiled loops index row views from 0: numba then emits no test for negative
+indices, which would keep LLVM from vectorizing them.
 """
 
 from __future__ import annotations
@@ -74,10 +80,39 @@ class FoldPlan:
         return sum(len(u.groups) * u.pc * 8 * (u.levels.shape[2] // 8) * u.levels.shape[1]
                    for u in self.units)
 
-    def run(self, layer: "FastLayer", x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def codes_of(self, layer: "FastLayer", values: np.ndarray) -> np.ndarray:
+        """The DAC codes (int32) the layer gives float32 ``values`` (any shape, no NaN)."""
+        rec = layer.rec
+        xf = np.ascontiguousarray(values, dtype=np.float32).reshape(1, -1)
+        codes = np.empty(xf.shape, dtype=np.int32)
+        _codes(xf, float(rec.in_scale), float(rec.in_qmin - rec.in_zero_point),
+               float(rec.in_qmax - rec.in_zero_point), layer.pad_code, codes, codes[:0])
+        return codes.reshape(values.shape)
+
+    def run(self, layer: "FastLayer", x: np.ndarray, codes: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray] | None:
         """``(acc, counts)``: the integer accumulations ``(N, G, F, positions)`` (float64)
         and the nonzero digits each READ drove; None when an input has no code (NaN), for
-        the numpy path to treat as it does."""
+        the numpy path to treat as it does. ``codes``: the DAC codes of ``x`` when the layer
+        that made ``x`` handed them over (:meth:`codes_of` of every value its grid holds),
+        ``(N, G·size)`` int32."""
+        rec = layer.rec
+        n = x.shape[0]
+        g, size = rec.groups, layer.group_size
+        operand: np.ndarray | None = None
+        if codes is not None:
+            codes = codes.reshape(n * g, size)
+            if self.mode != "gather" and self.direct_w is None:
+                operand = codes.astype(self.gemm_dtype)
+        else:
+            codes, operand = self._codes(layer, x)
+            if codes is None:
+                return None
+        return self._run(layer, n, codes, operand)
+
+    def _codes(self, layer: "FastLayer", x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The DAC codes of ``x`` ``(N·G, size)`` and, for a GEMM on them, the same in its
+        type; None for codes when ``x`` holds a NaN."""
         rec = layer.rec
         n = x.shape[0]
         g, size = rec.groups, layer.group_size
@@ -85,13 +120,19 @@ class FoldPlan:
         codes = np.empty((n * g, size), dtype=np.int32)
         lo, hi = rec.in_qmin - rec.in_zero_point, rec.in_qmax - rec.in_zero_point
         operand = None
-        if np.isnan(np.max(xf)):  # no DAC code: the numpy path treats it as it does
-            return None
         if self.mode == "gather" or self.direct_w is not None:
-            _codes(xf, float(rec.in_scale), float(lo), float(hi), layer.pad_code, codes, codes)
+            nan = _codes(xf, float(rec.in_scale), float(lo), float(hi), layer.pad_code, codes, codes[:0])
         else:
             operand = np.empty((n * g, size), dtype=self.gemm_dtype)
-            _codes(xf, float(rec.in_scale), float(lo), float(hi), layer.pad_code, codes, operand)
+            nan = _codes(xf, float(rec.in_scale), float(lo), float(hi), layer.pad_code, codes, operand)
+        if nan:  # no DAC code: the numpy path treats it as it does
+            return None, None
+        return codes, operand
+
+    def _run(self, layer: "FastLayer", n: int, codes: np.ndarray, operand: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        rec = layer.rec
+        g, size = rec.groups, layer.group_size
         p, f = rec.positions, rec.filters
         acc = np.empty((n, g, f, p), dtype=np.float64)
         if self.geom2d is not None:
@@ -219,7 +260,11 @@ def dac_counts(layer: "FastLayer", codes: np.ndarray, mults: list[np.ndarray]) -
     per_geom = np.empty((len(layer.geoms), layer.rec.groups), dtype=np.float64)
     none = np.zeros(0, dtype=np.intp)
     for i, (elems, _, pad_mult) in enumerate(layer.geoms):
-        _weighted_digits(codes, none if elems is None else elems, mults[i], per_geom[i])
+        if elems is not None and elems.size and int(elems[-1]) - int(elems[0]) == elems.size - 1:
+            # a run of elements (a READ of some channels of a 1×1 convolution): along it
+            _weighted_digits(codes[:, :, int(elems[0]):int(elems[-1]) + 1], none, mults[i], per_geom[i])
+        else:
+            _weighted_digits(codes, none if elems is None else elems, mults[i], per_geom[i])
         per_geom[i] += pad * pad_mult
     return per_geom[layer.read_geom, layer.read_group].astype(np.int64)
 
@@ -238,12 +283,25 @@ def dequantize_f_major(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray | No
 @_jit
 def _codes(x, scale, lo, hi, pad, codes, operand):  # type: ignore[no-untyped-def]
     """``codes = clip(rint(x/scale), lo, hi) + pad`` (int32) and the same in ``operand``'s
-    type (``x`` holds no NaN: the caller checks; no branch, so the loop vectorizes)."""
+    type (none when ``operand`` has no rows); returns whether ``x`` holds a NaN (which has no code: the codes are then
+    meaningless). No branch, so the loop vectorizes."""
+    nan = 0
     for i in range(x.shape[0]):
+        src, dst = x[i], codes[i]
+        if operand.shape[0] == 0:  # codes only
+            for j in range(x.shape[1]):
+                v = np.float64(src[j])
+                nan |= np.int32(v != v)
+                dst[j] = np.int32(min(max(np.rint(v / scale), lo), hi) + pad)
+            continue
+        op = operand[i]
         for j in range(x.shape[1]):
-            t = min(max(np.rint(np.float64(x[i, j]) / scale), lo), hi) + pad
-            codes[i, j] = np.int32(t)
-            operand[i, j] = t
+            v = np.float64(src[j])
+            nan |= np.int32(v != v)
+            t = min(max(np.rint(v / scale), lo), hi) + pad
+            dst[j] = np.int32(t)
+            op[j] = t
+    return nan != 0
 
 
 @_jit
@@ -254,12 +312,13 @@ def _weighted_digits(codes, elems, mult, out):  # type: ignore[no-untyped-def]
     for gi in range(codes.shape[1]):
         s = 0  # integers: the sum may be reordered (vectorized), unlike a float one
         for i in range(codes.shape[0]):
+            row = codes[i, gi]
             if elems.shape[0] == 0:
-                for e in range(codes.shape[2]):
-                    s += _ones(codes[i, gi, e]) * mult[e]
+                for e in range(row.shape[0]):
+                    s += _ones(row[e]) * mult[e]
             else:
                 for k in range(elems.shape[0]):
-                    s += _ones(codes[i, gi, elems[k]]) * mult[k]
+                    s += _ones(row[elems[k]]) * mult[k]
         out[gi] = np.float64(s)
 
 
@@ -300,22 +359,58 @@ def _direct_conv(codes, idx, pad, w, off, a, b, acc):  # type: ignore[no-untyped
 
 
 @_jit
-def _taps3x3(plane, w, wp, sh, sw, dh, dw, oh, ow, o, acc):  # type: ignore[no-untyped-def]
-    """``acc[y·OW + x] = o + Σ_(a, b) w[3a + b]·plane[(y·sh + a·dh)·wp + x·sw + b·dw]``
-    (one padded channel; the sum of nine exact products in the plane's type, then float64)."""
+def _taps9(src, offs, w, oh, ow, wq, o, tmp, acc):  # type: ignore[no-untyped-def]
+    """``acc[y·OW + x] = o + Σ_t w[t]·src[offs[t] + y·wq + x]``: a depthwise 3×3 over rows
+    ``wq`` wide, as one multiply-add of nine shifted views along the flattened rows (the
+    columns past OW are computed and dropped; views indexed from 0, so no wraparound test
+    and the loop vectorizes however narrow the rows). Exact integers in ``src``'s type."""
+    n = oh * wq
+    q0, q1, q2 = src[offs[0]:offs[0] + n], src[offs[1]:offs[1] + n], src[offs[2]:offs[2] + n]
+    q3, q4, q5 = src[offs[3]:offs[3] + n], src[offs[4]:offs[4] + n], src[offs[5]:offs[5] + n]
+    q6, q7, q8 = src[offs[6]:offs[6] + n], src[offs[7]:offs[7] + n], src[offs[8]:offs[8] + n]
     w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
+    for k in range(n):
+        tmp[k] = (w0 * q0[k] + w1 * q1[k] + w2 * q2[k] + w3 * q3[k] + w4 * q4[k] + w5 * q5[k] + w6 * q6[k]
+                  + w7 * q7[k] + w8 * q8[k])
     for y in range(oh):
-        r0 = y * sh * wp
-        r1 = r0 + dh * wp
-        r2 = r1 + dh * wp
+        row, dst = tmp[y * wq:y * wq + ow], acc[y * ow:(y + 1) * ow]
         for x in range(ow):
-            c0 = x * sw
-            c1 = c0 + dw
-            c2 = c1 + dw
-            v = (w0 * plane[r0 + c0] + w1 * plane[r0 + c1] + w2 * plane[r0 + c2]
-                 + w3 * plane[r1 + c0] + w4 * plane[r1 + c1] + w5 * plane[r1 + c2]
-                 + w6 * plane[r2 + c0] + w7 * plane[r2 + c1] + w8 * plane[r2 + c2])
-            acc[y * ow + x] = np.float64(v) + o
+            dst[x] = np.float64(row[x]) + o
+
+
+@_jit
+def _phases(plane, hp, wp, sh, sw, hq, wq, out):  # type: ignore[no-untyped-def]
+    """The padded plane ``(hp, wp)`` split by row and column phase for strides ``sh, sw``:
+    ``out[(a·sw + b)·hq·wq + r·wq + c] = plane[(r·sh + a)·wp + c·sw + b]`` (0 past the
+    plane), so a strided tap reads a contiguous run of one phase."""
+    out[:] = 0
+    for a in range(sh):
+        for b in range(sw):
+            base = (a * sw + b) * hq * wq
+            for r in range(hq):
+                y = r * sh + a
+                if y >= hp:
+                    break
+                srow, drow = plane[y * wp:(y + 1) * wp], out[base + r * wq:base + (r + 1) * wq]
+                for c in range(min(wq, (wp - b + sw - 1) // sw)):
+                    drow[c] = srow[c * sw + b]
+
+
+@_jit
+def _dw_layout(hp, wp, sh, sw, dh, dw, oh):  # type: ignore[no-untyped-def]
+    """``(hq, wq, offs)`` of a depthwise 3×3 on a plane ``(hp, wp)``: rows and width of one
+    phase (the plane itself for unit strides) and each tap's start in the phases; a phase
+    keeps ``oh + ⌊2·dh/sh⌋ + 1`` rows at least, so the junk columns' reads stay inside."""
+    if sh == 1 and sw == 1:
+        hq, wq = hp, wp
+    else:
+        hq, wq = max(-(-hp // sh), oh + (2 * dh) // sh + 1), -(-wp // sw)
+    offs = np.empty(9, dtype=np.int64)
+    for a in range(3):
+        for b in range(3):
+            phase = ((a * dh) % sh) * sw + (b * dw) % sw
+            offs[a * 3 + b] = phase * hq * wq + ((a * dh) // sh) * wq + (b * dw) // sw
+    return hq, wq, offs
 
 
 @_jit
@@ -335,17 +430,27 @@ def _direct_conv2d(codes, geom, pad, w, off, acc, plane):  # type: ignore[no-unt
     wp = max(wd + pw, (ow - 1) * sw + (kw - 1) * dw + 1)
     unit = sh == 1 and sw == 1
     out = np.empty(oh * (wp if unit else ow), dtype=plane.dtype)
+    depthwise = cg == 1 and kh == 3 and kw == 3
+    hq, wq, offs = _dw_layout(hp, wp, sh, sw, dh, dw, oh)
+    phases = np.empty(sh * sw * hq * wq if depthwise and not unit else 0, dtype=plane.dtype)
+    tmp = np.empty(oh * wq if depthwise else 0, dtype=plane.dtype)
     tile = 8
     for i in range(n):
         for gi in range(g):
             plane[:] = pad
+            src = codes[i, gi]
             for c in range(cg):
                 for y in range(h):
+                    s0 = (c * h + y) * wd
+                    d0 = (c * hp + y + ph) * wp + pw
+                    srow, drow = src[s0:s0 + wd], plane[d0:d0 + wd]  # views from 0: the copy vectorizes
                     for x in range(wd):
-                        plane[(c * hp + y + ph) * wp + x + pw] = codes[i, gi, (c * h + y) * wd + x]
+                        drow[x] = srow[x]
+            if depthwise and not unit:
+                _phases(plane, hp, wp, sh, sw, hq, wq, phases)
             for f in range(nf):
-                if cg == 1 and kh == 3 and kw == 3:  # depthwise 3×3: the nine taps summed in registers
-                    _taps3x3(plane, w[gi, :, f], wp, sh, sw, dh, dw, oh, ow, off[gi, f], acc[i, gi, f])
+                if depthwise:  # the nine taps summed in registers, along the flattened rows
+                    _taps9(plane if unit else phases, offs, w[gi, :, f], oh, ow, wq, off[gi, f], tmp, acc[i, gi, f])
                     continue
                 out[:] = 0
                 if unit:

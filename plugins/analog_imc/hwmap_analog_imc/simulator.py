@@ -21,6 +21,12 @@ shift and add, dequantize, then its fused post-ops): with noise off through the 
 kernel (:class:`~hwmap_analog_imc.fast_layer.FastLayer`) where its integer bounds hold, else
 through the per-plane, per-column reference kernel
 (:class:`~hwmap_analog_imc.crossbar.LayerKernel`); with noise off the two give the same bits.
+Where the folded kernel runs a convolution whose post-ops are clamps and whose output is
+quantized, its dequantization, post-ops and hold are one compiled pass
+(:class:`~hwmap_analog_imc.epilogue.Epilogue`, the same operations in the same order), which
+also hands the folded layer reading the output its DAC codes (that layer's own codes of
+every value the grid holds, tabulated at load); :meth:`Simulator.execute` with ``collect``
+runs the unfused stages instead, and tests compare the two.
 Where an ACCUM adds its partial sums does not change their sum; the stream's run checks
 that they get there.
 
@@ -39,21 +45,14 @@ Digital ops and the post-ops follow hwmap's reference semantics
 quantized reference (``hwmap.execute.run(graph, ..., quantized=True)``) bit for bit on every
 quantized tensor, and up to float32 rounding on the others.
 
-Activity per inference: ``mvms`` (analog reads: input vectors × bit-planes per READ),
-``adc_conversions`` (reads × columns converted), ``dac_conversions`` (nonzero input digits
-driven), ``cell_reads`` (reads × cells of the blocks read), ``adc_clipped``, ``noc_bits`` and
-``noc_bit_hops`` (the NOC records), and ``cycle_time_s``: per computation cycle, the slowest
-core's reads (each ``read_pulse_s + k·adc_conversion_s``, ``k`` the most columns one ADC
-converts; ADC ``a`` serves columns ``a·columns_per_adc ..``, blocks on one core read one
-after another) plus the cycle's NoC transfers (one at a time: ``hops·hop_latency +
-ceil(bits/link_width)`` clock cycles each).
+Activity per inference (MVMs, ADC and DAC conversions, cell reads, clipped conversions, NoC
+traffic, the time of every computation cycle) is :mod:`~hwmap_analog_imc.activity`'s.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
@@ -64,11 +63,13 @@ from hwmap import DataError, GraphError, HwmapError, Node, QuantAnnotation, Targ
 from hwmap.limits import check_size, max_memory
 from hwmap.ops import get_op
 
+from .activity import activity_record, static_activity
 from .crossbar import LayerBase, LayerKernel, ScheduleIndex, adc_error_bound, input_codes, nonzero_digits
+from .epilogue import Epilogue, plan_handoffs
 from .fast_layer import FastLayer, NotExact, Tuning
 from .hardware import NoiseConfig
 from .machine import execute, value_order
-from .program import (FLAG_AXIS, FLAG_INPUT, FLAG_OUTPUT, FLAG_QUANT, PROGRAM_FILE, Program, ReadRec, TensorRec,
+from .program import (FLAG_AXIS, FLAG_INPUT, FLAG_OUTPUT, FLAG_QUANT, PROGRAM_FILE, Program, TensorRec,
                       load_program)
 from .program_check import footprint
 
@@ -192,12 +193,17 @@ class Simulator:
             node = _node(po.name, po.op, po.attrs, [f"in{j}" for j in range(len(po.extra) + 1)], ["out"],
                          po.params, program)
             self._postops[po.layer].append(_PostOp(_Op.of(node), po.extra, po.position))
+        #: per layer, its dequantization, clamping post-ops and hold in one compiled pass, or None
+        self._epilogues = [Epilogue.of(lay, [(po.op.node, len(po.extra)) for po in pos], self._quant[lay.rec.output])
+                           if isinstance(lay, FastLayer) and lay.fold is not None else None
+                           for lay, pos in zip(self._layers, self._postops)]
+        self._handoff, self._takes_codes = plan_handoffs(self._layers, self._epilogues)
         self._steps = value_order(program, ran.steps)
         self._digital = [self._prepare_digital(i) for i in range(len(program.digital))]
         self._rebased: dict[tuple[int, int], _Op] = {}
         self._outputs = [(i, t.name) for i, t in enumerate(program.tensors) if t.flags & FLAG_OUTPUT]
         self._step = self._slice_samples()
-        self._static = _static_activity(program)
+        self._static = static_activity(program)
 
     @classmethod
     def load(cls, artifacts: hwmap.Artifacts, target: hwmap.Target) -> "Simulator":
@@ -215,6 +221,13 @@ class Simulator:
     def layers(self) -> list[FastLayer | _ReferenceLayer]:
         """The prepared kernel of every crossbar layer, in program order."""
         return list(self._layers)
+
+    @property
+    def epilogues(self) -> list[Epilogue | None]:
+        """Per crossbar layer, its fused dequantization, clamps and hold
+        (:class:`~hwmap_analog_imc.epilogue.Epilogue`), or None where it keeps the unfused
+        stages (which :meth:`execute` with ``collect`` runs for every layer)."""
+        return list(self._epilogues)
 
     def work(self) -> dict[str, int]:
         """Multiply-adds per sample: ``model`` (the layers' MACs, what a float runtime does),
@@ -256,7 +269,7 @@ class Simulator:
         else:
             outputs = {k: np.concatenate([p[0][k] for p in parts], axis=0) for k in parts[0][0]}
             collected = {k: np.concatenate([p[1][k] for p in parts], axis=0) for k in parts[0][1]}
-        return outputs, _activity(self._static, program, n, counts, clipped, self.batch), collected
+        return outputs, activity_record(self._static, program, n, counts, clipped, self.batch), collected
 
     # -- preparation
     def _prepare_digital(self, i: int) -> _Digital:
@@ -283,6 +296,7 @@ class Simulator:
         """One slice of samples through every step; adds to ``counts`` and ``clipped``."""
         names = self._names
         env: dict[int, np.ndarray] = {t: self._hold(t, a) for t, a in inputs.items()}
+        handed: dict[int, np.ndarray] = {}  # tensor -> the DAC codes its maker handed to the layer reading it
         extra: dict[str, np.ndarray] = {}
         n = next(iter(inputs.values())).shape[0] if inputs else 1
         for kind, i in self._steps:
@@ -299,9 +313,18 @@ class Simulator:
                 continue
             layer = self._layers[i]
             rec = layer.rec
-            acc, clip, nz = layer.run(_get(env, rec.input, names, rec.name))
+            x = _get(env, rec.input, names, rec.name)
+            given = handed.get(rec.input) if self._takes_codes[i] else None
+            acc, clip, nz = layer.run(x) if given is None else layer.run(x, given)
             clipped[i] += clip
             counts[i] = counts[i] + nz
+            epilogue = None if collect else self._epilogues[i]
+            fused = None if epilogue is None else epilogue.run(acc, self._handoff[i])
+            if fused is not None:
+                env[rec.output] = fused[0]
+                if fused[1] is not None:
+                    handed[rec.output] = fused[1]
+                continue
             y = layer.dequantize(acc)
             if collect:
                 extra[f"{rec.name}/acc"] = y
@@ -454,112 +477,3 @@ def _get(env: dict[int, np.ndarray], t: int, names: list[str], who: str) -> np.n
     if t not in env:
         raise TargetError(f"reads tensor {names[t]!r} before any instruction produced it", where=who)
     return env[t]
-
-
-# ------------------------------------------------------------------------------ activity
-@dataclass
-class _StaticActivity:
-    """The activity that depends on the program only (per inference)."""
-
-    mvms: dict[str, int]
-    adc: dict[str, int]
-    cells: dict[str, int]
-    cycles: list[float]
-    noc_bits: int
-    noc_bit_hops: int
-
-
-@_quietly
-def _static_activity(program: Program) -> _StaticActivity:
-    """MVMs, ADC conversions and cell reads per layer, and the time of every computation
-    cycle (the slowest core's reads, one after another, plus the cycle's NoC transfers)."""
-    cfg = program.config
-    mvms: dict[str, int] = {lay.name: 0 for lay in program.layers}
-    adc: dict[str, int] = dict(mvms)
-    cells: dict[str, int] = dict(mvms)
-    reads = [ins for ins in program.schedule if isinstance(ins, ReadRec)]
-    pairs = [(k, program.blocks[b]) for k, r in enumerate(reads) for b in r.blocks]  # (READ, block)
-    owner = np.array([k for k, _ in pairs], dtype=np.int64)
-    width = np.array([b.filter_count * program.layers[b.layer].cols_per_filter for _, b in pairs], dtype=np.int64)
-    start = np.array([b.elem_col * cfg.element_cols for _, b in pairs], dtype=np.int64)
-    height = np.array([b.row_count for _, b in pairs], dtype=np.int64)
-    loads = _adc_loads(owner, start, width, cfg.columns_per_adc, len(reads)).tolist()
-    ncols = np.bincount(owner, weights=width, minlength=len(reads)).astype(np.int64).tolist()
-    ncells = np.bincount(owner, weights=width * height, minlength=len(reads)).astype(np.int64).tolist()
-    core_time: dict[tuple[int, int], float] = {}
-    for r, load, nc, ce in zip(reads, loads, ncols, ncells):
-        lay = program.layers[r.layer]
-        n = r.pos_count * lay.planes
-        mvms[lay.name] += n
-        adc[lay.name] += n * nc
-        cells[lay.name] += n * ce
-        t = cfg.read_pulse_s + load * cfg.adc_conversion_s
-        core_time[(r.cycle, r.core)] = core_time.get((r.cycle, r.core), 0.0) + n * t
-    cycles = [0.0] * cfg.computation_cycles
-    for (c, _), t in core_time.items():
-        cycles[c] = max(cycles[c], t)
-    for tr in program.noc:
-        bits = tr.bytes * 8
-        clk = tr.hops * cfg.hop_latency_cycles + math.ceil(bits / cfg.link_width_bits)
-        if tr.cycle < len(cycles):
-            cycles[tr.cycle] += clk / cfg.clock_hz
-    return _StaticActivity(mvms, adc, cells, cycles, int(sum(t.bytes * 8 for t in program.noc)),
-                           int(sum(t.bytes * 8 * t.hops for t in program.noc)))
-
-
-def _adc_loads(owner: np.ndarray, start: np.ndarray, width: np.ndarray, per_adc: int, n_reads: int) -> np.ndarray:
-    """Per READ, the most columns one ADC converts: block ``i`` of READ ``owner[i]`` has
-    columns ``start[i] .. start[i] + width[i]``, ADC ``a`` serves columns ``a·per_adc ..``
-    (summed per (READ, ADC) pair over the pairs that occur: memory in the number of pairs,
-    however wide the crossbar)."""
-    first = start // per_adc
-    count = np.maximum(0, (start + width - 1) // per_adc - first + 1)  # ADCs each block touches
-    pair = np.repeat(np.arange(owner.size), count)
-    a = first[pair] + np.arange(pair.size) - np.repeat(np.cumsum(count) - count, count)
-    cols = np.minimum(start[pair] + width[pair], (a + 1) * per_adc) - np.maximum(start[pair], a * per_adc)
-    out = np.zeros(n_reads, dtype=np.int64)
-    if not pair.size:
-        return out
-    reads = owner[pair]
-    order = np.lexsort((a, reads))
-    reads, a, cols = reads[order], a[order], cols[order]
-    head = np.flatnonzero(np.r_[True, (reads[1:] != reads[:-1]) | (a[1:] != a[:-1])])
-    per = np.add.reduceat(cols, head)  # columns per (READ, ADC)
-    np.maximum.at(out, reads[head], per)
-    return out
-
-
-def _activity(static: _StaticActivity, program: Program, n: int, counts: list[Any], clipped: list[int],
-              batch: int = 1) -> dict[str, Any]:
-    """The activity dict: the static part, and per inference the DAC conversions (per
-    layer, its READs' nonzero digits summed one READ after the other, as the digital logic
-    counts), the clipped conversions, and the computation cycles programmed: with several
-    cycles, every cycle once per batch of ``batch`` samples (the last batch possibly short);
-    with one, none per inference (programmed once before the run)."""
-    dac: dict[str, float] = {}
-    for lay, c in zip(program.layers, counts):
-        dac[lay.name] = _sum_in_order(np.asarray(c, dtype=np.int64).reshape(-1), n)
-    return {
-        "samples": n,
-        "mvms": dict(static.mvms),
-        "adc_conversions": dict(static.adc),
-        "dac_conversions": dac,
-        "cell_reads": dict(static.cells),
-        "adc_clipped": {lay.name: float(clipped[i]) / n for i, lay in enumerate(program.layers)},
-        "cycle_time_s": list(static.cycles),
-        "noc_bits": static.noc_bits,
-        "noc_bit_hops": static.noc_bit_hops,
-        "programmings_per_inference": (program.config.computation_cycles * math.ceil(n / batch) / n
-                                       if program.config.computation_cycles > 1 and n else 0.0),
-    }
-
-
-def _sum_in_order(values: np.ndarray, n: int) -> float:
-    """``Σ_k values[k]/n`` accumulated left to right in float64 (a fixed order: the same
-    bits however many READs there are)."""
-    if values.size > 64:
-        return float(np.add.accumulate(values / n)[-1])
-    total = 0.0
-    for v in values.tolist():
-        total += v / n
-    return total
