@@ -5,7 +5,8 @@
 documented field by field in :mod:`hwmap_analog_imc.program`) and ``program.lst`` (the same
 instructions as text). :func:`read_program` and :func:`parse_listing` read them back.
 
-What is emitted, per crossbar layer (a Conv/Gemm/MatMul, fused or not):
+What is emitted, per crossbar layer (a Conv/Gemm/MatMul, fused or not; its layer record, weights
+and post-ops are lowered by :mod:`.emit_layer`, their placement, schedule and ADC settings here):
 
 * **Weights.** Per output channel symmetric integers ``w = round(W/s_w)`` (the layer's
   ``param_quant`` annotation, or max-abs scaling on ``weight_bits`` when it has none), in
@@ -53,31 +54,29 @@ transfer.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import replace
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Hashable, cast
+from typing import Hashable, cast
 
 import numpy as np
 
 import hwmap
 from hwmap import Graph, HwmapError, Node, TargetError
-from hwmap.jsonio import json_default
 
+from .blocks import ceil_div
 from .dataflow import (
     Accumulation, FlowBlock, FlowDigital, FlowLayer, FlowTransfer, Region, accumulations, copy_positions,
     input_region, plan_transfers, psum_bits, whole_region,
 )
 from .converters import Converters
 from .crossbar import LayerKernel, ScheduleIndex, input_codes, max_digits
-from .hardware import HardwareConfig
-from .layers import CROSSBAR_OPS, CrossbarLayer
+from .emit_layer import LayerLowering, attrs_json
+from .layers import CROSSBAR_OPS
 from .mapping import AnalogMapping
 from .program import (
-    ENC_DIFFERENTIAL, ENC_OFFSET, FLAG_AXIS, FLAG_INPUT, FLAG_OUTPUT, FLAG_QUANT, NONE, PROGRAM_FILE, VERSION,
-    AccumRec, AdcRec, BlockRec, Config, DigitalRec, LayerRec, PostOpRec, Program, ReadRec, TensorRec, TransferRec,
+    ENC_DIFFERENTIAL, ENC_OFFSET, FLAG_AXIS, FLAG_INPUT, FLAG_OUTPUT, FLAG_QUANT, PROGRAM_FILE, VERSION,
+    AccumRec, AdcRec, BlockRec, Config, DigitalRec, Program, ReadRec, TensorRec, TransferRec,
     WeightsRec, parse_listing, read_program,
 )
 
@@ -120,14 +119,6 @@ def build_program(mapping: AnalogMapping, calibration: np.ndarray | None = None)
 
 
 # ------------------------------------------------------------------------------ helpers
-def _attrs_json(attrs: dict[str, Any]) -> str:
-    return json.dumps(attrs, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=json_default)
-
-
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def _shift_for(s_max: np.ndarray, adc_bits: int) -> np.ndarray:
     """Smallest ``shift ≥ 0`` with ``(2^adc_bits − 1)·2^shift ≥ s_max`` (elementwise)."""
     top = 2**adc_bits - 1
@@ -142,33 +133,6 @@ def _shift_for(s_max: np.ndarray, adc_bits: int) -> np.ndarray:
     if (shift > 255).any():
         raise TargetError(f"a column sum of {float(np.max(s_max)):.3g} needs an ADC shift above 255")
     return shift.astype(np.uint8)
-
-
-def encode_weights(w_int: np.ndarray, hw: HardwareConfig) -> tuple[np.ndarray, np.ndarray, int]:
-    """Cell levels ``(..., M, N·cols_per_filter)`` of integer weights ``(..., M, N)``, the
-    per-column coefficients of the shift-and-add and the encoding offset ``o``."""
-    bpc, wb = hw.bits_per_cell, hw.weight_bits
-    mask = 2**bpc - 1
-    w = w_int.astype(np.int64)
-    if hw.weight_encoding == "differential":
-        slices = _ceil(wb - 1, bpc)
-        mag = np.abs(w)
-        cols = []
-        coef = []
-        for s in range(slices):
-            digit = (mag >> (s * bpc)) & mask
-            cols += [np.where(w > 0, digit, 0), np.where(w < 0, digit, 0)]
-            coef += [2 ** (s * bpc), -(2 ** (s * bpc))]
-        offset = 0
-    else:
-        slices = _ceil(wb, bpc)
-        offset = 2 ** (wb - 1)
-        u = w + offset
-        cols = [(u >> (s * bpc)) & mask for s in range(slices)]
-        coef = [2 ** (s * bpc) for s in range(slices)]
-    levels = np.stack(cols, axis=-1)  # (..., M, N, cpf): a filter's columns side by side
-    levels = levels.reshape(*w.shape[:-1], w.shape[-1] * len(cols)).astype(np.uint8)
-    return levels, np.asarray(coef, dtype=np.int64), offset
 
 
 # ------------------------------------------------------------------------------ builder
@@ -204,6 +168,7 @@ class _Builder:
             adc_calibration=0, calibration_vectors=0, clock_hz=hw.clock_hz,
             read_pulse_s=conv.dac_s + hw.read_pulse_s, adc_conversion_s=conv.adc_s))
         self._tensors()
+        lowering = LayerLowering(self.p, g, hw, self.tensor_id, self.notes)
         by_index = {lay.index: lay for lay in m.layers}
         layer_pid: dict[int, int] = {}
         for order, node in enumerate(g.nodes):
@@ -213,9 +178,11 @@ class _Builder:
                 except KeyError:
                     raise TargetError("crossbar node has no crossbar layer in the mapping",
                                       where=f"node {node.name!r}") from None
-                layer_pid[cl.index] = self._layer(order, node, cl)
+                pid, w_int, levels = lowering.layer(order, node, cl)
+                self.w_int[pid], self.levels[pid] = w_int, levels
+                layer_pid[cl.index] = pid
             else:
-                self._digital(order, node)
+                self._digital(order, node, lowering)
         missing = set(by_index) - set(layer_pid)
         if missing:
             raise TargetError(f"mapping has crossbar layers not in the graph: "
@@ -248,168 +215,13 @@ class _Builder:
             self.tensor_id[name] = len(self.p.tensors)
             self.p.tensors.append(rec)
 
-    # -- one crossbar layer
-    def _layer(self, order: int, node: Node, cl: CrossbarLayer) -> int:
-        hw = self.hw
-        where = f"node {node.name!r}"
-        comp = node.fused[0] if node.op.startswith("Fused") and node.fused else node
-        op = comp.op
-        if not node.inputs:
-            raise TargetError("a crossbar layer needs a dynamic input", where=where)
-        x_name = node.inputs[0]
-        x = self.g.tensor(x_name)
-        kernel: tuple[int, ...] = ()
-        geo: Any = None
-        if op == "Conv":
-            from hwmap.ops.conv import conv_geometry
-
-            if "W" not in node.params:
-                raise TargetError("Conv needs constant weights W to sit on a crossbar", where=where)
-            w = np.asarray(node.params["W"], dtype=np.float64)
-            b = node.params.get("B")
-            geo, groups = conv_geometry(node, x.shape, w.shape, None if b is None else np.shape(b))
-            c_out = w.shape[0]
-            wmat = w.reshape(groups, c_out // groups, -1).transpose(0, 2, 1)  # (G, M, N)
-            slot, out_axis, alpha = "W", 0, 1.0
-            bias = None if b is None else np.asarray(b, dtype=np.float64).reshape(-1)
-            kernel = geo.kernel
-            positions = math.prod(geo.out)
-        elif op in ("Gemm", "MatMul"):
-            if "B" not in node.params:
-                raise TargetError(f"{op} needs a constant right operand B to sit on a crossbar", where=where)
-            bm = np.asarray(node.params["B"], dtype=np.float64)
-            if bm.ndim != 2:
-                raise TargetError(f"{op} weight B of shape {list(bm.shape)} is not a matrix", where=where)
-            groups = 1
-            if op == "Gemm":
-                if node.attrs.get("transA", 0):
-                    raise TargetError("Gemm with transA = 1 cannot stream its input rows into a crossbar",
-                                      where=where)
-                trans_b = bool(node.attrs.get("transB", 0))
-                wmat = (bm.T if trans_b else bm)[None]
-                out_axis = 0 if trans_b else 1
-                alpha = float(node.attrs.get("alpha", 1.0))
-                c = node.params.get("C")
-                bias = None
-                if c is not None:
-                    c = np.asarray(c, dtype=np.float64) * float(node.attrs.get("beta", 1.0))
-                    n_out = wmat.shape[2]
-                    if c.size == n_out:
-                        bias = c.reshape(-1)
-                    elif c.size == 1:
-                        bias = np.full(n_out, float(c.reshape(-1)[0]))
-                    else:
-                        raise TargetError(f"Gemm bias C of shape {list(c.shape)} is not per output channel",
-                                          where=where)
-            else:
-                wmat, out_axis, alpha, bias = bm[None], 1, 1.0, None
-            slot = "B"
-            positions = math.prod(x.shape[1:-1]) if len(x.shape) > 2 else 1
-        else:
-            raise TargetError(f"op {op} is not a crossbar op", where=where)
-        if wmat.shape[1:] != (cl.rows, cl.filters) or groups != cl.groups or max(positions, 1) != cl.positions:
-            raise TargetError(f"weights {list(wmat.shape)} × {positions} positions disagree with the mapped layer "
-                              f"({cl.groups} groups of {cl.rows}×{cl.filters}, {cl.positions} positions)", where=where)
-        c_out = groups * cl.filters
-        s_w, w_int = self._quantize_weights(node, slot, out_axis, wmat, c_out, where)
-        levels, coef, offset = encode_weights(w_int, hw)
-        in_scale, zp, qmin, qmax, planes = self._input_quant(x, where)
-        pid = len(self.p.layers)
-        self.w_int[pid] = w_int
-        self.levels[pid] = levels
-        nsp = len(kernel)
-        self.p.layers.append(LayerRec(
-            order=order, name=node.name, op=op, input=self.tensor_id[x_name],
-            output=self.tensor_id[node.outputs[0]], home_core=0, groups=groups, rows=cl.rows, filters=cl.filters,
-            cols_per_filter=cl.cols_per_filter, positions=cl.positions, replicas=1, planes=planes,
-            kernel=tuple(kernel), strides=tuple(geo.strides) if nsp else (),
-            pads_begin=tuple(geo.pads_begin) if nsp else (), pads_end=tuple(geo.pads_end) if nsp else (),
-            dilations=tuple(geo.dilations) if nsp else (), out_spatial=tuple(geo.out) if nsp else (),
-            in_scale=in_scale, in_zero_point=zp, in_qmin=qmin, in_qmax=qmax, weight_offset=offset,
-            w_scale=self.p.add_const(s_w * alpha),
-            bias=NONE if bias is None else self.p.add_const(bias), coef=self.p.add_const(coef)))
-        if cl.cols_per_filter != coef.size:
-            raise TargetError(f"the mapped layer takes {cl.cols_per_filter} columns per filter, the encoding "
-                              f"{coef.size}", where=where)
-        if node.op.startswith("Fused"):
-            self._postops(pid, node)
-        return pid
-
-    def _quantize_weights(self, node: Node, slot: str, out_axis: int, wmat: np.ndarray, c_out: int,
-                          where: str) -> tuple[np.ndarray, np.ndarray]:
-        """Per-output-channel scales ``(C_out,)`` and integer weights ``(G, M, N)``."""
-        wb = self.hw.weight_bits
-        top = 2 ** (wb - 1) - 1
-        q = node.param_quant.get(slot)
-        g, m, n = wmat.shape
-        per_channel = wmat.transpose(0, 2, 1).reshape(c_out, m)  # (C_out, M), channel = g·N + f
-        if q is None:
-            amax = np.abs(per_channel).max(axis=1) if m else np.zeros(c_out)
-            s_w = np.where(amax > 0, amax / top, 1.0)
-            if "unannotated" not in " ".join(self.notes):
-                self.notes.append(f"unannotated weights (first: {node.name}) quantized per output channel, "
-                                  f"max-abs, {wb} bits")
-        else:
-            if q.bits > wb:
-                raise TargetError(f"weights quantized to {q.bits} bits, the crossbar stores {wb}", where=where)
-            if np.any(q.zero_point != 0):
-                raise TargetError("weights with a nonzero zero point cannot be stored as signed cells", where=where)
-            scale = np.asarray(q.scale, dtype=np.float64).reshape(-1)
-            if scale.size == 1:
-                s_w = np.full(c_out, float(scale[0]))
-            elif scale.size == c_out and q.axis is not None and q.axis % np.ndim(node.params[slot]) == out_axis:
-                s_w = scale.copy()
-            else:
-                raise TargetError(f"weight scale of {scale.size} values along axis {q.axis} is not per output "
-                                  f"channel ({c_out} channels on axis {out_axis})", where=where)
-            if np.any(s_w <= 0) or not np.all(np.isfinite(s_w)):
-                raise TargetError("weight scales must be positive and finite", where=where)
-            top = min(top, q.qmax)
-        w_int = np.clip(np.round(per_channel / s_w[:, None]), -top, top)
-        return s_w, w_int.reshape(g, n, m).transpose(0, 2, 1).astype(np.int64)
-
-    def _input_quant(self, x: hwmap.Tensor, where: str) -> tuple[float, int, int, int, int]:
-        q = x.quant
-        if q is None:
-            raise TargetError(f"input tensor {x.name!r} has no quantization annotation: legalization must set the "
-                              "DAC scale (calibrate with --data)", where=where)
-        if q.scale.size != 1 or q.zero_point.size != 1:
-            raise TargetError(f"input tensor {x.name!r} is quantized per axis; the DACs take one scale per tensor",
-                              where=where)
-        span = q.qmax - q.qmin
-        bits = max(1, int(span).bit_length())
-        if bits > self.hw.input_bits:
-            raise TargetError(f"input tensor {x.name!r} is quantized to {bits} bits, the DAC path takes "
-                              f"input_bits = {self.hw.input_bits}", where=where)
-        scale = float(q.scale.reshape(-1)[0])
-        if not (scale > 0 and math.isfinite(scale)):
-            raise TargetError(f"input tensor {x.name!r} has scale {scale}, must be positive", where=where)
-        return scale, int(round(float(q.zero_point.reshape(-1)[0]))), int(q.qmin), int(q.qmax), \
-            _ceil(bits, self.hw.dac_bits)
-
-    def _params(self, node: Node) -> tuple[tuple[str, int], ...]:
-        return tuple((slot, self.p.add_const(np.asarray(v))) for slot, v in node.params.items())
-
-    def _postops(self, pid: int, node: Node) -> None:
-        from hwmap.ops.fused import plan
-
-        try:
-            fp = plan(node)
-        except HwmapError as e:
-            raise TargetError(f"fused node cannot be lowered: {e}", where=f"node {node.name!r}") from None
-        rest = list(node.inputs[fp.n_compute_inputs:])
-        for post in fp.posts:
-            extra, rest = rest[:post.extra], rest[post.extra:]
-            sub = post.node
-            self.p.postops.append(PostOpRec(pid, sub.name, sub.op, _attrs_json(sub.attrs), post.position,
-                                            tuple(self.tensor_id[t] for t in extra), self._params(sub)))
 
     # -- digital ops
-    def _digital(self, order: int, node: Node) -> None:
+    def _digital(self, order: int, node: Node, lowering: LayerLowering) -> None:
         """Record a digital op; its core and cycle are settled once the layers are placed."""
-        self.p.digital.append(DigitalRec(order, node.name, node.op, 0, 0, _attrs_json(node.attrs),
+        self.p.digital.append(DigitalRec(order, node.name, node.op, 0, 0, attrs_json(node.attrs),
                                          tuple(self.tensor_id[t] for t in node.inputs),
-                                         tuple(self.tensor_id[t] for t in node.outputs), self._params(node)))
+                                         tuple(self.tensor_id[t] for t in node.outputs), lowering.params(node)))
 
     # -- switches and weight programming
     def _blocks(self, layer_pid: dict[int, int]) -> None:
@@ -435,7 +247,7 @@ class _Builder:
             if (p.replica >= lay.replicas or p.group >= lay.groups or p.row_start + p.row_count > lay.rows
                     or p.filter_start + p.filter_count > lay.filters or min(p.row_count, p.filter_count) < 1):
                 raise TargetError("placement lies outside its layer", where=where)
-            if (p.elem_rows != _ceil(p.row_count, er) or p.elem_cols != _ceil(p.filter_count * cpf, ec)
+            if (p.elem_rows != ceil_div(p.row_count, er) or p.elem_cols != ceil_div(p.filter_count * cpf, ec)
                     or p.elem_row + p.elem_rows > gr or p.elem_col + p.elem_cols > gc or p.core >= len(
                         self.m.blueprint.cores)):
                 raise TargetError("placement's element rectangle does not fit its cells or the crossbar",
@@ -540,7 +352,7 @@ class _Builder:
             r = tr.region
             tensor = int(cast(int, tr.tensor))  # this program's tensors are keyed by index
             p.noc.append(TransferRec(tr.cycle, tr.src, tr.dst, bp.hops(tr.src, tr.dst), tensor, tr.kind, r.layout,
-                                     r.ch_start, r.ch_count, r.pos_start, r.pos_count, _ceil(tr.bits, 8)))
+                                     r.ch_start, r.ch_count, r.pos_start, r.pos_count, ceil_div(tr.bits, 8)))
 
     # -- ADC full scale
     def _adc(self, calibration: np.ndarray | None) -> None:
