@@ -40,7 +40,7 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 from hwmap import TargetError
@@ -235,24 +235,9 @@ class _Machine:
         while True:
             moved = self._drain(cyc.xbar, self._schedule, "0", waiting)
             moved = self._drain(cyc.logic, self._digital, "1", waiting) or moved
-            left = []
-            for k in cyc.noc:
-                why = self._noc(k)
-                if why:
-                    waiting[f"2:{k:012d}"] = why
-                    left.append(k)
-                else:
-                    moved = True
-            cyc.noc = left
-            still = []
-            for f in self.finishing:
-                why = self._finish(f)
-                if why:
-                    waiting[f"3:{f.layer:012d}"] = why
-                    still.append(f)
-                else:
-                    moved = True
-            self.finishing = still
+            cyc.noc, ran = _attempt(cyc.noc, self._noc, lambda k: f"2:{k:012d}", waiting)
+            self.finishing, done = _attempt(self.finishing, self._finish, lambda f: f"3:{f.layer:012d}", waiting)
+            moved = moved or ran or done
             if not moved:
                 break
             waiting.clear()
@@ -495,3 +480,19 @@ class _Machine:
             self._region(self._grid(tr.dst, tr.tensor, tr.layout), region)[...] = True
         self.noc_bits += tr.bytes * 8
         return None
+
+
+def _attempt(items: list[Any], run: Callable[[Any], str | None], key: Callable[[Any], str],
+             waiting: dict[str, str]) -> tuple[list[Any], bool]:
+    """Run each of ``items`` that can run now (``run`` returns why not, or ``None`` when it
+    ran); those that cannot stay, in order, with their reason under ``key(item)`` in
+    ``waiting``. Returns what stays and whether anything ran."""
+    left, ran = [], False
+    for item in items:
+        why = run(item)
+        if why:
+            waiting[key(item)] = why
+            left.append(item)
+        else:
+            ran = True
+    return left, ran
