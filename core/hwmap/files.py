@@ -11,6 +11,7 @@ anything without hwmap's marker).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -69,23 +70,21 @@ def check_output_dir(path: str | Path, own: Callable[[Path], list[str]], option:
     return p
 
 
-def _read_umask() -> int:
+@functools.cache
+def umask() -> int:
+    """The process's umask, read once, when an output is first committed (reading it means
+    setting it): ``mkstemp`` and ``mkdtemp`` create private (0600/0700) entries, and what
+    hwmap hands the user is given the modes any other tool's output would have."""
     old = os.umask(0o022)
     os.umask(old)
     return old
-
-
-#: the process's umask, read once at import (reading it means setting it): ``mkstemp`` and
-#: ``mkdtemp`` create private (0600/0700) entries, and what hwmap hands the user is given the
-#: modes any other tool's output would have
-UMASK = _read_umask()
 
 
 def commit_dir(tmp: Path, path: Path) -> None:
     """Put the finished folder ``tmp`` (from :func:`temp_dir`) at ``path``, replacing what
     :func:`check_output_dir` accepted there."""
     (tmp / MARKER).unlink(missing_ok=True)
-    os.chmod(tmp, 0o777 & ~UMASK)
+    os.chmod(tmp, 0o777 & ~umask())
     if not path.exists():
         os.replace(tmp, path)
         return
@@ -106,7 +105,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(name)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~UMASK)
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -121,14 +121,14 @@ def test_outputs_are_written_whole_with_unpredictable_temporaries(capsys: pytest
 def test_outputs_get_the_modes_the_umask_gives(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """The private temporaries (mkstemp 0600, mkdtemp 0700) are not what the user receives:
     the compile directory and the written files take the process's umask, as any tool's."""
-    from hwmap.files import UMASK
+    from hwmap.files import umask
 
     out, res = tmp_path / "out", tmp_path / "res.npz"
     assert run(capsys, "compile", MODEL, "--target", "toy_cpu:default", "-o", str(out), "-q")[0] == 0
     assert run(capsys, "simulate", str(out), "--data", "zoo:digits", "-o", str(res), "-q")[0] == 0
-    assert out.stat().st_mode & 0o777 == 0o777 & ~UMASK
-    assert res.stat().st_mode & 0o777 == 0o666 & ~UMASK
-    assert (out / "kpis.json").stat().st_mode & 0o777 == 0o666 & ~UMASK
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask()
+    assert res.stat().st_mode & 0o777 == 0o666 & ~umask()
+    assert (out / "kpis.json").stat().st_mode & 0o777 == 0o666 & ~umask()
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None:

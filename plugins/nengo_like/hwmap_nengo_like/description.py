@@ -226,18 +226,20 @@ def _check_host(h: Host, at: str) -> None:
             raise DescriptionError(f"{at}: attrs.encoding = {a.get('encoding')!r:.40} is not one of {ENCODINGS}")
         for key in ("scale", "seed"):
             v = a.get(key, 0)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v):
+            if not _finite_number(v):
                 raise DescriptionError(f"{at}: attrs.{key} = {v!r:.40} is not a finite number")
     if h.kind == "output":
         if a.get("mode", "membrane") not in READOUTS:
             raise DescriptionError(f"{at}: attrs.mode = {a.get('mode')!r:.40} is not one of {READOUTS}")
         bias = a.get("bias", 0.0)
-        ok = isinstance(bias, (int, float)) and not isinstance(bias, bool) or (
-            isinstance(bias, list) and len(bias) == h.size_in
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bias))
-        if not ok or not np.all(np.isfinite(np.asarray(bias, np.float64))):
+        if not (_finite_number(bias) or isinstance(bias, list) and len(bias) == h.size_in
+                and all(_finite_number(v) for v in bias)):
             raise DescriptionError(f"{at}: attrs.bias must be a finite number or a list of {h.size_in} "
                                    f"(size_in) finite numbers")
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and bool(np.isfinite(v))
 
 
 def _check_output_shapes(d: Description, where: str) -> None:
