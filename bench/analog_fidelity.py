@@ -4,9 +4,10 @@ the error of one run comes from, layer by layer.
     .venv/bin/python bench/analog_fidelity.py table [--seeds 0 1] [--models ...] [--presets ...]
     .venv/bin/python bench/analog_fidelity.py layers MODEL PRESET [--seed 0]
 
-Each run: ``N = 360`` inputs (zoo:digits for the digits models, else seeded U(0, 1) images at
-the model's input shape, for the torch convnets times a U(0, 2) gain per image and channel), legalize → map → emit with the first 90 as calibration data →
-simulate the last 270; the reference is onnxruntime on the ONNX model (for the torch convnet
+Each run: ``N = 360`` inputs (zoo:digits for the digits models and, enlarged to 3×16×16, for the
+trained torch convnets; else seeded U(0, 1) images at the model's input shape, for the random torch
+convnets times a U(0, 2) gain per image and channel), legalize → map → emit with the first 90 as calibration data →
+simulate the last 270; the reference is onnxruntime on the ONNX model (for the torch convnets
 in tests/analog_imc/hidden_convnets.py, their ``torch.onnx.export``). Printed per run: top-1 agreement of the simulation with
 onnxruntime, and of hwmap's shared fake-quantized reference of the same legalized graph
 (``hwmap.execute.run(..., quantized=True)``: weight and activation quantization, no ADC) —
@@ -49,8 +50,11 @@ MODELS = {  # name: (source, input shape or None for the zoo default, data)
     "mobilenet_v1": ("zoo:mobilenet_v1", (1, 3, 32, 32), "uniform"),
     "residual_convnet": ("torch", (1, 3, 16, 16), "gain"),
     "plain_convnet": ("torch", (1, 3, 16, 16), "gain"),
+    "trained_residual_convnet": ("torch", (1, 3, 16, 16), "digits16"),
+    "trained_plain_convnet": ("torch", (1, 3, 16, 16), "digits16"),
 }
-#: The plain-torch convnets a user might bring (seeded weights): factories in this file.
+#: The plain-torch convnets a user might bring (seeded random weights, or trained on the
+#: digits): factories in this file.
 CONVNETS = Path(__file__).resolve().parents[1] / "tests" / "analog_imc" / "hidden_convnets.py"
 PRESETS = ("default", "chapter-fig3.13", "isaac-like")
 
@@ -82,8 +86,12 @@ def model_and_onnx(name: str) -> tuple[hwmap.Graph, bytes, tuple[int, ...]]:
 
 
 def inputs_for(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
-    if MODELS[name][2] == "digits":
+    if MODELS[name][2] in ("digits", "digits16"):
         x = np.ascontiguousarray(load_data("zoo:digits").x, dtype=np.float32)
+        if MODELS[name][2] == "digits16":  # the trained convnets' 3×16×16 input
+            from hwmap.frontends.torch import load_factory
+
+            x = load_factory(f"{CONVNETS}:digits16").module.digits16(x)
         return x[np.random.default_rng(seed).permutation(len(x))] if seed else x
     rng = np.random.default_rng(seed)
     x = rng.random((SAMPLES, *shape[1:]), dtype=np.float32)

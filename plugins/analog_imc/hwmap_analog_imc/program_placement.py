@@ -26,16 +26,13 @@ import numpy as np
 
 from hwmap import TargetError
 
+from .blocks import ceil_div
 from .program_records import ReadRec
 
 if TYPE_CHECKING:
     from .program import Program
 
 __all__ = ["check_placement"]
-
-
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def check_placement(p: Program, bad: Callable[[str], TargetError]) -> None:
@@ -48,8 +45,8 @@ def check_placement(p: Program, bad: Callable[[str], TargetError]) -> None:
         if b.elem_row + b.elem_rows > gr or b.elem_col + b.elem_cols > gc:
             raise bad(f"BLOCK {i} ({lay.name}) takes elements {b.elem_row}..{b.elem_row + b.elem_rows - 1} × "
                       f"{b.elem_col}..{b.elem_col + b.elem_cols - 1}, outside the {gr}×{gc} element grid of a core")
-        want_rows = _ceil(b.row_count, c.element_rows)
-        want_cols = _ceil(b.filter_count * lay.cols_per_filter, c.element_cols)
+        want_rows = ceil_div(b.row_count, c.element_rows)
+        want_cols = ceil_div(b.filter_count * lay.cols_per_filter, c.element_cols)
         if (b.elem_rows, b.elem_cols) != (want_rows, want_cols):
             raise bad(f"BLOCK {i} ({lay.name}) declares {b.elem_rows}×{b.elem_cols} elements for {b.row_count} rows "
                       f"× {b.filter_count * lay.cols_per_filter} columns of weights, which take "
