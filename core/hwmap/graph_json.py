@@ -80,7 +80,8 @@ class _GraphJson(_Strict):
 def check_graph_json(d: Any, arrays: Any, where: str | None = None) -> None:
     """Check a graph's JSON (:meth:`Graph.to_json`) and its parameter arrays before
     anything is built from them; a :class:`GraphError` naming ``where`` for the first
-    problem. Checks: the schema (types, keys, the format marker and version); tensor names
+    problem. Checks: the schema (types, keys, the format marker and version); ``meta.dt``
+    (the neurons' time step) a positive finite number or null; tensor names
     unique, dtypes numeric, quantization scales of their declared shape with an axis inside
     the tensor; every parameter of every node (fused ones included) in ``arrays`` with its
     declared shape and dtype, and no array no node declares; the declared tensors together
@@ -94,6 +95,10 @@ def check_graph_json(d: Any, arrays: Any, where: str | None = None) -> None:
         doc = _GraphJson.model_validate(d)
     except ValidationError as e:
         raise GraphError(f"does not match the graph schema: {schema_problem(e)}", where=where) from None
+    dt = doc.meta.get("dt")
+    if dt is not None and (isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt)
+                           or dt <= 0):
+        raise GraphError(f"meta.dt must be a positive number of seconds or null, not {str(dt)[:40]}", where=where)
     names: set[str] = set()
     total = 0
     for t in doc.tensors:

@@ -53,6 +53,9 @@ def test_fixed_shapes(saved: Path) -> None:
     (lambda d: (d / "params.npz").unlink(), "params.npz"),
     (lambda d: (d / "graph.json").write_text(json.dumps({**json.loads((d / "graph.json").read_text()),
                                                          "nodes": []})), "graph.json"),
+    # a time step of NaN would be written back as the non-JSON token NaN
+    (lambda d: (d / "graph.json").write_text((d / "graph.json").read_text().replace('"dt": 0.001', '"dt": NaN')),
+     "meta.dt must be a positive number of seconds or null, not nan"),
 ])
 def test_a_damaged_saved_graph_is_refused_naming_the_file(saved: Path, tmp_path: Path, damage, message) -> None:
     folder = tmp_path / "g"
