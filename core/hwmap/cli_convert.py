@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,6 @@ from .text import markup_escape, one_line
 __all__ = ["cmd_convert"]
 
 
-def _graph_dir_foreign(outdir: Path) -> list[str]:
-    """What in an existing ``convert -o`` directory is not a saved graph's (empty: it may be replaced)."""
-    return [e for e in sorted(os.listdir(outdir)) if e not in ("graph.json", "params.npz")]
-
-
 def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import conversion_config, convert_and_score, parse_timesteps
     from .data import load_data
@@ -33,7 +27,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .passes.snn_convert import ENCODINGS
     from .source import load_model
 
-    outdir = check_output_dir(args.output, _graph_dir_foreign) if args.output else None
+    outdir = check_output_dir(args.output) if args.output else None
     if args.nir:
         check_output_file(args.nir, "--nir")
     timesteps = parse_timesteps(args.timesteps)

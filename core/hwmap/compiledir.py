@@ -36,9 +36,8 @@ target kind that is not installed, a :class:`~hwmap.errors.TargetError` for an a
 
 The generic readers (a member of a directory, JSON bounded in size and depth, a document
 against its schema) are :mod:`hwmap.safeio`'s; the artifacts and their manifest are
-:mod:`hwmap.artifacts`'; this module checks a compile directory as a whole, and says what
-in an existing one hwmap did not write (:func:`foreign_entries`: ``compile -o`` replaces a
-directory only when that is nothing).
+:mod:`hwmap.artifacts`'; this module checks a compile directory as a whole. What ``compile -o`` may
+replace is :mod:`hwmap.output_record`'s to say.
 """
 
 from __future__ import annotations
@@ -52,16 +51,15 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .artifacts import MANIFEST, Artifacts, config_digest, name_problem, read_manifest
-from .errors import DataError, HwmapError, PluginError
+from .errors import DataError, PluginError
 from .graph import Graph
-from .safeio import (JSON_EXPANSION, MAX_JSON_DEPTH, member, member_problem, parse_json, read_doc, read_file, read_json,
+from .safeio import (JSON_EXPANSION, MAX_JSON_DEPTH, member, member_problem, read_doc, read_json,
                      schema_problem)
 from .target import Target
 
 __all__ = [
     "CompileDir", "open_compile_dir", "load_target", "read_manifest", "read_json", "member", "name_problem",
     "config_digest", "stamp", "MANIFEST", "REQUIRED", "JSON_EXPANSION", "MAX_JSON_DEPTH", "MAX_CONFIG_STRING",
-    "OUTPUT_ENTRIES", "foreign_entries",
 ]
 
 #: The files every compile directory holds (relative paths), in the order they are checked.
@@ -208,36 +206,3 @@ def stamp(outdir: Path) -> Artifacts:
     artifacts = read_manifest(outdir / "artifacts")
     artifacts.write_manifest(graph=Graph.load(outdir / "graph"), target=load_target(outdir))
     return artifacts
-
-
-# -- what hwmap writes there (compile -o refuses to replace a directory holding more) -------------------
-#: What ``compile -o DIR`` writes at the top of DIR; ``graph/`` and ``legalized/`` hold a
-#: saved graph, ``artifacts/`` the files its ``artifacts.json`` lists.
-OUTPUT_ENTRIES = ("graph", "legalized", "mapping.json", "target.json", "diagnostics.json", "artifacts", "kpis.json")
-_GRAPH_FILES = {"graph.json", "params.npz"}
-
-
-def foreign_entries(outdir: Path) -> list[str]:
-    """What in an existing ``-o`` directory hwmap did not write (empty: it may be replaced)."""
-    out = [e for e in sorted(os.listdir(outdir)) if e not in OUTPUT_ENTRIES]
-    for sub in ("graph", "legalized"):
-        d = outdir / sub
-        if d.is_dir() and not d.is_symlink():
-            out += [f"{sub}/{e}" for e in sorted(os.listdir(d)) if e not in _GRAPH_FILES]
-        elif d.exists() or d.is_symlink():
-            out.append(sub)
-    art = outdir / "artifacts"
-    if art.is_dir() and not art.is_symlink():
-        listed: set[str] = {"artifacts.json"}
-        try:
-            manifest = parse_json(read_file(art / "artifacts.json", what="artifacts.json", limit=1 << 20,
-                                            follow_symlinks=False), what="artifacts.json", where=str(art))
-            listed |= {str(f) for f in manifest.get("files", [])} if isinstance(manifest, dict) else set()
-        except (HwmapError, ValueError, TypeError):
-            pass  # unreadable: only the files a manifest would list are hwmap's
-        for f in sorted(str(p.relative_to(art)) for p in art.rglob("*") if not p.is_dir() or p.is_symlink()):
-            if f not in listed:
-                out.append(f"artifacts/{f}")
-    elif art.exists() or art.is_symlink():
-        out.append("artifacts")
-    return out

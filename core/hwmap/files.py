@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import DataError
+from .output_record import unrecorded_entries, write_record
 
 __all__ = ["pid_alive", "write_atomic", "write_text_atomic", "check_output_file", "check_output_dir", "temp_dir", "commit_dir",
            "remove_stale", "MARKER", "TEMP_PREFIX"]
@@ -47,10 +48,13 @@ def check_output_file(path: str | Path, option: str) -> Path:
     return p
 
 
-def check_output_dir(path: str | Path, own: Callable[[Path], list[str]], option: str = "-o") -> Path:
+def check_output_dir(path: str | Path, own: Callable[[Path], list[str]] = unrecorded_entries,
+                     option: str = "-o") -> Path:
     """``path`` if hwmap may (re)create a directory there: its folder exists, it is not a
     symbolic link, and if it exists it is a directory holding nothing but what ``own(path)``
-    does not list as foreign (``own`` returns the entries hwmap did not write)."""
+    does not list as foreign (``own`` returns the entries hwmap did not write; by default
+    what :func:`hwmap.output_record.unrecorded_entries` finds: the directory
+    :func:`commit_dir` put there, unchanged since)."""
     p = Path(path)
     where = str(path)
     if p.name in ("", ".", ".."):
@@ -84,6 +88,7 @@ def commit_dir(tmp: Path, path: Path) -> None:
     """Put the finished folder ``tmp`` (from :func:`temp_dir`) at ``path``, replacing what
     :func:`check_output_dir` accepted there."""
     (tmp / MARKER).unlink(missing_ok=True)
+    write_record(tmp)  # what hwmap wrote there: only that is replaced later (check_output_dir)
     os.chmod(tmp, 0o777 & ~umask())
     if not path.exists():
         os.replace(tmp, path)

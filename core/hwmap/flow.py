@@ -23,7 +23,6 @@ from typing import Any, MutableMapping, Sequence
 
 import numpy as np
 
-from .compiledir import foreign_entries
 from .data import Dataset, check_labels
 from .errors import DataError, DoesNotFitError, HwmapError, TargetError
 from .files import check_output_dir, commit_dir, remove_stale, temp_dir
@@ -314,7 +313,7 @@ def compile_model(
     """
     prog = progress or NullProgress()
     if outdir is not None:  # refuse a destination before any work is done
-        outdir = check_output_dir(outdir, foreign_entries)
+        outdir = check_output_dir(outdir)
     reg = get_registry()
     kind = target.kind
     model_name = model if isinstance(model, str) else model.name

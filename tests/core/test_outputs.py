@@ -78,6 +78,41 @@ def test_only_hwmap_s_own_output_is_replaced(capsys: pytest.CaptureFixture[str],
         (out / extra).unlink()
 
 
+@pytest.mark.parametrize("change, foreign", [
+    # the manifest made to list a file of the user's: names do not make a file hwmap's
+    (lambda o: ((o / "artifacts" / "mine.bin").write_bytes(b"the user's"),
+                (o / "artifacts" / "artifacts.json").write_text(json.dumps(
+                    {**json.loads((o / "artifacts" / "artifacts.json").read_text()),
+                     "files": ["mine.bin"]}))), "artifacts/artifacts.json, artifacts/mine.bin"),
+    (lambda o: (o / "kpis.json").write_text("{}"), "kpis.json"),  # an output the user edited is theirs
+    (lambda o: (o / ".hwmap-output.json").unlink(), "artifacts/artifacts.json, artifacts/program.json"),  # no record
+    (lambda o: (o / "graph" / "old").mkdir(), "graph/old/"),
+    (lambda o: (o / "graph" / "params.npz").replace(o / "elsewhere.npz"), "elsewhere.npz"),
+    (lambda o: (o / "link").symlink_to(o / "kpis.json"), "link"),
+])
+def test_only_what_hwmap_recorded_is_replaced(capsys: pytest.CaptureFixture[str], tmp_path: Path, change,
+                                              foreign: str) -> None:
+    out = tmp_path / "out"
+    assert run(capsys, "compile", MODEL, "--target", "toy_cpu:default", "-o", str(out), "-q")[0] == 0
+    record = json.loads((out / ".hwmap-output.json").read_text())
+    assert sorted(record["files"]) == [p for p in tree(out) if (out / p).is_file() and p != ".hwmap-output.json"]
+    change(out)
+    before = {p: (out / p).read_bytes() for p in tree(out) if (out / p).is_file() and not (out / p).is_symlink()}
+    line = error_line(capsys, "compile", MODEL, "--target", "toy_cpu:default", "-o", str(out), "-q")
+    assert f"did not write ({foreign}" in line, line
+    assert {p: (out / p).read_bytes() for p in before} == before
+
+
+def test_a_folder_of_the_users_named_like_an_output_is_not_replaced(capsys: pytest.CaptureFixture[str],
+                                                                     tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "target.json").write_text('{"my": "config"}')
+    line = error_line(capsys, "compile", MODEL, "--target", "toy_cpu:default", "-o", str(out), "-q")
+    assert "holds files hwmap did not write (target.json)" in line
+    assert tree(out) == ["target.json"] and (out / "target.json").read_text() == '{"my": "config"}'
+
+
 def test_a_long_name_works(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out = tmp_path / ("x" * 250)
     assert run(capsys, "compile", MODEL, "--target", "toy_cpu:default", "-o", str(out), "-q")[0] == 0
