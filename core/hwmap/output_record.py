@@ -40,10 +40,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _walk(root: Path) -> tuple[list[str], list[str]]:
-    """``(regular files, anything else)`` under ``root`` as sorted POSIX paths relative to
-    it; symbolic links are never followed (they are "anything else")."""
-    files, other = [], []
+def _walk(root: Path) -> tuple[list[str], list[str], list[str]]:
+    """``(regular files, folders, anything else)`` under ``root`` as sorted POSIX paths
+    relative to it; symbolic links are never followed (they are "anything else")."""
+    files, folders, other = [], [], []
     for top, dirs, names in os.walk(root, followlinks=False):
         rel = Path(top).relative_to(root)
         for name in dirs + names:
@@ -51,15 +51,17 @@ def _walk(root: Path) -> tuple[list[str], list[str]]:
             path = (rel / name).as_posix()
             if stat.S_ISREG(st.st_mode):
                 files.append(path)
-            elif not stat.S_ISDIR(st.st_mode):  # a link (to a folder too: os.walk does not enter it), a device...
+            elif stat.S_ISDIR(st.st_mode):
+                folders.append(path)
+            else:  # a link (to a folder too: os.walk does not enter it), a device...
                 other.append(path)
-    return sorted(files), sorted(other)
+    return sorted(files), sorted(folders), sorted(other)
 
 
 def write_record(directory: Path) -> None:
     """Write :data:`RECORD` in ``directory`` (finished, not yet committed): every regular
     file's SHA-256, paths sorted, so equal outputs give byte-identical records."""
-    files, _ = _walk(directory)
+    files, _, _ = _walk(directory)
     digests = {f: _sha256(directory / f) for f in files if f != RECORD}
     text = json.dumps({"format": _FORMAT, "files": digests}, indent=1, sort_keys=True) + "\n"
     (directory / RECORD).write_text(text, encoding="utf-8")
@@ -81,7 +83,7 @@ def unrecorded_entries(directory: Path) -> list[str]:
     """What in the existing directory ``directory`` hwmap did not write as it is now (empty:
     it may be replaced): files the record does not list or whose bytes changed, links and
     other non-files, and folders holding nothing hwmap wrote (POSIX paths, sorted)."""
-    files, other = _walk(directory)
+    files, folders, other = _walk(directory)
     recorded = _recorded(directory)
     out = list(other)
     for f in files:
@@ -89,11 +91,8 @@ def unrecorded_entries(directory: Path) -> list[str]:
             continue
         if f not in recorded or recorded[f] != _sha256(directory / f):
             out.append(f)
-    kept = {str(Path(f).parent.as_posix()) for f in files if f in recorded}
-    for top, dirs, _ in os.walk(directory, followlinks=False):  # an empty folder of the user's is theirs too
-        for d in dirs:
-            path = (Path(top) / d).relative_to(directory).as_posix()
-            if not (directory / path).is_symlink() and not any(k == path or k.startswith(path + "/") for k in kept):
-                if not any(o.startswith(path + "/") for o in out):
-                    out.append(path + "/")
+    for d in folders:  # a folder holding nothing hwmap wrote (an empty one too) is the user's
+        inside = d + "/"
+        if not any(f.startswith(inside) for f in recorded if f in files) and not any(o.startswith(inside) for o in out):
+            out.append(inside)
     return sorted(out)
